@@ -1,0 +1,144 @@
+/* reqrep core: a shared-memory request/response channel (Linux, 64-bit).
+ *
+ * Plain C11, no Python. Every function returns 0 (or a count) on success and
+ * a negative errno on failure. Codes with a meaning of their own:
+ *   -EAGAIN     nothing to do right now (queue empty/full, reply not ready, timeout)
+ *   -ESTALE     the id is not (or no longer) a pending request of this channel
+ *   -EMSGSIZE   payload larger than the channel can ever hold
+ *   -EINTR      a signal interrupted a wait; the call had no effect, retry it
+ *   -RR_EFORMAT the file is not a valid channel (reason in rr_error.why)
+ *   -EOWNERDEAD the worker that took the request died before replying
+ */
+#ifndef REQREP_H
+#define REQREP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define RR_EFORMAT 4096 /* beyond every errno value */
+
+enum rr_variant { RR_VARIANT_STR = 1, RR_VARIANT_INT = 2 };
+
+/* Payload flag carried with Str requests and responses. */
+#define RR_FLAG_UTF8 1u
+
+/* Deadlines are absolute CLOCK_MONOTONIC nanoseconds. */
+#define RR_NOWAIT  ((int64_t)0)
+#define RR_FOREVER INT64_MAX
+
+/* Limits on geometry (ValueError above them in the binding). */
+#define RR_MAX_REQ_CAP    (1u << 24)
+#define RR_MAX_RESP_SLOTS (1u << 20)
+#define RR_MAX_RESP_SIZE  (1u << 30)
+#define RR_MAX_ARENA      ((uint64_t)1 << 40)
+#define RR_MIN_ARENA      4096u
+
+/* Spin budget of a new handle, in microseconds (see rr_wait.c). */
+#define RR_DEFAULT_SPIN_US 50u
+
+typedef struct rr_geometry {
+    uint32_t variant;    /* enum rr_variant */
+    uint32_t req_cap;    /* rounded up to a power of two */
+    uint32_t resp_slots;
+    uint32_t resp_size;  /* Str only; 0 for Int */
+    uint64_t arena;      /* Str only; 0 means req_cap * 256 (at least RR_MIN_ARENA) */
+} rr_geometry;
+
+typedef struct rr_error {
+    char why[256];       /* filled on -RR_EFORMAT and on failures of open calls */
+} rr_error;
+
+typedef struct rr_chan rr_chan; /* one process-local handle on a mapping */
+
+/* Checks and normalises a requested geometry (rounds req_cap, fills arena). */
+int rr_geometry_normalise(rr_geometry *g, rr_error *err);
+
+/* Opening. `create` NULL means open-only (a client); otherwise the geometry
+ * used when the file is new or all zero (a creator died before publishing). */
+int rr_open_path(const char *path, uint32_t variant, const rr_geometry *create,
+                 rr_chan **out, rr_error *err);
+int rr_open_anon(const rr_geometry *g, rr_chan **out, rr_error *err);
+int rr_open_memfd(const char *name, const rr_geometry *g, rr_chan **out, rr_error *err);
+int rr_open_fd(int fd, uint32_t variant, rr_chan **out, rr_error *err);
+/* A second handle on the same mapping (the mapping is reference-counted). */
+int rr_chan_share(rr_chan *c, rr_chan **out);
+void rr_close(rr_chan *c);
+
+/* Per-handle spin budget before sleeping, in microseconds (0 = never spin). */
+void rr_set_spin(rr_chan *c, uint32_t spin_us);
+uint32_t rr_get_spin(const rr_chan *c);
+
+const rr_geometry *rr_geometry_of(const rr_chan *c);
+uint64_t rr_map_size(const rr_chan *c);
+int rr_memfd(const rr_chan *c);  /* the memfd's fd, or -1 */
+int rr_fd(const rr_chan *c);     /* the backing fd (file or memfd), or -1 */
+
+int64_t rr_now_ns(void);
+
+/* ---- response ids ---- */
+static inline uint32_t rr_id_index(uint64_t id) { return (uint32_t)id; }
+static inline uint32_t rr_id_gen(uint64_t id) { return (uint32_t)(id >> 32); }
+
+/* ---- Str requests ---- */
+int rr_str_send(rr_chan *c, const void *data, size_t len, uint32_t flags,
+                int64_t deadline, uint64_t *id);
+
+typedef struct rr_entry {
+    const void *data;
+    uint32_t len;
+    uint32_t flags;
+    uint64_t id;
+} rr_entry;
+
+/* Receive in two phases so nothing leaves the queue before the caller has
+ * copied it: begin waits for requests and returns how many are queued with
+ * the queue lock held; peek reads the i-th; end consumes n and unlocks. */
+int rr_str_recv_begin(rr_chan *c, int64_t deadline);
+/* Waits until a request is queued without taking the lock (0, or -EAGAIN at
+ * the deadline); for callers that must not hold the lock while they block on
+ * something else afterwards, such as taking back an interpreter lock. */
+int rr_str_wait_request(rr_chan *c, int64_t deadline);
+int rr_str_recv_peek(rr_chan *c, uint32_t i, rr_entry *e);
+void rr_str_recv_end(rr_chan *c, uint32_t n);
+
+int rr_str_reply(rr_chan *c, uint64_t id, const void *data, size_t len, uint32_t flags);
+
+/* ---- Int requests ---- */
+int rr_int_send(rr_chan *c, int64_t value, int64_t deadline, uint64_t *id);
+int rr_int_recv(rr_chan *c, int64_t deadline, int64_t *value, uint64_t *id);
+int rr_int_reply(rr_chan *c, uint64_t id, int64_t value);
+
+/* ---- responses (both variants) ----
+ * wait_ready returns 0 once the reply is there; read it with resp_view, then
+ * release the slot with resp_release, which fails with -ESTALE if the slot
+ * moved under the reader (the copy must then be discarded). */
+int rr_resp_wait(rr_chan *c, uint64_t id, int64_t deadline);
+typedef struct rr_resp {
+    const void *data;  /* Str: the bytes; Int: NULL */
+    uint32_t len;
+    uint32_t flags;
+    int64_t value;     /* Int */
+} rr_resp;
+int rr_resp_view(rr_chan *c, uint64_t id, rr_resp *r);
+int rr_resp_release(rr_chan *c, uint64_t id);
+/* 0 = cancelled; -EBUSY = the reply is there or being written (collect it);
+ * -ESTALE = not a pending request. */
+int rr_cancel(rr_chan *c, uint64_t id);
+/* 1 if id is a request acquired by this process and not yet collected. */
+int rr_id_live(rr_chan *c, uint64_t id);
+
+/* ---- management ---- */
+int rr_clear(rr_chan *c);
+uint64_t rr_size(rr_chan *c);
+int rr_sync(rr_chan *c);
+
+typedef struct rr_stats {
+    uint64_t requests, replies, send_full, recv_empty, recoveries;
+    uint64_t size, capacity;
+    uint32_t resp_slots, resp_size;
+    uint32_t slots_free, slots_acquired, slots_ready;
+    uint64_t arena_cap, arena_used;
+} rr_stats;
+void rr_get_stats(rr_chan *c, rr_stats *s);
+
+#endif

@@ -1,0 +1,89 @@
+/* What both variants share: the shape of a send, replies, clear and statistics. */
+#include "rr_internal.h"
+
+#include <limits.h>
+#include <string.h>
+
+int rr_send_common(rr_chan *c, rr_attempt_fn push, rr_peek_fn room, void *arg, uint64_t *id,
+                   int64_t deadline)
+{
+    rr_header *h = c->hdr;
+    int rc = rr_slot_acquire(c, deadline, id);
+    if (rc == 0) {
+        rc = rr_waitq_wait(c, &h->not_full, push, room, arg, deadline);
+        if (rc)
+            rr_slot_abandon(c, *id); /* the request never became visible */
+    }
+    if (rc == -EAGAIN && deadline == RR_NOWAIT)
+        atomic_fetch_add_explicit(&h->send_full, 1, memory_order_relaxed); /* a statistic */
+    if (rc == 0)
+        rr_waitq_wake(&h->not_empty, 1);
+    return rc;
+}
+
+int rr_str_reply(rr_chan *c, uint64_t id, const void *data, size_t len, uint32_t flags)
+{
+    if (len > c->geom.resp_size)
+        return -EMSGSIZE;
+    rr_slot *s = rr_slot_claim(c, id);
+    if (!s)
+        return -ESTALE;
+    memcpy(rr_slot_data(s), data, len);
+    s->len = (uint32_t)len;
+    s->flags = flags;
+    rr_slot_publish(c, s, id);
+    return 0;
+}
+
+int rr_int_reply(rr_chan *c, uint64_t id, int64_t value)
+{
+    rr_slot *s = rr_slot_claim(c, id);
+    if (!s)
+        return -ESTALE;
+    s->value = value;
+    rr_slot_publish(c, s, id);
+    return 0;
+}
+
+int rr_clear(rr_chan *c)
+{
+    rr_header *h = c->hdr;
+    if (c->geom.variant == RR_VARIANT_STR)
+        rr_strq_clear(c);
+    else
+        rr_intq_clear(c);
+    rr_slots_clear(c);
+    atomic_fetch_add_explicit(&h->clears, 1, memory_order_relaxed); /* a statistic */
+    rr_waitq_wake(&h->not_full, INT_MAX);
+    return 0;
+}
+
+uint64_t rr_size(rr_chan *c)
+{
+    rr_header *h = c->hdr;
+    /* acquire ↔ the release stores of head/tail; head first so that the
+     * difference never goes negative */
+    uint64_t head = atomic_load_explicit(&h->head, memory_order_acquire);
+    uint64_t tail = atomic_load_explicit(&h->tail, memory_order_acquire);
+    uint64_t n = tail - head;
+    return n <= c->geom.req_cap ? n : (int64_t)n < 0 ? 0 : c->geom.req_cap;
+}
+
+void rr_get_stats(rr_chan *c, rr_stats *st)
+{
+    rr_header *h = c->hdr;
+    memset(st, 0, sizeof *st);
+    st->requests = atomic_load_explicit(&h->tail, memory_order_relaxed);
+    st->send_full = atomic_load_explicit(&h->send_full, memory_order_relaxed);
+    st->recv_empty = atomic_load_explicit(&h->recv_empty, memory_order_relaxed);
+    st->recoveries = atomic_load_explicit(&h->recoveries, memory_order_relaxed);
+    st->size = rr_size(c);
+    st->capacity = c->geom.req_cap;
+    st->resp_slots = c->geom.resp_slots;
+    st->resp_size = c->geom.resp_size;
+    rr_slots_count(c, st);
+    if (c->geom.variant == RR_VARIANT_STR) {
+        st->arena_cap = c->geom.arena;
+        st->arena_used = rr_strq_arena_used(c);
+    }
+}

@@ -1,0 +1,189 @@
+/* Internal layout and helpers shared by the core's files. Not installed. */
+#ifndef RR_INTERNAL_H
+#define RR_INTERNAL_H
+
+#include "reqrep.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define RR_LINE 64
+#define RR_MAGIC UINT64_C(0x31504552514552ff) /* "\xffRREQPE1" little-endian */
+#define RR_FORMAT_VERSION 1u
+#define RR_HEADER_SIZE 512u
+#define RR_SLOT_HEADER 64u
+
+#define RR_ALIGNED __attribute__((aligned(RR_LINE)))
+#define RR_ROUND_UP(x, a) (((x) + ((a) - 1)) & ~((__typeof__(x))(a) - 1))
+
+/* ---- shared memory: everything below is an offset from the mapping base ---- */
+
+/* Fixed geometry: written once before the magic is published, then only read. */
+typedef struct rr_hdr_geom {
+    _Atomic uint64_t magic;   /* published last (release) at creation */
+    uint32_t version;
+    uint32_t variant;
+    uint64_t total_size;
+    uint32_t req_cap;
+    uint32_t resp_slots;
+    uint32_t resp_size;
+    uint32_t slot_stride;
+    uint64_t arena_cap;
+    uint64_t off_cells;
+    uint64_t off_slots;
+    uint64_t off_arena;
+} rr_hdr_geom;
+
+/* A futex word with a count of sleepers, so wakers skip the syscall when 0. */
+typedef struct rr_waitq {
+    _Atomic uint32_t seq;
+    _Atomic uint32_t waiters;
+} rr_waitq;
+
+typedef struct rr_header {
+    RR_ALIGNED rr_hdr_geom geom;
+    /* consumer side: written by receivers */
+    RR_ALIGNED _Atomic uint64_t head;  /* Str: under the lock; Int: Vyukov dequeue position */
+    rr_waitq not_empty;                /* receivers sleep here */
+    /* producer side: written by senders */
+    RR_ALIGNED _Atomic uint64_t tail;  /* Str: under the lock; Int: Vyukov enqueue position */
+    rr_waitq not_full;                 /* senders sleep here */
+    /* the Str queue lock: owner identity (pid | start time << 32) | RR_LOCK_WAITERS */
+    RR_ALIGNED _Atomic uint64_t lock;
+    /* slot pool: clients waiting for a free slot */
+    RR_ALIGNED rr_waitq slot_free;
+    /* rare-path counters (relaxed: statistics only) */
+    RR_ALIGNED _Atomic uint64_t send_full;
+    _Atomic uint64_t recv_empty;
+    _Atomic uint64_t recoveries;
+    _Atomic uint64_t clears;
+} rr_header;
+
+_Static_assert(sizeof(rr_header) <= RR_HEADER_SIZE, "header too large");
+
+/* Str request cell. `beg` is the virtual arena offset where the entry's charge
+ * begins; data starts there or, if it would run past the end, at the next wrap. */
+typedef struct rr_str_cell {
+    uint64_t beg;
+    uint32_t len;
+    uint32_t flags;
+    uint64_t id;
+} rr_str_cell;
+
+/* Int request cell (Vyukov); `turn` as described in rr_intq.c. */
+typedef struct rr_int_cell {
+    _Atomic uint64_t turn;
+    int64_t value;
+    uint64_t id;
+} rr_int_cell;
+
+_Static_assert(sizeof(rr_str_cell) == 24 && sizeof(rr_int_cell) == 24, "24 B cells");
+
+/* Response slot header, one cache line; Str response bytes follow it. */
+typedef struct rr_slot {
+    _Atomic uint64_t ctl;     /* generation << 32 | futex word (see rr_slots.c) */
+    _Atomic uint64_t owner;   /* client identity while acquired, 0 otherwise */
+    _Atomic uint64_t worker;  /* identity of the worker that took the request */
+    _Atomic uint32_t waiters; /* clients sleeping on ctl */
+    uint32_t len;             /* response length (Str) */
+    uint32_t flags;
+    uint32_t pad;
+    int64_t value;            /* Int response */
+    _Atomic uint64_t replies; /* per-slot reply count, summed by stats */
+} rr_slot;
+
+_Static_assert(sizeof(rr_slot) <= RR_SLOT_HEADER, "slot header is one line");
+
+/* ---- the process-local handle ---- */
+
+typedef struct rr_map {
+    _Atomic uint32_t refs;
+    uint8_t *base;
+    uint64_t size;
+    int fd;          /* file or memfd, -1 for anonymous */
+    int is_memfd;
+} rr_map;
+
+struct rr_chan {
+    rr_map *map;
+    rr_header *hdr;
+    rr_geometry geom;     /* private copy, validated at open: never re-read */
+    uint64_t mask;        /* req_cap - 1 */
+    uint32_t shift;       /* log2(req_cap) */
+    uint64_t slot_stride;
+    uint8_t *cells;
+    uint8_t *slots;
+    uint8_t *arena;
+    uint32_t spin_us;
+    _Atomic uint32_t slot_hint; /* where the next slot scan starts (relaxed: a hint) */
+    uint32_t locked_n;    /* Str: entries visible to the current recv_begin */
+};
+
+/* ---- layout (rr_layout.c) ---- */
+int rr_layout_compute(const rr_geometry *g, rr_hdr_geom *out);
+int rr_layout_validate(const rr_hdr_geom *h, uint64_t file_size, uint32_t variant,
+                       rr_error *err);
+
+/* ---- waiting (rr_wait.c) ---- */
+int rr_futex_wait(_Atomic uint32_t *word, uint32_t expect, int64_t deadline);
+void rr_futex_wake(_Atomic uint32_t *word, int n);
+/* A blocking operation as two callbacks: `attempt` tries it once (1 = done,
+ * 0 = not now, < 0 = error); `peek` is a cheap lock-free hint that an attempt
+ * may succeed, polled while spinning. rr_wait_until spins (up to the handle's
+ * budget), then sleeps on `q` until the attempt succeeds, the deadline passes
+ * (-EAGAIN) or a signal arrives (-EINTR). `poll_ns` > 0 bounds each sleep so
+ * that `attempt` can also notice what no waker announces (a dead peer). */
+typedef int (*rr_attempt_fn)(rr_chan *c, void *arg);
+typedef bool (*rr_peek_fn)(rr_chan *c, void *arg);
+int rr_wait_until(rr_chan *c, _Atomic uint32_t *word, _Atomic uint32_t *waiters,
+                  rr_attempt_fn attempt, rr_peek_fn peek, void *arg, int64_t deadline,
+                  int64_t poll_ns);
+/* Wakes sleepers of a word whose value the caller has already changed. */
+void rr_word_wake(_Atomic uint32_t *word, _Atomic uint32_t *waiters, int n);
+/* Wakes sleepers of a waitq (bumps its sequence so that none can miss it). */
+void rr_waitq_wake(rr_waitq *q, int n);
+static inline int rr_waitq_wait(rr_chan *c, rr_waitq *q, rr_attempt_fn attempt, rr_peek_fn peek,
+                                void *arg, int64_t deadline)
+{
+    return rr_wait_until(c, &q->seq, &q->waiters, attempt, peek, arg, deadline, 0);
+}
+static inline void rr_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* ---- process identity and recovery (rr_recover.c) ---- */
+uint64_t rr_self_ident(void);
+bool rr_ident_alive(uint64_t ident);
+int rr_lock(rr_chan *c, int64_t deadline);
+void rr_unlock(rr_chan *c);
+
+/* ---- slots (rr_slots.c) ---- */
+static inline rr_slot *rr_slot_at(rr_chan *c, uint32_t idx)
+{
+    return (rr_slot *)(c->slots + (uint64_t)idx * c->slot_stride);
+}
+static inline uint8_t *rr_slot_data(rr_slot *s) { return (uint8_t *)s + RR_SLOT_HEADER; }
+int rr_slot_acquire(rr_chan *c, int64_t deadline, uint64_t *id);
+void rr_slot_abandon(rr_chan *c, uint64_t id);
+/* A worker's reply: claim (ACQUIRED -> WRITING, NULL if stale), fill, publish. */
+rr_slot *rr_slot_claim(rr_chan *c, uint64_t id);
+void rr_slot_publish(rr_chan *c, rr_slot *s, uint64_t id);
+void rr_slots_count(rr_chan *c, rr_stats *st);
+void rr_slots_clear(rr_chan *c);
+
+/* ---- queues (rr_strq.c, rr_intq.c) ---- */
+/* Sends share one shape: take a slot, then enqueue with the queue's attempt. */
+int rr_send_common(rr_chan *c, rr_attempt_fn push, rr_peek_fn room, void *arg, uint64_t *id,
+                   int64_t deadline);
+void rr_strq_clear(rr_chan *c);
+uint64_t rr_strq_arena_used(rr_chan *c);
+void rr_intq_clear(rr_chan *c);
+
+#endif

@@ -1,0 +1,426 @@
+/* File layout: geometry, header validation, creating, opening and mapping. */
+#define _GNU_SOURCE
+#include "rr_internal.h"
+
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define RR_PAGE 4096u
+#define RR_MAX_TOTAL ((uint64_t)1 << 42)
+
+static int fail(rr_error *err, int code, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->why, sizeof err->why, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+static const char *variant_name(uint32_t v)
+{
+    return v == RR_VARIANT_STR ? "Str" : v == RR_VARIANT_INT ? "Int" : "unknown";
+}
+
+static uint32_t pow2_ceil(uint32_t x)
+{
+    uint32_t p = 1;
+    while (p < x)
+        p <<= 1;
+    return p;
+}
+
+int rr_geometry_normalise(rr_geometry *g, rr_error *err)
+{
+    if (g->variant != RR_VARIANT_STR && g->variant != RR_VARIANT_INT)
+        return fail(err, -EINVAL, "unknown variant %u", g->variant);
+    if (g->req_cap < 1 || g->req_cap > RR_MAX_REQ_CAP)
+        return fail(err, -EINVAL, "req_cap must be between 1 and %u", RR_MAX_REQ_CAP);
+    if (g->resp_slots < 1 || g->resp_slots > RR_MAX_RESP_SLOTS)
+        return fail(err, -EINVAL, "resp_slots must be between 1 and %u", RR_MAX_RESP_SLOTS);
+    g->req_cap = pow2_ceil(g->req_cap);
+    if (g->variant == RR_VARIANT_INT) {
+        g->resp_size = 0;
+        g->arena = 0;
+    } else {
+        if (g->resp_size < 1 || g->resp_size > RR_MAX_RESP_SIZE)
+            return fail(err, -EINVAL, "resp_size must be between 1 and %u", RR_MAX_RESP_SIZE);
+        if (g->arena == 0) {
+            g->arena = (uint64_t)g->req_cap * 256;
+            if (g->arena < RR_MIN_ARENA)
+                g->arena = RR_MIN_ARENA;
+        }
+        if (g->arena < RR_MIN_ARENA || g->arena > RR_MAX_ARENA)
+            return fail(err, -EINVAL, "arena must be between %u and %llu bytes", RR_MIN_ARENA,
+                        (unsigned long long)RR_MAX_ARENA);
+        g->arena = RR_ROUND_UP(g->arena, (uint64_t)RR_LINE);
+    }
+    rr_hdr_geom h;
+    return rr_layout_compute(g, &h) == 0 ? 0
+        : fail(err, -EINVAL, "channel too large (over %llu bytes)", (unsigned long long)RR_MAX_TOTAL);
+}
+
+int rr_layout_compute(const rr_geometry *g, rr_hdr_geom *h)
+{
+    memset(h, 0, sizeof *h);
+    h->version = RR_FORMAT_VERSION;
+    h->variant = g->variant;
+    h->req_cap = g->req_cap;
+    h->resp_slots = g->resp_slots;
+    h->resp_size = g->resp_size;
+    h->slot_stride = RR_SLOT_HEADER + RR_ROUND_UP(g->resp_size, RR_LINE);
+    h->arena_cap = g->arena;
+    h->off_cells = RR_HEADER_SIZE;
+    h->off_slots = h->off_cells + RR_ROUND_UP((uint64_t)g->req_cap * 24, (uint64_t)RR_LINE);
+    h->off_arena = h->off_slots + (uint64_t)g->resp_slots * h->slot_stride;
+    h->total_size = RR_ROUND_UP(h->off_arena + h->arena_cap, (uint64_t)RR_PAGE);
+    return h->total_size <= RR_MAX_TOTAL ? 0 : -EFBIG;
+}
+
+/* Accept a header only if it is exactly what its own geometry implies: that
+ * rules out forged offsets, overlapping regions and sizes beyond the file. */
+int rr_layout_validate(const rr_hdr_geom *h, uint64_t file_size, uint32_t variant, rr_error *err)
+{
+    uint64_t magic = atomic_load_explicit(&h->magic, memory_order_relaxed);
+    if (magic != RR_MAGIC)
+        return fail(err, -RR_EFORMAT, "not a reqrep channel (bad magic)");
+    if (h->version != RR_FORMAT_VERSION)
+        return fail(err, -RR_EFORMAT, "format version %u, this reqrep reads version %u",
+                    h->version, RR_FORMAT_VERSION);
+    if (h->variant != RR_VARIANT_STR && h->variant != RR_VARIANT_INT)
+        return fail(err, -RR_EFORMAT, "unknown channel variant %u", h->variant);
+    if (variant && h->variant != variant)
+        return fail(err, -RR_EFORMAT, "is a %s channel, opened as %s", variant_name(h->variant),
+                    variant_name(variant));
+    rr_geometry g = {h->variant, h->req_cap, h->resp_slots, h->resp_size, h->arena_cap};
+    bool geom_ok = h->req_cap >= 1 && h->req_cap <= RR_MAX_REQ_CAP
+        && (h->req_cap & (h->req_cap - 1)) == 0 && h->resp_slots >= 1
+        && h->resp_slots <= RR_MAX_RESP_SLOTS;
+    if (h->variant == RR_VARIANT_STR)
+        geom_ok = geom_ok && h->resp_size >= 1 && h->resp_size <= RR_MAX_RESP_SIZE
+            && h->arena_cap >= RR_MIN_ARENA && h->arena_cap <= RR_MAX_ARENA
+            && h->arena_cap % RR_LINE == 0;
+    else
+        geom_ok = geom_ok && h->resp_size == 0 && h->arena_cap == 0;
+    rr_hdr_geom want;
+    if (!geom_ok || rr_layout_compute(&g, &want) != 0)
+        return fail(err, -RR_EFORMAT, "impossible geometry in header");
+    if (h->slot_stride != want.slot_stride || h->off_cells != want.off_cells
+        || h->off_slots != want.off_slots || h->off_arena != want.off_arena
+        || h->total_size != want.total_size)
+        return fail(err, -RR_EFORMAT, "region offsets do not match the geometry");
+    if (h->total_size != file_size)
+        return fail(err, -RR_EFORMAT, "file is %llu bytes, header says %llu",
+                    (unsigned long long)file_size, (unsigned long long)h->total_size);
+    return 0;
+}
+
+/* ---- handles ---- */
+
+static int chan_new(rr_map *m, rr_chan **out)
+{
+    rr_chan *c = calloc(1, sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    const rr_hdr_geom *h = (const rr_hdr_geom *)m->base;
+    c->map = m;
+    c->hdr = (rr_header *)m->base;
+    c->geom = (rr_geometry){h->variant, h->req_cap, h->resp_slots, h->resp_size, h->arena_cap};
+    c->mask = h->req_cap - 1;
+    c->shift = (uint32_t)__builtin_ctz(h->req_cap);
+    c->slot_stride = h->slot_stride;
+    c->cells = m->base + h->off_cells;
+    c->slots = m->base + h->off_slots;
+    c->arena = m->base + h->off_arena;
+    c->spin_us = RR_DEFAULT_SPIN_US;
+    atomic_init(&c->slot_hint, (uint32_t)(rr_self_ident() * 2654435761u) % h->resp_slots);
+    *out = c;
+    return 0;
+}
+
+static void map_unref(rr_map *m)
+{
+    /* acq_rel: the last dropper must see every other holder's use of the map */
+    if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    munmap(m->base, m->size);
+    if (m->fd >= 0)
+        close(m->fd);
+    free(m);
+}
+
+/* Maps `size` bytes of fd (or anonymous memory when fd < 0); takes the fd. */
+static int map_new(int fd, uint64_t size, int is_memfd, rr_map **out)
+{
+    rr_map *m = calloc(1, sizeof *m);
+    if (!m)
+        return -ENOMEM;
+    int flags = MAP_SHARED | (fd < 0 ? MAP_ANONYMOUS : 0);
+    void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, flags, fd, 0);
+    if (base == MAP_FAILED) {
+        int e = -errno;
+        free(m);
+        return e;
+    }
+    atomic_init(&m->refs, 1);
+    m->base = base;
+    m->size = size;
+    m->fd = fd;
+    m->is_memfd = is_memfd;
+    *out = m;
+    return 0;
+}
+
+/* Writes the geometry into a zero-filled mapping and publishes the magic last,
+ * so an opener that sees the magic sees a complete header. Every other region
+ * is valid when all zero. */
+static void init_header(rr_map *m, const rr_hdr_geom *want)
+{
+    rr_hdr_geom *h = (rr_hdr_geom *)m->base;
+    memset(m->base, 0, RR_HEADER_SIZE);
+    memcpy((uint8_t *)h + sizeof h->magic, (const uint8_t *)want + sizeof want->magic,
+           sizeof *h - sizeof h->magic);
+    /* release ↔ the acquire load of magic in open_fd_common */
+    atomic_store_explicit(&h->magic, RR_MAGIC, memory_order_release);
+}
+
+static int create_in_fd(int fd, const rr_geometry *g, int is_memfd, rr_chan **out, rr_error *err)
+{
+    rr_hdr_geom want;
+    rr_layout_compute(g, &want);
+    if (ftruncate(fd, 0) != 0 || ftruncate(fd, (off_t)want.total_size) != 0)
+        return fail(err, -errno, "cannot size the file: %s", strerror(errno));
+    rr_map *m;
+    int rc = map_new(fd, want.total_size, is_memfd, &m);
+    if (rc)
+        return fail(err, rc, "cannot map %llu bytes: %s", (unsigned long long)want.total_size,
+                    strerror(-rc));
+    init_header(m, &want);
+    rc = chan_new(m, out);
+    if (rc) {
+        m->fd = -1; /* the caller still owns fd on failure */
+        map_unref(m);
+    }
+    return rc;
+}
+
+static int read_full(int fd, void *buf, size_t len, off_t off)
+{
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pread(fd, (uint8_t *)buf + done, len - done, off + (off_t)done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? -errno : -EIO;
+        done += (size_t)n;
+    }
+    return 0;
+}
+
+static int all_zero(int fd, uint64_t size)
+{
+    uint8_t buf[65536];
+    for (uint64_t off = 0; off < size;) {
+        size_t n = size - off < sizeof buf ? (size_t)(size - off) : sizeof buf;
+        int rc = read_full(fd, buf, n, (off_t)off);
+        if (rc)
+            return rc;
+        for (size_t i = 0; i < n; i++)
+            if (buf[i])
+                return 0;
+        off += n;
+    }
+    return 1;
+}
+
+/* Opens the channel in fd after validating its header; takes fd on success. */
+static int open_existing(int fd, uint32_t variant, int is_memfd, rr_chan **out, rr_error *err)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return fail(err, -errno, "%s", strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return fail(err, -RR_EFORMAT, "not a regular file");
+    rr_hdr_geom h;
+    if ((uint64_t)st.st_size < RR_HEADER_SIZE)
+        return fail(err, -RR_EFORMAT, "file too small for a channel (%lld bytes)",
+                    (long long)st.st_size);
+    int rc = read_full(fd, &h, sizeof h, 0);
+    if (rc)
+        return fail(err, rc, "cannot read the header: %s", strerror(-rc));
+    if (atomic_load_explicit(&h.magic, memory_order_relaxed) == 0)
+        return fail(err, -RR_EFORMAT,
+                    "channel was never initialised (its creator may have died): "
+                    "open it with a Server to initialise it, or remove the file");
+    rc = rr_layout_validate(&h, (uint64_t)st.st_size, variant, err);
+    if (rc)
+        return rc;
+    rr_map *m;
+    rc = map_new(fd, h.total_size, is_memfd, &m);
+    if (rc)
+        return fail(err, rc, "cannot map the channel: %s", strerror(-rc));
+    /* Validate what is mapped too: the file may have changed since pread. From
+     * here on only the private copy of the geometry is used. */
+    rr_hdr_geom *mh = (rr_hdr_geom *)m->base;
+    /* acquire ↔ the release store of magic in init_header */
+    (void)atomic_load_explicit(&mh->magic, memory_order_acquire);
+    if (memcmp((uint8_t *)mh + 8, (uint8_t *)&h + 8, sizeof h - 8) != 0) {
+        m->fd = -1;
+        map_unref(m);
+        return fail(err, -RR_EFORMAT, "header changed while opening");
+    }
+    rc = chan_new(m, out);
+    if (rc) {
+        m->fd = -1;
+        map_unref(m);
+    }
+    return rc;
+}
+
+/* flock with EINTR reported to the caller (who checks for signals and retries). */
+static int lock_file(int fd, int op)
+{
+    if (flock(fd, op) == 0)
+        return 0;
+    return -errno;
+}
+
+int rr_open_path(const char *path, uint32_t variant, const rr_geometry *create, rr_chan **out,
+                 rr_error *err)
+{
+    err->why[0] = 0;
+    int oflags = O_RDWR | O_NOFOLLOW | O_CLOEXEC;
+    int fd = open(path, create ? oflags | O_CREAT : oflags, 0600);
+    if (fd < 0)
+        return -errno;
+    /* Creators initialise under an exclusive lock, openers read under a shared
+     * one: an opener never sees a half-built header, and a creator that dies
+     * mid-way releases the lock with its file descriptors. */
+    int rc = lock_file(fd, create ? LOCK_EX : LOCK_SH);
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        rc = -errno;
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = fail(err, -RR_EFORMAT, "not a regular file");
+        goto out;
+    }
+    uint64_t magic = 0;
+    if (st.st_size >= 8 && (rc = read_full(fd, &magic, sizeof magic, 0)) != 0)
+        goto out;
+    if (create && magic == 0) {
+        rc = st.st_size == 0 ? 1 : all_zero(fd, (uint64_t)st.st_size);
+        if (rc < 0)
+            goto out;
+        if (rc == 0) {
+            rc = fail(err, -RR_EFORMAT, "not a reqrep channel (no magic, not empty)");
+            goto out;
+        }
+        rr_geometry g = *create;
+        g.variant = variant;
+        rc = create_in_fd(fd, &g, 0, out, err);
+    } else {
+        rc = open_existing(fd, variant, 0, out, err);
+    }
+out:
+    flock(fd, LOCK_UN);
+    if (rc)
+        close(fd);
+    return rc;
+}
+
+int rr_open_anon(const rr_geometry *g, rr_chan **out, rr_error *err)
+{
+    err->why[0] = 0;
+    rr_hdr_geom want;
+    rr_layout_compute(g, &want);
+    rr_map *m;
+    int rc = map_new(-1, want.total_size, 0, &m);
+    if (rc)
+        return fail(err, rc, "cannot map %llu bytes: %s", (unsigned long long)want.total_size,
+                    strerror(-rc));
+    init_header(m, &want);
+    rc = chan_new(m, out);
+    if (rc)
+        map_unref(m);
+    return rc;
+}
+
+int rr_open_memfd(const char *name, const rr_geometry *g, rr_chan **out, rr_error *err)
+{
+    err->why[0] = 0;
+    int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return fail(err, -errno, "memfd_create: %s", strerror(errno));
+    int rc = create_in_fd(fd, g, 1, out, err);
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    /* Nobody may resize it under a mapping (a shrink would SIGBUS every user). */
+    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+    return 0;
+}
+
+int rr_open_fd(int fd, uint32_t variant, rr_chan **out, rr_error *err)
+{
+    err->why[0] = 0;
+    int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (own < 0)
+        return -errno;
+    int is_memfd = fcntl(own, F_GET_SEALS) >= 0;
+    int rc = open_existing(own, variant, is_memfd, out, err);
+    if (rc)
+        close(own);
+    return rc;
+}
+
+int rr_chan_share(rr_chan *c, rr_chan **out)
+{
+    rr_chan *n = malloc(sizeof *n);
+    if (!n)
+        return -ENOMEM;
+    *n = *c;
+    n->locked_n = 0;
+    /* relaxed: the caller already holds a reference, so the map cannot go away */
+    atomic_fetch_add_explicit(&c->map->refs, 1, memory_order_relaxed);
+    *out = n;
+    return 0;
+}
+
+void rr_close(rr_chan *c)
+{
+    if (!c)
+        return;
+    map_unref(c->map);
+    free(c);
+}
+
+void rr_set_spin(rr_chan *c, uint32_t spin_us) { c->spin_us = spin_us; }
+uint32_t rr_get_spin(const rr_chan *c) { return c->spin_us; }
+const rr_geometry *rr_geometry_of(const rr_chan *c) { return &c->geom; }
+uint64_t rr_map_size(const rr_chan *c) { return c->map->size; }
+int rr_memfd(const rr_chan *c) { return c->map->is_memfd ? c->map->fd : -1; }
+int rr_fd(const rr_chan *c) { return c->map->fd; }
+
+int rr_sync(rr_chan *c)
+{
+    if (c->map->fd < 0)
+        return 0;
+    return msync(c->map->base, c->map->size, MS_SYNC) == 0 ? 0 : -errno;
+}

@@ -1,0 +1,192 @@
+/* The Str request queue: a ring of cells pointing into a circular arena, both
+ * guarded by the queue lock (rr_recover.c). A push commits with its store of
+ * tail and a pop with its store of head, so an operation cut short by the
+ * death of its process leaves no trace. */
+#include "rr_internal.h"
+
+#include <limits.h>
+#include <string.h>
+
+static inline rr_str_cell *cell_at(rr_chan *c, uint64_t pos)
+{
+    return (rr_str_cell *)c->cells + (pos & c->mask);
+}
+
+/* Where an entry that begins its charge at `beg` puts its data, and where it
+ * ends: an entry never wraps, the leftover tail of the arena is charged to it. */
+static void entry_span(rr_chan *c, uint64_t beg, uint32_t len, uint64_t *start, uint64_t *end)
+{
+    uint64_t cap = c->geom.arena, off = beg % cap, size = RR_ROUND_UP((uint64_t)len, 8);
+    *start = off + size > cap ? beg + (cap - off) : beg;
+    *end = *start + size;
+}
+
+/* Arena bytes in use; called with the lock held or for statistics. */
+static uint64_t arena_used(rr_chan *c, uint64_t head, uint64_t tail)
+{
+    if (head == tail)
+        return 0;
+    rr_str_cell *last = cell_at(c, tail - 1);
+    uint64_t start, end;
+    entry_span(c, last->beg, last->len, &start, &end);
+    uint64_t used = end - cell_at(c, head)->beg;
+    return used <= c->geom.arena ? used : c->geom.arena;
+}
+
+uint64_t rr_strq_arena_used(rr_chan *c)
+{
+    rr_header *h = c->hdr;
+    return arena_used(c, atomic_load_explicit(&h->head, memory_order_acquire),
+                      atomic_load_explicit(&h->tail, memory_order_acquire));
+}
+
+typedef struct str_push {
+    const void *data;
+    uint32_t len, flags;
+    uint64_t id;
+    int64_t deadline;
+} str_push;
+
+/* One try at a push under the lock: 1 done, 0 full (cells or arena). */
+static int push_attempt(rr_chan *c, void *arg)
+{
+    str_push *p = arg;
+    rr_header *h = c->hdr;
+    int rc = rr_lock(c, p->deadline > RR_NOWAIT ? p->deadline : RR_FOREVER);
+    if (rc)
+        return rc == -EAGAIN ? 0 : rc;
+    /* relaxed: both only change under the lock we hold */
+    uint64_t head = atomic_load_explicit(&h->head, memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit(&h->tail, memory_order_relaxed);
+    rc = 0;
+    if (tail - head < c->geom.req_cap) {
+        uint64_t beg = 0, first = 0, start, end;
+        if (head != tail) {
+            rr_str_cell *last = cell_at(c, tail - 1);
+            entry_span(c, last->beg, last->len, &start, &beg);
+            first = cell_at(c, head)->beg;
+        }
+        entry_span(c, beg, p->len, &start, &end);
+        if (end - first <= c->geom.arena) {
+            memcpy(c->arena + start % c->geom.arena, p->data, p->len);
+            *cell_at(c, tail) = (rr_str_cell){beg, p->len, p->flags, p->id};
+            /* release ↔ the acquire loads of tail in recv_peek/size: the cell
+             * and its bytes are visible before the entry is */
+            atomic_store_explicit(&h->tail, tail + 1, memory_order_release);
+            rc = 1;
+        }
+    }
+    rr_unlock(c);
+    return rc;
+}
+
+static bool has_room(rr_chan *c, void *arg)
+{
+    rr_header *h = c->hdr;
+    return atomic_load_explicit(&h->tail, memory_order_relaxed)
+        - atomic_load_explicit(&h->head, memory_order_relaxed) < c->geom.req_cap;
+}
+
+int rr_str_send(rr_chan *c, const void *data, size_t len, uint32_t flags, int64_t deadline,
+                uint64_t *id)
+{
+    if (RR_ROUND_UP((uint64_t)len, 8) > c->geom.arena)
+        return -EMSGSIZE;
+    str_push p = {data, (uint32_t)len, flags, 0, deadline};
+    int rc = rr_send_common(c, push_attempt, has_room, &p, &p.id, deadline);
+    if (rc == 0)
+        *id = p.id;
+    return rc;
+}
+
+typedef struct str_pop {
+    int64_t deadline;
+} str_pop;
+
+/* Takes the lock if something is queued (1, lock held) or reports empty (0). */
+static int pop_attempt(rr_chan *c, void *arg)
+{
+    str_pop *p = arg;
+    rr_header *h = c->hdr;
+    int rc = rr_lock(c, p->deadline > RR_NOWAIT ? p->deadline : RR_FOREVER);
+    if (rc)
+        return rc == -EAGAIN ? 0 : rc;
+    uint64_t n = atomic_load_explicit(&h->tail, memory_order_relaxed)
+        - atomic_load_explicit(&h->head, memory_order_relaxed);
+    if (n == 0) {
+        rr_unlock(c);
+        return 0;
+    }
+    c->locked_n = n < c->geom.req_cap ? (uint32_t)n : c->geom.req_cap;
+    return 1;
+}
+
+static bool has_entry(rr_chan *c, void *arg)
+{
+    rr_header *h = c->hdr;
+    return atomic_load_explicit(&h->tail, memory_order_relaxed)
+        != atomic_load_explicit(&h->head, memory_order_relaxed);
+}
+
+int rr_str_recv_begin(rr_chan *c, int64_t deadline)
+{
+    str_pop p = {deadline};
+    int rc = rr_waitq_wait(c, &c->hdr->not_empty, pop_attempt, has_entry, &p, deadline);
+    if (rc == -EAGAIN && deadline == RR_NOWAIT)
+        atomic_fetch_add_explicit(&c->hdr->recv_empty, 1, memory_order_relaxed);
+    return rc ? rc : (int)c->locked_n;
+}
+
+static int entry_attempt(rr_chan *c, void *arg) { return has_entry(c, arg); }
+
+int rr_str_wait_request(rr_chan *c, int64_t deadline)
+{
+    return rr_waitq_wait(c, &c->hdr->not_empty, entry_attempt, has_entry, NULL, deadline);
+}
+
+int rr_str_recv_peek(rr_chan *c, uint32_t i, rr_entry *e)
+{
+    if (i >= c->locked_n)
+        return -EINVAL;
+    /* relaxed: head only moves under the lock we hold */
+    uint64_t head = atomic_load_explicit(&c->hdr->head, memory_order_relaxed);
+    const rr_str_cell *cell = cell_at(c, head + i);
+    uint64_t start, end, cap = c->geom.arena;
+    uint32_t len = cell->len;
+    entry_span(c, cell->beg, len, &start, &end);
+    e->id = cell->id;
+    e->flags = cell->flags;
+    /* Cells are shared memory: never trust them to stay inside the arena. */
+    if (len > cap || start % cap + len > cap) {
+        e->data = c->arena;
+        e->len = 0;
+        return -RR_EFORMAT;
+    }
+    e->data = c->arena + start % cap;
+    e->len = len;
+    return 0;
+}
+
+void rr_str_recv_end(rr_chan *c, uint32_t n)
+{
+    rr_header *h = c->hdr;
+    if (n > c->locked_n)
+        n = c->locked_n;
+    uint64_t head = atomic_load_explicit(&h->head, memory_order_relaxed);
+    /* release ↔ producers' reads under the lock and size(): the entries are
+     * consumed only once fully read */
+    atomic_store_explicit(&h->head, head + n, memory_order_release);
+    c->locked_n = 0;
+    rr_unlock(c);
+    if (n)
+        rr_waitq_wake(&h->not_full, INT_MAX);
+}
+
+void rr_strq_clear(rr_chan *c)
+{
+    rr_header *h = c->hdr;
+    rr_lock(c, RR_FOREVER);
+    atomic_store_explicit(&h->head, atomic_load_explicit(&h->tail, memory_order_relaxed),
+                          memory_order_release);
+    rr_unlock(c);
+}

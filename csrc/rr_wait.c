@@ -1,0 +1,116 @@
+/* Waiting: futexes on shared words, waiter counts, spinning, deadlines. */
+#define _GNU_SOURCE
+#include "rr_internal.h"
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+int64_t rr_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Sleeps while *word == expect. Shared (not PRIVATE) futex: the word lives in
+ * memory mapped by several processes. 0 = woken or value changed. */
+int rr_futex_wait(_Atomic uint32_t *word, uint32_t expect, int64_t deadline)
+{
+    struct timespec ts, *tp = NULL;
+    if (deadline != RR_FOREVER) {
+        ts.tv_sec = deadline / 1000000000;
+        ts.tv_nsec = deadline % 1000000000;
+        tp = &ts;
+    }
+    /* WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline: no drift on retries. */
+    long r = syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_BITSET, expect, tp, NULL,
+                     FUTEX_BITSET_MATCH_ANY);
+    if (r == 0 || errno == EAGAIN)
+        return 0;
+    return errno == ETIMEDOUT ? -EAGAIN : -errno;
+}
+
+void rr_futex_wake(_Atomic uint32_t *word, int n)
+{
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, n, NULL, NULL, 0);
+}
+
+void rr_word_wake(_Atomic uint32_t *word, _Atomic uint32_t *waiters, int n)
+{
+    /* seq_cst fence ↔ the fence in rr_wait_until after waiters++: either this
+     * load sees the sleeper, or the sleeper's re-check sees our change.
+     * Without it, store-load reordering loses the wake-up. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(waiters, memory_order_relaxed) != 0)
+        rr_futex_wake(word, n);
+}
+
+void rr_waitq_wake(rr_waitq *q, int n)
+{
+    atomic_thread_fence(memory_order_seq_cst); /* as in rr_word_wake */
+    if (atomic_load_explicit(&q->waiters, memory_order_relaxed) == 0)
+        return;
+    /* release ↔ the sleeper's acquire load of seq: one that reads the new seq
+     * also sees the state change. */
+    atomic_fetch_add_explicit(&q->seq, 1, memory_order_release);
+    rr_futex_wake(&q->seq, n);
+}
+
+static int spin_phase(rr_chan *c, rr_attempt_fn attempt, rr_peek_fn peek, void *arg,
+                      int64_t deadline)
+{
+    if (c->spin_us == 0)
+        return 0;
+    int64_t until = rr_now_ns() + (int64_t)c->spin_us * 1000;
+    if (until > deadline)
+        until = deadline;
+    for (uint32_t i = 1;; i++) {
+        if (peek(c, arg)) {
+            int rc = attempt(c, arg);
+            if (rc)
+                return rc;
+        }
+        rr_cpu_relax();
+        if ((i & 63) == 0 && rr_now_ns() >= until)
+            return 0;
+    }
+}
+
+int rr_wait_until(rr_chan *c, _Atomic uint32_t *word, _Atomic uint32_t *waiters,
+                  rr_attempt_fn attempt, rr_peek_fn peek, void *arg, int64_t deadline,
+                  int64_t poll_ns)
+{
+    int rc = attempt(c, arg);
+    if (rc)
+        return rc < 0 ? rc : 0;
+    if (deadline == RR_NOWAIT || rr_now_ns() >= deadline)
+        return -EAGAIN;
+    rc = spin_phase(c, attempt, peek, arg, deadline);
+    if (rc)
+        return rc < 0 ? rc : 0;
+    for (;;) {
+        /* relaxed add + seq_cst fence ↔ the fence in rr_word_wake */
+        atomic_fetch_add_explicit(waiters, 1, memory_order_relaxed);
+        atomic_thread_fence(memory_order_seq_cst);
+        /* acquire ↔ the waker's release change of the word */
+        uint32_t seen = atomic_load_explicit(word, memory_order_acquire);
+        rc = attempt(c, arg);
+        int64_t now = rc ? 0 : rr_now_ns();
+        if (rc == 0 && now < deadline) {
+            int64_t until = deadline;
+            if (poll_ns > 0 && now + poll_ns < deadline)
+                until = now + poll_ns;
+            rc = rr_futex_wait(word, seen, until);
+            if (rc == -EAGAIN)
+                rc = 0; /* a poll tick or the deadline: the loop re-checks both */
+        } else if (rc == 0) {
+            rc = -EAGAIN;
+        }
+        /* relaxed: the count is only a hint for wakers; a stale read costs one syscall */
+        atomic_fetch_sub_explicit(waiters, 1, memory_order_relaxed);
+        if (rc)
+            return rc < 0 ? rc : 0;
+    }
+}

@@ -1,0 +1,41 @@
+"""Shared-memory request/response IPC for Linux processes.
+
+Many client processes send requests, many worker processes take them, and every
+response is routed back to the process (and the call) that asked, all through
+one shared-memory channel: no broker process, no socket pair per connection.
+
+Two variants share the same design:
+
+* :class:`Server` / :class:`Client` carry ``bytes`` or ``str`` payloads
+  (the type is preserved end to end; any other buffer arrives as ``bytes``).
+* :class:`IntServer` / :class:`IntClient` carry one signed 64-bit ``int`` per
+  request and per response, with a lock-free request queue.
+
+A minimal worker and client::
+
+    import reqrep
+
+    with reqrep.Server("/tmp/rr.chan") as server:      # worker process
+        while (msg := server.recv_wait()) is not None:
+            data, rid = msg
+            server.reply(rid, data.upper())
+
+    with reqrep.Client("/tmp/rr.chan") as client:      # any other process
+        print(client.req("hello", timeout=5.0))        # -> 'HELLO'
+
+:class:`ChannelFormatError` (a :class:`ValueError`) is raised for a file that is
+not a valid channel. Linux only, 64-bit, CPython 3.10+.
+"""
+
+from reqrep._reqrep import ChannelFormatError, Client, IntClient, IntServer, Server
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChannelFormatError",
+    "Client",
+    "IntClient",
+    "IntServer",
+    "Server",
+    "__version__",
+]

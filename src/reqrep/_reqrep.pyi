@@ -1,0 +1,400 @@
+"""Type stubs for ``reqrep._reqrep``, the CPython binding of the reqrep C core.
+
+Conventions shared by every class below:
+
+* Timeouts are seconds (``float``): ``None`` waits forever, ``0`` tries once,
+  a negative or NaN value raises ``ValueError``. Waiting calls release the GIL
+  and honour one deadline; a signal runs its Python handler, and an exception
+  from the handler (``KeyboardInterrupt`` on Ctrl-C) comes out of the call.
+* Ids are ints (``generation << 32 | slot index``). A stale id is rejected
+  without side effects: ``reply`` -> ``False``, ``get``/``get_wait`` -> ``None``,
+  ``cancel`` -> ``False``. An id that is negative or ``>= 2**64`` raises
+  ``OverflowError``; a non-int raises ``TypeError``.
+* Every object is a context manager; ``close()`` is idempotent and any other
+  call on a closed object raises ``ValueError``.
+"""
+
+import os
+from types import TracebackType
+from typing import TypeAlias, TypedDict
+
+from typing_extensions import Buffer, Self
+
+StrPath: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+"""A file-system path: ``str``, ``bytes`` or ``os.PathLike``."""
+
+StrIn: TypeAlias = bytes | str | Buffer
+"""Str payload accepted by ``send``/``req``/``reply``: ``str`` travels as UTF-8
+and arrives as ``str``; ``bytes`` and any other buffer arrive as ``bytes``."""
+
+StrOut: TypeAlias = bytes | str
+"""Str payload returned by ``recv``/``get``/``req``: ``str`` if it was sent as ``str``."""
+
+class _Stats(TypedDict):
+    requests: int
+    replies: int
+    send_full: int
+    recv_empty: int
+    recoveries: int
+    size: int
+    capacity: int
+    resp_slots: int
+    resp_size: int
+    slots_free: int
+    slots_acquired: int
+    slots_ready: int
+
+class _StrStats(_Stats):
+    arena_cap: int
+    arena_used: int
+
+class ChannelFormatError(ValueError):
+    """The file is not a valid channel (foreign, truncated, corrupt, other variant
+    or format version). The message names the path and the reason."""
+
+class Server:
+    """The worker side of a Str channel (``bytes``/``str`` requests and responses).
+
+    ``Server(path, ...)`` creates the channel file, or opens it if it already
+    holds a channel (its geometry is then kept and the arguments ignored).
+    ``Server(None, ...)`` makes an anonymous shared mapping inherited by
+    ``fork()``. Geometry limits (``ValueError`` otherwise): ``1 <= req_cap <= 2**24``
+    (rounded up to a power of two), ``1 <= resp_slots <= 2**20``,
+    ``1 <= resp_size <= 2**30``, ``4096 <= arena <= 2**40`` (default
+    ``max(req_cap * 256, 4096)``).
+    """
+
+    def __init__(
+        self,
+        path: StrPath | None,
+        req_cap: int = 1024,
+        resp_slots: int = 64,
+        resp_size: int = 4096,
+        arena: int | None = None,
+        *,
+        spin: int | None = None,
+    ) -> None: ...
+    @classmethod
+    def new_memfd(
+        cls,
+        name: str,
+        req_cap: int = 1024,
+        resp_slots: int = 64,
+        resp_size: int = 4096,
+        arena: int | None = None,
+        *,
+        spin: int | None = None,
+    ) -> Self:
+        """Create a channel in a new memfd (see ``memfd``); pass the fd to other
+        processes (fork, ``SCM_RIGHTS``) and open it there with ``from_fd``."""
+    @classmethod
+    def from_fd(cls, fd: int, *, spin: int | None = None) -> Self:
+        """Open the channel held by a memfd or file descriptor. The fd is
+        duplicated: the caller keeps (and still owns) its own."""
+    def client(self) -> Client:
+        """A ``Client`` on the same mapping (works for anonymous channels too)."""
+    def recv(self) -> tuple[StrOut, int] | None:
+        """Take one request without waiting: ``(data, id)``, or ``None`` when the
+        queue is empty."""
+    def recv_wait(self, timeout: float | None = None) -> tuple[StrOut, int] | None:
+        """Take one request, waiting for it: ``(data, id)``, or ``None`` on timeout."""
+    def recv_multi(self, n: int) -> list[tuple[StrOut, int]]:
+        """Take up to ``n`` queued requests under one lock acquisition, without
+        waiting (``[]`` when empty or ``n == 0``; ``n < 0`` raises ``ValueError``)."""
+    def recv_wait_multi(self, n: int, timeout: float | None = None) -> list[tuple[StrOut, int]]:
+        """Wait for at least one request, then take up to ``n`` like ``recv_multi``;
+        ``[]`` on timeout."""
+    def drain(self, max: int | None = None) -> list[tuple[StrOut, int]]:
+        """Take every queued request (at most ``max``), without waiting."""
+    def reply(self, id: int, data: StrIn) -> bool:
+        """Write the response for request ``id`` and wake its client. ``True`` on
+        success; ``False`` when the request was cancelled, recycled or cleared.
+        A response larger than ``resp_size`` bytes raises ``ValueError`` and
+        changes nothing."""
+    def clear(self) -> None:
+        """Drop every queued request, free every response slot and wake all waiters."""
+    def sync(self) -> None:
+        """``msync`` the mapping to its file."""
+    def unlink(self) -> None:
+        """Remove the channel file (the channel lives on while mapped); does
+        nothing for anonymous and memfd channels."""
+    def size(self) -> int:
+        """Number of requests queued now."""
+    def __len__(self) -> int:
+        """Number of requests queued now."""
+    def is_empty(self) -> bool:
+        """Whether no request is queued now."""
+    def stats(self) -> _StrStats:
+        """Counters and geometry as a dict (see the API reference for the keys)."""
+    def close(self) -> None:
+        """Unmap this handle (idempotent)."""
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+    @property
+    def capacity(self) -> int:
+        """Request queue capacity (``req_cap`` rounded up to a power of two)."""
+    @property
+    def resp_slots(self) -> int:
+        """Number of response slots (the most requests in flight at once)."""
+    @property
+    def resp_size(self) -> int:
+        """Largest response, in bytes."""
+    @property
+    def path(self) -> str | None:
+        """The channel file's path, or ``None`` for anonymous and memfd channels."""
+    @property
+    def memfd(self) -> int:
+        """The memfd's file descriptor, or ``-1`` if the channel is not a memfd."""
+    @property
+    def spin(self) -> int:
+        """Microseconds to spin before sleeping in a wait (``0`` = never spin,
+        at most 10_000_000); setting ``None`` restores the default (50)."""
+    @spin.setter
+    def spin(self, value: int | None) -> None: ...
+
+class Client:
+    """The requesting side of a Str channel.
+
+    ``Client(path)`` opens an existing channel (``FileNotFoundError`` if the file
+    does not exist, ``ChannelFormatError`` if it is not a Str channel). Closing a
+    client cancels the requests it still has pending.
+    """
+
+    def __init__(self, path: StrPath, *, spin: int | None = None) -> None: ...
+    @classmethod
+    def from_fd(cls, fd: int, *, spin: int | None = None) -> Self:
+        """Open the channel held by a memfd or file descriptor (the fd is duplicated)."""
+    def req(self, data: StrIn, timeout: float | None = None) -> StrOut | None:
+        """Send a request and wait for its response. One deadline covers waiting
+        for a free slot and queue space and waiting for the reply. ``None`` on
+        timeout (the request is then cancelled and its slot freed) and when the
+        request was dropped by ``clear()``."""
+    def send(self, data: StrIn, /) -> int | None:
+        """Send a request without waiting: its id, or ``None`` when no response
+        slot is free or the queue (or arena) is full. A request larger than the
+        arena raises ``ValueError``."""
+    def send_wait(self, data: StrIn, timeout: float | None = None) -> int | None:
+        """Send a request, waiting for a free slot and queue space: its id, or
+        ``None`` on timeout."""
+    def get(self, id: int, /) -> StrOut | None:
+        """Collect the response to ``id`` if it is there (the slot is then freed);
+        ``None`` while not ready or when ``id`` is stale."""
+    def get_wait(self, id: int, timeout: float | None = None) -> StrOut | None:
+        """Wait for and collect the response to ``id``; ``None`` on timeout or
+        when ``id`` is stale."""
+    def cancel(self, id: int, /) -> bool:
+        """Abandon a pending request and free its slot: ``True``. ``False`` for a
+        stale id and when the reply already arrived (collect it with ``get``)."""
+    def pending(self) -> int:
+        """Requests sent through this object and not yet collected (replied but
+        not yet collected included)."""
+    def size(self) -> int:
+        """Number of requests queued now."""
+    def __len__(self) -> int:
+        """Number of requests queued now."""
+    def is_empty(self) -> bool:
+        """Whether no request is queued now."""
+    def stats(self) -> _StrStats:
+        """Counters and geometry as a dict (see the API reference for the keys)."""
+    def close(self) -> None:
+        """Cancel this client's pending requests and unmap it (idempotent)."""
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+    @property
+    def capacity(self) -> int:
+        """Request queue capacity (a power of two)."""
+    @property
+    def resp_slots(self) -> int:
+        """Number of response slots (the most requests in flight at once)."""
+    @property
+    def resp_size(self) -> int:
+        """Largest response, in bytes."""
+    @property
+    def path(self) -> str | None:
+        """The channel file's path, or ``None`` for anonymous and memfd channels."""
+    @property
+    def memfd(self) -> int:
+        """The memfd's file descriptor, or ``-1`` if the channel is not a memfd."""
+    @property
+    def spin(self) -> int:
+        """Microseconds to spin before sleeping in a wait (``0`` = never spin,
+        at most 10_000_000); setting ``None`` restores the default (50)."""
+    @spin.setter
+    def spin(self, value: int | None) -> None: ...
+
+class IntServer:
+    """The worker side of an Int channel (one signed 64-bit int per request and
+    per response; lock-free request queue).
+
+    ``IntServer(path, ...)`` creates or opens the channel file; ``IntServer(None, ...)``
+    makes an anonymous shared mapping inherited by ``fork()``. Limits:
+    ``1 <= req_cap <= 2**24`` (rounded up to a power of two), ``1 <= resp_slots <= 2**20``.
+    """
+
+    def __init__(
+        self,
+        path: StrPath | None,
+        req_cap: int = 1024,
+        resp_slots: int = 64,
+        *,
+        spin: int | None = None,
+    ) -> None: ...
+    @classmethod
+    def new_memfd(
+        cls,
+        name: str,
+        req_cap: int = 1024,
+        resp_slots: int = 64,
+        *,
+        spin: int | None = None,
+    ) -> Self:
+        """Create an Int channel in a new memfd (see ``memfd``)."""
+    @classmethod
+    def from_fd(cls, fd: int, *, spin: int | None = None) -> Self:
+        """Open the channel held by a memfd or file descriptor (the fd is duplicated)."""
+    def client(self) -> IntClient:
+        """An ``IntClient`` on the same mapping (works for anonymous channels too)."""
+    def recv(self) -> tuple[int, int] | None:
+        """Take one request without waiting: ``(value, id)``, or ``None`` when empty."""
+    def recv_wait(self, timeout: float | None = None) -> tuple[int, int] | None:
+        """Take one request, waiting for it: ``(value, id)``, or ``None`` on timeout."""
+    def reply(self, id: int, data: int) -> bool:
+        """Write the response for request ``id`` and wake its client. ``False``
+        when the request was cancelled, recycled or cleared. ``data`` outside the
+        int64 range raises ``OverflowError``."""
+    def clear(self) -> None:
+        """Drop every queued request, free every response slot and wake all waiters."""
+    def sync(self) -> None:
+        """``msync`` the mapping to its file."""
+    def unlink(self) -> None:
+        """Remove the channel file; does nothing for anonymous and memfd channels."""
+    def size(self) -> int:
+        """Number of requests queued now."""
+    def __len__(self) -> int:
+        """Number of requests queued now."""
+    def is_empty(self) -> bool:
+        """Whether no request is queued now."""
+    def stats(self) -> _Stats:
+        """Counters and geometry as a dict (see the API reference for the keys)."""
+    def close(self) -> None:
+        """Unmap this handle (idempotent)."""
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+    @property
+    def capacity(self) -> int:
+        """Request queue capacity (``req_cap`` rounded up to a power of two)."""
+    @property
+    def resp_slots(self) -> int:
+        """Number of response slots (the most requests in flight at once)."""
+    @property
+    def resp_size(self) -> int:
+        """Always ``0`` for Int channels."""
+    @property
+    def path(self) -> str | None:
+        """The channel file's path, or ``None`` for anonymous and memfd channels."""
+    @property
+    def memfd(self) -> int:
+        """The memfd's file descriptor, or ``-1`` if the channel is not a memfd."""
+    @property
+    def spin(self) -> int:
+        """Microseconds to spin before sleeping in a wait (``0`` = never spin,
+        at most 10_000_000); setting ``None`` restores the default (50)."""
+    @spin.setter
+    def spin(self, value: int | None) -> None: ...
+
+class IntClient:
+    """The requesting side of an Int channel.
+
+    ``IntClient(path)`` opens an existing channel (``FileNotFoundError`` if the
+    file does not exist, ``ChannelFormatError`` if it is not an Int channel).
+    Values outside the signed 64-bit range raise ``OverflowError``.
+    """
+
+    def __init__(self, path: StrPath, *, spin: int | None = None) -> None: ...
+    @classmethod
+    def from_fd(cls, fd: int, *, spin: int | None = None) -> Self:
+        """Open the channel held by a memfd or file descriptor (the fd is duplicated)."""
+    def req(self, data: int, timeout: float | None = None) -> int | None:
+        """Send a request and wait for its response under one deadline; ``None``
+        on timeout (the request is then cancelled) or after ``clear()``."""
+    def send(self, data: int, /) -> int | None:
+        """Send without waiting: the request id, or ``None`` when no slot is free
+        or the queue is full."""
+    def send_wait(self, data: int, timeout: float | None = None) -> int | None:
+        """Send, waiting for a free slot and queue space: the id, or ``None`` on timeout."""
+    def get(self, id: int, /) -> int | None:
+        """Collect the response to ``id`` if it is there; ``None`` while not ready
+        or when ``id`` is stale."""
+    def get_wait(self, id: int, timeout: float | None = None) -> int | None:
+        """Wait for and collect the response to ``id``; ``None`` on timeout or
+        when ``id`` is stale."""
+    def cancel(self, id: int, /) -> bool:
+        """Abandon a pending request: ``True``; ``False`` for a stale id and when
+        the reply already arrived (collect it with ``get``)."""
+    def pending(self) -> int:
+        """Requests sent through this object and not yet collected."""
+    def size(self) -> int:
+        """Number of requests queued now."""
+    def __len__(self) -> int:
+        """Number of requests queued now."""
+    def is_empty(self) -> bool:
+        """Whether no request is queued now."""
+    def stats(self) -> _Stats:
+        """Counters and geometry as a dict (see the API reference for the keys)."""
+    def close(self) -> None:
+        """Cancel this client's pending requests and unmap it (idempotent)."""
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+    @property
+    def capacity(self) -> int:
+        """Request queue capacity (a power of two)."""
+    @property
+    def resp_slots(self) -> int:
+        """Number of response slots (the most requests in flight at once)."""
+    @property
+    def resp_size(self) -> int:
+        """Always ``0`` for Int channels."""
+    @property
+    def path(self) -> str | None:
+        """The channel file's path, or ``None`` for anonymous and memfd channels."""
+    @property
+    def memfd(self) -> int:
+        """The memfd's file descriptor, or ``-1`` if the channel is not a memfd."""
+    @property
+    def spin(self) -> int:
+        """Microseconds to spin before sleeping in a wait (``0`` = never spin,
+        at most 10_000_000); setting ``None`` restores the default (50)."""
+    @spin.setter
+    def spin(self, value: int | None) -> None: ...

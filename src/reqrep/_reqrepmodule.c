@@ -1,0 +1,1444 @@
+/* reqrep._reqrep: the CPython binding of the C core (csrc/).
+ *
+ * Heap types and module state (PEP 489/630). Methods parse their arguments,
+ * call the core and map its negative errno to an exception in raise_core().
+ * Every wait runs with the GIL released; a signal during a wait runs the
+ * Python handlers and, if none raises, the wait goes on to the same deadline. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <errno.h>
+#include <math.h>
+#include <unistd.h>
+
+#include "reqrep.h"
+
+/* Copies this large run without the GIL. */
+#define GIL_FREE_COPY (256 * 1024)
+
+typedef struct {
+    PyTypeObject *server_type;
+    PyTypeObject *client_type;
+    PyTypeObject *int_server_type;
+    PyTypeObject *int_client_type;
+    PyObject *format_error;
+} module_state;
+
+enum { KIND_SERVER = 1, KIND_CLIENT = 2 };
+
+typedef struct {
+    PyObject_HEAD
+    rr_chan *ch;          /* NULL once closed */
+    module_state *st;     /* borrowed: the type keeps the module alive */
+    PyObject *path;       /* str or None */
+    uint64_t *pending;    /* clients: id + 1 of each uncollected request, by slot */
+    uint32_t variant;
+    int kind;
+    int busy;             /* calls in progress (the GIL may be released) */
+    int closing;          /* close() was called while busy */
+    PyObject *weakreflist;
+} Chan;
+
+static struct PyModuleDef reqrep_module;
+
+/* ---- helpers: state, errors, arguments ---- */
+
+static module_state *state_of_type(PyTypeObject *type)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    PyObject *mod = PyType_GetModuleByDef(type, &reqrep_module);
+    return mod ? PyModule_GetState(mod) : NULL;
+#else
+    PyObject *mro = type->tp_mro;
+    for (Py_ssize_t i = 0; mro && i < PyTuple_GET_SIZE(mro); i++) {
+        PyTypeObject *t = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+        if (!(t->tp_flags & Py_TPFLAGS_HEAPTYPE))
+            continue;
+        PyObject *mod = PyType_GetModule(t);
+        if (mod && PyModule_GetDef(mod) == &reqrep_module)
+            return PyModule_GetState(mod);
+        PyErr_Clear();
+    }
+    PyErr_SetString(PyExc_TypeError, "not a reqrep type");
+    return NULL;
+#endif
+}
+
+/* The one place where core error codes become exceptions. */
+static PyObject *raise_core(module_state *st, int rc, PyObject *path, const rr_error *err)
+{
+    if (PyErr_Occurred())
+        return NULL;
+    const char *why = err && err->why[0] ? err->why : NULL;
+    switch (rc) {
+    case -RR_EFORMAT:
+        if (path && path != Py_None)
+            PyErr_Format(st->format_error, "%R: %s", path, why ? why : "not a valid channel");
+        else
+            PyErr_Format(st->format_error, "%s", why ? why : "not a valid channel");
+        return NULL;
+    case -ENOMEM:
+        return PyErr_NoMemory();
+    case -EINVAL:
+        PyErr_SetString(PyExc_ValueError, why ? why : "invalid argument");
+        return NULL;
+    case -EMSGSIZE:
+        PyErr_SetString(PyExc_ValueError, why ? why : "payload too large for this channel");
+        return NULL;
+    default:
+        errno = -rc;
+        if (path && path != Py_None)
+            return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+}
+
+/* Marks a call in progress; fails on a closed object. */
+static int enter(Chan *self)
+{
+    if (!self->ch || self->closing) {
+        PyErr_SetString(PyExc_ValueError, "operation on a closed channel");
+        return -1;
+    }
+    self->busy++;
+    return 0;
+}
+
+static void really_close(Chan *self);
+
+static void leave(Chan *self)
+{
+    if (--self->busy == 0 && self->closing)
+        really_close(self);
+}
+
+/* Runs `call` with the GIL released; on EINTR runs the signal handlers and,
+ * unless one raised, calls again (the core calls are restartable and take
+ * absolute deadlines). */
+#define WAIT_NOGIL(rc, call)                                \
+    do {                                                    \
+        for (;;) {                                          \
+            Py_BEGIN_ALLOW_THREADS rc = (call);             \
+            Py_END_ALLOW_THREADS                            \
+            if (rc != -EINTR || PyErr_CheckSignals() < 0)   \
+                break;                                      \
+        }                                                   \
+    } while (0)
+
+/* Positional-or-keyword parsing for METH_FASTCALL|METH_KEYWORDS methods;
+ * out[i] stays NULL for absent optional arguments. */
+static int parse_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                      const char *const *names, int nmin, int nmax, PyObject **out,
+                      const char *fname)
+{
+    for (int i = 0; i < nmax; i++)
+        out[i] = NULL;
+    if (nargs > nmax) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)", fname, nmax,
+                     nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        out[i] = args[i];
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        int found = -1;
+        for (int i = 0; i < nmax && found < 0; i++)
+            if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0)
+                found = i;
+        if (found < 0) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument %R", fname,
+                         key);
+            return -1;
+        }
+        if (out[found]) {
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname,
+                         names[found]);
+            return -1;
+        }
+        out[found] = args[nargs + k];
+    }
+    for (int i = 0; i < nmin; i++)
+        if (!out[i]) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname,
+                         names[i]);
+            return -1;
+        }
+    return 0;
+}
+
+/* None = wait forever, 0 = try once, else seconds from now. */
+static int parse_deadline(PyObject *obj, int64_t *deadline)
+{
+    if (!obj || obj == Py_None) {
+        *deadline = RR_FOREVER;
+        return 0;
+    }
+    if (!PyFloat_Check(obj) && !PyLong_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "timeout must be a number or None, not %.100s",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    double t = PyFloat_AsDouble(obj);
+    if (t == -1.0 && PyErr_Occurred())
+        return -1;
+    if (isnan(t) || t < 0) {
+        PyErr_SetString(PyExc_ValueError, "timeout must be a non-negative number or None");
+        return -1;
+    }
+    if (t == 0) {
+        *deadline = RR_NOWAIT;
+        return 0;
+    }
+    double ns = t * 1e9;
+    int64_t now = rr_now_ns();
+    *deadline = ns >= (double)(RR_FOREVER - now) ? RR_FOREVER : now + (int64_t)ns;
+    return 0;
+}
+
+static int parse_u64_range(PyObject *obj, const char *name, uint64_t lo, uint64_t hi,
+                           uint64_t *out)
+{
+    if (!PyLong_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", name,
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (overflow || v < 0 || (uint64_t)v < lo || (uint64_t)v > hi) {
+        PyErr_Format(PyExc_ValueError, "%s must be between %llu and %llu", name,
+                     (unsigned long long)lo, (unsigned long long)hi);
+        return -1;
+    }
+    *out = (uint64_t)v;
+    return 0;
+}
+
+/* A count >= 0; None (where allowed) means no limit. */
+static int parse_count(PyObject *obj, const char *name, int none_ok, uint32_t *out)
+{
+    uint64_t v;
+    if (!obj || (none_ok && obj == Py_None)) {
+        *out = UINT32_MAX;
+        return 0;
+    }
+    if (parse_u64_range(obj, name, 0, INT64_MAX, &v) < 0)
+        return -1;
+    *out = v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+    return 0;
+}
+
+static int parse_id(PyObject *obj, uint64_t *id)
+{
+    if (!PyLong_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "id must be an int, not %.100s", Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    unsigned long long v = PyLong_AsUnsignedLongLong(obj);
+    if (v == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    *id = v;
+    return 0;
+}
+
+static int parse_spin(PyObject *obj, uint32_t *spin)
+{
+    uint64_t v;
+    if (!obj || obj == Py_None) {
+        *spin = RR_DEFAULT_SPIN_US;
+        return 0;
+    }
+    if (parse_u64_range(obj, "spin", 0, 10000000, &v) < 0)
+        return -1;
+    *spin = (uint32_t)v;
+    return 0;
+}
+
+static int parse_int64(PyObject *obj, int64_t *out)
+{
+    if (!PyLong_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "data must be an int, not %.100s", Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    long long v = PyLong_AsLongLong(obj);
+    if (v == -1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_OverflowError, "data does not fit in a signed 64-bit int");
+        }
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* ---- Str payloads ---- */
+
+typedef struct {
+    const char *ptr;
+    Py_ssize_t len;
+    uint32_t flags;
+    int has_view;
+    Py_buffer view;
+} payload;
+
+static int payload_get(PyObject *obj, payload *p)
+{
+    p->has_view = 0;
+    p->flags = 0;
+    if (PyBytes_Check(obj)) {
+        p->ptr = PyBytes_AS_STRING(obj);
+        p->len = PyBytes_GET_SIZE(obj);
+        return 0;
+    }
+    if (PyUnicode_Check(obj)) {
+        p->ptr = PyUnicode_AsUTF8AndSize(obj, &p->len);
+        p->flags = RR_FLAG_UTF8;
+        return p->ptr ? 0 : -1;
+    }
+    if (PyObject_CheckBuffer(obj)) {
+        if (PyObject_GetBuffer(obj, &p->view, PyBUF_SIMPLE) < 0)
+            return -1;
+        p->has_view = 1;
+        p->ptr = p->view.buf;
+        p->len = p->view.len;
+        return 0;
+    }
+    PyErr_Format(PyExc_TypeError, "data must be bytes, str or a bytes-like object, not %.100s",
+                 Py_TYPE(obj)->tp_name);
+    return -1;
+}
+
+static void payload_release(payload *p)
+{
+    if (p->has_view)
+        PyBuffer_Release(&p->view);
+}
+
+/* Builds bytes or str from channel memory; allocates but runs no Python code,
+ * so it is safe while the queue lock is held. */
+static PyObject *payload_object(const void *data, uint32_t len, uint32_t flags)
+{
+    if (flags & RR_FLAG_UTF8)
+        return PyUnicode_DecodeUTF8(data, len, "surrogateescape");
+    if (len < GIL_FREE_COPY)
+        return PyBytes_FromStringAndSize(data, len);
+    PyObject *b = PyBytes_FromStringAndSize(NULL, len);
+    if (!b)
+        return NULL;
+    char *dst = PyBytes_AS_STRING(b);
+    Py_BEGIN_ALLOW_THREADS memcpy(dst, data, len);
+    Py_END_ALLOW_THREADS
+    return b;
+}
+
+/* ---- pending requests of a client object ---- */
+
+static int pending_add(Chan *self, uint64_t id)
+{
+    uint32_t n = rr_geometry_of(self->ch)->resp_slots;
+    if (!self->pending) {
+        self->pending = PyMem_Calloc(n, sizeof *self->pending);
+        if (!self->pending) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    self->pending[rr_id_index(id)] = id + 1;
+    return 0;
+}
+
+static void pending_drop(Chan *self, uint64_t id)
+{
+    uint32_t idx = rr_id_index(id);
+    if (self->pending && idx < rr_geometry_of(self->ch)->resp_slots
+        && self->pending[idx] == id + 1)
+        self->pending[idx] = 0;
+}
+
+/* ---- object lifecycle ---- */
+
+static PyObject *chan_new_object(PyTypeObject *type, module_state *st, rr_chan *ch,
+                                 PyObject *path, uint32_t variant, int kind)
+{
+    Chan *self = (Chan *)type->tp_alloc(type, 0);
+    if (!self) {
+        rr_close(ch);
+        return NULL;
+    }
+    self->ch = ch;
+    self->st = st;
+    self->path = Py_NewRef(path ? path : Py_None);
+    self->variant = variant;
+    self->kind = kind;
+    return (PyObject *)self;
+}
+
+static void release_pending(Chan *self)
+{
+    if (!self->pending)
+        return;
+    uint32_t n = rr_geometry_of(self->ch)->resp_slots;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t id = self->pending[i];
+        if (!id--)
+            continue;
+        /* cancel a waiting request, or collect a reply nobody will read */
+        if (rr_cancel(self->ch, id) == -EBUSY)
+            rr_resp_release(self->ch, id);
+    }
+    PyMem_Free(self->pending);
+    self->pending = NULL;
+}
+
+static void really_close(Chan *self)
+{
+    if (!self->ch)
+        return;
+    release_pending(self);
+    rr_close(self->ch);
+    self->ch = NULL;
+    self->closing = 0;
+}
+
+static PyObject *chan_close(Chan *self, PyObject *unused)
+{
+    if (self->busy)
+        self->closing = 1; /* the last call in progress closes it */
+    else
+        really_close(self);
+    Py_RETURN_NONE;
+}
+
+static int chan_traverse(Chan *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    return 0;
+}
+
+static void chan_dealloc(Chan *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (self->weakreflist)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    really_close(self);
+    Py_CLEAR(self->path);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyObject *chan_enter(Chan *self, PyObject *unused)
+{
+    if (enter(self) < 0)
+        return NULL;
+    leave(self);
+    return Py_NewRef(self);
+}
+
+static PyObject *chan_exit(Chan *self, PyObject *args)
+{
+    return chan_close(self, NULL);
+}
+
+/* ---- constructors ---- */
+
+static int parse_geometry(uint32_t variant, PyObject *req_cap, PyObject *resp_slots,
+                          PyObject *resp_size, PyObject *arena, rr_geometry *g)
+{
+    uint64_t v;
+    *g = (rr_geometry){variant, 1024, 64, variant == RR_VARIANT_STR ? 4096 : 0, 0};
+    if (req_cap) {
+        if (parse_u64_range(req_cap, "req_cap", 1, RR_MAX_REQ_CAP, &v) < 0)
+            return -1;
+        g->req_cap = (uint32_t)v;
+    }
+    if (resp_slots) {
+        if (parse_u64_range(resp_slots, "resp_slots", 1, RR_MAX_RESP_SLOTS, &v) < 0)
+            return -1;
+        g->resp_slots = (uint32_t)v;
+    }
+    if (resp_size) {
+        if (parse_u64_range(resp_size, "resp_size", 1, RR_MAX_RESP_SIZE, &v) < 0)
+            return -1;
+        g->resp_size = (uint32_t)v;
+    }
+    if (arena && arena != Py_None) {
+        if (parse_u64_range(arena, "arena", RR_MIN_ARENA, RR_MAX_ARENA, &g->arena) < 0)
+            return -1;
+    }
+    rr_error err = {{0}};
+    if (rr_geometry_normalise(g, &err) < 0) {
+        PyErr_SetString(PyExc_ValueError, err.why);
+        return -1;
+    }
+    return 0;
+}
+
+static PyTypeObject *client_type_for(module_state *st, uint32_t variant)
+{
+    return variant == RR_VARIANT_STR ? st->client_type : st->int_client_type;
+}
+
+static uint32_t variant_of_type(module_state *st, PyTypeObject *type, int *kind)
+{
+    if (PyType_IsSubtype(type, st->server_type) || PyType_IsSubtype(type, st->client_type)) {
+        *kind = PyType_IsSubtype(type, st->server_type) ? KIND_SERVER : KIND_CLIENT;
+        return RR_VARIANT_STR;
+    }
+    *kind = PyType_IsSubtype(type, st->int_server_type) ? KIND_SERVER : KIND_CLIENT;
+    return RR_VARIANT_INT;
+}
+
+/* Opens or creates the channel at `path`; NULL path: anonymous (servers only). */
+static PyObject *open_path(PyTypeObject *type, PyObject *path, const rr_geometry *create,
+                           uint32_t spin)
+{
+    module_state *st = state_of_type(type);
+    if (!st)
+        return NULL;
+    int kind;
+    uint32_t variant = variant_of_type(st, type, &kind);
+    rr_chan *ch = NULL;
+    rr_error err = {{0}};
+    int rc;
+    PyObject *str_path = NULL;
+    if (path == Py_None) {
+        Py_BEGIN_ALLOW_THREADS rc = rr_open_anon(create, &ch, &err);
+        Py_END_ALLOW_THREADS
+    } else {
+        PyObject *bytes_path = NULL;
+        if (!PyUnicode_FSConverter(path, &bytes_path))
+            return NULL;
+        str_path = PyUnicode_DecodeFSDefaultAndSize(PyBytes_AS_STRING(bytes_path),
+                                                    PyBytes_GET_SIZE(bytes_path));
+        if (!str_path) {
+            Py_DECREF(bytes_path);
+            return NULL;
+        }
+        const char *cpath = PyBytes_AS_STRING(bytes_path);
+        WAIT_NOGIL(rc, rr_open_path(cpath, variant, create, &ch, &err));
+        Py_DECREF(bytes_path);
+    }
+    if (rc < 0) {
+        raise_core(st, rc, str_path, &err);
+        Py_XDECREF(str_path);
+        return NULL;
+    }
+    rr_set_spin(ch, spin);
+    PyObject *self = chan_new_object(type, st, ch, str_path, variant, kind);
+    Py_XDECREF(str_path);
+    return self;
+}
+
+static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"path", "req_cap", "resp_slots", "resp_size", "arena", "spin", NULL};
+    PyObject *path, *req_cap = NULL, *resp_slots = NULL, *resp_size = NULL, *arena = NULL;
+    PyObject *spin_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OOOO$O:Server", kwlist, &path, &req_cap,
+                                     &resp_slots, &resp_size, &arena, &spin_obj))
+        return NULL;
+    rr_geometry g;
+    uint32_t spin;
+    if (parse_geometry(RR_VARIANT_STR, req_cap, resp_slots, resp_size, arena, &g) < 0
+        || parse_spin(spin_obj, &spin) < 0)
+        return NULL;
+    return open_path(type, path, &g, spin);
+}
+
+static PyObject *int_server_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"path", "req_cap", "resp_slots", "spin", NULL};
+    PyObject *path, *req_cap = NULL, *resp_slots = NULL, *spin_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OO$O:IntServer", kwlist, &path, &req_cap,
+                                     &resp_slots, &spin_obj))
+        return NULL;
+    rr_geometry g;
+    uint32_t spin;
+    if (parse_geometry(RR_VARIANT_INT, req_cap, resp_slots, NULL, NULL, &g) < 0
+        || parse_spin(spin_obj, &spin) < 0)
+        return NULL;
+    return open_path(type, path, &g, spin);
+}
+
+static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"path", "spin", NULL};
+    PyObject *path, *spin_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$O:Client", kwlist, &path, &spin_obj))
+        return NULL;
+    uint32_t spin;
+    if (parse_spin(spin_obj, &spin) < 0)
+        return NULL;
+    if (path == Py_None) {
+        PyErr_SetString(PyExc_TypeError,
+                        "a client needs a path; for an anonymous channel use server.client()");
+        return NULL;
+    }
+    return open_path(type, path, NULL, spin);
+}
+
+static PyObject *chan_new_memfd(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"name", "req_cap", "resp_slots", "resp_size", "arena", "spin", NULL};
+    static char *int_kwlist[] = {"name", "req_cap", "resp_slots", "spin", NULL};
+    module_state *st = state_of_type(type);
+    if (!st)
+        return NULL;
+    int kind;
+    uint32_t variant = variant_of_type(st, type, &kind);
+    const char *name;
+    PyObject *req_cap = NULL, *resp_slots = NULL, *resp_size = NULL, *arena = NULL;
+    PyObject *spin_obj = NULL;
+    int ok = variant == RR_VARIANT_STR
+        ? PyArg_ParseTupleAndKeywords(args, kwds, "s|OOOO$O:new_memfd", kwlist, &name, &req_cap,
+                                      &resp_slots, &resp_size, &arena, &spin_obj)
+        : PyArg_ParseTupleAndKeywords(args, kwds, "s|OO$O:new_memfd", int_kwlist, &name,
+                                      &req_cap, &resp_slots, &spin_obj);
+    if (!ok)
+        return NULL;
+    rr_geometry g;
+    uint32_t spin;
+    if (parse_geometry(variant, req_cap, resp_slots, resp_size, arena, &g) < 0
+        || parse_spin(spin_obj, &spin) < 0)
+        return NULL;
+    rr_chan *ch;
+    rr_error err = {{0}};
+    int rc;
+    Py_BEGIN_ALLOW_THREADS rc = rr_open_memfd(name, &g, &ch, &err);
+    Py_END_ALLOW_THREADS
+    if (rc < 0)
+        return raise_core(st, rc, NULL, &err);
+    rr_set_spin(ch, spin);
+    return chan_new_object(type, st, ch, NULL, variant, kind);
+}
+
+static PyObject *chan_from_fd(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"fd", "spin", NULL};
+    module_state *st = state_of_type(type);
+    if (!st)
+        return NULL;
+    int fd;
+    PyObject *spin_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "i|$O:from_fd", kwlist, &fd, &spin_obj))
+        return NULL;
+    uint32_t spin;
+    if (parse_spin(spin_obj, &spin) < 0)
+        return NULL;
+    int kind;
+    uint32_t variant = variant_of_type(st, type, &kind);
+    rr_chan *ch;
+    rr_error err = {{0}};
+    int rc;
+    Py_BEGIN_ALLOW_THREADS rc = rr_open_fd(fd, variant, &ch, &err);
+    Py_END_ALLOW_THREADS
+    if (rc < 0)
+        return raise_core(st, rc, NULL, &err);
+    rr_set_spin(ch, spin);
+    return chan_new_object(type, st, ch, NULL, variant, kind);
+}
+
+static PyObject *server_client(Chan *self, PyObject *unused)
+{
+    if (enter(self) < 0)
+        return NULL;
+    rr_chan *ch;
+    int rc = rr_chan_share(self->ch, &ch);
+    PyObject *res = rc < 0 ? raise_core(self->st, rc, NULL, NULL)
+        : chan_new_object(client_type_for(self->st, self->variant), self->st, ch, self->path,
+                          self->variant, KIND_CLIENT);
+    leave(self);
+    return res;
+}
+
+/* ---- shared status calls ---- */
+
+static PyObject *chan_size(Chan *self, PyObject *unused)
+{
+    if (enter(self) < 0)
+        return NULL;
+    uint64_t n = rr_size(self->ch);
+    leave(self);
+    return PyLong_FromUnsignedLongLong(n);
+}
+
+static Py_ssize_t chan_len(Chan *self)
+{
+    if (enter(self) < 0)
+        return -1;
+    uint64_t n = rr_size(self->ch);
+    leave(self);
+    return (Py_ssize_t)n;
+}
+
+static PyObject *chan_is_empty(Chan *self, PyObject *unused)
+{
+    if (enter(self) < 0)
+        return NULL;
+    uint64_t n = rr_size(self->ch);
+    leave(self);
+    return PyBool_FromLong(n == 0);
+}
+
+static int dict_put_u64(PyObject *d, const char *key, uint64_t v)
+{
+    PyObject *o = PyLong_FromUnsignedLongLong(v);
+    int rc = o ? PyDict_SetItemString(d, key, o) : -1;
+    Py_XDECREF(o);
+    return rc;
+}
+
+static PyObject *chan_stats(Chan *self, PyObject *unused)
+{
+    if (enter(self) < 0)
+        return NULL;
+    rr_stats s;
+    rr_get_stats(self->ch, &s);
+    leave(self);
+    PyObject *d = PyDict_New();
+    if (!d)
+        return NULL;
+    struct { const char *k; uint64_t v; } rows[] = {
+        {"requests", s.requests}, {"replies", s.replies}, {"send_full", s.send_full},
+        {"recv_empty", s.recv_empty}, {"recoveries", s.recoveries}, {"size", s.size},
+        {"capacity", s.capacity}, {"resp_slots", s.resp_slots}, {"resp_size", s.resp_size},
+        {"slots_free", s.slots_free}, {"slots_acquired", s.slots_acquired},
+        {"slots_ready", s.slots_ready}, {"arena_cap", s.arena_cap},
+        {"arena_used", s.arena_used},
+    };
+    size_t nrows = sizeof rows / sizeof rows[0] - (self->variant == RR_VARIANT_INT ? 2 : 0);
+    for (size_t i = 0; i < nrows; i++)
+        if (dict_put_u64(d, rows[i].k, rows[i].v) < 0) {
+            Py_DECREF(d);
+            return NULL;
+        }
+    return d;
+}
+
+static PyObject *server_clear(Chan *self, PyObject *unused)
+{
+    if (enter(self) < 0)
+        return NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS rc = rr_clear(self->ch);
+    Py_END_ALLOW_THREADS
+    leave(self);
+    return rc < 0 ? raise_core(self->st, rc, NULL, NULL) : Py_NewRef(Py_None);
+}
+
+static PyObject *server_sync(Chan *self, PyObject *unused)
+{
+    if (enter(self) < 0)
+        return NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS rc = rr_sync(self->ch);
+    Py_END_ALLOW_THREADS
+    leave(self);
+    return rc < 0 ? raise_core(self->st, rc, self->path, NULL) : Py_NewRef(Py_None);
+}
+
+static PyObject *server_unlink(Chan *self, PyObject *unused)
+{
+    if (enter(self) < 0)
+        return NULL;
+    leave(self);
+    if (self->path == Py_None)
+        Py_RETURN_NONE;
+    PyObject *bytes_path = NULL;
+    if (!PyUnicode_FSConverter(self->path, &bytes_path))
+        return NULL;
+    int rc = unlink(PyBytes_AS_STRING(bytes_path));
+    Py_DECREF(bytes_path);
+    if (rc != 0)
+        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, self->path);
+    Py_RETURN_NONE;
+}
+
+/* ---- Server: receiving ---- */
+
+/* Pairs (data, id) taken from the Str queue, at most `max`; `deadline` bounds
+ * the wait for the first. The payloads are built while the queue lock is
+ * held (no Python code runs then) and only what was built is consumed. */
+static PyObject *str_take(Chan *self, uint32_t max, int64_t deadline, int as_list)
+{
+    rr_chan *ch = self->ch;
+    int n = 0;
+    if (max == 0)
+        return PyList_New(0);
+    for (;;) {
+        n = rr_str_recv_begin(ch, RR_NOWAIT);
+        if (n != -EAGAIN || deadline == RR_NOWAIT)
+            break;
+        /* Wait without the GIL and without the queue lock (never hold the lock
+         * while taking the GIL back), then try again: another worker may win. */
+        WAIT_NOGIL(n, rr_str_wait_request(ch, deadline));
+        if (n == -EAGAIN)
+            deadline = RR_NOWAIT; /* timed out: one last try */
+        else if (n < 0)
+            break;
+    }
+    if (n == -EAGAIN)
+        return as_list ? PyList_New(0) : Py_NewRef(Py_None);
+    if (n < 0)
+        return raise_core(self->st, n, self->path, NULL);
+    uint32_t take = (uint32_t)n < max ? (uint32_t)n : max, got = 0;
+    PyObject *small[16], **items = small;
+    uint64_t small_ids[16], *ids = small_ids;
+    if (take > 16) {
+        items = PyMem_Malloc(take * sizeof *items);
+        ids = PyMem_Malloc(take * sizeof *ids);
+        if (!items || !ids) {
+            take = 16; /* fall back to what fits on the stack */
+            PyMem_Free(items);
+            PyMem_Free(ids);
+            items = small;
+            ids = small_ids;
+        }
+    }
+    int bad = 0;
+    for (; got < take; got++) {
+        rr_entry e;
+        if (rr_str_recv_peek(ch, got, &e) < 0) {
+            bad = 1; /* a corrupt cell: drop it rather than block the queue */
+            got++;
+            break;
+        }
+        items[got] = payload_object(e.data, e.len, e.flags);
+        if (!items[got])
+            break;
+        ids[got] = e.id;
+    }
+    uint32_t built = got - (uint32_t)bad;
+    if (got < take && !bad)
+        built = got; /* allocation failed at `got`: leave it queued */
+    rr_str_recv_end(ch, got);
+    PyObject *res = NULL;
+    if (!PyErr_Occurred()) {
+        if (bad && built == 0) {
+            PyErr_SetString(self->st->format_error, "corrupt request entry dropped");
+        } else if (as_list) {
+            res = PyList_New(built);
+            for (uint32_t i = 0; res && i < built; i++) {
+                PyObject *pair = Py_BuildValue("(OK)", items[i], (unsigned long long)ids[i]);
+                if (!pair) {
+                    Py_CLEAR(res);
+                    break;
+                }
+                PyList_SET_ITEM(res, i, pair);
+            }
+        } else {
+            res = Py_BuildValue("(OK)", items[0], (unsigned long long)ids[0]);
+        }
+    }
+    for (uint32_t i = 0; i < built; i++)
+        Py_DECREF(items[i]);
+    if (items != small) {
+        PyMem_Free(items);
+        PyMem_Free(ids);
+    }
+    return res;
+}
+
+static PyObject *int_take(Chan *self, int64_t deadline)
+{
+    int64_t value;
+    uint64_t id;
+    int rc = rr_int_recv(self->ch, RR_NOWAIT, &value, &id);
+    if (rc == -EAGAIN && deadline != RR_NOWAIT)
+        WAIT_NOGIL(rc, rr_int_recv(self->ch, deadline, &value, &id));
+    if (rc == -EAGAIN)
+        Py_RETURN_NONE;
+    if (rc < 0)
+        return raise_core(self->st, rc, self->path, NULL);
+    return Py_BuildValue("(LK)", (long long)value, (unsigned long long)id);
+}
+
+static PyObject *take_one(Chan *self, int64_t deadline)
+{
+    if (enter(self) < 0)
+        return NULL;
+    PyObject *res = self->variant == RR_VARIANT_STR ? str_take(self, 1, deadline, 0)
+                                                    : int_take(self, deadline);
+    leave(self);
+    return res;
+}
+
+static PyObject *server_recv(Chan *self, PyObject *unused)
+{
+    return take_one(self, RR_NOWAIT);
+}
+
+static PyObject *server_recv_wait(Chan *self, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames)
+{
+    static const char *const names[] = {"timeout"};
+    PyObject *a[1];
+    int64_t deadline;
+    if (parse_args(args, nargs, kwnames, names, 0, 1, a, "recv_wait") < 0
+        || parse_deadline(a[0], &deadline) < 0)
+        return NULL;
+    return take_one(self, deadline);
+}
+
+static PyObject *take_many(Chan *self, uint32_t max, int64_t deadline)
+{
+    if (enter(self) < 0)
+        return NULL;
+    PyObject *res = str_take(self, max, deadline, 1);
+    leave(self);
+    return res;
+}
+
+static PyObject *server_recv_multi(Chan *self, PyObject *const *args, Py_ssize_t nargs,
+                                   PyObject *kwnames)
+{
+    static const char *const names[] = {"n"};
+    PyObject *a[1];
+    uint32_t n;
+    if (parse_args(args, nargs, kwnames, names, 1, 1, a, "recv_multi") < 0
+        || parse_count(a[0], "n", 0, &n) < 0)
+        return NULL;
+    return take_many(self, n, RR_NOWAIT);
+}
+
+static PyObject *server_recv_wait_multi(Chan *self, PyObject *const *args, Py_ssize_t nargs,
+                                        PyObject *kwnames)
+{
+    static const char *const names[] = {"n", "timeout"};
+    PyObject *a[2];
+    uint32_t n;
+    int64_t deadline;
+    if (parse_args(args, nargs, kwnames, names, 1, 2, a, "recv_wait_multi") < 0
+        || parse_count(a[0], "n", 0, &n) < 0 || parse_deadline(a[1], &deadline) < 0)
+        return NULL;
+    return take_many(self, n, deadline);
+}
+
+static PyObject *server_drain(Chan *self, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    static const char *const names[] = {"max"};
+    PyObject *a[1];
+    uint32_t n;
+    if (parse_args(args, nargs, kwnames, names, 0, 1, a, "drain") < 0
+        || parse_count(a[0], "max", 1, &n) < 0)
+        return NULL;
+    return take_many(self, n, RR_NOWAIT);
+}
+
+static PyObject *server_reply(Chan *self, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    static const char *const names[] = {"id", "data"};
+    PyObject *a[2];
+    uint64_t id;
+    if (parse_args(args, nargs, kwnames, names, 2, 2, a, "reply") < 0 || parse_id(a[0], &id) < 0)
+        return NULL;
+    int rc;
+    if (self->variant == RR_VARIANT_INT) {
+        int64_t v;
+        if (parse_int64(a[1], &v) < 0 || enter(self) < 0)
+            return NULL;
+        rc = rr_int_reply(self->ch, id, v);
+    } else {
+        payload p;
+        if (payload_get(a[1], &p) < 0)
+            return NULL;
+        if (enter(self) < 0) {
+            payload_release(&p);
+            return NULL;
+        }
+        if ((uint64_t)p.len > rr_geometry_of(self->ch)->resp_size) {
+            PyErr_Format(PyExc_ValueError, "response of %zd bytes exceeds resp_size (%u)", p.len,
+                         rr_geometry_of(self->ch)->resp_size);
+            rc = -EMSGSIZE;
+        } else if (p.len >= GIL_FREE_COPY) {
+            Py_BEGIN_ALLOW_THREADS rc = rr_str_reply(self->ch, id, p.ptr, (size_t)p.len, p.flags);
+            Py_END_ALLOW_THREADS
+        } else {
+            rc = rr_str_reply(self->ch, id, p.ptr, (size_t)p.len, p.flags);
+        }
+        payload_release(&p);
+    }
+    leave(self);
+    if (rc == -ESTALE)
+        Py_RETURN_FALSE;
+    if (rc < 0)
+        return raise_core(self->st, rc, NULL, NULL);
+    Py_RETURN_TRUE;
+}
+
+/* ---- Client ---- */
+
+/* Sends one request; 1 = sent (*id set), 0 = full / timed out, -1 = error set. */
+static int send_one(Chan *self, PyObject *data, int64_t deadline, uint64_t *id)
+{
+    rr_chan *ch = self->ch;
+    int rc;
+    if (self->variant == RR_VARIANT_INT) {
+        int64_t v;
+        if (parse_int64(data, &v) < 0)
+            return -1;
+        rc = rr_int_send(ch, v, RR_NOWAIT, id);
+        if (rc == -EAGAIN && deadline != RR_NOWAIT)
+            WAIT_NOGIL(rc, rr_int_send(ch, v, deadline, id));
+    } else {
+        payload p;
+        if (payload_get(data, &p) < 0)
+            return -1;
+        uint64_t arena = rr_geometry_of(ch)->arena;
+        if ((uint64_t)p.len > arena - (arena % 8)) {
+            PyErr_Format(PyExc_ValueError, "request of %zd bytes exceeds the arena (%llu bytes)",
+                         p.len, (unsigned long long)arena);
+            payload_release(&p);
+            return -1;
+        }
+        if (p.len >= GIL_FREE_COPY) {
+            Py_BEGIN_ALLOW_THREADS rc = rr_str_send(ch, p.ptr, (size_t)p.len, p.flags, RR_NOWAIT,
+                                                    id);
+            Py_END_ALLOW_THREADS
+        } else {
+            rc = rr_str_send(ch, p.ptr, (size_t)p.len, p.flags, RR_NOWAIT, id);
+        }
+        if (rc == -EAGAIN && deadline != RR_NOWAIT)
+            WAIT_NOGIL(rc, rr_str_send(ch, p.ptr, (size_t)p.len, p.flags, deadline, id));
+        payload_release(&p);
+    }
+    if (rc == -EAGAIN)
+        return 0;
+    if (rc < 0) {
+        raise_core(self->st, rc, NULL, NULL);
+        return -1;
+    }
+    if (pending_add(self, *id) < 0) {
+        rr_cancel(ch, *id);
+        return -1;
+    }
+    return 1;
+}
+
+/* The response to `id` as an object; NULL with no error set if it is not
+ * there (stale, or not ready and *ready set to 0). */
+static PyObject *collect(Chan *self, uint64_t id, int *stale)
+{
+    rr_resp r;
+    *stale = 0;
+    int rc = rr_resp_view(self->ch, id, &r);
+    if (rc < 0) {
+        *stale = rc == -ESTALE;
+        return NULL;
+    }
+    PyObject *obj = self->variant == RR_VARIANT_INT ? PyLong_FromLongLong(r.value)
+                                                    : payload_object(r.data, r.len, r.flags);
+    if (!obj)
+        return NULL;
+    if (rr_resp_release(self->ch, id) < 0) {
+        /* the slot moved while we copied: what we read is not ours */
+        Py_DECREF(obj);
+        *stale = 1;
+        return NULL;
+    }
+    pending_drop(self, id);
+    return obj;
+}
+
+/* Waits for and collects the response to `id`; None on timeout or stale. */
+static PyObject *wait_collect(Chan *self, uint64_t id, int64_t deadline)
+{
+    int stale, rc = 0;
+    for (;;) {
+        PyObject *obj = collect(self, id, &stale);
+        if (obj || PyErr_Occurred())
+            return obj;
+        if (stale) {
+            pending_drop(self, id);
+            Py_RETURN_NONE;
+        }
+        if (rc == -EAGAIN || deadline == RR_NOWAIT)
+            Py_RETURN_NONE;
+        WAIT_NOGIL(rc, rr_resp_wait(self->ch, id, deadline));
+        if (rc == -EINTR)
+            return NULL;
+        if (rc < 0 && rc != -EAGAIN && rc != -ESTALE)
+            return raise_core(self->st, rc, NULL, NULL);
+    }
+}
+
+static PyObject *client_send_impl(Chan *self, PyObject *data, int64_t deadline)
+{
+    if (enter(self) < 0)
+        return NULL;
+    uint64_t id;
+    int rc = send_one(self, data, deadline, &id);
+    leave(self);
+    if (rc < 0)
+        return NULL;
+    if (rc == 0)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(id);
+}
+
+static PyObject *client_send(Chan *self, PyObject *data)
+{
+    return client_send_impl(self, data, RR_NOWAIT);
+}
+
+static PyObject *client_send_wait(Chan *self, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames)
+{
+    static const char *const names[] = {"data", "timeout"};
+    PyObject *a[2];
+    int64_t deadline;
+    if (parse_args(args, nargs, kwnames, names, 1, 2, a, "send_wait") < 0
+        || parse_deadline(a[1], &deadline) < 0)
+        return NULL;
+    return client_send_impl(self, a[0], deadline);
+}
+
+static PyObject *client_get_impl(Chan *self, PyObject *id_obj, int64_t deadline)
+{
+    uint64_t id;
+    if (parse_id(id_obj, &id) < 0 || enter(self) < 0)
+        return NULL;
+    PyObject *res = wait_collect(self, id, deadline);
+    leave(self);
+    return res;
+}
+
+static PyObject *client_get(Chan *self, PyObject *id_obj)
+{
+    return client_get_impl(self, id_obj, RR_NOWAIT);
+}
+
+static PyObject *client_get_wait(Chan *self, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames)
+{
+    static const char *const names[] = {"id", "timeout"};
+    PyObject *a[2];
+    int64_t deadline;
+    if (parse_args(args, nargs, kwnames, names, 1, 2, a, "get_wait") < 0
+        || parse_deadline(a[1], &deadline) < 0)
+        return NULL;
+    return client_get_impl(self, a[0], deadline);
+}
+
+static PyObject *client_cancel(Chan *self, PyObject *id_obj)
+{
+    uint64_t id;
+    if (parse_id(id_obj, &id) < 0 || enter(self) < 0)
+        return NULL;
+    int rc = rr_cancel(self->ch, id);
+    if (rc != -EBUSY)
+        pending_drop(self, id);
+    leave(self);
+    return PyBool_FromLong(rc == 0);
+}
+
+static PyObject *client_req(Chan *self, PyObject *const *args, Py_ssize_t nargs,
+                            PyObject *kwnames)
+{
+    static const char *const names[] = {"data", "timeout"};
+    PyObject *a[2];
+    int64_t deadline;
+    if (parse_args(args, nargs, kwnames, names, 1, 2, a, "req") < 0
+        || parse_deadline(a[1], &deadline) < 0 || enter(self) < 0)
+        return NULL;
+    uint64_t id;
+    PyObject *res = NULL;
+    int rc = send_one(self, a[0], deadline, &id);
+    if (rc == 0)
+        res = Py_NewRef(Py_None);
+    if (rc <= 0)
+        goto out;
+    res = wait_collect(self, id, deadline);
+    if (res == Py_None || !res) {
+        /* Timed out, dropped by clear(), or interrupted: give the slot back.
+         * A reply that won the race is collected instead of lost. */
+        int crc = rr_cancel(self->ch, id);
+        if (crc == -EBUSY && res == Py_None) {
+            Py_DECREF(res);
+            res = wait_collect(self, id, RR_FOREVER);
+        } else if (crc != -EBUSY) {
+            pending_drop(self, id);
+        }
+    }
+out:
+    leave(self);
+    return res;
+}
+
+static PyObject *client_pending(Chan *self, PyObject *unused)
+{
+    if (enter(self) < 0)
+        return NULL;
+    uint64_t n = 0;
+    uint32_t slots = rr_geometry_of(self->ch)->resp_slots;
+    for (uint32_t i = 0; self->pending && i < slots; i++) {
+        uint64_t id = self->pending[i];
+        if (id && rr_id_live(self->ch, id - 1))
+            n++;
+        else
+            self->pending[i] = 0; /* cleared or recycled behind our back */
+    }
+    leave(self);
+    return PyLong_FromUnsignedLongLong(n);
+}
+
+/* ---- properties ---- */
+
+static PyObject *get_capacity(Chan *self, void *c)
+{
+    if (enter(self) < 0)
+        return NULL;
+    uint32_t v = rr_geometry_of(self->ch)->req_cap;
+    leave(self);
+    return PyLong_FromUnsignedLong(v);
+}
+
+static PyObject *get_resp_slots(Chan *self, void *c)
+{
+    if (enter(self) < 0)
+        return NULL;
+    uint32_t v = rr_geometry_of(self->ch)->resp_slots;
+    leave(self);
+    return PyLong_FromUnsignedLong(v);
+}
+
+static PyObject *get_resp_size(Chan *self, void *c)
+{
+    if (enter(self) < 0)
+        return NULL;
+    uint32_t v = rr_geometry_of(self->ch)->resp_size;
+    leave(self);
+    return PyLong_FromUnsignedLong(v);
+}
+
+static PyObject *get_path(Chan *self, void *c) { return Py_NewRef(self->path); }
+
+static PyObject *get_memfd(Chan *self, void *c)
+{
+    if (enter(self) < 0)
+        return NULL;
+    int fd = rr_memfd(self->ch);
+    leave(self);
+    return PyLong_FromLong(fd);
+}
+
+static PyObject *get_closed(Chan *self, void *c)
+{
+    return PyBool_FromLong(!self->ch || self->closing);
+}
+
+static PyObject *get_spin(Chan *self, void *c)
+{
+    if (enter(self) < 0)
+        return NULL;
+    uint32_t v = rr_get_spin(self->ch);
+    leave(self);
+    return PyLong_FromUnsignedLong(v);
+}
+
+static int set_spin(Chan *self, PyObject *value, void *c)
+{
+    uint32_t spin;
+    if (!value) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete spin");
+        return -1;
+    }
+    if (parse_spin(value, &spin) < 0 || enter(self) < 0)
+        return -1;
+    rr_set_spin(self->ch, spin);
+    leave(self);
+    return 0;
+}
+
+static PyObject *chan_repr(Chan *self)
+{
+    const char *name = Py_TYPE(self)->tp_name;
+    if (!self->ch)
+        return PyUnicode_FromFormat("<%s closed>", name);
+    const rr_geometry *g = rr_geometry_of(self->ch);
+    return PyUnicode_FromFormat("<%s path=%R capacity=%u resp_slots=%u>", name, self->path,
+                                g->req_cap, g->resp_slots);
+}
+
+/* ---- type specs ---- */
+
+#define COMMON_METHODS                                                                     \
+    {"close", (PyCFunction)chan_close, METH_NOARGS, "Close the channel handle."},          \
+    {"__enter__", (PyCFunction)chan_enter, METH_NOARGS, NULL},                             \
+    {"__exit__", (PyCFunction)chan_exit, METH_VARARGS, NULL},                              \
+    {"size", (PyCFunction)chan_size, METH_NOARGS, "Requests queued now."},                 \
+    {"is_empty", (PyCFunction)chan_is_empty, METH_NOARGS, "True if no request is queued."}, \
+    {"stats", (PyCFunction)chan_stats, METH_NOARGS, "Counters, geometry and slot states."}, \
+    {"from_fd", (PyCFunction)(void (*)(void))chan_from_fd,                                 \
+     METH_VARARGS | METH_KEYWORDS | METH_CLASS,                                            \
+     "Open a channel from a file descriptor (duplicated; the caller keeps fd)."}
+
+#define FASTKW METH_FASTCALL | METH_KEYWORDS
+#define FASTFN(f) (PyCFunction)(void (*)(void))(f)
+
+#define SERVER_METHODS                                                                     \
+    COMMON_METHODS,                                                                        \
+    {"new_memfd", (PyCFunction)(void (*)(void))chan_new_memfd,                             \
+     METH_VARARGS | METH_KEYWORDS | METH_CLASS, "Create a channel in a new memfd."},        \
+    {"client", (PyCFunction)server_client, METH_NOARGS,                                    \
+     "A client on the same mapping."},                                                     \
+    {"recv", (PyCFunction)server_recv, METH_NOARGS,                                        \
+     "(data, id) of the next request, or None if the queue is empty."},                    \
+    {"recv_wait", FASTFN(server_recv_wait), FASTKW,                                        \
+     "recv_wait(timeout=None): (data, id), or None on timeout."},                          \
+    {"reply", FASTFN(server_reply), FASTKW,                                                \
+     "reply(id, data): True, or False if the request was cancelled or cleared."},          \
+    {"clear", (PyCFunction)server_clear, METH_NOARGS,                                      \
+     "Drop queued requests, free every slot, wake all waiters."},                          \
+    {"sync", (PyCFunction)server_sync, METH_NOARGS, "msync the channel file."},            \
+    {"unlink", (PyCFunction)server_unlink, METH_NOARGS, "Remove the channel file."}
+
+static PyMethodDef server_methods[] = {
+    SERVER_METHODS,
+    {"recv_multi", FASTFN(server_recv_multi), FASTKW,
+     "recv_multi(n): up to n (data, id) pairs taken under one lock."},
+    {"recv_wait_multi", FASTFN(server_recv_wait_multi), FASTKW,
+     "recv_wait_multi(n, timeout=None): wait for at least one, then as recv_multi."},
+    {"drain", FASTFN(server_drain), FASTKW, "drain(max=None): every queued (data, id)."},
+    {NULL},
+};
+
+static PyMethodDef int_server_methods[] = {SERVER_METHODS, {NULL}};
+
+static PyMethodDef client_methods[] = {
+    COMMON_METHODS,
+    {"req", FASTFN(client_req), FASTKW,
+     "req(data, timeout=None): send and wait for the response; None on timeout."},
+    {"send", (PyCFunction)client_send, METH_O, "send(data): an id, or None if full."},
+    {"send_wait", FASTFN(client_send_wait), FASTKW,
+     "send_wait(data, timeout=None): an id, or None on timeout."},
+    {"get", (PyCFunction)client_get, METH_O, "get(id): the response, or None if not ready."},
+    {"get_wait", FASTFN(client_get_wait), FASTKW,
+     "get_wait(id, timeout=None): the response, or None on timeout."},
+    {"cancel", (PyCFunction)client_cancel, METH_O,
+     "cancel(id): True if the pending request was abandoned."},
+    {"pending", (PyCFunction)client_pending, METH_NOARGS,
+     "Requests sent through this object and not yet collected."},
+    {NULL},
+};
+
+static PyGetSetDef chan_getset[] = {
+    {"capacity", (getter)get_capacity, NULL, "Request queue capacity.", NULL},
+    {"resp_slots", (getter)get_resp_slots, NULL, "Number of response slots.", NULL},
+    {"resp_size", (getter)get_resp_size, NULL, "Largest response in bytes (0 for Int).", NULL},
+    {"path", (getter)get_path, NULL, "The channel file, or None.", NULL},
+    {"memfd", (getter)get_memfd, NULL, "The memfd's file descriptor, or -1.", NULL},
+    {"closed", (getter)get_closed, NULL, "True once close() was called.", NULL},
+    {"spin", (getter)get_spin, (setter)set_spin, "Spin budget before sleeping, in us.", NULL},
+    {NULL},
+};
+
+static PyMemberDef chan_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(Chan, weakreflist), READONLY},
+    {NULL},
+};
+
+#define TYPE_SLOTS(methods, newfn, doc)                                      \
+    {Py_tp_new, newfn}, {Py_tp_dealloc, chan_dealloc},                       \
+    {Py_tp_traverse, chan_traverse}, {Py_tp_methods, methods},               \
+    {Py_tp_getset, chan_getset}, {Py_tp_members, chan_members},              \
+    {Py_tp_repr, chan_repr}, {Py_mp_length, chan_len},                       \
+    {Py_sq_length, chan_len}, {Py_tp_doc, doc}, {0, NULL}
+
+static PyType_Slot server_slots[] = {TYPE_SLOTS(server_methods, server_new,
+    "Server(path, req_cap=1024, resp_slots=64, resp_size=4096, arena=None, *, spin=None)\n"
+    "--\n\nThe worker side of a bytes/str channel; creates the file or opens it.")};
+static PyType_Slot client_slots[] = {TYPE_SLOTS(client_methods, client_new,
+    "Client(path, *, spin=None)\n--\n\nThe requesting side of a bytes/str channel.")};
+static PyType_Slot int_server_slots[] = {TYPE_SLOTS(int_server_methods, int_server_new,
+    "IntServer(path, req_cap=1024, resp_slots=64, *, spin=None)\n"
+    "--\n\nThe worker side of an int64 channel; creates the file or opens it.")};
+static PyType_Slot int_client_slots[] = {TYPE_SLOTS(client_methods, client_new,
+    "IntClient(path, *, spin=None)\n--\n\nThe requesting side of an int64 channel.")};
+
+#define SPEC(name, slots)                                                             \
+    {"reqrep." name, sizeof(Chan), 0,                                                 \
+     Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC, slots}
+
+static PyType_Spec server_spec = SPEC("Server", server_slots);
+static PyType_Spec client_spec = SPEC("Client", client_slots);
+static PyType_Spec int_server_spec = SPEC("IntServer", int_server_slots);
+static PyType_Spec int_client_spec = SPEC("IntClient", int_client_slots);
+
+/* ---- module ---- */
+
+static int add_type(PyObject *mod, PyType_Spec *spec, PyTypeObject **out)
+{
+    *out = (PyTypeObject *)PyType_FromModuleAndSpec(mod, spec, NULL);
+    if (!*out)
+        return -1;
+    return PyModule_AddType(mod, *out);
+}
+
+static int module_exec(PyObject *mod)
+{
+    module_state *st = PyModule_GetState(mod);
+    st->format_error = PyErr_NewExceptionWithDoc(
+        "reqrep.ChannelFormatError",
+        "The file is not a valid reqrep channel (or not of the expected variant).",
+        PyExc_ValueError, NULL);
+    if (!st->format_error || PyModule_AddObjectRef(mod, "ChannelFormatError", st->format_error))
+        return -1;
+    if (add_type(mod, &server_spec, &st->server_type) < 0
+        || add_type(mod, &client_spec, &st->client_type) < 0
+        || add_type(mod, &int_server_spec, &st->int_server_type) < 0
+        || add_type(mod, &int_client_spec, &st->int_client_type) < 0)
+        return -1;
+    return 0;
+}
+
+static int module_traverse(PyObject *mod, visitproc visit, void *arg)
+{
+    module_state *st = PyModule_GetState(mod);
+    Py_VISIT(st->server_type);
+    Py_VISIT(st->client_type);
+    Py_VISIT(st->int_server_type);
+    Py_VISIT(st->int_client_type);
+    Py_VISIT(st->format_error);
+    return 0;
+}
+
+static int module_clear(PyObject *mod)
+{
+    module_state *st = PyModule_GetState(mod);
+    Py_CLEAR(st->server_type);
+    Py_CLEAR(st->client_type);
+    Py_CLEAR(st->int_server_type);
+    Py_CLEAR(st->int_client_type);
+    Py_CLEAR(st->format_error);
+    return 0;
+}
+
+static void module_free(void *mod) { module_clear((PyObject *)mod); }
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
+};
+
+static struct PyModuleDef reqrep_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "reqrep._reqrep",
+    .m_doc = "Shared-memory request/response channels (the C core's binding).",
+    .m_size = sizeof(module_state),
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC PyInit__reqrep(void) { return PyModuleDef_Init(&reqrep_module); }

@@ -1,0 +1,73 @@
+"""Fixtures and the global watchdog for the reqrep tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import KINDS, AnyServer, IntServer, Server, make_server
+
+# Every test gets a watchdog. The "thread" method works even when the code under test
+# blocks signals or retries EINTR forever: it dumps the stacks and ends the run instead of
+# letting it hang. Tests that need another bound set their own marker.
+DEFAULT_TIMEOUT = 120
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "timeout(seconds, method=None): per-test watchdog")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT, method="thread"))
+
+
+@pytest.fixture
+def chan_path(tmp_path: Path) -> Path:
+    """A path for a channel file that does not exist yet."""
+    return tmp_path / "chan.rr"
+
+
+class Closer:
+    """Collects channel objects and closes them after the test."""
+
+    def __init__(self) -> None:
+        self.objs: list[Any] = []
+
+    def __call__(self, obj: Any) -> Any:
+        self.objs.append(obj)
+        return obj
+
+    def close_all(self) -> None:
+        for obj in reversed(self.objs):
+            try:
+                obj.close()
+            except Exception:  # noqa: BLE001, S110 - cleanup must not mask the test result
+                pass
+
+
+@pytest.fixture
+def closer() -> Iterator[Closer]:
+    c = Closer()
+    yield c
+    c.close_all()
+
+
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def str_server(kind: str, tmp_path: Path, closer: Closer) -> AnyServer:
+    """A small Str channel of every backing kind."""
+    return closer(make_server(Server, kind, tmp_path, req_cap=16, resp_slots=8, resp_size=256))
+
+
+@pytest.fixture
+def int_server(kind: str, tmp_path: Path, closer: Closer) -> AnyServer:
+    """A small Int channel of every backing kind."""
+    return closer(make_server(IntServer, kind, tmp_path, req_cap=16, resp_slots=8))
