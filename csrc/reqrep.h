@@ -124,7 +124,13 @@ int rr_resp_release(rr_chan *c, uint64_t id);
 /* 0 = cancelled; -EBUSY = the reply is there or being written (collect it);
  * -ESTALE = not a pending request. */
 int rr_cancel(rr_chan *c, uint64_t id);
-/* 1 if id is a request acquired by this process and not yet collected. */
+/* After -EOWNERDEAD: frees the slot of a request whose worker died. */
+int rr_resp_abandon_dead(rr_chan *c, uint64_t id);
+/* The pid of the worker that took request `id`, or 0 if none yet. */
+int rr_resp_worker(rr_chan *c, uint64_t id);
+/* Frees the response slots of dead clients (also done now and then by sends). */
+void rr_reclaim(rr_chan *c);
+/* 1 if id is a request that is pending (not free, not recycled). */
 int rr_id_live(rr_chan *c, uint64_t id);
 
 /* ---- management ---- */
@@ -140,5 +146,17 @@ typedef struct rr_stats {
     uint64_t arena_cap, arena_used;
 } rr_stats;
 void rr_get_stats(rr_chan *c, rr_stats *s);
+
+/* ---- the file format, for tools and tests that look inside a channel ---- */
+typedef struct rr_format_info {
+    uint64_t magic;
+    uint32_t version, header_size, cell_size, slot_header;
+    uint32_t off_head, off_tail, off_lock, off_recoveries;  /* in the header */
+    uint32_t slot_off_ctl, slot_off_owner, slot_off_worker; /* in a slot */
+} rr_format_info;
+void rr_format(rr_format_info *out);
+/* Testing only: takes the Str queue lock and keeps it (kill the process to
+ * see the lock taken over). */
+int rr_test_hold_lock(rr_chan *c);
 
 #endif

@@ -2,6 +2,7 @@
 #include "rr_internal.h"
 
 #include <limits.h>
+#include <stddef.h>
 #include <string.h>
 
 int rr_send_common(rr_chan *c, rr_attempt_fn push, rr_peek_fn room, void *arg, uint64_t *id,
@@ -58,6 +59,11 @@ int rr_clear(rr_chan *c)
     return 0;
 }
 
+void rr_reclaim(rr_chan *c)
+{
+    rr_slots_sweep(c, 0);
+}
+
 uint64_t rr_size(rr_chan *c)
 {
     rr_header *h = c->hdr;
@@ -86,4 +92,27 @@ void rr_get_stats(rr_chan *c, rr_stats *st)
         st->arena_cap = c->geom.arena;
         st->arena_used = rr_strq_arena_used(c);
     }
+}
+
+void rr_format(rr_format_info *f)
+{
+    *f = (rr_format_info){
+        .magic = RR_MAGIC,
+        .version = RR_FORMAT_VERSION,
+        .header_size = RR_HEADER_SIZE,
+        .cell_size = sizeof(rr_str_cell),
+        .slot_header = RR_SLOT_HEADER,
+        .off_head = offsetof(rr_header, head),
+        .off_tail = offsetof(rr_header, tail),
+        .off_lock = offsetof(rr_header, lock),
+        .off_recoveries = offsetof(rr_header, recoveries),
+        .slot_off_ctl = offsetof(rr_slot, ctl),
+        .slot_off_owner = offsetof(rr_slot, owner),
+        .slot_off_worker = offsetof(rr_slot, worker),
+    };
+}
+
+int rr_test_hold_lock(rr_chan *c)
+{
+    return c->geom.variant == RR_VARIANT_STR ? rr_lock(c, RR_FOREVER) : -EINVAL;
 }

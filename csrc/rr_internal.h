@@ -59,6 +59,7 @@ typedef struct rr_header {
     _Atomic uint64_t recv_empty;
     _Atomic uint64_t recoveries;
     _Atomic uint64_t clears;
+    _Atomic int64_t last_sweep; /* monotonic ns of the last sweep for dead clients' slots */
 } rr_header;
 
 _Static_assert(sizeof(rr_header) <= RR_HEADER_SIZE, "header too large");
@@ -85,7 +86,7 @@ _Static_assert(sizeof(rr_str_cell) == 24 && sizeof(rr_int_cell) == 24, "24 B cel
 typedef struct rr_slot {
     _Atomic uint64_t ctl;     /* generation << 32 | futex word (see rr_slots.c) */
     _Atomic uint64_t owner;   /* client identity while acquired, 0 otherwise */
-    _Atomic uint64_t worker;  /* identity of the worker that took the request */
+    _Atomic uint64_t worker;  /* who took the request: see rr_slot_mark_taken */
     _Atomic uint32_t waiters; /* clients sleeping on ctl */
     uint32_t len;             /* response length (Str) */
     uint32_t flags;
@@ -119,6 +120,7 @@ struct rr_chan {
     uint32_t spin_us;
     _Atomic uint32_t slot_hint; /* where the next slot scan starts (relaxed: a hint) */
     uint32_t locked_n;    /* Str: entries visible to the current recv_begin */
+    _Atomic uint32_t sends; /* counts acquires, to look at the sweep clock now and then */
 };
 
 /* ---- layout (rr_layout.c) ---- */
@@ -161,6 +163,8 @@ static inline void rr_cpu_relax(void)
 /* ---- process identity and recovery (rr_recover.c) ---- */
 uint64_t rr_self_ident(void);
 bool rr_ident_alive(uint64_t ident);
+/* Liveness from a pid and the low `bits` bits of its start time. */
+bool rr_pid_alive(uint32_t pid, uint32_t start_bits, int bits);
 int rr_lock(rr_chan *c, int64_t deadline);
 void rr_unlock(rr_chan *c);
 
@@ -176,6 +180,10 @@ void rr_slot_abandon(rr_chan *c, uint64_t id);
 rr_slot *rr_slot_claim(rr_chan *c, uint64_t id);
 void rr_slot_publish(rr_chan *c, rr_slot *s, uint64_t id);
 void rr_slots_count(rr_chan *c, rr_stats *st);
+void rr_slot_mark_taken(rr_chan *c, uint64_t id);
+/* Frees the slots of dead clients; at most once per `period_ns` per channel
+ * (0: now). */
+void rr_slots_sweep(rr_chan *c, int64_t period_ns);
 void rr_slots_clear(rr_chan *c);
 
 /* ---- queues (rr_strq.c, rr_intq.c) ---- */

@@ -115,6 +115,7 @@ int rr_int_recv(rr_chan *c, int64_t deadline, int64_t *value, uint64_t *id)
         atomic_fetch_add_explicit(&c->hdr->recv_empty, 1, memory_order_relaxed);
     if (rc)
         return rc;
+    rr_slot_mark_taken(c, op.id);
     *value = op.value;
     *id = op.id;
     rr_waitq_wake(&c->hdr->not_full, 1);

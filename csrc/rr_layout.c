@@ -10,6 +10,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define RR_PAGE 4096u
@@ -287,12 +288,26 @@ static int open_existing(int fd, uint32_t variant, int is_memfd, rr_chan **out, 
     return rc;
 }
 
-/* flock with EINTR reported to the caller (who checks for signals and retries). */
-static int lock_file(int fd, int op)
+#define RR_FLOCK_WAIT_NS 5000000000LL /* a creator takes microseconds; a stuck one, forever */
+
+/* flock, bounded: a creator stopped (not dead) while initialising must not
+ * hang every opener. EINTR goes to the caller, who checks signals and retries. */
+static int lock_file(int fd, int op, rr_error *err)
 {
-    if (flock(fd, op) == 0)
-        return 0;
-    return -errno;
+    int64_t give_up = rr_now_ns() + RR_FLOCK_WAIT_NS;
+    for (;;) {
+        if (flock(fd, op | LOCK_NB) == 0)
+            return 0;
+        if (errno != EWOULDBLOCK)
+            return -errno;
+        if (rr_now_ns() >= give_up)
+            return fail(err, -ETIMEDOUT,
+                        "timed out waiting for the file lock: another process is "
+                        "initialising the channel, or is stuck doing so");
+        struct timespec ts = {0, 1000000};
+        if (nanosleep(&ts, NULL) != 0 && errno == EINTR)
+            return -EINTR;
+    }
 }
 
 int rr_open_path(const char *path, uint32_t variant, const rr_geometry *create, rr_chan **out,
@@ -306,7 +321,7 @@ int rr_open_path(const char *path, uint32_t variant, const rr_geometry *create, 
     /* Creators initialise under an exclusive lock, openers read under a shared
      * one: an opener never sees a half-built header, and a creator that dies
      * mid-way releases the lock with its file descriptors. */
-    int rc = lock_file(fd, create ? LOCK_EX : LOCK_SH);
+    int rc = lock_file(fd, create ? LOCK_EX : LOCK_SH, err);
     if (rc) {
         close(fd);
         return rc;

@@ -79,9 +79,8 @@ uint64_t rr_self_ident(void)
     return v;
 }
 
-bool rr_ident_alive(uint64_t ident)
+bool rr_pid_alive(uint32_t pid, uint32_t start_bits, int bits)
 {
-    uint32_t pid = (uint32_t)ident;
     if (pid == 0 || pid >= RR_PID_LIMIT)
         return false; /* garbage or a forged file: nobody could hold this */
     if (kill((pid_t)pid, 0) != 0 && errno == ESRCH)
@@ -95,8 +94,13 @@ bool rr_ident_alive(uint64_t ident)
         return true; /* cannot tell: never steal from a live owner */
     if (state == 'Z' || state == 'X')
         return false;
-    uint32_t want = (uint32_t)(ident >> 32);
-    return want == 0 || want == (uint32_t)start;
+    uint64_t mask = bits >= 32 ? 0xffffffffu : (UINT64_C(1) << bits) - 1;
+    return start_bits == 0 || start_bits == (uint32_t)(start & mask);
+}
+
+bool rr_ident_alive(uint64_t ident)
+{
+    return rr_pid_alive((uint32_t)ident, (uint32_t)(ident >> 32), 32);
 }
 
 static inline _Atomic uint32_t *lock_futex(rr_header *h)

@@ -9,10 +9,16 @@
  * A slot in WRITING belongs to the replier: cancel and clear lose against it.
  * Ownership is two words: `owner` is claimed (0 -> me) before ctl leaves FREE
  * and cleared after ctl is back to FREE, so a FREE slot with a set owner is
- * being acquired or released right now. */
+ * being acquired or released right now (or its owner died doing so).
+ *
+ * `worker` records who took the request: generation (16 bits) << 48 | start
+ * time (26 bits) << 22 | pid (22 bits). A record of an older generation is
+ * ignored by readers and overwritten by writers, so a worker that took a
+ * request of a cancelled generation cannot hide the worker of the current one. */
 #include "rr_internal.h"
 
 #include <limits.h>
+#include <stdlib.h>
 
 enum { SLOT_FREE = 0, SLOT_ACQUIRED = 1, SLOT_WRITING = 2, SLOT_READY = 3 };
 
@@ -73,9 +79,25 @@ static int try_acquire(rr_chan *c, void *arg)
 
 static bool any_slot(rr_chan *c, void *arg) { return true; }
 
+#define RR_SWEEP_PERIOD_NS 1000000000 /* dead clients' slots come back within this */
+#define RR_SWEEP_DRY_NS 10000000      /* and as often as this when the pool is dry */
+
+static int acquire_or_sweep(rr_chan *c, void *arg)
+{
+    int rc = try_acquire(c, arg);
+    if (rc == 0) {
+        rr_slots_sweep(c, RR_SWEEP_DRY_NS);
+        rc = try_acquire(c, arg);
+    }
+    return rc;
+}
+
 int rr_slot_acquire(rr_chan *c, int64_t deadline, uint64_t *id)
 {
-    return rr_waitq_wait(c, &c->hdr->slot_free, try_acquire, any_slot, id, deadline);
+    /* relaxed: a per-handle tick count; look at the clock on every 64th send */
+    if ((atomic_fetch_add_explicit(&c->sends, 1, memory_order_relaxed) & 63) == 0)
+        rr_slots_sweep(c, RR_SWEEP_PERIOD_NS);
+    return rr_waitq_wait(c, &c->hdr->slot_free, acquire_or_sweep, any_slot, id, deadline);
 }
 
 /* Gives back a slot whose request never reached the queue. */
@@ -112,30 +134,107 @@ void rr_slot_publish(rr_chan *c, rr_slot *s, uint64_t id)
     rr_word_wake(ctl_futex(s), &s->waiters, INT_MAX);
 }
 
+static inline uint64_t worker_word(uint32_t gen, uint64_t ident)
+{
+    return (uint64_t)(gen & 0xffffu) << 48 | ((ident >> 32) & 0x3ffffffu) << 22
+        | (ident & 0x3fffffu);
+}
+
+static inline bool worker_older(uint64_t w, uint32_t gen)
+{
+    return (int16_t)(uint16_t)((gen & 0xffffu) - (uint16_t)(w >> 48)) > 0;
+}
+
+void rr_slot_mark_taken(rr_chan *c, uint64_t id)
+{
+    rr_slot *s = slot_of(c, id);
+    if (!s)
+        return;
+    uint64_t want = worker_word(rr_id_gen(id), rr_self_ident());
+    /* relaxed: read only by the owner's liveness poll, which tolerates delay */
+    uint64_t cur = atomic_load_explicit(&s->worker, memory_order_relaxed);
+    do {
+        if (cur != 0 && !worker_older(cur, rr_id_gen(id)) && (cur >> 48) != (want >> 48))
+            return; /* a newer request owns the record */
+    } while (!atomic_compare_exchange_weak_explicit(&s->worker, &cur, want, memory_order_relaxed,
+                                                    memory_order_relaxed));
+}
+
+int rr_resp_worker(rr_chan *c, uint64_t id)
+{
+    rr_slot *s = slot_of(c, id);
+    if (!s)
+        return 0;
+    uint64_t w = atomic_load_explicit(&s->worker, memory_order_relaxed);
+    return w && (w >> 48) == (rr_id_gen(id) & 0xffffu) ? (int)(w & 0x3fffffu) : 0;
+}
+
+#define RR_WORKER_FIRST_CHECK_NS 100000000 /* a worker's death is noticed after */
+#define RR_WORKER_CHECK_NS 250000000       /* and checked this often */
+
 typedef struct resp_wait {
     uint64_t id;
+    int64_t next_check;
 } resp_wait;
 
 static int resp_ready(rr_chan *c, void *arg)
 {
-    uint64_t id = ((resp_wait *)arg)->id;
-    rr_slot *s = slot_of(c, id);
+    resp_wait *w = arg;
+    rr_slot *s = slot_of(c, w->id);
     /* acquire ↔ the release store in rr_slot_publish */
     uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
-    if (ctl_gen(v) != rr_id_gen(id) || ctl_state(v) == SLOT_FREE)
+    if (ctl_gen(v) != rr_id_gen(w->id) || ctl_state(v) == SLOT_FREE)
         return -ESTALE;
-    return ctl_state(v) == SLOT_READY;
+    if (ctl_state(v) == SLOT_READY)
+        return 1;
+    int64_t now = rr_now_ns();
+    if (now < w->next_check)
+        return 0;
+    w->next_check = now + RR_WORKER_CHECK_NS;
+    uint64_t rec = atomic_load_explicit(&s->worker, memory_order_relaxed);
+    if (rec && (rec >> 48) == (rr_id_gen(w->id) & 0xffffu)
+        && !rr_pid_alive((uint32_t)(rec & 0x3fffffu), (uint32_t)((rec >> 22) & 0x3ffffffu), 26))
+        return -EOWNERDEAD;
+    return 0;
 }
 
-static bool resp_peek(rr_chan *c, void *arg) { return true; }
+static bool resp_peek(rr_chan *c, void *arg)
+{
+    resp_wait *w = arg;
+    uint64_t v = atomic_load_explicit(&slot_of(c, w->id)->ctl, memory_order_relaxed);
+    return ctl_gen(v) != rr_id_gen(w->id) || ctl_state(v) == SLOT_READY
+        || ctl_state(v) == SLOT_FREE;
+}
 
 int rr_resp_wait(rr_chan *c, uint64_t id, int64_t deadline)
 {
     rr_slot *s = slot_of(c, id);
     if (!s)
         return -ESTALE;
-    resp_wait w = {id};
-    return rr_wait_until(c, ctl_futex(s), &s->waiters, resp_ready, resp_peek, &w, deadline, 0);
+    resp_wait w = {id, rr_now_ns() + RR_WORKER_FIRST_CHECK_NS};
+    return rr_wait_until(c, ctl_futex(s), &s->waiters, resp_ready, resp_peek, &w, deadline,
+                         RR_WORKER_CHECK_NS);
+}
+
+int rr_resp_abandon_dead(rr_chan *c, uint64_t id)
+{
+    rr_slot *s = slot_of(c, id);
+    if (!s)
+        return -ESTALE;
+    uint32_t gen = rr_id_gen(id);
+    uint64_t v = atomic_load_explicit(&s->ctl, memory_order_relaxed);
+    while (ctl_gen(v) == gen && (ctl_state(v) == SLOT_ACQUIRED || ctl_state(v) == SLOT_WRITING)) {
+        /* A dead replier's WRITING claim is taken back too: it will never publish.
+         * release ↔ the next acquirer's acquire CAS */
+        if (atomic_compare_exchange_weak_explicit(&s->ctl, &v, mk_ctl(gen + 1, SLOT_FREE),
+                                                  memory_order_release, memory_order_relaxed)) {
+            rr_word_wake(ctl_futex(s), &s->waiters, INT_MAX);
+            slot_freed(c, s);
+            atomic_fetch_add_explicit(&c->hdr->recoveries, 1, memory_order_relaxed);
+            return 0;
+        }
+    }
+    return -ESTALE;
 }
 
 int rr_resp_view(rr_chan *c, uint64_t id, rr_resp *r)
@@ -237,5 +336,63 @@ void rr_slots_count(rr_chan *c, rr_stats *st)
         else
             st->slots_acquired++;
         st->replies += atomic_load_explicit(&s->replies, memory_order_relaxed);
+    }
+}
+
+/* Remembers a few verdicts so a sweep asks about each process once. */
+typedef struct ident_cache {
+    uint64_t ident[8];
+    bool alive[8];
+    int n;
+} ident_cache;
+
+static bool cached_alive(ident_cache *k, uint64_t ident)
+{
+    for (int i = 0; i < k->n; i++)
+        if (k->ident[i] == ident)
+            return k->alive[i];
+    bool alive = rr_ident_alive(ident);
+    int i = k->n < 8 ? k->n++ : (int)(ident % 8);
+    k->ident[i] = ident;
+    k->alive[i] = alive;
+    return alive;
+}
+
+void rr_slots_sweep(rr_chan *c, int64_t period_ns)
+{
+    rr_header *h = c->hdr;
+    int64_t now = rr_now_ns();
+    /* relaxed: a rate limit; the CAS elects one sweeper per period. A time in
+     * the future (a forged file) counts as long ago. */
+    int64_t last = atomic_load_explicit(&h->last_sweep, memory_order_relaxed);
+    if ((uint64_t)(now - last) < (uint64_t)period_ns && period_ns > 0)
+        return;
+    if (!atomic_compare_exchange_strong_explicit(&h->last_sweep, &last, now,
+                                                 memory_order_relaxed, memory_order_relaxed)
+        && period_ns > 0)
+        return;
+    uint64_t me = rr_self_ident();
+    ident_cache k = {.n = 0};
+    for (uint32_t i = 0; i < c->geom.resp_slots; i++) {
+        rr_slot *s = rr_slot_at(c, i);
+        /* acquire ↔ the acquirer's acq_rel CAS: the owner we read is at least
+         * as new as the ctl value; a CAS on that exact value decides */
+        uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
+        uint64_t owner = atomic_load_explicit(&s->owner, memory_order_relaxed);
+        if (owner == 0 || owner == me || ctl_state(v) == SLOT_WRITING || cached_alive(&k, owner))
+            continue;
+        if (ctl_state(v) != SLOT_FREE) {
+            if (!atomic_compare_exchange_strong_explicit(&s->ctl, &v,
+                                                         mk_ctl(ctl_gen(v) + 1, SLOT_FREE),
+                                                         memory_order_release,
+                                                         memory_order_relaxed))
+                continue;
+            rr_word_wake(ctl_futex(s), &s->waiters, INT_MAX);
+            atomic_fetch_add_explicit(&h->recoveries, 1, memory_order_relaxed);
+        }
+        /* release ↔ the acquire CAS of owner in try_acquire */
+        if (atomic_compare_exchange_strong_explicit(&s->owner, &owner, 0, memory_order_release,
+                                                    memory_order_relaxed))
+            rr_waitq_wake(&h->slot_free, 1);
     }
 }

@@ -408,6 +408,8 @@ def _raise_boom(signum: int, frame: Any) -> None:
 
 
 BLOCKING_CALLS = ["recv_wait", "recv_wait_multi", "get_wait", "req", "send_wait"]
+VARIANT_CALLS = [(v, n) for v in ("str", "int") for n in BLOCKING_CALLS
+                 if not (v == "int" and n == "recv_wait_multi")]  # recv_wait_multi: Str only
 
 
 def _blocking_call(name: str, variant: str, s: Any, c: Any, v: Callable[[int], Any],
@@ -429,12 +431,9 @@ def _blocking_call(name: str, variant: str, s: Any, c: Any, v: Callable[[int], A
     raise AssertionError(name)
 
 
-@pytest.mark.parametrize("name", BLOCKING_CALLS)
-@pytest.mark.parametrize("variant", ["str", "int"])
+@pytest.mark.parametrize(("variant", "name"), VARIANT_CALLS)
 def test_handler_exception_comes_out_of_the_call(variant: str, name: str,
                                                   closer: Closer) -> None:
-    if variant == "int" and name == "recv_wait_multi":
-        pytest.skip("Str only")
     s, c, v = _chan(variant, closer, spin=0, req_cap=2, resp_slots=4)
     call = _blocking_call(name, variant, s, c, v, LONG)
     with handler(signal.SIGUSR1, _raise_boom) as senders:
@@ -450,12 +449,9 @@ def test_handler_exception_comes_out_of_the_call(variant: str, name: str,
     assert st["slots_free"] + st["slots_acquired"] + st["slots_ready"] == s.resp_slots
 
 
-@pytest.mark.parametrize("name", BLOCKING_CALLS)
-@pytest.mark.parametrize("variant", ["str", "int"])
+@pytest.mark.parametrize(("variant", "name"), VARIANT_CALLS)
 def test_ctrl_c_in_child_without_timeout(variant: str, name: str, closer: Closer) -> None:
     """A child blocked with no timeout gets SIGINT: the call raises KeyboardInterrupt."""
-    if variant == "int" and name == "recv_wait_multi":
-        pytest.skip("Str only")
     s, c, v = _chan(variant, closer, spin=0, req_cap=2, resp_slots=4)
     call = _blocking_call(name, variant, s, c, v, None)
 
@@ -505,3 +501,57 @@ def test_ctrl_c_real_interpreter(variant: str) -> None:
     assert "KeyboardInterrupt" in err
     assert "recv_wait returned" not in out
     assert proc.returncode in (-signal.SIGINT, 128 + signal.SIGINT, 1)
+
+
+# --------------------------------------------------------------------------- close while waiting
+
+
+def _close_while_waiting(variant: str, side: str) -> dict[str, str]:
+    """Runs in a child: one thread waits on an object, the main thread closes that object,
+    then the channel is poked so that the waiter can finish. Returns what each call did."""
+    if variant == "str":
+        s = Server(None, req_cap=4, resp_slots=2, resp_size=16)
+        val: Any = b"x"
+    else:
+        s = IntServer(None, req_cap=4, resp_slots=2)
+        val = 1
+    other = s.client()
+    out: dict[str, str] = {}
+    if side == "server":
+        target = s.client()  # keeps the mapping alive independently of the closed object
+        waiter = ThreadCall(s.recv_wait, timeout=3)
+    else:
+        target = s.client()
+        waiter = ThreadCall(target.req, val, timeout=3)
+    time.sleep(0.2)
+    try:
+        (s if side == "server" else target).close()
+        out["close"] = "ok"
+    except Exception as e:  # noqa: BLE001 - any clean exception is acceptable here
+        out["close"] = type(e).__name__
+    if side == "server":
+        other.send(val)
+    else:
+        got = s.recv_wait(timeout=3) if not s.closed else None
+        if got is not None:
+            s.reply(got[1], val)
+    waiter.thread.join(10)
+    out["waiter"] = ("alive" if waiter.is_alive()
+                     else type(waiter.error).__name__ if waiter.error else repr(waiter.value))
+    target.close()
+    other.close()
+    s.close()
+    return out
+
+
+@pytest.mark.parametrize("side", ["server", "client"])
+@pytest.mark.parametrize("variant", ["str", "int"])
+def test_close_while_another_thread_waits_never_crashes(variant: str, side: str) -> None:
+    kid = fork_call(lambda: _close_while_waiting(variant, side), watchdog=40)
+    try:
+        out = kid.result(timeout=JOIN * 2)
+    finally:
+        kid.kill()
+    assert out["waiter"] != "alive", out
+    assert out["waiter"] in ("None", "ValueError") or out["waiter"].startswith(("(", "b'", "1")), \
+        out

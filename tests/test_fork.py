@@ -181,3 +181,17 @@ def test_async_pipelining_across_processes(variant: str, tmp_path: Path) -> None
                     assert got == _expected(variant, batch * 8 + j)
                 assert client.pending() == 0
         assert kids[0].result() == 400
+
+
+def test_large_payloads_across_processes(tmp_path: Path) -> None:
+    """64 KiB requests and responses through a file channel, the arena wrapping many times."""
+    big = 64 * 1024
+    with Server(tmp_path / "big.rr", req_cap=8, resp_slots=4, resp_size=big,
+                arena=4 * big) as server, children() as kids:
+        kids.append(fork_call(lambda: _serve(Server(server.path), 300)))
+        with open_client(server, "file") as client:
+            for i in range(300):
+                size = big if i % 3 == 0 else (i * 997) % big
+                req = os.urandom(size) if i % 2 else "ü" * (size // 2)
+                assert client.req(req, timeout=LONG) == reverse(req), f"round {i}"
+        assert kids[0].result() == 300

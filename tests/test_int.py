@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Closer
 from helpers import KINDS, IntClient, IntServer, id_index, make_server, open_client
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 INT_STATS_KEYS = {
     "requests", "replies", "send_full", "recv_empty", "recoveries", "size", "capacity",
@@ -336,3 +339,31 @@ def test_tiny_queue_fills_and_keeps_every_request(req_cap: int, closer: Closer) 
         assert s.recv() is None and s.size() == 0
         for ident in ids:
             assert c.cancel(ident)
+
+
+@pytest.fixture(scope="module")
+def int_roundtrip_chan() -> Iterator[tuple[Any, Any]]:
+    with IntServer(None, req_cap=2, resp_slots=1) as s, s.client() as c:
+        yield s, c
+
+
+@settings(max_examples=300, deadline=None)
+@given(req=st.integers(), resp=st.integers())
+def test_any_int_roundtrips(int_roundtrip_chan: tuple[Any, Any], req: int, resp: int) -> None:
+    s, c = int_roundtrip_chan
+    if not I64_MIN <= req <= I64_MAX:
+        with pytest.raises(OverflowError):
+            c.send(req)
+        return
+    ident = c.send(req)
+    assert ident is not None
+    value, rid = s.recv()
+    assert rid == ident and type(value) is int and value == req
+    if I64_MIN <= resp <= I64_MAX:
+        assert s.reply(rid, resp)
+        got = c.get(ident)
+        assert type(got) is int and got == resp
+    else:
+        with pytest.raises(OverflowError):
+            s.reply(rid, resp)
+        assert c.cancel(ident)

@@ -41,7 +41,7 @@ class Model:
 
     capacity: int
     resp_slots: int
-    queue: deque[tuple[Any, int]] = field(default_factory=deque)
+    queue: deque[tuple[Any, int | None]] = field(default_factory=deque)
     # live ids: "acquired" (awaiting a reply) or ("ready", response)
     live: dict[int, Any] = field(default_factory=dict)
     issued: list[int] = field(default_factory=list)
@@ -105,15 +105,20 @@ class ChannelMachine(RuleBasedStateMachine):
             return data.draw(st.sampled_from(candidates), label="id")
         return data.draw(self.stale_ids(), label="stale id")
 
-    def check_item(self, got: Any, expected: tuple[Any, int]) -> None:
+    def check_item(self, got: Any, expected: tuple[Any, int | None]) -> None:
         assert isinstance(got, tuple) and len(got) == 2
         data, ident = got
-        assert ident == expected[1]
+        if expected[1] is None:  # sent by a req() that timed out: its id was never seen
+            assert ident not in self.model.live and ident not in self.model.issued
+            assert id_index(ident) < self.model.resp_slots
+            self.model.issued.append(ident)
+        else:
+            assert ident == expected[1]
         assert type(data) is type(expected[0]), (data, expected[0])
         assert data == expected[0]
         self.received.append(ident)
 
-    def take(self, n: int | None) -> list[tuple[Any, int]]:
+    def take(self, n: int | None) -> list[tuple[Any, int | None]]:
         q = self.model.queue
         k = len(q) if n is None else min(n, len(q))
         return [q.popleft() for _ in range(k)]
@@ -136,6 +141,24 @@ class ChannelMachine(RuleBasedStateMachine):
         m.live[ident] = "acquired"
         m.queue.append((payload, ident))
         m.requests += 1
+
+    def do_req_zero(self, payload: Any) -> None:
+        """req() with timeout 0 sends, finds no reply, cancels and returns None; the request
+        stays queued under an id nobody holds."""
+        m = self.model
+        full = len(m.queue) >= m.capacity or len(m.live) >= m.resp_slots
+        assert self.client.req(payload, timeout=0) is None
+        if not full:
+            m.queue.append((payload, None))
+            m.requests += 1
+
+    @rule()
+    def reopen_client(self) -> None:
+        """Closing a client cancels everything it has pending (replied or not)."""
+        self.client.close()
+        self.model.live.clear()
+        self.client = self.server.client()
+        assert self.client.pending() == 0
 
     @rule(data=st.data())
     def get(self, data: st.DataObject) -> None:
@@ -266,6 +289,10 @@ class StrChannel(ChannelMachine):
         m.queue.append((payload, ident))
         m.requests += 1
 
+    @rule(payload=str_payloads)
+    def req_zero(self, payload: Any) -> None:
+        self.do_req_zero(payload)
+
     @rule(size=st.integers(ARENA + 1, ARENA * 4))
     def send_too_big(self, size: int) -> None:
         try:
@@ -324,6 +351,10 @@ class IntChannel(ChannelMachine):
     @rule(payload=int_payloads)
     def send(self, payload: int) -> None:
         self.do_send(payload)
+
+    @rule(payload=int_payloads)
+    def req_zero(self, payload: int) -> None:
+        self.do_req_zero(payload)
 
     @rule(payload=st.one_of(st.integers(min_value=2**63), st.integers(max_value=-(2**63) - 1)))
     def send_overflow(self, payload: int) -> None:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import array
+import gc
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Closer
 from helpers import KINDS, Client, Server, id_index, make_server, open_client
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import reqrep
 
@@ -735,3 +739,68 @@ def test_every_client_call_on_closed_raises(closer: Closer) -> None:
             pytest.fail(f"{name} on a closed Client did not raise")
     c.close()
     assert s.size() == 0
+
+
+# --------------------------------------------------------------------------- properties of data
+
+
+@pytest.fixture(scope="module")
+def roundtrip_chan() -> Iterator[tuple[Any, Any]]:
+    with Server(None, req_cap=4, resp_slots=2, resp_size=2048, arena=16384) as s:
+        with s.client() as c:
+            yield s, c
+
+
+@settings(max_examples=300, deadline=None)
+@given(req=st.one_of(st.binary(max_size=2048), st.text(max_size=512)),
+       resp=st.one_of(st.binary(max_size=2048), st.text(max_size=512)))
+def test_any_payload_roundtrips(roundtrip_chan: tuple[Any, Any], req: Any, resp: Any) -> None:
+    s, c = roundtrip_chan
+    ident = c.send(req)
+    assert ident is not None
+    data, rid = s.recv()
+    assert rid == ident and type(data) is type(req) and data == req
+    if len(resp.encode() if isinstance(resp, str) else resp) <= 2048:
+        assert s.reply(rid, resp)
+        got = c.get(ident)
+        assert type(got) is type(resp) and got == resp
+    else:
+        with pytest.raises(ValueError):
+            s.reply(rid, resp)
+        assert c.cancel(ident)
+
+
+def test_file_channel_keeps_queue_across_reopen(chan_path: Path) -> None:
+    with Server(chan_path, req_cap=4, resp_slots=2, resp_size=16) as s, Client(chan_path) as c:
+        ident = c.send("persisted")
+        assert ident is not None
+        s.sync()
+    with Server(chan_path) as s2:
+        assert s2.size() == 1
+        data, rid = s2.recv()
+        assert (data, rid) == ("persisted", ident)
+        assert s2.reply(rid, "late") is False  # the closed client cancelled it
+        assert s2.stats()["slots_free"] == 2
+
+
+def test_dropped_objects_without_close(closer: Closer) -> None:
+    s = Server(None, req_cap=4, resp_slots=2, resp_size=16)
+    c = closer(s.client())
+    del s
+    gc.collect()
+    ident = c.send(b"x")
+    assert ident is not None
+    tmp = c  # a second reference; dropping it must not close the object
+    del tmp
+    assert c.size() == 1
+
+
+def test_repr_never_crashes(str_server: Any) -> None:
+    c = str_server.client()
+    for obj in (str_server, c):
+        assert isinstance(repr(obj), str)
+    c.close()
+    try:
+        assert isinstance(repr(c), str)
+    except ValueError:
+        pass

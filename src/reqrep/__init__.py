@@ -24,10 +24,18 @@ A minimal worker and client::
         print(client.req("hello", timeout=5.0))        # -> 'HELLO'
 
 :class:`ChannelFormatError` (a :class:`ValueError`) is raised for a file that is
-not a valid channel. Linux only, 64-bit, CPython 3.10+.
+not a valid channel; :class:`WorkerDiedError` (a :class:`RuntimeError`) when the
+worker that took a request died before replying. Linux only, 64-bit, CPython 3.10+.
 """
 
-from reqrep._reqrep import ChannelFormatError, Client, IntClient, IntServer, Server
+from reqrep._reqrep import (
+    ChannelFormatError,
+    Client,
+    IntClient,
+    IntServer,
+    Server,
+    WorkerDiedError,
+)
 
 __version__ = "0.1.0"
 
@@ -37,5 +45,6 @@ __all__ = [
     "IntClient",
     "IntServer",
     "Server",
+    "WorkerDiedError",
     "__version__",
 ]

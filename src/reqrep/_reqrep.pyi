@@ -18,16 +18,16 @@ import os
 from types import TracebackType
 from typing import TypeAlias, TypedDict
 
-from typing_extensions import Buffer, Self
+from typing_extensions import Buffer, Self, disjoint_base
 
-StrPath: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+_StrPath: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 """A file-system path: ``str``, ``bytes`` or ``os.PathLike``."""
 
-StrIn: TypeAlias = bytes | str | Buffer
+_StrIn: TypeAlias = bytes | str | Buffer
 """Str payload accepted by ``send``/``req``/``reply``: ``str`` travels as UTF-8
 and arrives as ``str``; ``bytes`` and any other buffer arrive as ``bytes``."""
 
-StrOut: TypeAlias = bytes | str
+_StrOut: TypeAlias = bytes | str
 """Str payload returned by ``recv``/``get``/``req``: ``str`` if it was sent as ``str``."""
 
 class _Stats(TypedDict):
@@ -52,6 +52,7 @@ class ChannelFormatError(ValueError):
     """The file is not a valid channel (foreign, truncated, corrupt, other variant
     or format version). The message names the path and the reason."""
 
+@disjoint_base
 class Server:
     """The worker side of a Str channel (``bytes``/``str`` requests and responses).
 
@@ -64,16 +65,16 @@ class Server:
     ``max(req_cap * 256, 4096)``).
     """
 
-    def __init__(
-        self,
-        path: StrPath | None,
+    def __new__(
+        cls,
+        path: _StrPath | None,
         req_cap: int = 1024,
         resp_slots: int = 64,
         resp_size: int = 4096,
         arena: int | None = None,
         *,
         spin: int | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     @classmethod
     def new_memfd(
         cls,
@@ -93,20 +94,20 @@ class Server:
         duplicated: the caller keeps (and still owns) its own."""
     def client(self) -> Client:
         """A ``Client`` on the same mapping (works for anonymous channels too)."""
-    def recv(self) -> tuple[StrOut, int] | None:
+    def recv(self) -> tuple[_StrOut, int] | None:
         """Take one request without waiting: ``(data, id)``, or ``None`` when the
         queue is empty."""
-    def recv_wait(self, timeout: float | None = None) -> tuple[StrOut, int] | None:
+    def recv_wait(self, timeout: float | None = None) -> tuple[_StrOut, int] | None:
         """Take one request, waiting for it: ``(data, id)``, or ``None`` on timeout."""
-    def recv_multi(self, n: int) -> list[tuple[StrOut, int]]:
+    def recv_multi(self, n: int) -> list[tuple[_StrOut, int]]:
         """Take up to ``n`` queued requests under one lock acquisition, without
         waiting (``[]`` when empty or ``n == 0``; ``n < 0`` raises ``ValueError``)."""
-    def recv_wait_multi(self, n: int, timeout: float | None = None) -> list[tuple[StrOut, int]]:
+    def recv_wait_multi(self, n: int, timeout: float | None = None) -> list[tuple[_StrOut, int]]:
         """Wait for at least one request, then take up to ``n`` like ``recv_multi``;
         ``[]`` on timeout."""
-    def drain(self, max: int | None = None) -> list[tuple[StrOut, int]]:
+    def drain(self, max: int | None = None) -> list[tuple[_StrOut, int]]:
         """Take every queued request (at most ``max``), without waiting."""
-    def reply(self, id: int, data: StrIn) -> bool:
+    def reply(self, id: int, data: _StrIn) -> bool:
         """Write the response for request ``id`` and wake its client. ``True`` on
         success; ``False`` when the request was cancelled, recycled or cleared.
         A response larger than ``resp_size`` bytes raises ``ValueError`` and
@@ -160,6 +161,7 @@ class Server:
     @spin.setter
     def spin(self, value: int | None) -> None: ...
 
+@disjoint_base
 class Client:
     """The requesting side of a Str channel.
 
@@ -168,26 +170,26 @@ class Client:
     client cancels the requests it still has pending.
     """
 
-    def __init__(self, path: StrPath, *, spin: int | None = None) -> None: ...
+    def __new__(cls, path: _StrPath, *, spin: int | None = None) -> Self: ...
     @classmethod
     def from_fd(cls, fd: int, *, spin: int | None = None) -> Self:
         """Open the channel held by a memfd or file descriptor (the fd is duplicated)."""
-    def req(self, data: StrIn, timeout: float | None = None) -> StrOut | None:
+    def req(self, data: _StrIn, timeout: float | None = None) -> _StrOut | None:
         """Send a request and wait for its response. One deadline covers waiting
         for a free slot and queue space and waiting for the reply. ``None`` on
         timeout (the request is then cancelled and its slot freed) and when the
         request was dropped by ``clear()``."""
-    def send(self, data: StrIn, /) -> int | None:
+    def send(self, data: _StrIn, /) -> int | None:
         """Send a request without waiting: its id, or ``None`` when no response
         slot is free or the queue (or arena) is full. A request larger than the
         arena raises ``ValueError``."""
-    def send_wait(self, data: StrIn, timeout: float | None = None) -> int | None:
+    def send_wait(self, data: _StrIn, timeout: float | None = None) -> int | None:
         """Send a request, waiting for a free slot and queue space: its id, or
         ``None`` on timeout."""
-    def get(self, id: int, /) -> StrOut | None:
+    def get(self, id: int, /) -> _StrOut | None:
         """Collect the response to ``id`` if it is there (the slot is then freed);
         ``None`` while not ready or when ``id`` is stale."""
-    def get_wait(self, id: int, timeout: float | None = None) -> StrOut | None:
+    def get_wait(self, id: int, timeout: float | None = None) -> _StrOut | None:
         """Wait for and collect the response to ``id``; ``None`` on timeout or
         when ``id`` is stale."""
     def cancel(self, id: int, /) -> bool:
@@ -238,6 +240,7 @@ class Client:
     @spin.setter
     def spin(self, value: int | None) -> None: ...
 
+@disjoint_base
 class IntServer:
     """The worker side of an Int channel (one signed 64-bit int per request and
     per response; lock-free request queue).
@@ -247,14 +250,14 @@ class IntServer:
     ``1 <= req_cap <= 2**24`` (rounded up to a power of two), ``1 <= resp_slots <= 2**20``.
     """
 
-    def __init__(
-        self,
-        path: StrPath | None,
+    def __new__(
+        cls,
+        path: _StrPath | None,
         req_cap: int = 1024,
         resp_slots: int = 64,
         *,
         spin: int | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     @classmethod
     def new_memfd(
         cls,
@@ -326,6 +329,7 @@ class IntServer:
     @spin.setter
     def spin(self, value: int | None) -> None: ...
 
+@disjoint_base
 class IntClient:
     """The requesting side of an Int channel.
 
@@ -334,7 +338,7 @@ class IntClient:
     Values outside the signed 64-bit range raise ``OverflowError``.
     """
 
-    def __init__(self, path: StrPath, *, spin: int | None = None) -> None: ...
+    def __new__(cls, path: _StrPath, *, spin: int | None = None) -> Self: ...
     @classmethod
     def from_fd(cls, fd: int, *, spin: int | None = None) -> Self:
         """Open the channel held by a memfd or file descriptor (the fd is duplicated)."""

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "reqrep.h"
@@ -23,6 +24,7 @@ typedef struct {
     PyTypeObject *int_server_type;
     PyTypeObject *int_client_type;
     PyObject *format_error;
+    PyObject *worker_died;
 } module_state;
 
 enum { KIND_SERVER = 1, KIND_CLIENT = 2 };
@@ -33,6 +35,7 @@ typedef struct {
     module_state *st;     /* borrowed: the type keeps the module alive */
     PyObject *path;       /* str or None */
     uint64_t *pending;    /* clients: id + 1 of each uncollected request, by slot */
+    pid_t pid;            /* the process whose requests `pending` lists */
     uint32_t variant;
     int kind;
     int busy;             /* calls in progress (the GIL may be released) */
@@ -83,10 +86,20 @@ static PyObject *raise_core(module_state *st, int rc, PyObject *path, const rr_e
     case -EINVAL:
         PyErr_SetString(PyExc_ValueError, why ? why : "invalid argument");
         return NULL;
+    case -ETIMEDOUT:
+        if (why) {
+            PyObject *args = Py_BuildValue("(isO)", ETIMEDOUT, why, path ? path : Py_None);
+            if (args)
+                PyErr_SetObject(PyExc_TimeoutError, args);
+            Py_XDECREF(args);
+            return NULL;
+        }
+        break;
     case -EMSGSIZE:
         PyErr_SetString(PyExc_ValueError, why ? why : "payload too large for this channel");
         return NULL;
-    default:
+    }
+    {
         errno = -rc;
         if (path && path != Py_None)
             return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
@@ -339,17 +352,29 @@ static PyObject *payload_object(const void *data, uint32_t len, uint32_t flags)
 
 /* ---- pending requests of a client object ---- */
 
-static int pending_add(Chan *self, uint64_t id)
+/* This process's table (a forked copy starts empty: the parent's requests
+ * are the parent's to collect); NULL if none and !create or out of memory. */
+static uint64_t *pending_table(Chan *self, int create)
 {
     uint32_t n = rr_geometry_of(self->ch)->resp_slots;
-    if (!self->pending) {
-        self->pending = PyMem_Calloc(n, sizeof *self->pending);
-        if (!self->pending) {
-            PyErr_NoMemory();
-            return -1;
-        }
+    if (self->pending && self->pid != getpid()) {
+        memset(self->pending, 0, n * sizeof *self->pending);
+        self->pid = getpid();
     }
-    self->pending[rr_id_index(id)] = id + 1;
+    if (!self->pending && create) {
+        self->pending = PyMem_Calloc(n, sizeof *self->pending);
+        if (!self->pending)
+            PyErr_NoMemory();
+    }
+    return self->pending;
+}
+
+static int pending_add(Chan *self, uint64_t id)
+{
+    uint64_t *table = pending_table(self, 1);
+    if (!table)
+        return -1;
+    table[rr_id_index(id)] = id + 1;
     return 0;
 }
 
@@ -376,12 +401,13 @@ static PyObject *chan_new_object(PyTypeObject *type, module_state *st, rr_chan *
     self->path = Py_NewRef(path ? path : Py_None);
     self->variant = variant;
     self->kind = kind;
+    self->pid = getpid();
     return (PyObject *)self;
 }
 
 static void release_pending(Chan *self)
 {
-    if (!self->pending)
+    if (!pending_table(self, 0))
         return;
     uint32_t n = rr_geometry_of(self->ch)->resp_slots;
     for (uint32_t i = 0; i < n; i++) {
@@ -761,6 +787,17 @@ static PyObject *server_unlink(Chan *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+static PyObject *server_test_hold_lock(Chan *self, PyObject *unused)
+{
+    if (enter(self) < 0)
+        return NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS rc = rr_test_hold_lock(self->ch);
+    Py_END_ALLOW_THREADS
+    leave(self);
+    return rc < 0 ? raise_core(self->st, rc, NULL, NULL) : Py_NewRef(Py_None);
+}
+
 /* ---- Server: receiving ---- */
 
 /* Pairs (data, id) taken from the Str queue, at most `max`; `deadline` bounds
@@ -1049,6 +1086,30 @@ static PyObject *collect(Chan *self, uint64_t id, int *stale)
     return obj;
 }
 
+/* The worker that took `id` died: free the slot and say so. */
+static PyObject *raise_worker_died(Chan *self, uint64_t id)
+{
+    int pid = rr_resp_worker(self->ch, id);
+    rr_resp_abandon_dead(self->ch, id);
+    pending_drop(self, id);
+    PyObject *msg = PyUnicode_FromFormat(
+        "worker process %d died before replying to request %llu", pid, (unsigned long long)id);
+    if (!msg)
+        return NULL;
+    PyObject *exc = PyObject_CallOneArg(self->st->worker_died, msg);
+    Py_DECREF(msg);
+    if (!exc)
+        return NULL;
+    PyObject *pid_obj = PyLong_FromLong(pid), *id_obj = PyLong_FromUnsignedLongLong(id);
+    if (pid_obj && id_obj && PyObject_SetAttrString(exc, "pid", pid_obj) == 0
+        && PyObject_SetAttrString(exc, "id", id_obj) == 0)
+        PyErr_SetObject(self->st->worker_died, exc);
+    Py_XDECREF(pid_obj);
+    Py_XDECREF(id_obj);
+    Py_DECREF(exc);
+    return NULL;
+}
+
 /* Waits for and collects the response to `id`; None on timeout or stale. */
 static PyObject *wait_collect(Chan *self, uint64_t id, int64_t deadline)
 {
@@ -1066,6 +1127,8 @@ static PyObject *wait_collect(Chan *self, uint64_t id, int64_t deadline)
         WAIT_NOGIL(rc, rr_resp_wait(self->ch, id, deadline));
         if (rc == -EINTR)
             return NULL;
+        if (rc == -EOWNERDEAD)
+            return raise_worker_died(self, id);
         if (rc < 0 && rc != -EAGAIN && rc != -ESTALE)
             return raise_core(self->st, rc, NULL, NULL);
     }
@@ -1180,7 +1243,7 @@ static PyObject *client_pending(Chan *self, PyObject *unused)
         return NULL;
     uint64_t n = 0;
     uint32_t slots = rr_geometry_of(self->ch)->resp_slots;
-    for (uint32_t i = 0; self->pending && i < slots; i++) {
+    for (uint32_t i = 0; pending_table(self, 0) && i < slots; i++) {
         uint64_t id = self->pending[i];
         if (id && rr_id_live(self->ch, id - 1))
             n++;
@@ -1309,6 +1372,8 @@ static PyMethodDef server_methods[] = {
     {"recv_wait_multi", FASTFN(server_recv_wait_multi), FASTKW,
      "recv_wait_multi(n, timeout=None): wait for at least one, then as recv_multi."},
     {"drain", FASTFN(server_drain), FASTKW, "drain(max=None): every queued (data, id)."},
+    {"_test_hold_lock", (PyCFunction)server_test_hold_lock, METH_NOARGS,
+     "Testing only: take the queue lock and never release it (then kill the process)."},
     {NULL},
 };
 
@@ -1393,6 +1458,25 @@ static int module_exec(PyObject *mod)
         PyExc_ValueError, NULL);
     if (!st->format_error || PyModule_AddObjectRef(mod, "ChannelFormatError", st->format_error))
         return -1;
+    st->worker_died = PyErr_NewExceptionWithDoc(
+        "reqrep.WorkerDiedError",
+        "The worker process that took a request died before replying to it.\n\n"
+        "Attributes: pid (the dead worker's pid) and id (the request id).",
+        PyExc_RuntimeError, NULL);
+    if (!st->worker_died || PyModule_AddObjectRef(mod, "WorkerDiedError", st->worker_died))
+        return -1;
+    rr_format_info f;
+    rr_format(&f);
+    PyObject *fmt = Py_BuildValue(
+        "{sKsIsIsIsIsIsIsIsIsIsIsI}", "magic", (unsigned long long)f.magic, "version",
+        f.version, "header_size", f.header_size, "cell_size", f.cell_size, "slot_header",
+        f.slot_header, "off_head", f.off_head, "off_tail", f.off_tail, "off_lock", f.off_lock,
+        "off_recoveries", f.off_recoveries, "slot_off_ctl", f.slot_off_ctl, "slot_off_owner",
+        f.slot_off_owner, "slot_off_worker", f.slot_off_worker);
+    int rc = fmt ? PyModule_AddObjectRef(mod, "_format", fmt) : -1;
+    Py_XDECREF(fmt);
+    if (rc < 0)
+        return -1;
     if (add_type(mod, &server_spec, &st->server_type) < 0
         || add_type(mod, &client_spec, &st->client_type) < 0
         || add_type(mod, &int_server_spec, &st->int_server_type) < 0
@@ -1409,6 +1493,7 @@ static int module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->int_server_type);
     Py_VISIT(st->int_client_type);
     Py_VISIT(st->format_error);
+    Py_VISIT(st->worker_died);
     return 0;
 }
 
@@ -1420,6 +1505,7 @@ static int module_clear(PyObject *mod)
     Py_CLEAR(st->int_server_type);
     Py_CLEAR(st->int_client_type);
     Py_CLEAR(st->format_error);
+    Py_CLEAR(st->worker_died);
     return 0;
 }
 
