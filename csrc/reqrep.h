@@ -74,6 +74,8 @@ int rr_memfd(const rr_chan *c);  /* the memfd's fd, or -1 */
 int rr_fd(const rr_chan *c);     /* the backing fd (file or memfd), or -1 */
 
 int64_t rr_now_ns(void);
+/* This process's pid, cached (and refreshed in a forked child). */
+int rr_self_pid(void);
 
 /* ---- response ids ---- */
 static inline uint32_t rr_id_index(uint64_t id) { return (uint32_t)id; }

@@ -79,6 +79,8 @@ uint64_t rr_self_ident(void)
     return v;
 }
 
+int rr_self_pid(void) { return (int)(uint32_t)rr_self_ident(); }
+
 bool rr_pid_alive(uint32_t pid, uint32_t start_bits, int bits)
 {
     if (pid == 0 || pid >= RR_PID_LIMIT)

@@ -94,8 +94,10 @@ static int acquire_or_sweep(rr_chan *c, void *arg)
 
 int rr_slot_acquire(rr_chan *c, int64_t deadline, uint64_t *id)
 {
-    /* relaxed: a per-handle tick count; look at the clock on every 64th send */
-    if ((atomic_fetch_add_explicit(&c->sends, 1, memory_order_relaxed) & 63) == 0)
+    /* relaxed, no RMW: a tick count that may lose ticks between threads */
+    uint32_t tick = atomic_load_explicit(&c->sends, memory_order_relaxed);
+    atomic_store_explicit(&c->sends, tick + 1, memory_order_relaxed);
+    if ((tick & 63) == 0) /* look at the sweep clock on every 64th send */
         rr_slots_sweep(c, RR_SWEEP_PERIOD_NS);
     return rr_waitq_wait(c, &c->hdr->slot_free, acquire_or_sweep, any_slot, id, deadline);
 }
@@ -126,11 +128,13 @@ rr_slot *rr_slot_claim(rr_chan *c, uint64_t id)
 
 void rr_slot_publish(rr_chan *c, rr_slot *s, uint64_t id)
 {
+    /* relaxed, and no RMW: only the replier holding the WRITING claim writes it */
+    atomic_store_explicit(&s->replies,
+                          atomic_load_explicit(&s->replies, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
     /* release ↔ the client's acquire load of ctl in rr_resp_view: the response
      * bytes are visible before READY is */
     atomic_store_explicit(&s->ctl, mk_ctl(rr_id_gen(id), SLOT_READY), memory_order_release);
-    /* relaxed: a statistic */
-    atomic_fetch_add_explicit(&s->replies, 1, memory_order_relaxed);
     rr_word_wake(ctl_futex(s), &s->waiters, INT_MAX);
 }
 

@@ -436,6 +436,7 @@ def test_handler_exception_comes_out_of_the_call(variant: str, name: str,
                                                   closer: Closer) -> None:
     s, c, v = _chan(variant, closer, spin=0, req_cap=2, resp_slots=4)
     call = _blocking_call(name, variant, s, c, v, LONG)
+    pending, size = c.pending(), s.size()
     with handler(signal.SIGUSR1, _raise_boom) as senders:
         senders.append(Signaller(signal.SIGUSR1, 1))
         t0 = time.monotonic()
@@ -444,9 +445,17 @@ def test_handler_exception_comes_out_of_the_call(variant: str, name: str,
         elapsed = time.monotonic() - t0
         senders[0].stop()
     assert elapsed < LONG / 2, "the handler's exception only came out at the timeout"
-    # the channel is still usable afterwards
+    # the interrupted call left nothing half done: no slot leaked, nothing taken
     st = s.stats()
     assert st["slots_free"] + st["slots_acquired"] + st["slots_ready"] == s.resp_slots
+    if name == "req":  # like a timeout: the request is cancelled, its slot freed
+        assert c.pending() == pending == 0
+        assert st["slots_free"] == s.resp_slots
+        assert st["size"] == size + 1
+    else:
+        assert c.pending() == pending
+        assert st["slots_free"] == s.resp_slots - pending
+        assert st["size"] == size
 
 
 @pytest.mark.parametrize(("variant", "name"), VARIANT_CALLS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -579,3 +580,108 @@ def test_recv_wait_multi_n_none_is_type_error(closer: Closer) -> None:
     with pytest.raises(TypeError):
         s.recv_multi(None)
     assert s.size() == 1
+
+
+# Layout of the fixed header (csrc/rr_internal.h, struct rr_hdr_geom). The test checks the
+# template against it first and skips if the layout moved, rather than forging blindly.
+GEOM_FIELDS: dict[str, tuple[int, str]] = {
+    "magic": (0, "Q"), "version": (8, "I"), "variant": (12, "I"), "total_size": (16, "Q"),
+    "req_cap": (24, "I"), "resp_slots": (28, "I"), "resp_size": (32, "I"),
+    "slot_stride": (36, "I"), "arena_cap": (40, "Q"), "off_cells": (48, "Q"),
+    "off_slots": (56, "Q"), "off_arena": (64, "Q"),
+}
+
+
+def _geom(data: bytes) -> dict[str, int]:
+    return {k: struct.unpack_from("<" + f, data, off)[0] for k, (off, f) in GEOM_FIELDS.items()}
+
+
+def _forgeries(g: dict[str, int], variant: str) -> dict[str, dict[str, int]]:
+    """Single-field (and a few double-field) lies that no valid channel can contain."""
+    total = g["total_size"]
+    cases: dict[str, dict[str, int]] = {
+        "magic": {"magic": g["magic"] ^ 1},
+        "version-0": {"version": 0},
+        "version-next": {"version": g["version"] + 1},
+        "version-max": {"version": 2**32 - 1},
+        "variant-0": {"variant": 0},
+        "variant-other": {"variant": 3 - g["variant"]},
+        "variant-bogus": {"variant": 77},
+        "total-smaller": {"total_size": total - 64},
+        "total-larger": {"total_size": total + 4096},
+        "total-0": {"total_size": 0},
+        "total-huge": {"total_size": 2**63},
+        "req_cap-0": {"req_cap": 0},
+        "req_cap-not-pow2": {"req_cap": 3},
+        "req_cap-huge": {"req_cap": 2**31},
+        "resp_slots-0": {"resp_slots": 0},
+        "resp_slots-huge": {"resp_slots": 2**31},
+        "off_cells-0": {"off_cells": 0},
+        "off_cells-outside": {"off_cells": total},
+        "off_cells-wrap": {"off_cells": 2**64 - 64},
+        "off_slots-0": {"off_slots": 0},
+        "off_slots-overlap-cells": {"off_slots": g["off_cells"]},
+        "off_slots-outside": {"off_slots": total - 8},
+        "off_slots-wrap": {"off_slots": 2**64 - 8},
+        "slot_stride-0": {"slot_stride": 0},
+        "slot_stride-huge": {"slot_stride": 2**31},
+        "cells-overlap-header": {"off_cells": 64},
+    }
+    if variant == "str":
+        cases.update({
+            "resp_size-0": {"resp_size": 0},
+            "resp_size-huge": {"resp_size": 2**31},
+            "resp_size-beyond-stride": {"resp_size": g["slot_stride"] * 4},
+            "arena-0": {"arena_cap": 0},
+            "arena-huge": {"arena_cap": 2**40},
+            "arena-beyond-file": {"arena_cap": total},
+            "off_arena-0": {"off_arena": 0},
+            "off_arena-outside": {"off_arena": total},
+            "off_arena-overlap-slots": {"off_arena": g["off_slots"]},
+            "off_arena-wrap": {"off_arena": 2**64 - 4096},
+        })
+    return cases
+
+
+@pytest.mark.timeout(120, method="thread")
+@pytest.mark.parametrize("variant", ["str", "int"])
+def test_forged_geometry_is_refused(variant: str, tmp_path: Path) -> None:
+    scls, ccls = (Server, Client) if variant == "str" else (IntServer, IntClient)
+    template = _channel_bytes(tmp_path, scls, req_cap=8, resp_slots=4)
+    g = _geom(template)
+    if g["total_size"] != len(template) or g["req_cap"] != 8 or g["resp_slots"] != 4:
+        pytest.skip(f"header layout differs from the one this test knows: {g}")
+    files: dict[str, str] = {}
+    for name, change in _forgeries(g, variant).items():
+        data = bytearray(template)
+        for field_name, value in change.items():
+            off, fmt = GEOM_FIELDS[field_name]
+            struct.pack_into("<" + fmt, data, off, value)
+        p = tmp_path / f"{name}.rr"
+        p.write_bytes(bytes(data))
+        files[name] = str(p)
+
+    def probe() -> dict[str, str]:
+        out: dict[str, str] = {}
+        for name, path in files.items():
+            for cls in (ccls, scls):
+                try:
+                    obj = cls(path)
+                except ChannelFormatError as e:
+                    out[f"{name}/{cls.__name__}"] = "refused" if path in str(e) else \
+                        f"refused without naming the path: {e}"
+                    continue
+                except Exception as e:  # noqa: BLE001 - reported to the parent
+                    out[f"{name}/{cls.__name__}"] = f"{type(e).__name__}: {e}"
+                    continue
+                obj.close()
+                out[f"{name}/{cls.__name__}"] = "opened"
+        return out
+
+    kid = fork_call(probe, watchdog=90)
+    try:
+        out = kid.result(timeout=100)
+    finally:
+        kid.kill()
+    wrong = {k: v for k, v in out.items() if v != "refused"}
+    assert wrong == {}, f"forged headers not refused with ChannelFormatError: {wrong}"

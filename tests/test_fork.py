@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import multiprocessing
 import os
 from pathlib import Path
@@ -195,3 +196,33 @@ def test_large_payloads_across_processes(tmp_path: Path) -> None:
                 req = os.urandom(size) if i % 2 else "ü" * (size // 2)
                 assert client.req(req, timeout=LONG) == reverse(req), f"round {i}"
         assert kids[0].result() == 300
+
+
+@pytest.mark.parametrize("variant", ["str", "int"])
+def test_concurrent_create_is_race_free(variant: str, tmp_path: Path) -> None:
+    """Several processes create the same new file at once: one channel comes out of it, with
+    one geometry, and no process wipes another's requests."""
+    cls = Server if variant == "str" else IntServer
+    n = 4
+    for attempt in range(15):
+        path = tmp_path / f"race-{attempt}.rr"
+        go = mmap.mmap(-1, 1)
+
+        def creator(k: int, path: Path = path, go: mmap.mmap = go) -> tuple[int, int]:
+            while not go[0]:
+                pass
+            s = cls(path, req_cap=8 + k, resp_slots=4 + k)
+            c = s.client()
+            if c.send(k if variant == "int" else b"%d" % k) is None:
+                raise AssertionError("send refused on a fresh channel")
+            return s.capacity, s.resp_slots  # exits without close: the request stays queued
+
+        with children() as kids:
+            kids.extend(fork_call(lambda k=k: creator(k), watchdog=30) for k in range(n))
+            go[0] = 1
+            geometries = {kid.result() for kid in kids}
+        assert len(geometries) == 1, f"attempt {attempt}: several geometries {geometries}"
+        with cls(path) as s:
+            got = sorted(str(d) for d, _ in iter(s.recv, None))
+            want = sorted(str(k if variant == "int" else b"%d" % k) for k in range(n))
+            assert got == want, f"attempt {attempt}: requests lost"

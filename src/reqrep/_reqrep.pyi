@@ -52,6 +52,15 @@ class ChannelFormatError(ValueError):
     """The file is not a valid channel (foreign, truncated, corrupt, other variant
     or format version). The message names the path and the reason."""
 
+class WorkerDiedError(RuntimeError):
+    """The worker process that took a request died before replying to it. Raised
+    by ``req``/``get_wait`` within a bounded time; the request's slot is freed."""
+
+    pid: int
+    """The dead worker's process id."""
+    id: int
+    """The id of the request that will never be answered."""
+
 @disjoint_base
 class Server:
     """The worker side of a Str channel (``bytes``/``str`` requests and responses).
@@ -178,7 +187,8 @@ class Client:
         """Send a request and wait for its response. One deadline covers waiting
         for a free slot and queue space and waiting for the reply. ``None`` on
         timeout (the request is then cancelled and its slot freed) and when the
-        request was dropped by ``clear()``."""
+        request was dropped by ``clear()``. ``WorkerDiedError`` if the
+        worker that took it died before replying."""
     def send(self, data: _StrIn, /) -> int | None:
         """Send a request without waiting: its id, or ``None`` when no response
         slot is free or the queue (or arena) is full. A request larger than the
@@ -191,7 +201,7 @@ class Client:
         ``None`` while not ready or when ``id`` is stale."""
     def get_wait(self, id: int, timeout: float | None = None) -> _StrOut | None:
         """Wait for and collect the response to ``id``; ``None`` on timeout or
-        when ``id`` is stale."""
+        when ``id`` is stale; ``WorkerDiedError`` if its worker died."""
     def cancel(self, id: int, /) -> bool:
         """Abandon a pending request and free its slot: ``True``. ``False`` for a
         stale id and when the reply already arrived (collect it with ``get``)."""
@@ -344,7 +354,8 @@ class IntClient:
         """Open the channel held by a memfd or file descriptor (the fd is duplicated)."""
     def req(self, data: int, timeout: float | None = None) -> int | None:
         """Send a request and wait for its response under one deadline; ``None``
-        on timeout (the request is then cancelled) or after ``clear()``."""
+        on timeout (the request is then cancelled) or after ``clear()``;
+        ``WorkerDiedError`` if the worker that took it died before replying."""
     def send(self, data: int, /) -> int | None:
         """Send without waiting: the request id, or ``None`` when no slot is free
         or the queue is full."""
@@ -355,7 +366,7 @@ class IntClient:
         or when ``id`` is stale."""
     def get_wait(self, id: int, timeout: float | None = None) -> int | None:
         """Wait for and collect the response to ``id``; ``None`` on timeout or
-        when ``id`` is stale."""
+        when ``id`` is stale; ``WorkerDiedError`` if its worker died."""
     def cancel(self, id: int, /) -> bool:
         """Abandon a pending request: ``True``; ``False`` for a stale id and when
         the reply already arrived (collect it with ``get``)."""

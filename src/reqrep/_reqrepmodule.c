@@ -252,10 +252,18 @@ static int parse_id(PyObject *obj, uint64_t *id)
         PyErr_Format(PyExc_TypeError, "id must be an int, not %.100s", Py_TYPE(obj)->tp_name);
         return -1;
     }
-    unsigned long long v = PyLong_AsUnsignedLongLong(obj);
-    if (v == (unsigned long long)-1 && PyErr_Occurred())
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(obj, &overflow); /* the fast path */
+    if (v == -1 && PyErr_Occurred())
         return -1;
-    *id = v;
+    if (!overflow && v >= 0) {
+        *id = (uint64_t)v;
+        return 0;
+    }
+    unsigned long long u = PyLong_AsUnsignedLongLong(obj); /* raises for < 0 */
+    if (u == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    *id = u;
     return 0;
 }
 
@@ -350,6 +358,21 @@ static PyObject *payload_object(const void *data, uint32_t len, uint32_t flags)
     return b;
 }
 
+/* (data, id); steals the reference to data. */
+static PyObject *make_pair(PyObject *data, uint64_t id)
+{
+    PyObject *id_obj = data ? PyLong_FromUnsignedLongLong(id) : NULL;
+    PyObject *pair = id_obj ? PyTuple_New(2) : NULL;
+    if (!pair) {
+        Py_XDECREF(data);
+        Py_XDECREF(id_obj);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(pair, 0, data);
+    PyTuple_SET_ITEM(pair, 1, id_obj);
+    return pair;
+}
+
 /* ---- pending requests of a client object ---- */
 
 /* This process's table (a forked copy starts empty: the parent's requests
@@ -357,9 +380,9 @@ static PyObject *payload_object(const void *data, uint32_t len, uint32_t flags)
 static uint64_t *pending_table(Chan *self, int create)
 {
     uint32_t n = rr_geometry_of(self->ch)->resp_slots;
-    if (self->pending && self->pid != getpid()) {
+    if (self->pending && self->pid != rr_self_pid()) {
         memset(self->pending, 0, n * sizeof *self->pending);
-        self->pid = getpid();
+        self->pid = rr_self_pid();
     }
     if (!self->pending && create) {
         self->pending = PyMem_Calloc(n, sizeof *self->pending);
@@ -401,7 +424,7 @@ static PyObject *chan_new_object(PyTypeObject *type, module_state *st, rr_chan *
     self->path = Py_NewRef(path ? path : Py_None);
     self->variant = variant;
     self->kind = kind;
-    self->pid = getpid();
+    self->pid = rr_self_pid();
     return (PyObject *)self;
 }
 
@@ -863,7 +886,8 @@ static PyObject *str_take(Chan *self, uint32_t max, int64_t deadline, int as_lis
         } else if (as_list) {
             res = PyList_New(built);
             for (uint32_t i = 0; res && i < built; i++) {
-                PyObject *pair = Py_BuildValue("(OK)", items[i], (unsigned long long)ids[i]);
+                PyObject *pair = make_pair(items[i], ids[i]);
+                items[i] = NULL;
                 if (!pair) {
                     Py_CLEAR(res);
                     break;
@@ -871,11 +895,12 @@ static PyObject *str_take(Chan *self, uint32_t max, int64_t deadline, int as_lis
                 PyList_SET_ITEM(res, i, pair);
             }
         } else {
-            res = Py_BuildValue("(OK)", items[0], (unsigned long long)ids[0]);
+            res = make_pair(items[0], ids[0]);
+            items[0] = NULL;
         }
     }
     for (uint32_t i = 0; i < built; i++)
-        Py_DECREF(items[i]);
+        Py_XDECREF(items[i]);
     if (items != small) {
         PyMem_Free(items);
         PyMem_Free(ids);
@@ -894,7 +919,7 @@ static PyObject *int_take(Chan *self, int64_t deadline)
         Py_RETURN_NONE;
     if (rc < 0)
         return raise_core(self->st, rc, self->path, NULL);
-    return Py_BuildValue("(LK)", (long long)value, (unsigned long long)id);
+    return make_pair(PyLong_FromLongLong(value), id);
 }
 
 static PyObject *take_one(Chan *self, int64_t deadline)
