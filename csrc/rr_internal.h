@@ -118,6 +118,9 @@ struct rr_chan {
     uint8_t *slots;
     uint8_t *arena;
     uint32_t spin_us;
+    /* self-tuning (rr_wait.c); relaxed: per-handle heuristics, races only
+     * cost a spin more or less */
+    _Atomic uint32_t spin_fails, spin_skip, spin_backoff;
     _Atomic uint32_t slot_hint; /* where the next slot scan starts (relaxed: a hint) */
     uint32_t locked_n;    /* Str: entries visible to the current recv_begin */
     _Atomic uint32_t sends; /* counts acquires, to look at the sweep clock now and then */

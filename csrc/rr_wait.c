@@ -3,6 +3,7 @@
 #include "rr_internal.h"
 
 #include <linux/futex.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -58,10 +59,62 @@ void rr_waitq_wake(rr_waitq *q, int n)
     rr_futex_wake(&q->seq, n);
 }
 
+/* Spinning pays only while the peer runs on another core. A handle whose
+ * spins keep ending in sleep (the peer is descheduled: more runnable
+ * processes than cores, or the peer is itself asleep) stops spinning for a
+ * stretch of waits that doubles each time, up to RR_SPIN_MAX_SKIP, and
+ * probes again after it; one spin that pays resets the stretch. */
+#define RR_SPIN_FAILS 4
+#define RR_SPIN_MAX_SKIP 1024
+
+static int online_cpus(void)
+{
+    static _Atomic int cpus; /* a fact about the machine: computed once */
+    int n = atomic_load_explicit(&cpus, memory_order_relaxed);
+    if (n == 0) {
+        cpu_set_t set;
+        n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 2;
+        atomic_store_explicit(&cpus, n, memory_order_relaxed);
+    }
+    return n;
+}
+
+static bool spin_wanted(rr_chan *c)
+{
+    if (c->spin_us == 0 || online_cpus() < 2)
+        return false;
+    uint32_t skip = atomic_load_explicit(&c->spin_skip, memory_order_relaxed);
+    if (skip == 0)
+        return true;
+    atomic_store_explicit(&c->spin_skip, skip - 1, memory_order_relaxed);
+    return false;
+}
+
+static void spin_paid(rr_chan *c, bool paid)
+{
+    if (paid) {
+        atomic_store_explicit(&c->spin_fails, 0, memory_order_relaxed);
+        atomic_store_explicit(&c->spin_backoff, 0, memory_order_relaxed);
+        return;
+    }
+    uint32_t fails = atomic_load_explicit(&c->spin_fails, memory_order_relaxed) + 1;
+    if (fails < RR_SPIN_FAILS) {
+        atomic_store_explicit(&c->spin_fails, fails, memory_order_relaxed);
+        return;
+    }
+    uint32_t backoff = atomic_load_explicit(&c->spin_backoff, memory_order_relaxed);
+    backoff = backoff ? backoff * 2 : 8;
+    if (backoff > RR_SPIN_MAX_SKIP)
+        backoff = RR_SPIN_MAX_SKIP;
+    atomic_store_explicit(&c->spin_backoff, backoff, memory_order_relaxed);
+    atomic_store_explicit(&c->spin_skip, backoff, memory_order_relaxed);
+    atomic_store_explicit(&c->spin_fails, 0, memory_order_relaxed);
+}
+
 static int spin_phase(rr_chan *c, rr_attempt_fn attempt, rr_peek_fn peek, void *arg,
                       int64_t deadline)
 {
-    if (c->spin_us == 0)
+    if (!spin_wanted(c))
         return 0;
     int64_t until = rr_now_ns() + (int64_t)c->spin_us * 1000;
     if (until > deadline)
@@ -69,12 +122,16 @@ static int spin_phase(rr_chan *c, rr_attempt_fn attempt, rr_peek_fn peek, void *
     for (uint32_t i = 1;; i++) {
         if (peek(c, arg)) {
             int rc = attempt(c, arg);
-            if (rc)
+            if (rc) {
+                spin_paid(c, true);
                 return rc;
+            }
         }
         rr_cpu_relax();
-        if ((i & 63) == 0 && rr_now_ns() >= until)
+        if ((i & 63) == 0 && rr_now_ns() >= until) {
+            spin_paid(c, false);
             return 0;
+        }
     }
 }
 
