@@ -8,6 +8,7 @@
  *   -EINTR      a signal interrupted a wait; the call had no effect, retry it
  *   -RR_EFORMAT the file is not a valid channel (reason in rr_error.why)
  *   -EOWNERDEAD the worker that took the request died before replying
+ *   -EBUSY      (RR_TRY only) the Str queue lock is held by someone else
  */
 #ifndef REQREP_H
 #define REQREP_H
@@ -25,6 +26,9 @@ enum rr_variant { RR_VARIANT_STR = 1, RR_VARIANT_INT = 2 };
 /* Deadlines are absolute CLOCK_MONOTONIC nanoseconds. */
 #define RR_NOWAIT  ((int64_t)0)
 #define RR_FOREVER INT64_MAX
+/* As RR_NOWAIT, and fail with -EBUSY rather than wait for the Str queue lock
+ * (for callers holding a lock of their own, such as an interpreter's). */
+#define RR_TRY     ((int64_t)-1)
 
 /* Limits on geometry (ValueError above them in the binding). */
 #define RR_MAX_REQ_CAP    (1u << 24)
@@ -96,13 +100,11 @@ typedef struct rr_entry {
  * copied it: begin waits for requests and returns how many are queued with
  * the queue lock held; peek reads the i-th; end consumes n and unlocks. */
 int rr_str_recv_begin(rr_chan *c, int64_t deadline);
-/* Waits until a request is queued without taking the lock (0, or -EAGAIN at
- * the deadline); for callers that must not hold the lock while they block on
- * something else afterwards, such as taking back an interpreter lock. */
-int rr_str_wait_request(rr_chan *c, int64_t deadline);
 int rr_str_recv_peek(rr_chan *c, uint32_t i, rr_entry *e);
 void rr_str_recv_end(rr_chan *c, uint32_t n);
 
+/* Replies return 0, or 1 when the requester waits in an event loop (so the
+ * caller may also signal a reply eventfd it shares with it). */
 int rr_str_reply(rr_chan *c, uint64_t id, const void *data, size_t len, uint32_t flags);
 
 /* ---- Int requests ---- */
@@ -135,6 +137,18 @@ void rr_reclaim(rr_chan *c);
 /* 1 if id is a request that is pending (not free, not recycled). */
 int rr_id_live(rr_chan *c, uint64_t id);
 
+/* ---- event-loop clients: bells ----
+ * A handle that claims a bell makes every request it sends ring that bell on
+ * reply; a helper thread of the event loop sleeps on it with rr_bell_wait. */
+int rr_bell_claim(rr_chan *c);           /* 0, or -EBUSY when all are taken */
+void rr_bell_release(rr_chan *c);
+uint32_t rr_bell_seq(rr_chan *c);        /* the count to pass to rr_bell_wait */
+int rr_bell_wait(rr_chan *c, uint32_t seen, int64_t deadline); /* 0 once it moved */
+/* Waits until a request is queued without taking it or the lock (0, or
+ * -EAGAIN at the deadline): for callers that must not hold the lock while
+ * they block on something else, such as taking back an interpreter lock. */
+int rr_wait_request(rr_chan *c, int64_t deadline);
+
 /* ---- management ---- */
 int rr_clear(rr_chan *c);
 uint64_t rr_size(rr_chan *c);
@@ -154,9 +168,18 @@ typedef struct rr_format_info {
     uint64_t magic;
     uint32_t version, header_size, cell_size, slot_header;
     uint32_t off_head, off_tail, off_lock, off_recoveries;  /* in the header */
+    uint32_t off_bells, bells;                              /* after the header */
     uint32_t slot_off_ctl, slot_off_owner, slot_off_worker; /* in a slot */
 } rr_format_info;
 void rr_format(rr_format_info *out);
+/* Where this channel's regions lie in its file. */
+typedef struct rr_regions {
+    uint64_t off_bells, off_cells, off_slots, off_arena, slot_stride, total_size;
+} rr_regions;
+void rr_regions_of(const rr_chan *c, rr_regions *out);
+/* Waits until the Str queue lock is free (taking it over from a dead holder
+ * if need be) without keeping it: what to do after -EBUSY, before retrying. */
+int rr_lock_settle(rr_chan *c, int64_t deadline);
 /* Testing only: takes the Str queue lock and keeps it (kill the process to
  * see the lock taken over). */
 int rr_test_hold_lock(rr_chan *c);

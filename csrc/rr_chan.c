@@ -15,7 +15,7 @@ int rr_send_common(rr_chan *c, rr_attempt_fn push, rr_peek_fn room, void *arg, u
         if (rc)
             rr_slot_abandon(c, *id); /* the request never became visible */
     }
-    if (rc == -EAGAIN && deadline == RR_NOWAIT)
+    if (rc == -EAGAIN && deadline <= RR_NOWAIT)
         atomic_fetch_add_explicit(&h->send_full, 1, memory_order_relaxed); /* a statistic */
     if (rc == 0)
         rr_waitq_wake(&h->not_empty, 1);
@@ -32,8 +32,7 @@ int rr_str_reply(rr_chan *c, uint64_t id, const void *data, size_t len, uint32_t
     memcpy(rr_slot_data(s), data, len);
     s->len = (uint32_t)len;
     s->flags = flags;
-    rr_slot_publish(c, s, id);
-    return 0;
+    return rr_slot_publish(c, s, id);
 }
 
 int rr_int_reply(rr_chan *c, uint64_t id, int64_t value)
@@ -42,21 +41,29 @@ int rr_int_reply(rr_chan *c, uint64_t id, int64_t value)
     if (!s)
         return -ESTALE;
     s->value = value;
-    rr_slot_publish(c, s, id);
-    return 0;
+    return rr_slot_publish(c, s, id);
 }
 
 int rr_clear(rr_chan *c)
 {
     rr_header *h = c->hdr;
-    if (c->geom.variant == RR_VARIANT_STR)
-        rr_strq_clear(c);
-    else
+    if (c->geom.variant == RR_VARIANT_STR) {
+        int rc = rr_strq_clear(c);
+        if (rc)
+            return rc;
+    } else {
         rr_intq_clear(c);
+    }
     rr_slots_clear(c);
     atomic_fetch_add_explicit(&h->clears, 1, memory_order_relaxed); /* a statistic */
     rr_waitq_wake(&h->not_full, INT_MAX);
     return 0;
+}
+
+int rr_wait_request(rr_chan *c, int64_t deadline)
+{
+    return c->geom.variant == RR_VARIANT_STR ? rr_strq_wait_request(c, deadline)
+                                             : rr_intq_wait_request(c, deadline);
 }
 
 void rr_reclaim(rr_chan *c)
@@ -105,6 +112,8 @@ void rr_format(rr_format_info *f)
         .off_head = offsetof(rr_header, head),
         .off_tail = offsetof(rr_header, tail),
         .off_lock = offsetof(rr_header, lock),
+        .off_bells = RR_HEADER_SIZE,
+        .bells = RR_BELLS,
         .off_recoveries = offsetof(rr_header, recoveries),
         .slot_off_ctl = offsetof(rr_slot, ctl),
         .slot_off_owner = offsetof(rr_slot, owner),

@@ -34,6 +34,7 @@ typedef struct rr_hdr_geom {
     uint64_t off_cells;
     uint64_t off_slots;
     uint64_t off_arena;
+    uint64_t off_bells;
 } rr_hdr_geom;
 
 /* A futex word with a count of sleepers, so wakers skip the syscall when 0. */
@@ -90,12 +91,21 @@ typedef struct rr_slot {
     _Atomic uint32_t waiters; /* clients sleeping on ctl */
     uint32_t len;             /* response length (Str) */
     uint32_t flags;
-    uint32_t pad;
+    uint32_t bell;            /* 1 + the bell to ring on reply, 0 for none */
     int64_t value;            /* Int response */
     _Atomic uint64_t replies; /* per-slot reply count, summed by stats */
 } rr_slot;
 
 _Static_assert(sizeof(rr_slot) <= RR_SLOT_HEADER, "slot header is one line");
+
+/* A bell: an event count that a client waiting in an event loop sleeps on
+ * (in a helper thread) for replies to any of its requests. */
+#define RR_BELLS 64
+typedef struct rr_bell {
+    RR_ALIGNED _Atomic uint32_t seq;
+    _Atomic uint32_t waiters;
+    _Atomic uint64_t owner;   /* identity of the claiming process, 0 = free */
+} rr_bell;
 
 /* ---- the process-local handle ---- */
 
@@ -114,6 +124,8 @@ struct rr_chan {
     uint64_t mask;        /* req_cap - 1 */
     uint32_t shift;       /* log2(req_cap) */
     uint64_t slot_stride;
+    rr_bell *bells;
+    uint32_t bell;        /* 1 + the bell this handle's requests ring, 0 = none */
     uint8_t *cells;
     uint8_t *slots;
     uint8_t *arena;
@@ -181,7 +193,8 @@ int rr_slot_acquire(rr_chan *c, int64_t deadline, uint64_t *id);
 void rr_slot_abandon(rr_chan *c, uint64_t id);
 /* A worker's reply: claim (ACQUIRED -> WRITING, NULL if stale), fill, publish. */
 rr_slot *rr_slot_claim(rr_chan *c, uint64_t id);
-void rr_slot_publish(rr_chan *c, rr_slot *s, uint64_t id);
+int rr_slot_publish(rr_chan *c, rr_slot *s, uint64_t id);
+void rr_bell_ring(rr_chan *c, uint32_t idx);
 void rr_slots_count(rr_chan *c, rr_stats *st);
 void rr_slot_mark_taken(rr_chan *c, uint64_t id);
 /* Frees the slots of dead clients; at most once per `period_ns` per channel
@@ -193,7 +206,9 @@ void rr_slots_clear(rr_chan *c);
 /* Sends share one shape: take a slot, then enqueue with the queue's attempt. */
 int rr_send_common(rr_chan *c, rr_attempt_fn push, rr_peek_fn room, void *arg, uint64_t *id,
                    int64_t deadline);
-void rr_strq_clear(rr_chan *c);
+int rr_strq_clear(rr_chan *c);
+int rr_strq_wait_request(rr_chan *c, int64_t deadline);
+int rr_intq_wait_request(rr_chan *c, int64_t deadline);
 uint64_t rr_strq_arena_used(rr_chan *c);
 void rr_intq_clear(rr_chan *c);
 

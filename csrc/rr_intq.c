@@ -107,11 +107,18 @@ static bool has_entry(rr_chan *c, void *arg)
         == 2 * (pos >> c->shift) + 1;
 }
 
+static int entry_attempt(rr_chan *c, void *arg) { return has_entry(c, arg); }
+
+int rr_intq_wait_request(rr_chan *c, int64_t deadline)
+{
+    return rr_waitq_wait(c, &c->hdr->not_empty, entry_attempt, has_entry, NULL, deadline);
+}
+
 int rr_int_recv(rr_chan *c, int64_t deadline, int64_t *value, uint64_t *id)
 {
     int_op op = {0, 0};
     int rc = rr_waitq_wait(c, &c->hdr->not_empty, pop_attempt, has_entry, &op, deadline);
-    if (rc == -EAGAIN && deadline == RR_NOWAIT)
+    if (rc == -EAGAIN && deadline <= RR_NOWAIT)
         atomic_fetch_add_explicit(&c->hdr->recv_empty, 1, memory_order_relaxed);
     if (rc)
         return rc;

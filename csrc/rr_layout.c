@@ -80,7 +80,8 @@ int rr_layout_compute(const rr_geometry *g, rr_hdr_geom *h)
     h->resp_size = g->resp_size;
     h->slot_stride = RR_SLOT_HEADER + RR_ROUND_UP(g->resp_size, RR_LINE);
     h->arena_cap = g->arena;
-    h->off_cells = RR_HEADER_SIZE;
+    h->off_bells = RR_HEADER_SIZE;
+    h->off_cells = h->off_bells + RR_BELLS * sizeof(rr_bell);
     h->off_slots = h->off_cells + RR_ROUND_UP((uint64_t)g->req_cap * 24, (uint64_t)RR_LINE);
     h->off_arena = h->off_slots + (uint64_t)g->resp_slots * h->slot_stride;
     h->total_size = RR_ROUND_UP(h->off_arena + h->arena_cap, (uint64_t)RR_PAGE);
@@ -115,7 +116,8 @@ int rr_layout_validate(const rr_hdr_geom *h, uint64_t file_size, uint32_t varian
     rr_hdr_geom want;
     if (!geom_ok || rr_layout_compute(&g, &want) != 0)
         return fail(err, -RR_EFORMAT, "impossible geometry in header");
-    if (h->slot_stride != want.slot_stride || h->off_cells != want.off_cells
+    if (h->slot_stride != want.slot_stride || h->off_bells != want.off_bells
+        || h->off_cells != want.off_cells
         || h->off_slots != want.off_slots || h->off_arena != want.off_arena
         || h->total_size != want.total_size)
         return fail(err, -RR_EFORMAT, "region offsets do not match the geometry");
@@ -139,6 +141,7 @@ static int chan_new(rr_map *m, rr_chan **out)
     c->mask = h->req_cap - 1;
     c->shift = (uint32_t)__builtin_ctz(h->req_cap);
     c->slot_stride = h->slot_stride;
+    c->bells = (rr_bell *)(m->base + h->off_bells);
     c->cells = m->base + h->off_cells;
     c->slots = m->base + h->off_slots;
     c->arena = m->base + h->off_arena;
@@ -412,6 +415,7 @@ int rr_chan_share(rr_chan *c, rr_chan **out)
         return -ENOMEM;
     *n = *c;
     n->locked_n = 0;
+    n->bell = 0; /* a bell belongs to the handle that claimed it */
     /* relaxed: the caller already holds a reference, so the map cannot go away */
     atomic_fetch_add_explicit(&c->map->refs, 1, memory_order_relaxed);
     *out = n;
@@ -422,6 +426,7 @@ void rr_close(rr_chan *c)
 {
     if (!c)
         return;
+    rr_bell_release(c);
     map_unref(c->map);
     free(c);
 }
@@ -438,4 +443,12 @@ int rr_sync(rr_chan *c)
     if (c->map->fd < 0)
         return 0;
     return msync(c->map->base, c->map->size, MS_SYNC) == 0 ? 0 : -errno;
+}
+
+void rr_regions_of(const rr_chan *c, rr_regions *r)
+{
+    rr_hdr_geom h;
+    rr_layout_compute(&c->geom, &h);
+    *r = (rr_regions){h.off_bells, h.off_cells, h.off_slots, h.off_arena, h.slot_stride,
+                      h.total_size};
 }

@@ -130,6 +130,8 @@ int rr_lock(rr_chan *c, int64_t deadline)
                                                      memory_order_relaxed))
             return 0;
     }
+    if (deadline == RR_TRY)
+        return -EBUSY;
     for (;;) {
         v = atomic_load_explicit(&h->lock, memory_order_relaxed);
         if (v == 0) {
@@ -166,6 +168,14 @@ int rr_lock(rr_chan *c, int64_t deadline)
             return 0;
         }
     }
+}
+
+int rr_lock_settle(rr_chan *c, int64_t deadline)
+{
+    int rc = rr_lock(c, deadline <= RR_NOWAIT ? RR_FOREVER : deadline);
+    if (rc == 0)
+        rr_unlock(c);
+    return rc;
 }
 
 void rr_unlock(rr_chan *c)

@@ -68,6 +68,8 @@ static int try_acquire(rr_chan *c, void *arg)
                                                        memory_order_acq_rel,
                                                        memory_order_relaxed)) {
             atomic_store_explicit(&s->worker, 0, memory_order_relaxed);
+            /* plain: published to the replier by the queue's release/acquire */
+            s->bell = c->bell;
             atomic_store_explicit(&c->slot_hint, idx + 1, memory_order_relaxed);
             *(uint64_t *)arg = (uint64_t)(ctl_gen(v) + 1) << 32 | idx;
             return 1;
@@ -126,8 +128,10 @@ rr_slot *rr_slot_claim(rr_chan *c, uint64_t id)
     return s;
 }
 
-void rr_slot_publish(rr_chan *c, rr_slot *s, uint64_t id)
+/* Returns 1 if the requester waits in an event loop (its bell was rung). */
+int rr_slot_publish(rr_chan *c, rr_slot *s, uint64_t id)
 {
+    uint32_t bell = s->bell; /* read while we own the slot */
     /* relaxed, and no RMW: only the replier holding the WRITING claim writes it */
     atomic_store_explicit(&s->replies,
                           atomic_load_explicit(&s->replies, memory_order_relaxed) + 1,
@@ -136,6 +140,10 @@ void rr_slot_publish(rr_chan *c, rr_slot *s, uint64_t id)
      * bytes are visible before READY is */
     atomic_store_explicit(&s->ctl, mk_ctl(rr_id_gen(id), SLOT_READY), memory_order_release);
     rr_word_wake(ctl_futex(s), &s->waiters, INT_MAX);
+    if (bell == 0 || bell > RR_BELLS)
+        return 0;
+    rr_bell_ring(c, bell - 1);
+    return 1;
 }
 
 static inline uint64_t worker_word(uint32_t gen, uint64_t ident)

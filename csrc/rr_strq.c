@@ -40,6 +40,13 @@ uint64_t rr_strq_arena_used(rr_chan *c)
                       atomic_load_explicit(&h->tail, memory_order_acquire));
 }
 
+/* How long an attempt may wait for the lock: RR_TRY not at all, a
+ * non-blocking call as long as a holder takes, a blocking one to its deadline. */
+static int64_t lock_deadline(int64_t deadline)
+{
+    return deadline == RR_TRY ? RR_TRY : deadline > RR_NOWAIT ? deadline : RR_FOREVER;
+}
+
 typedef struct str_push {
     const void *data;
     uint32_t len, flags;
@@ -52,7 +59,7 @@ static int push_attempt(rr_chan *c, void *arg)
 {
     str_push *p = arg;
     rr_header *h = c->hdr;
-    int rc = rr_lock(c, p->deadline > RR_NOWAIT ? p->deadline : RR_FOREVER);
+    int rc = rr_lock(c, lock_deadline(p->deadline));
     if (rc)
         return rc == -EAGAIN ? 0 : rc;
     /* relaxed: both only change under the lock we hold */
@@ -108,7 +115,7 @@ static int pop_attempt(rr_chan *c, void *arg)
 {
     str_pop *p = arg;
     rr_header *h = c->hdr;
-    int rc = rr_lock(c, p->deadline > RR_NOWAIT ? p->deadline : RR_FOREVER);
+    int rc = rr_lock(c, lock_deadline(p->deadline));
     if (rc)
         return rc == -EAGAIN ? 0 : rc;
     uint64_t n = atomic_load_explicit(&h->tail, memory_order_relaxed)
@@ -132,14 +139,14 @@ int rr_str_recv_begin(rr_chan *c, int64_t deadline)
 {
     str_pop p = {deadline};
     int rc = rr_waitq_wait(c, &c->hdr->not_empty, pop_attempt, has_entry, &p, deadline);
-    if (rc == -EAGAIN && deadline == RR_NOWAIT)
+    if (rc == -EAGAIN && deadline <= RR_NOWAIT)
         atomic_fetch_add_explicit(&c->hdr->recv_empty, 1, memory_order_relaxed);
     return rc ? rc : (int)c->locked_n;
 }
 
 static int entry_attempt(rr_chan *c, void *arg) { return has_entry(c, arg); }
 
-int rr_str_wait_request(rr_chan *c, int64_t deadline)
+int rr_strq_wait_request(rr_chan *c, int64_t deadline)
 {
     return rr_waitq_wait(c, &c->hdr->not_empty, entry_attempt, has_entry, NULL, deadline);
 }
@@ -186,11 +193,14 @@ void rr_str_recv_end(rr_chan *c, uint32_t n)
         rr_waitq_wake(&h->not_full, INT_MAX);
 }
 
-void rr_strq_clear(rr_chan *c)
+int rr_strq_clear(rr_chan *c)
 {
     rr_header *h = c->hdr;
-    rr_lock(c, RR_FOREVER);
+    int rc = rr_lock(c, RR_FOREVER);
+    if (rc)
+        return rc; /* a signal: nothing changed, the caller retries */
     atomic_store_explicit(&h->head, atomic_load_explicit(&h->tail, memory_order_relaxed),
                           memory_order_release);
     rr_unlock(c);
+    return 0;
 }

@@ -142,7 +142,7 @@ int rr_wait_until(rr_chan *c, _Atomic uint32_t *word, _Atomic uint32_t *waiters,
     int rc = attempt(c, arg);
     if (rc)
         return rc < 0 ? rc : 0;
-    if (deadline == RR_NOWAIT || rr_now_ns() >= deadline)
+    if (deadline <= RR_NOWAIT || rr_now_ns() >= deadline)
         return -EAGAIN;
     rc = spin_phase(c, attempt, peek, arg, deadline);
     if (rc)

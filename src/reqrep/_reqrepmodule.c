@@ -9,8 +9,11 @@
 #include <structmember.h>
 
 #include <errno.h>
+#include <limits.h>
+#include <fcntl.h>
 #include <math.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "reqrep.h"
@@ -36,6 +39,10 @@ typedef struct {
     PyObject *path;       /* str or None */
     uint64_t *pending;    /* clients: id + 1 of each uncollected request, by slot */
     pid_t pid;            /* the process whose requests `pending` lists */
+    int req_efd;          /* request eventfd, -1 if none */
+    int reply_efd;        /* reply eventfd, -1 if none */
+    int owns_req_efd;     /* created (or duplicated) here: closed with the object */
+    int owns_reply_efd;
     uint32_t variant;
     int kind;
     int busy;             /* calls in progress (the GIL may be released) */
@@ -425,6 +432,7 @@ static PyObject *chan_new_object(PyTypeObject *type, module_state *st, rr_chan *
     self->variant = variant;
     self->kind = kind;
     self->pid = rr_self_pid();
+    self->req_efd = self->reply_efd = -1;
     return (PyObject *)self;
 }
 
@@ -445,10 +453,20 @@ static void release_pending(Chan *self)
     self->pending = NULL;
 }
 
+static void set_efd(int *slot, int *owned, int fd, int own)
+{
+    if (*owned && *slot >= 0)
+        close(*slot);
+    *slot = fd;
+    *owned = own;
+}
+
 static void really_close(Chan *self)
 {
     if (!self->ch)
         return;
+    set_efd(&self->req_efd, &self->owns_req_efd, -1, 0);
+    set_efd(&self->reply_efd, &self->owns_reply_efd, -1, 0);
     release_pending(self);
     rr_close(self->ch);
     self->ch = NULL;
@@ -700,11 +718,17 @@ static PyObject *server_client(Chan *self, PyObject *unused)
         return NULL;
     rr_chan *ch;
     int rc = rr_chan_share(self->ch, &ch);
-    PyObject *res = rc < 0 ? raise_core(self->st, rc, NULL, NULL)
-        : chan_new_object(client_type_for(self->st, self->variant), self->st, ch, self->path,
-                          self->variant, KIND_CLIENT);
+    Chan *res = rc < 0 ? (Chan *)raise_core(self->st, rc, NULL, NULL)
+        : (Chan *)chan_new_object(client_type_for(self->st, self->variant), self->st, ch,
+                                  self->path, self->variant, KIND_CLIENT);
+    /* the client shares the server's eventfds, through fds of its own */
+    if (res && self->req_efd >= 0)
+        set_efd(&res->req_efd, &res->owns_req_efd, fcntl(self->req_efd, F_DUPFD_CLOEXEC, 0), 1);
+    if (res && self->reply_efd >= 0)
+        set_efd(&res->reply_efd, &res->owns_reply_efd,
+                fcntl(self->reply_efd, F_DUPFD_CLOEXEC, 0), 1);
     leave(self);
-    return res;
+    return (PyObject *)res;
 }
 
 /* ---- shared status calls ---- */
@@ -744,6 +768,21 @@ static int dict_put_u64(PyObject *d, const char *key, uint64_t v)
     return rc;
 }
 
+static PyObject *chan_layout(Chan *self, PyObject *unused)
+{
+    if (enter(self) < 0)
+        return NULL;
+    rr_regions r;
+    rr_regions_of(self->ch, &r);
+    leave(self);
+    return Py_BuildValue("{sKsKsKsKsKsK}", "off_bells", (unsigned long long)r.off_bells,
+                         "off_cells", (unsigned long long)r.off_cells, "off_slots",
+                         (unsigned long long)r.off_slots, "off_arena",
+                         (unsigned long long)r.off_arena, "slot_stride",
+                         (unsigned long long)r.slot_stride, "total_size",
+                         (unsigned long long)r.total_size);
+}
+
 static PyObject *chan_stats(Chan *self, PyObject *unused)
 {
     if (enter(self) < 0)
@@ -776,8 +815,7 @@ static PyObject *server_clear(Chan *self, PyObject *unused)
     if (enter(self) < 0)
         return NULL;
     int rc;
-    Py_BEGIN_ALLOW_THREADS rc = rr_clear(self->ch);
-    Py_END_ALLOW_THREADS
+    WAIT_NOGIL(rc, rr_clear(self->ch));
     leave(self);
     return rc < 0 ? raise_core(self->st, rc, NULL, NULL) : Py_NewRef(Py_None);
 }
@@ -810,6 +848,180 @@ static PyObject *server_unlink(Chan *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* ---- eventfds: process-local notification for event loops ---- */
+
+typedef enum { EFD_REQ = 0, EFD_REPLY = 1 } efd_which;
+
+static int *efd_slot(Chan *self, efd_which w, int **owned)
+{
+    *owned = w == EFD_REQ ? &self->owns_req_efd : &self->owns_reply_efd;
+    return w == EFD_REQ ? &self->req_efd : &self->reply_efd;
+}
+
+/* create-or-get */
+static PyObject *efd_get(Chan *self, efd_which w)
+{
+    if (enter(self) < 0)
+        return NULL;
+    int *owned, *slot = efd_slot(self, w, &owned);
+    if (*slot < 0) {
+        int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (fd < 0) {
+            leave(self);
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        set_efd(slot, owned, fd, 1);
+    }
+    int fd = *slot;
+    leave(self);
+    return PyLong_FromLong(fd);
+}
+
+static PyObject *efd_set(Chan *self, PyObject *arg, efd_which w)
+{
+    if (!PyLong_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "fd must be an int, not %.100s", Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    if (fd < -1 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "fd must be a file descriptor, or -1 to unset");
+        return NULL;
+    }
+    if (enter(self) < 0)
+        return NULL;
+    int *owned, *slot = efd_slot(self, w, &owned);
+    set_efd(slot, owned, (int)fd, 0); /* the caller keeps ownership of fd */
+    leave(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *efd_fileno(Chan *self, efd_which w)
+{
+    int *owned;
+    if (enter(self) < 0)
+        return NULL;
+    int fd = *efd_slot(self, w, &owned);
+    leave(self);
+    return PyLong_FromLong(fd);
+}
+
+/* Reads and resets the counter: the number of signals since the last call. */
+static PyObject *efd_consume(Chan *self, efd_which w)
+{
+    int *owned;
+    if (enter(self) < 0)
+        return NULL;
+    int fd = *efd_slot(self, w, &owned);
+    leave(self);
+    uint64_t n = 0;
+    if (fd >= 0 && read(fd, &n, sizeof n) != sizeof n) {
+        if (errno != EAGAIN)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        n = 0;
+    }
+    return PyLong_FromUnsignedLongLong(n);
+}
+
+/* Signals the eventfd; False if there is none. */
+static int efd_signal(int fd)
+{
+    uint64_t one = 1;
+    if (fd < 0)
+        return 0;
+    /* EAGAIN: the counter is at its maximum, a reader is already due */
+    if (write(fd, &one, sizeof one) != sizeof one && errno != EAGAIN)
+        return -1;
+    return 1;
+}
+
+static PyObject *efd_notify(Chan *self, efd_which w)
+{
+    int *owned;
+    if (enter(self) < 0)
+        return NULL;
+    int rc = efd_signal(*efd_slot(self, w, &owned));
+    leave(self);
+    if (rc < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyBool_FromLong(rc);
+}
+
+#define EFD_METHODS(prefix, which)                                                           \
+    static PyObject *prefix##_get(Chan *s, PyObject *u) { return efd_get(s, which); }         \
+    static PyObject *prefix##_set(Chan *s, PyObject *fd) { return efd_set(s, fd, which); }    \
+    static PyObject *prefix##_fileno(Chan *s, PyObject *u) { return efd_fileno(s, which); }   \
+    static PyObject *prefix##_consume(Chan *s, PyObject *u) { return efd_consume(s, which); } \
+    static PyObject *prefix##_notify(Chan *s, PyObject *u) { return efd_notify(s, which); }
+EFD_METHODS(req_efd, EFD_REQ)
+EFD_METHODS(reply_efd, EFD_REPLY)
+
+static PyObject *server_wait_request(Chan *self, PyObject *const *args, Py_ssize_t nargs,
+                                     PyObject *kwnames)
+{
+    static const char *const names[] = {"timeout"};
+    PyObject *a[1];
+    int64_t deadline;
+    if (parse_args(args, nargs, kwnames, names, 0, 1, a, "_wait_request") < 0
+        || parse_deadline(a[0], &deadline) < 0 || enter(self) < 0)
+        return NULL;
+    int rc;
+    WAIT_NOGIL(rc, rr_wait_request(self->ch, deadline));
+    leave(self);
+    if (rc == -EINTR)
+        return NULL;
+    return PyBool_FromLong(rc == 0);
+}
+
+/* ---- bells: replies for clients waiting in an event loop ---- */
+
+static PyObject *client_bell_claim(Chan *self, PyObject *unused)
+{
+    if (enter(self) < 0)
+        return NULL;
+    int rc = rr_bell_claim(self->ch);
+    leave(self);
+    if (rc == -EBUSY) {
+        PyErr_SetString(PyExc_RuntimeError, "all event-loop client bells of this channel are "
+                                            "taken (64 at most)");
+        return NULL;
+    }
+    return PyLong_FromUnsignedLong(rr_bell_seq(self->ch));
+}
+
+static PyObject *client_bell_release(Chan *self, PyObject *unused)
+{
+    if (self->ch && !self->closing)
+        rr_bell_release(self->ch);
+    Py_RETURN_NONE;
+}
+
+/* Waits (GIL released) until the bell's count differs from `seen`; returns
+ * the count now (equal to seen on timeout). */
+static PyObject *client_bell_wait(Chan *self, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames)
+{
+    static const char *const names[] = {"seen", "timeout"};
+    PyObject *a[2];
+    uint64_t seen;
+    int64_t deadline;
+    if (parse_args(args, nargs, kwnames, names, 1, 2, a, "_bell_wait") < 0
+        || parse_u64_range(a[0], "seen", 0, UINT32_MAX, &seen) < 0
+        || parse_deadline(a[1], &deadline) < 0 || enter(self) < 0)
+        return NULL;
+    int rc;
+    WAIT_NOGIL(rc, rr_bell_wait(self->ch, (uint32_t)seen, deadline));
+    uint32_t now = rr_bell_seq(self->ch);
+    leave(self);
+    if (rc == -EINTR)
+        return NULL;
+    if (rc < 0 && rc != -EAGAIN)
+        return raise_core(self->st, rc, NULL, NULL);
+    return PyLong_FromUnsignedLong(now);
+}
+
 static PyObject *server_test_hold_lock(Chan *self, PyObject *unused)
 {
     if (enter(self) < 0)
@@ -823,6 +1035,19 @@ static PyObject *server_test_hold_lock(Chan *self, PyObject *unused)
 
 /* ---- Server: receiving ---- */
 
+/* After -EBUSY from an RR_TRY call: waits, without the GIL, until the queue
+ * lock is free. 0 to retry, -1 with an exception set. */
+static int settle_lock(Chan *self)
+{
+    int rc;
+    WAIT_NOGIL(rc, rr_lock_settle(self->ch, RR_FOREVER));
+    if (rc < 0) {
+        raise_core(self->st, rc, NULL, NULL);
+        return -1;
+    }
+    return 0;
+}
+
 /* Pairs (data, id) taken from the Str queue, at most `max`; `deadline` bounds
  * the wait for the first. The payloads are built while the queue lock is
  * held (no Python code runs then) and only what was built is consumed. */
@@ -833,12 +1058,17 @@ static PyObject *str_take(Chan *self, uint32_t max, int64_t deadline, int as_lis
     if (max == 0)
         return PyList_New(0);
     for (;;) {
-        n = rr_str_recv_begin(ch, RR_NOWAIT);
+        n = rr_str_recv_begin(ch, RR_TRY);
+        if (n == -EBUSY) {
+            if (settle_lock(self) < 0)
+                return NULL;
+            continue;
+        }
         if (n != -EAGAIN || deadline == RR_NOWAIT)
             break;
         /* Wait without the GIL and without the queue lock (never hold the lock
          * while taking the GIL back), then try again: another worker may win. */
-        WAIT_NOGIL(n, rr_str_wait_request(ch, deadline));
+        WAIT_NOGIL(n, rr_wait_request(ch, deadline));
         if (n == -EAGAIN)
             deadline = RR_NOWAIT; /* timed out: one last try */
         else if (n < 0)
@@ -1029,6 +1259,9 @@ static PyObject *server_reply(Chan *self, PyObject *const *args, Py_ssize_t narg
         }
         payload_release(&p);
     }
+    /* the requester waits in an event loop: signal the reply eventfd we share */
+    if (rc == 1 && efd_signal(self->reply_efd) < 0)
+        PyErr_Clear(); /* best effort: its helper thread hears the bell anyway */
     leave(self);
     if (rc == -ESTALE)
         Py_RETURN_FALSE;
@@ -1067,7 +1300,13 @@ static int send_one(Chan *self, PyObject *data, int64_t deadline, uint64_t *id)
                                                     id);
             Py_END_ALLOW_THREADS
         } else {
-            rc = rr_str_send(ch, p.ptr, (size_t)p.len, p.flags, RR_NOWAIT, id);
+            do /* with the GIL: never wait for the queue lock while holding it */
+                rc = rr_str_send(ch, p.ptr, (size_t)p.len, p.flags, RR_TRY, id);
+            while (rc == -EBUSY && settle_lock(self) == 0);
+            if (rc == -EBUSY) {
+                payload_release(&p);
+                return -1;
+            }
         }
         if (rc == -EAGAIN && deadline != RR_NOWAIT)
             WAIT_NOGIL(rc, rr_str_send(ch, p.ptr, (size_t)p.len, p.flags, deadline, id));
@@ -1178,6 +1417,21 @@ static PyObject *client_send(Chan *self, PyObject *data)
     return client_send_impl(self, data, RR_NOWAIT);
 }
 
+/* A sent request also signals the request eventfd. */
+static PyObject *notified(Chan *self, PyObject *id)
+{
+    if (id && id != Py_None && self->ch && efd_signal(self->req_efd) < 0) {
+        Py_DECREF(id);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return id;
+}
+
+static PyObject *client_send_notify(Chan *self, PyObject *data)
+{
+    return notified(self, client_send_impl(self, data, RR_NOWAIT));
+}
+
 static PyObject *client_send_wait(Chan *self, PyObject *const *args, Py_ssize_t nargs,
                                   PyObject *kwnames)
 {
@@ -1188,6 +1442,12 @@ static PyObject *client_send_wait(Chan *self, PyObject *const *args, Py_ssize_t 
         || parse_deadline(a[1], &deadline) < 0)
         return NULL;
     return client_send_impl(self, a[0], deadline);
+}
+
+static PyObject *client_send_wait_notify(Chan *self, PyObject *const *args, Py_ssize_t nargs,
+                                         PyObject *kwnames)
+{
+    return notified(self, client_send_wait(self, args, nargs, kwnames));
 }
 
 static PyObject *client_get_impl(Chan *self, PyObject *id_obj, int64_t deadline)
@@ -1366,6 +1626,8 @@ static PyObject *chan_repr(Chan *self)
     {"size", (PyCFunction)chan_size, METH_NOARGS, "Requests queued now."},                 \
     {"is_empty", (PyCFunction)chan_is_empty, METH_NOARGS, "True if no request is queued."}, \
     {"stats", (PyCFunction)chan_stats, METH_NOARGS, "Counters, geometry and slot states."}, \
+    {"_layout", (PyCFunction)chan_layout, METH_NOARGS,                                     \
+     "Offsets of the regions in the file (for tools and tests)."},                        \
     {"from_fd", (PyCFunction)(void (*)(void))chan_from_fd,                                 \
      METH_VARARGS | METH_KEYWORDS | METH_CLASS,                                            \
      "Open a channel from a file descriptor (duplicated; the caller keeps fd)."}
@@ -1388,7 +1650,28 @@ static PyObject *chan_repr(Chan *self)
     {"clear", (PyCFunction)server_clear, METH_NOARGS,                                      \
      "Drop queued requests, free every slot, wake all waiters."},                          \
     {"sync", (PyCFunction)server_sync, METH_NOARGS, "msync the channel file."},            \
-    {"unlink", (PyCFunction)server_unlink, METH_NOARGS, "Remove the channel file."}
+    {"unlink", (PyCFunction)server_unlink, METH_NOARGS, "Remove the channel file."},       \
+    {"eventfd", (PyCFunction)req_efd_get, METH_NOARGS,                                     \
+     "The request eventfd (created on first call)."},                                      \
+    {"eventfd_set", (PyCFunction)req_efd_set, METH_O,                                      \
+     "Use fd (e.g. inherited) as the request eventfd; -1 unsets."},                        \
+    {"eventfd_consume", (PyCFunction)req_efd_consume, METH_NOARGS,                         \
+     "Reset the request eventfd; returns how many signals it had."},                       \
+    {"notify", (PyCFunction)req_efd_notify, METH_NOARGS,                                   \
+     "Signal the request eventfd; False if there is none."},                               \
+    {"fileno", (PyCFunction)req_efd_fileno, METH_NOARGS, "The request eventfd, or -1."},   \
+    {"reply_eventfd", (PyCFunction)reply_efd_get, METH_NOARGS,                             \
+     "The reply eventfd (created on first call)."},                                        \
+    {"reply_eventfd_set", (PyCFunction)reply_efd_set, METH_O,                              \
+     "Use fd (e.g. inherited) as the reply eventfd; -1 unsets."},                          \
+    {"reply_eventfd_consume", (PyCFunction)reply_efd_consume, METH_NOARGS,                 \
+     "Reset the reply eventfd; returns how many signals it had."},                         \
+    {"reply_notify", (PyCFunction)reply_efd_notify, METH_NOARGS,                           \
+     "Signal the reply eventfd; False if there is none."},                                 \
+    {"reply_fileno", (PyCFunction)reply_efd_fileno, METH_NOARGS,                           \
+     "The reply eventfd, or -1."},                                                         \
+    {"_wait_request", FASTFN(server_wait_request), FASTKW,                                 \
+     "Wait until a request is queued without taking it; True if one is."}
 
 static PyMethodDef server_methods[] = {
     SERVER_METHODS,
@@ -1418,6 +1701,27 @@ static PyMethodDef client_methods[] = {
      "cancel(id): True if the pending request was abandoned."},
     {"pending", (PyCFunction)client_pending, METH_NOARGS,
      "Requests sent through this object and not yet collected."},
+    {"send_notify", (PyCFunction)client_send_notify, METH_O,
+     "send_notify(data): send, then signal the request eventfd."},
+    {"send_wait_notify", FASTFN(client_send_wait_notify), FASTKW,
+     "send_wait_notify(data, timeout=None): send_wait, then signal the request eventfd."},
+    {"eventfd", (PyCFunction)reply_efd_get, METH_NOARGS,
+     "The reply eventfd (created on first call)."},
+    {"eventfd_set", (PyCFunction)reply_efd_set, METH_O,
+     "Use fd (e.g. inherited) as the reply eventfd; -1 unsets."},
+    {"eventfd_consume", (PyCFunction)reply_efd_consume, METH_NOARGS,
+     "Reset the reply eventfd; returns how many signals it had."},
+    {"fileno", (PyCFunction)reply_efd_fileno, METH_NOARGS, "The reply eventfd, or -1."},
+    {"notify", (PyCFunction)req_efd_notify, METH_NOARGS,
+     "Signal the request eventfd; False if there is none."},
+    {"req_eventfd_set", (PyCFunction)req_efd_set, METH_O,
+     "Use fd (e.g. inherited) as the request eventfd; -1 unsets."},
+    {"req_fileno", (PyCFunction)req_efd_fileno, METH_NOARGS, "The request eventfd, or -1."},
+    {"_bell_claim", (PyCFunction)client_bell_claim, METH_NOARGS,
+     "Make this client's requests ring a bell on reply; returns its count."},
+    {"_bell_release", (PyCFunction)client_bell_release, METH_NOARGS, "Give the bell back."},
+    {"_bell_wait", FASTFN(client_bell_wait), FASTKW,
+     "_bell_wait(seen, timeout=None): wait until the bell's count moves; the count."},
     {NULL},
 };
 
@@ -1493,11 +1797,12 @@ static int module_exec(PyObject *mod)
     rr_format_info f;
     rr_format(&f);
     PyObject *fmt = Py_BuildValue(
-        "{sKsIsIsIsIsIsIsIsIsIsIsI}", "magic", (unsigned long long)f.magic, "version",
+        "{sKsIsIsIsIsIsIsIsIsIsIsIsIsI}", "magic", (unsigned long long)f.magic, "version",
         f.version, "header_size", f.header_size, "cell_size", f.cell_size, "slot_header",
         f.slot_header, "off_head", f.off_head, "off_tail", f.off_tail, "off_lock", f.off_lock,
         "off_recoveries", f.off_recoveries, "slot_off_ctl", f.slot_off_ctl, "slot_off_owner",
-        f.slot_off_owner, "slot_off_worker", f.slot_off_worker);
+        f.slot_off_owner, "slot_off_worker", f.slot_off_worker, "off_bells", f.off_bells,
+        "bells", f.bells);
     int rc = fmt ? PyModule_AddObjectRef(mod, "_format", fmt) : -1;
     Py_XDECREF(fmt);
     if (rc < 0)
