@@ -712,6 +712,37 @@ static PyObject *chan_from_fd(PyTypeObject *type, PyObject *args, PyObject *kwds
     return chan_new_object(type, st, ch, NULL, variant, kind);
 }
 
+/* Opens an existing channel by path whatever the type (never creates one):
+ * how a pickled file-backed object comes back in another process. */
+static PyObject *chan_open_existing(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"path", "spin", NULL};
+    PyObject *path, *spin_obj = NULL;
+    uint32_t spin;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$O:_open_existing", kwlist, &path, &spin_obj)
+        || parse_spin(spin_obj, &spin) < 0)
+        return NULL;
+    if (path == Py_None) {
+        PyErr_SetString(PyExc_TypeError, "path must not be None");
+        return NULL;
+    }
+    return open_path(type, path, NULL, spin);
+}
+
+/* Pickling is decided in Python (reqrep._pickle): by path, by fd, or not. */
+static PyObject *chan_reduce(Chan *self, PyObject *unused)
+{
+    if (enter(self) < 0)
+        return NULL;
+    leave(self);
+    PyObject *mod = PyImport_ImportModule("reqrep._pickle");
+    if (!mod)
+        return NULL;
+    PyObject *res = PyObject_CallMethod(mod, "reduce_channel", "O", (PyObject *)self);
+    Py_DECREF(mod);
+    return res;
+}
+
 static PyObject *server_client(Chan *self, PyObject *unused)
 {
     if (enter(self) < 0)
@@ -1630,7 +1661,11 @@ static PyObject *chan_repr(Chan *self)
      "Offsets of the regions in the file (for tools and tests)."},                        \
     {"from_fd", (PyCFunction)(void (*)(void))chan_from_fd,                                 \
      METH_VARARGS | METH_KEYWORDS | METH_CLASS,                                            \
-     "Open a channel from a file descriptor (duplicated; the caller keeps fd)."}
+     "Open a channel from a file descriptor (duplicated; the caller keeps fd)."},          \
+    {"_open_existing", (PyCFunction)(void (*)(void))chan_open_existing,                    \
+     METH_VARARGS | METH_KEYWORDS | METH_CLASS,                                            \
+     "Open an existing channel file (never creates one)."},                                \
+    {"__reduce__", (PyCFunction)chan_reduce, METH_NOARGS, NULL}
 
 #define FASTKW METH_FASTCALL | METH_KEYWORDS
 #define FASTFN(f) (PyCFunction)(void (*)(void))(f)
