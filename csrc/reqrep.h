@@ -113,9 +113,11 @@ int rr_int_recv(rr_chan *c, int64_t deadline, int64_t *value, uint64_t *id);
 int rr_int_reply(rr_chan *c, uint64_t id, int64_t value);
 
 /* ---- responses (both variants) ----
- * wait_ready returns 0 once the reply is there; read it with resp_view, then
- * release the slot with resp_release, which fails with -ESTALE if the slot
- * moved under the reader (the copy must then be discarded). */
+ * resp_wait returns 0 once the reply is there; resp_view pins it (cancel and
+ * clear lose against a pinned slot, so nothing writes it while it is read)
+ * and shows it; then resp_release frees the slot (pinned or not), or
+ * resp_unview unpins it (if the caller could not copy it). resp_discard
+ * frees a reply nobody will read. */
 int rr_resp_wait(rr_chan *c, uint64_t id, int64_t deadline);
 typedef struct rr_resp {
     const void *data;  /* Str: the bytes; Int: NULL */
@@ -125,6 +127,8 @@ typedef struct rr_resp {
 } rr_resp;
 int rr_resp_view(rr_chan *c, uint64_t id, rr_resp *r);
 int rr_resp_release(rr_chan *c, uint64_t id);
+int rr_resp_unview(rr_chan *c, uint64_t id);
+int rr_resp_discard(rr_chan *c, uint64_t id);
 /* 0 = cancelled; -EBUSY = the reply is there or being written (collect it);
  * -ESTALE = not a pending request. */
 int rr_cancel(rr_chan *c, uint64_t id);
@@ -161,6 +165,7 @@ typedef struct rr_stats {
     uint32_t slots_free, slots_acquired, slots_ready;
     uint64_t arena_cap, arena_used;
 } rr_stats;
+/* A snapshot without the lock (arena_used is an estimate while sends run). */
 void rr_get_stats(rr_chan *c, rr_stats *s);
 
 /* ---- the file format, for tools and tests that look inside a channel ---- */

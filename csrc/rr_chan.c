@@ -5,16 +5,34 @@
 #include <stddef.h>
 #include <string.h>
 
+typedef struct send_op {
+    rr_attempt_fn push;
+    void *arg;
+    const uint64_t *id;
+} send_op;
+
+/* Pushes only while the slot is still ours: clear() may free it while we
+ * wait for room, and a request queued under a freed id could never be answered. */
+static int push_if_ours(rr_chan *c, void *p)
+{
+    send_op *op = p;
+    return rr_slot_is_acquired(c, *op->id) ? op->push(c, op->arg) : -ESTALE;
+}
+
 int rr_send_common(rr_chan *c, rr_attempt_fn push, rr_peek_fn room, void *arg, uint64_t *id,
                    int64_t deadline)
 {
     rr_header *h = c->hdr;
-    int rc = rr_slot_acquire(c, deadline, id);
-    if (rc == 0) {
-        rc = rr_waitq_wait(c, &h->not_full, push, room, arg, deadline);
-        if (rc)
-            rr_slot_abandon(c, *id); /* the request never became visible */
-    }
+    send_op op = {push, arg, id};
+    int rc;
+    do {
+        rc = rr_slot_acquire(c, deadline, id);
+        if (rc == 0) {
+            rc = rr_waitq_wait(c, &h->not_full, push_if_ours, room, &op, deadline);
+            if (rc && rc != -ESTALE)
+                rr_slot_abandon(c, *id); /* the request never became visible */
+        }
+    } while (rc == -ESTALE); /* cleared while waiting: start again, from a new slot */
     if (rc == -EAGAIN && deadline <= RR_NOWAIT)
         atomic_fetch_add_explicit(&h->send_full, 1, memory_order_relaxed); /* a statistic */
     if (rc == 0)
@@ -86,6 +104,7 @@ void rr_get_stats(rr_chan *c, rr_stats *st)
 {
     rr_header *h = c->hdr;
     memset(st, 0, sizeof *st);
+    /* relaxed: statistics, each counter on its own */
     st->requests = atomic_load_explicit(&h->tail, memory_order_relaxed);
     st->send_full = atomic_load_explicit(&h->send_full, memory_order_relaxed);
     st->recv_empty = atomic_load_explicit(&h->recv_empty, memory_order_relaxed);

@@ -136,6 +136,7 @@ struct rr_chan {
     _Atomic uint32_t slot_hint; /* where the next slot scan starts (relaxed: a hint) */
     uint32_t locked_n;    /* Str: entries visible to the current recv_begin */
     _Atomic uint32_t sends; /* counts acquires, to look at the sweep clock now and then */
+    _Atomic int64_t next_worker_check; /* when a waiting client next checks its worker */
 };
 
 /* ---- layout (rr_layout.c) ---- */
@@ -191,12 +192,16 @@ static inline rr_slot *rr_slot_at(rr_chan *c, uint32_t idx)
 static inline uint8_t *rr_slot_data(rr_slot *s) { return (uint8_t *)s + RR_SLOT_HEADER; }
 int rr_slot_acquire(rr_chan *c, int64_t deadline, uint64_t *id);
 void rr_slot_abandon(rr_chan *c, uint64_t id);
+bool rr_slot_is_acquired(rr_chan *c, uint64_t id);
 /* A worker's reply: claim (ACQUIRED -> WRITING, NULL if stale), fill, publish. */
 rr_slot *rr_slot_claim(rr_chan *c, uint64_t id);
 int rr_slot_publish(rr_chan *c, rr_slot *s, uint64_t id);
 void rr_bell_ring(rr_chan *c, uint32_t idx);
 void rr_slots_count(rr_chan *c, rr_stats *st);
-void rr_slot_mark_taken(rr_chan *c, uint64_t id);
+/* Records this process as the taker of request `id` (prev: what it replaced);
+ * rr_slot_unmark puts prev back if the take then failed. */
+bool rr_slot_mark_taken(rr_chan *c, uint64_t id, uint64_t *prev);
+void rr_slot_unmark(rr_chan *c, uint64_t id, uint64_t prev);
 /* Frees the slots of dead clients; at most once per `period_ns` per channel
  * (0: now). */
 void rr_slots_sweep(rr_chan *c, int64_t period_ns);

@@ -37,8 +37,9 @@ static int push_attempt(rr_chan *c, void *arg)
             if (atomic_compare_exchange_weak_explicit(&h->tail, &pos, pos + 1,
                                                       memory_order_relaxed,
                                                       memory_order_relaxed)) {
-                cell->value = op->value;
-                cell->id = op->id;
+                /* relaxed atomics: consumers read them before they own the cell */
+                __atomic_store_n(&cell->value, op->value, __ATOMIC_RELAXED);
+                __atomic_store_n(&cell->id, op->id, __ATOMIC_RELAXED);
                 /* release ↔ the consumer's acquire load of turn */
                 atomic_store_explicit(&cell->turn, lap + 1, memory_order_release);
                 return 1;
@@ -81,15 +82,26 @@ static int pop_attempt(rr_chan *c, void *arg)
         uint64_t turn = atomic_load_explicit(&cell->turn, memory_order_acquire);
         int64_t dif = (int64_t)(turn - (lap + 1));
         if (dif == 0) {
-            if (atomic_compare_exchange_weak_explicit(&h->head, &pos, pos + 1,
-                                                      memory_order_relaxed,
-                                                      memory_order_relaxed)) {
-                op->value = cell->value;
-                op->id = cell->id;
+            /* Read the entry and record ourselves as its taker before taking
+             * it: a worker killed after the head CAS must not leave a taken
+             * request that nobody is known to hold. The reads are relaxed
+             * atomics: a later lap may be writing the cell if we lose the CAS,
+             * and then we drop what we read. */
+            int64_t value = __atomic_load_n(&cell->value, __ATOMIC_RELAXED);
+            uint64_t id = __atomic_load_n(&cell->id, __ATOMIC_RELAXED), prev = 0;
+            bool marked = rr_slot_mark_taken(c, id, &prev);
+            /* relaxed: the cell's turn orders the data, not head */
+            if (atomic_compare_exchange_strong_explicit(&h->head, &pos, pos + 1,
+                                                        memory_order_relaxed,
+                                                        memory_order_relaxed)) {
+                op->value = value;
+                op->id = id;
                 /* release ↔ the next producer's acquire load: we are done reading */
                 atomic_store_explicit(&cell->turn, lap + 2, memory_order_release);
                 return 1;
             }
+            if (marked)
+                rr_slot_unmark(c, id, prev);
         } else if (dif < 0) {
             return 0;
         } else {
@@ -122,7 +134,6 @@ int rr_int_recv(rr_chan *c, int64_t deadline, int64_t *value, uint64_t *id)
         atomic_fetch_add_explicit(&c->hdr->recv_empty, 1, memory_order_relaxed);
     if (rc)
         return rc;
-    rr_slot_mark_taken(c, op.id);
     *value = op.value;
     *id = op.id;
     rr_waitq_wake(&c->hdr->not_full, 1);

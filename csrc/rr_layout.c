@@ -231,10 +231,10 @@ static int read_full(int fd, void *buf, size_t len, off_t off)
     return 0;
 }
 
-static int all_zero(int fd, uint64_t size)
+static int all_zero_from(int fd, uint64_t from, uint64_t size)
 {
     uint8_t buf[65536];
-    for (uint64_t off = 0; off < size;) {
+    for (uint64_t off = from; off < size;) {
         size_t n = size - off < sizeof buf ? (size_t)(size - off) : sizeof buf;
         int rc = read_full(fd, buf, n, (off_t)off);
         if (rc)
@@ -247,7 +247,27 @@ static int all_zero(int fd, uint64_t size)
     return 1;
 }
 
+/* 1 if the file holds a header of ours that a dead creator never published:
+ * our geometry, no magic, and nothing but zeros after the header (a channel
+ * that was ever used has more; one whose magic got lost is not ours to wipe). */
+static int ours_unpublished(int fd, uint64_t size)
+{
+    rr_hdr_geom h;
+    if (size < RR_HEADER_SIZE)
+        return 0;
+    int rc = read_full(fd, &h, sizeof h, 0);
+    if (rc)
+        return rc;
+    if (h.version != RR_FORMAT_VERSION
+        || (h.variant != RR_VARIANT_STR && h.variant != RR_VARIANT_INT)
+        || h.off_cells != RR_HEADER_SIZE + RR_BELLS * sizeof(rr_bell))
+        return 0;
+    return all_zero_from(fd, RR_HEADER_SIZE, size);
+}
+
 /* Opens the channel in fd after validating its header; takes fd on success. */
+static int all_zero(int fd, uint64_t size) { return all_zero_from(fd, 0, size); }
+
 static int open_existing(int fd, uint32_t variant, int is_memfd, rr_chan **out, rr_error *err)
 {
     struct stat st;
@@ -256,16 +276,29 @@ static int open_existing(int fd, uint32_t variant, int is_memfd, rr_chan **out, 
     if (!S_ISREG(st.st_mode))
         return fail(err, -RR_EFORMAT, "not a regular file");
     rr_hdr_geom h;
+    uint64_t first = 0;
+    int rc = st.st_size >= 8 ? read_full(fd, &first, sizeof first, 0) : 0;
+    if (rc == 0)
+        rc = st.st_size == 0 ? 1 : first != 0 ? 0 : all_zero(fd, (uint64_t)st.st_size);
+    if (rc < 0)
+        return fail(err, rc, "cannot read the file: %s", strerror(-rc));
+    if (rc)
+        return fail(err, -RR_EFORMAT,
+                    "channel was never initialised (%s; its creator may have died): "
+                    "open it with a Server to initialise it, or remove the file",
+                    st.st_size ? "all zero" : "empty");
     if ((uint64_t)st.st_size < RR_HEADER_SIZE)
         return fail(err, -RR_EFORMAT, "file too small for a channel (%lld bytes)",
                     (long long)st.st_size);
-    int rc = read_full(fd, &h, sizeof h, 0);
+    rc = read_full(fd, &h, sizeof h, 0);
     if (rc)
         return fail(err, rc, "cannot read the header: %s", strerror(-rc));
     if (atomic_load_explicit(&h.magic, memory_order_relaxed) == 0)
-        return fail(err, -RR_EFORMAT,
-                    "channel was never initialised (its creator may have died): "
-                    "open it with a Server to initialise it, or remove the file");
+        return ours_unpublished(fd, (uint64_t)st.st_size) == 1
+            ? fail(err, -RR_EFORMAT,
+                   "channel was never initialised (header without magic: its creator "
+                   "died): open it with a Server to initialise it, or remove the file")
+            : fail(err, -RR_EFORMAT, "not a reqrep channel (no magic, not all zero)");
     rc = rr_layout_validate(&h, (uint64_t)st.st_size, variant, err);
     if (rc)
         return rc;
@@ -313,8 +346,30 @@ static int lock_file(int fd, int op, rr_error *err)
     }
 }
 
+static int open_path_once(const char *path, uint32_t variant, const rr_geometry *create,
+                          rr_chan **out, rr_error *err);
+
+#define RR_UNPUBLISHED_GRACE_NS 250000000LL
+
 int rr_open_path(const char *path, uint32_t variant, const rr_geometry *create, rr_chan **out,
                  rr_error *err)
+{
+    /* A client may open the file between its creator's open(O_CREAT) and
+     * flock(): it then finds it empty. Give the creator a moment. */
+    int64_t give_up = rr_now_ns() + RR_UNPUBLISHED_GRACE_NS;
+    for (;;) {
+        int rc = open_path_once(path, variant, create, out, err);
+        if (rc != -RR_EFORMAT || create || !strstr(err->why, "never initialised")
+            || rr_now_ns() >= give_up)
+            return rc;
+        struct timespec ts = {0, 2000000};
+        if (nanosleep(&ts, NULL) != 0 && errno == EINTR)
+            return -EINTR;
+    }
+}
+
+static int open_path_once(const char *path, uint32_t variant, const rr_geometry *create,
+                          rr_chan **out, rr_error *err)
 {
     err->why[0] = 0;
     int oflags = O_RDWR | O_NOFOLLOW | O_CLOEXEC;
@@ -342,7 +397,12 @@ int rr_open_path(const char *path, uint32_t variant, const rr_geometry *create, 
     if (st.st_size >= 8 && (rc = read_full(fd, &magic, sizeof magic, 0)) != 0)
         goto out;
     if (create && magic == 0) {
+        /* Never published, so nobody uses it: all zero (a creator died after
+         * sizing it) or our header without its magic (died after writing
+         * it). Anything else may be somebody's data: refuse. */
         rc = st.st_size == 0 ? 1 : all_zero(fd, (uint64_t)st.st_size);
+        if (rc == 0)
+            rc = ours_unpublished(fd, (uint64_t)st.st_size);
         if (rc < 0)
             goto out;
         if (rc == 0) {

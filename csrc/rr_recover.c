@@ -21,7 +21,10 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 #define RR_LOCK_WAITERS (UINT64_C(1) << 31) /* above every pid, in the futex half */
 #define RR_LOCK_POLL_NS 10000000           /* liveness check period while blocked */
 
-/* Reads state and start time of pid; -ENOENT if it has gone. */
+#define RR_PF_KTHREAD 0x00200000u /* field 9 flags: a kernel thread */
+
+/* Reads state and start time of pid; -ENOENT if it has gone. A kernel
+ * thread reads as state 'K': it cannot be one of ours. */
 static int read_proc_stat(uint32_t pid, char *state, uint64_t *start)
 {
     char path[48], buf[1024];
@@ -46,6 +49,8 @@ static int read_proc_stat(uint32_t pid, char *state, uint64_t *start)
         if (!p)
             return -EINVAL;
         p++;
+        if (field == 8 && (strtoull(p, NULL, 10) & RR_PF_KTHREAD))
+            *state = 'K';
     }
     *start = strtoull(p, NULL, 10);
     return 0;
@@ -90,11 +95,11 @@ bool rr_pid_alive(uint32_t pid, uint32_t start_bits, int bits)
     char state;
     uint64_t start;
     int rc = read_proc_stat(pid, &state, &start);
-    if (rc == -ENOENT)
-        return false;
+    if (rc == -ENOENT && access("/proc/self/stat", F_OK) == 0)
+        return false; /* gone since kill() looked */
     if (rc != 0)
-        return true; /* cannot tell: never steal from a live owner */
-    if (state == 'Z' || state == 'X')
+        return true; /* cannot tell (no /proc?): never steal from a live owner */
+    if (state == 'Z' || state == 'X' || state == 'K')
         return false;
     uint64_t mask = bits >= 32 ? 0xffffffffu : (UINT64_C(1) << bits) - 1;
     return start_bits == 0 || start_bits == (uint32_t)(start & mask);

@@ -3,13 +3,21 @@
  * bits, so every transition is one CAS and changes the futex word.
  *
  *   FREE --acquire(gen+1)--> ACQUIRED --claim--> WRITING --publish--> READY
- *     ^         |  cancel(gen+1), clear(gen+1)                           |
- *     +---------+------------------ get (release), clear(gen+1) ---------+
+ *     ^         |  cancel(gen+1), clear(gen+1)                        |  view
+ *     |         |                                                     v
+ *     +---------+--- clear(gen+1) from READY, release from ------- READING
  *
- * A slot in WRITING belongs to the replier: cancel and clear lose against it.
+ * A slot in WRITING belongs to the replier and one in READING to the client
+ * copying the reply out: cancel and clear lose against both, so nobody ever
+ * writes a slot while somebody else reads it.
  * Ownership is two words: `owner` is claimed (0 -> me) before ctl leaves FREE
  * and cleared after ctl is back to FREE, so a FREE slot with a set owner is
  * being acquired or released right now (or its owner died doing so).
+ *
+ * Every CAS that frees a slot is acq_rel: acquire, so that whatever the
+ * previous holders wrote or read (the acquirer's bell, the replier's data)
+ * happens before the next acquirer prepares the slot; release for the same
+ * reason one step further.
  *
  * `worker` records who took the request: generation (16 bits) << 48 | start
  * time (26 bits) << 22 | pid (22 bits). A record of an older generation is
@@ -20,7 +28,7 @@
 #include <limits.h>
 #include <stdlib.h>
 
-enum { SLOT_FREE = 0, SLOT_ACQUIRED = 1, SLOT_WRITING = 2, SLOT_READY = 3 };
+enum { SLOT_FREE = 0, SLOT_ACQUIRED = 1, SLOT_WRITING = 2, SLOT_READY = 3, SLOT_READING = 4 };
 
 static inline uint64_t mk_ctl(uint32_t gen, uint32_t state)
 {
@@ -60,16 +68,19 @@ static int try_acquire(rr_chan *c, void *arg)
                                                      memory_order_relaxed))
             continue;
         uint64_t v = atomic_load_explicit(&s->ctl, memory_order_relaxed);
+        if (ctl_state(v) != SLOT_FREE) {
+            atomic_store_explicit(&s->owner, 0, memory_order_release);
+            continue;
+        }
+        /* A FREE slot whose owner word we hold is ours to prepare: nobody reads
+         * these until it is acquired, and the CAS below publishes them. */
+        atomic_store_explicit(&s->worker, 0, memory_order_relaxed);
+        s->bell = c->bell;
         /* acq_rel: acquire ↔ the release that freed the slot (the last reader is
          * done with its data); release ↔ the replier's claim CAS */
-        if (ctl_state(v) == SLOT_FREE
-            && atomic_compare_exchange_strong_explicit(&s->ctl, &v,
-                                                       mk_ctl(ctl_gen(v) + 1, SLOT_ACQUIRED),
-                                                       memory_order_acq_rel,
-                                                       memory_order_relaxed)) {
-            atomic_store_explicit(&s->worker, 0, memory_order_relaxed);
-            /* plain: published to the replier by the queue's release/acquire */
-            s->bell = c->bell;
+        if (atomic_compare_exchange_strong_explicit(&s->ctl, &v,
+                                                    mk_ctl(ctl_gen(v) + 1, SLOT_ACQUIRED),
+                                                    memory_order_acq_rel, memory_order_relaxed)) {
             atomic_store_explicit(&c->slot_hint, idx + 1, memory_order_relaxed);
             *(uint64_t *)arg = (uint64_t)(ctl_gen(v) + 1) << 32 | idx;
             return 1;
@@ -101,7 +112,10 @@ int rr_slot_acquire(rr_chan *c, int64_t deadline, uint64_t *id)
     atomic_store_explicit(&c->sends, tick + 1, memory_order_relaxed);
     if ((tick & 63) == 0) /* look at the sweep clock on every 64th send */
         rr_slots_sweep(c, RR_SWEEP_PERIOD_NS);
-    return rr_waitq_wait(c, &c->hdr->slot_free, acquire_or_sweep, any_slot, id, deadline);
+    /* Poll: a dead client's slots come back by a sweep, which no waker announces. */
+    rr_waitq *q = &c->hdr->slot_free;
+    return rr_wait_until(c, &q->seq, &q->waiters, acquire_or_sweep, any_slot, id, deadline,
+                         RR_SWEEP_DRY_NS * 2);
 }
 
 /* Gives back a slot whose request never reached the queue. */
@@ -109,9 +123,9 @@ void rr_slot_abandon(rr_chan *c, uint64_t id)
 {
     rr_slot *s = slot_of(c, id);
     uint64_t v = mk_ctl(rr_id_gen(id), SLOT_ACQUIRED);
-    /* release ↔ the acquire CAS of the next acquirer */
+    /* acq_rel: see the top of this file */
     if (atomic_compare_exchange_strong_explicit(&s->ctl, &v, mk_ctl(rr_id_gen(id), SLOT_FREE),
-                                                memory_order_release, memory_order_relaxed))
+                                                memory_order_acq_rel, memory_order_relaxed))
         slot_freed(c, s);
 }
 
@@ -157,19 +171,32 @@ static inline bool worker_older(uint64_t w, uint32_t gen)
     return (int16_t)(uint16_t)((gen & 0xffffu) - (uint16_t)(w >> 48)) > 0;
 }
 
-void rr_slot_mark_taken(rr_chan *c, uint64_t id)
+bool rr_slot_mark_taken(rr_chan *c, uint64_t id, uint64_t *prev)
 {
     rr_slot *s = slot_of(c, id);
     if (!s)
-        return;
+        return false;
     uint64_t want = worker_word(rr_id_gen(id), rr_self_ident());
     /* relaxed: read only by the owner's liveness poll, which tolerates delay */
     uint64_t cur = atomic_load_explicit(&s->worker, memory_order_relaxed);
     do {
         if (cur != 0 && !worker_older(cur, rr_id_gen(id)) && (cur >> 48) != (want >> 48))
-            return; /* a newer request owns the record */
+            return false; /* a newer request owns the record */
     } while (!atomic_compare_exchange_weak_explicit(&s->worker, &cur, want, memory_order_relaxed,
                                                     memory_order_relaxed));
+    if (prev)
+        *prev = cur;
+    return true;
+}
+
+void rr_slot_unmark(rr_chan *c, uint64_t id, uint64_t prev)
+{
+    rr_slot *s = slot_of(c, id);
+    uint64_t mine = worker_word(rr_id_gen(id), rr_self_ident());
+    /* relaxed, as above; fails harmlessly if another taker wrote since */
+    if (s)
+        atomic_compare_exchange_strong_explicit(&s->worker, &mine, prev, memory_order_relaxed,
+                                                memory_order_relaxed);
 }
 
 int rr_resp_worker(rr_chan *c, uint64_t id)
@@ -181,12 +208,10 @@ int rr_resp_worker(rr_chan *c, uint64_t id)
     return w && (w >> 48) == (rr_id_gen(id) & 0xffffu) ? (int)(w & 0x3fffffu) : 0;
 }
 
-#define RR_WORKER_FIRST_CHECK_NS 100000000 /* a worker's death is noticed after */
-#define RR_WORKER_CHECK_NS 250000000       /* and checked this often */
+#define RR_WORKER_CHECK_NS 250000000 /* how often a waiting client checks its worker */
 
 typedef struct resp_wait {
     uint64_t id;
-    int64_t next_check;
 } resp_wait;
 
 static int resp_ready(rr_chan *c, void *arg)
@@ -197,12 +222,13 @@ static int resp_ready(rr_chan *c, void *arg)
     uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
     if (ctl_gen(v) != rr_id_gen(w->id) || ctl_state(v) == SLOT_FREE)
         return -ESTALE;
-    if (ctl_state(v) == SLOT_READY)
-        return 1;
+    if (ctl_state(v) == SLOT_READY || ctl_state(v) == SLOT_READING)
+        return 1; /* READING: pinned by a view, and there to be seen */
+    /* per handle, so that short waits in a loop still notice a dead worker */
     int64_t now = rr_now_ns();
-    if (now < w->next_check)
+    if (now < atomic_load_explicit(&c->next_worker_check, memory_order_relaxed))
         return 0;
-    w->next_check = now + RR_WORKER_CHECK_NS;
+    atomic_store_explicit(&c->next_worker_check, now + RR_WORKER_CHECK_NS, memory_order_relaxed);
     uint64_t rec = atomic_load_explicit(&s->worker, memory_order_relaxed);
     if (rec && (rec >> 48) == (rr_id_gen(w->id) & 0xffffu)
         && !rr_pid_alive((uint32_t)(rec & 0x3fffffu), (uint32_t)((rec >> 22) & 0x3ffffffu), 26))
@@ -215,7 +241,7 @@ static bool resp_peek(rr_chan *c, void *arg)
     resp_wait *w = arg;
     uint64_t v = atomic_load_explicit(&slot_of(c, w->id)->ctl, memory_order_relaxed);
     return ctl_gen(v) != rr_id_gen(w->id) || ctl_state(v) == SLOT_READY
-        || ctl_state(v) == SLOT_FREE;
+        || ctl_state(v) == SLOT_READING || ctl_state(v) == SLOT_FREE;
 }
 
 int rr_resp_wait(rr_chan *c, uint64_t id, int64_t deadline)
@@ -223,7 +249,7 @@ int rr_resp_wait(rr_chan *c, uint64_t id, int64_t deadline)
     rr_slot *s = slot_of(c, id);
     if (!s)
         return -ESTALE;
-    resp_wait w = {id, rr_now_ns() + RR_WORKER_FIRST_CHECK_NS};
+    resp_wait w = {id};
     return rr_wait_until(c, ctl_futex(s), &s->waiters, resp_ready, resp_peek, &w, deadline,
                          RR_WORKER_CHECK_NS);
 }
@@ -237,9 +263,9 @@ int rr_resp_abandon_dead(rr_chan *c, uint64_t id)
     uint64_t v = atomic_load_explicit(&s->ctl, memory_order_relaxed);
     while (ctl_gen(v) == gen && (ctl_state(v) == SLOT_ACQUIRED || ctl_state(v) == SLOT_WRITING)) {
         /* A dead replier's WRITING claim is taken back too: it will never publish.
-         * release ↔ the next acquirer's acquire CAS */
+         * acq_rel: see the top of this file */
         if (atomic_compare_exchange_weak_explicit(&s->ctl, &v, mk_ctl(gen + 1, SLOT_FREE),
-                                                  memory_order_release, memory_order_relaxed)) {
+                                                  memory_order_acq_rel, memory_order_relaxed)) {
             rr_word_wake(ctl_futex(s), &s->waiters, INT_MAX);
             slot_freed(c, s);
             atomic_fetch_add_explicit(&c->hdr->recoveries, 1, memory_order_relaxed);
@@ -254,12 +280,14 @@ int rr_resp_view(rr_chan *c, uint64_t id, rr_resp *r)
     rr_slot *s = slot_of(c, id);
     if (!s)
         return -ESTALE;
-    /* acquire ↔ the release store in rr_slot_publish */
-    uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
-    if (ctl_gen(v) != rr_id_gen(id) || ctl_state(v) == SLOT_FREE)
-        return -ESTALE;
-    if (ctl_state(v) != SLOT_READY)
-        return -EAGAIN;
+    uint32_t gen = rr_id_gen(id);
+    uint64_t v = mk_ctl(gen, SLOT_READY);
+    /* acquire ↔ the release store in rr_slot_publish: the reply is visible.
+     * Already pinned (READING) is fine too: a second look at the same reply. */
+    if (!atomic_compare_exchange_strong_explicit(&s->ctl, &v, mk_ctl(gen, SLOT_READING),
+                                                 memory_order_acquire, memory_order_acquire)
+        && v != mk_ctl(gen, SLOT_READING))
+        return ctl_gen(v) == gen && ctl_state(v) != SLOT_FREE ? -EAGAIN : -ESTALE;
     /* Bound what a hostile writer could have put in len. */
     uint32_t len = s->len;
     r->data = rr_slot_data(s);
@@ -269,18 +297,37 @@ int rr_resp_view(rr_chan *c, uint64_t id, rr_resp *r)
     return 0;
 }
 
-int rr_resp_release(rr_chan *c, uint64_t id)
+/* READING -> `to`; frees the slot when `to` is FREE. */
+static int end_reading(rr_chan *c, uint64_t id, uint32_t from, uint32_t to)
 {
     rr_slot *s = slot_of(c, id);
     if (!s)
         return -ESTALE;
-    uint64_t v = mk_ctl(rr_id_gen(id), SLOT_READY);
-    /* release ↔ the next acquirer's acquire CAS: our reads of the data are done */
-    if (!atomic_compare_exchange_strong_explicit(&s->ctl, &v, mk_ctl(rr_id_gen(id), SLOT_FREE),
-                                                 memory_order_release, memory_order_relaxed))
+    uint64_t v = mk_ctl(rr_id_gen(id), from);
+    /* acq_rel (top of file): our reads of the data are done before it moves on */
+    if (!atomic_compare_exchange_strong_explicit(&s->ctl, &v, mk_ctl(rr_id_gen(id), to),
+                                                 memory_order_acq_rel, memory_order_relaxed))
         return -ESTALE;
-    slot_freed(c, s);
+    if (to == SLOT_FREE)
+        slot_freed(c, s);
     return 0;
+}
+
+int rr_resp_release(rr_chan *c, uint64_t id)
+{
+    /* pinned by rr_resp_view, or (a caller that read nothing) still READY */
+    int rc = end_reading(c, id, SLOT_READING, SLOT_FREE);
+    return rc == 0 ? 0 : end_reading(c, id, SLOT_READY, SLOT_FREE);
+}
+
+int rr_resp_unview(rr_chan *c, uint64_t id)
+{
+    return end_reading(c, id, SLOT_READING, SLOT_READY);
+}
+
+int rr_resp_discard(rr_chan *c, uint64_t id)
+{
+    return end_reading(c, id, SLOT_READY, SLOT_FREE);
 }
 
 int rr_cancel(rr_chan *c, uint64_t id)
@@ -290,17 +337,26 @@ int rr_cancel(rr_chan *c, uint64_t id)
         return -ESTALE;
     uint32_t gen = rr_id_gen(id);
     uint64_t v = mk_ctl(gen, SLOT_ACQUIRED);
-    /* release ↔ the next acquirer's acquire CAS; the replier's claim CAS then
-     * fails on the new generation */
+    /* acq_rel (top of file); the replier's claim CAS then fails on the new
+     * generation */
     if (atomic_compare_exchange_strong_explicit(&s->ctl, &v, mk_ctl(gen + 1, SLOT_FREE),
-                                                memory_order_release, memory_order_relaxed)) {
+                                                memory_order_acq_rel, memory_order_relaxed)) {
         rr_word_wake(ctl_futex(s), &s->waiters, INT_MAX); /* other waiters on this id */
         slot_freed(c, s);
         return 0;
     }
-    if (ctl_gen(v) == gen && (ctl_state(v) == SLOT_WRITING || ctl_state(v) == SLOT_READY))
-        return -EBUSY;
+    if (ctl_gen(v) == gen && ctl_state(v) >= SLOT_WRITING)
+        return -EBUSY; /* WRITING, READY or READING: the reply won */
     return -ESTALE;
+}
+
+bool rr_slot_is_acquired(rr_chan *c, uint64_t id)
+{
+    rr_slot *s = slot_of(c, id);
+    /* relaxed: a check before the push; clear() racing past it is a clear
+     * that came just after the send */
+    return s && atomic_load_explicit(&s->ctl, memory_order_relaxed)
+        == mk_ctl(rr_id_gen(id), SLOT_ACQUIRED);
 }
 
 int rr_id_live(rr_chan *c, uint64_t id)
@@ -320,11 +376,11 @@ void rr_slots_clear(rr_chan *c)
         for (;;) {
             uint32_t st = ctl_state(v);
             if (st != SLOT_ACQUIRED && st != SLOT_READY)
-                break; /* free, or a replier owns it: it loses nothing */
-            /* release ↔ the next acquirer's acquire CAS */
+                break; /* free, or a replier or reader owns it: it loses nothing */
+            /* acq_rel: see the top of this file */
             if (atomic_compare_exchange_weak_explicit(&s->ctl, &v,
                                                       mk_ctl(ctl_gen(v) + 1, SLOT_FREE),
-                                                      memory_order_release,
+                                                      memory_order_acq_rel,
                                                       memory_order_relaxed)) {
                 rr_word_wake(ctl_futex(s), &s->waiters, INT_MAX);
                 atomic_store_explicit(&s->owner, 0, memory_order_release);
@@ -343,7 +399,7 @@ void rr_slots_count(rr_chan *c, rr_stats *st)
         uint32_t state = ctl_state(atomic_load_explicit(&s->ctl, memory_order_relaxed));
         if (state == SLOT_FREE)
             st->slots_free++;
-        else if (state == SLOT_READY)
+        else if (state == SLOT_READY || state == SLOT_READING)
             st->slots_ready++;
         else
             st->slots_acquired++;
@@ -370,6 +426,19 @@ static bool cached_alive(ident_cache *k, uint64_t ident)
     return alive;
 }
 
+/* True if the recorded worker of generation gen is known to be dead. */
+static bool worker_dead(rr_slot *s, uint32_t gen, ident_cache *k)
+{
+    uint64_t rec = atomic_load_explicit(&s->worker, memory_order_relaxed);
+    if (!rec || (rec >> 48) != (gen & 0xffffu))
+        return false;
+    uint64_t ident = ((rec >> 22) & 0x3ffffffu) << 32 | (rec & 0x3fffffu);
+    for (int i = 0; i < k->n; i++)
+        if ((uint32_t)k->ident[i] == (uint32_t)ident)
+            return !k->alive[i];
+    return !rr_pid_alive((uint32_t)ident, (uint32_t)(ident >> 32), 26);
+}
+
 void rr_slots_sweep(rr_chan *c, int64_t period_ns)
 {
     rr_header *h = c->hdr;
@@ -391,12 +460,14 @@ void rr_slots_sweep(rr_chan *c, int64_t period_ns)
          * as new as the ctl value; a CAS on that exact value decides */
         uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
         uint64_t owner = atomic_load_explicit(&s->owner, memory_order_relaxed);
-        if (owner == 0 || owner == me || ctl_state(v) == SLOT_WRITING || cached_alive(&k, owner))
+        if (owner == 0 || owner == me || cached_alive(&k, owner))
             continue;
+        if (ctl_state(v) == SLOT_WRITING && !worker_dead(s, ctl_gen(v), &k))
+            continue; /* a live replier owns it: it will publish, then we free it */
         if (ctl_state(v) != SLOT_FREE) {
             if (!atomic_compare_exchange_strong_explicit(&s->ctl, &v,
                                                          mk_ctl(ctl_gen(v) + 1, SLOT_FREE),
-                                                         memory_order_release,
+                                                         memory_order_acq_rel,
                                                          memory_order_relaxed))
                 continue;
             rr_word_wake(ctl_futex(s), &s->waiters, INT_MAX);

@@ -21,23 +21,18 @@ static void entry_span(rr_chan *c, uint64_t beg, uint32_t len, uint64_t *start, 
     *end = *start + size;
 }
 
-/* Arena bytes in use; called with the lock held or for statistics. */
+/* Arena bytes in use (an estimate when read without the lock). */
 static uint64_t arena_used(rr_chan *c, uint64_t head, uint64_t tail)
 {
     if (head == tail)
         return 0;
     rr_str_cell *last = cell_at(c, tail - 1);
     uint64_t start, end;
-    entry_span(c, last->beg, last->len, &start, &end);
-    uint64_t used = end - cell_at(c, head)->beg;
+    /* relaxed atomic reads: statistics may read cells without the lock */
+    entry_span(c, __atomic_load_n(&last->beg, __ATOMIC_RELAXED),
+               __atomic_load_n(&last->len, __ATOMIC_RELAXED), &start, &end);
+    uint64_t used = end - __atomic_load_n(&cell_at(c, head)->beg, __ATOMIC_RELAXED);
     return used <= c->geom.arena ? used : c->geom.arena;
-}
-
-uint64_t rr_strq_arena_used(rr_chan *c)
-{
-    rr_header *h = c->hdr;
-    return arena_used(c, atomic_load_explicit(&h->head, memory_order_acquire),
-                      atomic_load_explicit(&h->tail, memory_order_acquire));
 }
 
 /* How long an attempt may wait for the lock: RR_TRY not at all, a
@@ -45,6 +40,13 @@ uint64_t rr_strq_arena_used(rr_chan *c)
 static int64_t lock_deadline(int64_t deadline)
 {
     return deadline == RR_TRY ? RR_TRY : deadline > RR_NOWAIT ? deadline : RR_FOREVER;
+}
+
+uint64_t rr_strq_arena_used(rr_chan *c)
+{
+    rr_header *h = c->hdr;
+    return arena_used(c, atomic_load_explicit(&h->head, memory_order_acquire),
+                      atomic_load_explicit(&h->tail, memory_order_acquire));
 }
 
 typedef struct str_push {
@@ -76,7 +78,12 @@ static int push_attempt(rr_chan *c, void *arg)
         entry_span(c, beg, p->len, &start, &end);
         if (end - first <= c->geom.arena) {
             memcpy(c->arena + start % c->geom.arena, p->data, p->len);
-            *cell_at(c, tail) = (rr_str_cell){beg, p->len, p->flags, p->id};
+            rr_str_cell *cell = cell_at(c, tail);
+            /* beg and len atomically: statistics read them without the lock */
+            __atomic_store_n(&cell->beg, beg, __ATOMIC_RELAXED);
+            __atomic_store_n(&cell->len, p->len, __ATOMIC_RELAXED);
+            cell->flags = p->flags;
+            cell->id = p->id;
             /* release ↔ the acquire loads of tail in recv_peek/size: the cell
              * and its bytes are visible before the entry is */
             atomic_store_explicit(&h->tail, tail + 1, memory_order_release);
@@ -97,7 +104,7 @@ static bool has_room(rr_chan *c, void *arg)
 int rr_str_send(rr_chan *c, const void *data, size_t len, uint32_t flags, int64_t deadline,
                 uint64_t *id)
 {
-    if (RR_ROUND_UP((uint64_t)len, 8) > c->geom.arena)
+    if (len > UINT32_MAX || RR_ROUND_UP((uint64_t)len, 8) > c->geom.arena)
         return -EMSGSIZE;
     str_push p = {data, (uint32_t)len, flags, 0, deadline};
     int rc = rr_send_common(c, push_attempt, has_room, &p, &p.id, deadline);
@@ -183,7 +190,7 @@ void rr_str_recv_end(rr_chan *c, uint32_t n)
     /* Mark before the commit: a worker that dies in between leaves the entry
      * queued (another worker takes it and overwrites the mark). */
     for (uint32_t i = 0; i < n; i++)
-        rr_slot_mark_taken(c, cell_at(c, head + i)->id);
+        rr_slot_mark_taken(c, cell_at(c, head + i)->id, NULL);
     /* release ↔ producers' reads under the lock and size(): the entries are
      * consumed only once fully read */
     atomic_store_explicit(&h->head, head + n, memory_order_release);

@@ -146,6 +146,61 @@ static void leave(Chan *self)
         }                                                   \
     } while (0)
 
+/* A signal that lands outside the kernel's wait (between two polls of a
+ * polling wait) interrupts nothing: long waits go in slices, and signal
+ * handlers run between them, so Ctrl-C is never late by more than a slice. */
+#define WAIT_SLICE_NS 100000000
+
+static int64_t slice_end(int64_t deadline)
+{
+    int64_t now = rr_now_ns();
+    return deadline - now > WAIT_SLICE_NS ? now + WAIT_SLICE_NS : deadline;
+}
+
+/* WAIT_NOGIL for a call whose deadline is the variable `dl`: -EAGAIN from a
+ * slice that ended before `deadline` means go on; -EINTR with an exception
+ * set means a handler raised. */
+#define WAIT_SLICED(rc, deadline, call)                                 \
+    do {                                                                \
+        for (;;) {                                                      \
+            int64_t dl = slice_end(deadline);                           \
+            Py_BEGIN_ALLOW_THREADS rc = (call);                         \
+            Py_END_ALLOW_THREADS                                        \
+            if (rc == -EINTR || (rc == -EAGAIN && dl < (deadline))) {   \
+                if (PyErr_CheckSignals() < 0) {                         \
+                    rc = -EINTR;                                        \
+                    break;                                              \
+                }                                                       \
+                continue;                                               \
+            }                                                           \
+            break;                                                      \
+        }                                                               \
+    } while (0)
+
+static PyObject *raise_core(module_state *st, int rc, PyObject *path, const rr_error *err);
+
+/* How long a non-blocking call may wait for a busy queue lock: holders keep
+ * it for microseconds, so this only runs out on a stopped (not dead) holder. */
+#define LOCK_GRACE_NS 20000000
+
+/* After -EBUSY from an RR_TRY call: waits, without the GIL, until the queue
+ * lock is free (a dead holder's taken over), at most to `deadline` (a
+ * non-blocking call: LOCK_GRACE_NS). 0 to retry, 1 if time ran out, -1 with
+ * an exception set. */
+static int settle_lock(Chan *self, int64_t deadline)
+{
+    int rc;
+    int64_t limit = deadline == RR_NOWAIT ? rr_now_ns() + LOCK_GRACE_NS : deadline;
+    WAIT_SLICED(rc, limit, rr_lock_settle(self->ch, dl));
+    if (rc == -EAGAIN)
+        return 1;
+    if (rc < 0) {
+        raise_core(self->st, rc, NULL, NULL);
+        return -1;
+    }
+    return 0;
+}
+
 /* Positional-or-keyword parsing for METH_FASTCALL|METH_KEYWORDS methods;
  * out[i] stays NULL for absent optional arguments. */
 static int parse_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
@@ -447,7 +502,7 @@ static void release_pending(Chan *self)
             continue;
         /* cancel a waiting request, or collect a reply nobody will read */
         if (rr_cancel(self->ch, id) == -EBUSY)
-            rr_resp_release(self->ch, id);
+            rr_resp_discard(self->ch, id);
     }
     PyMem_Free(self->pending);
     self->pending = NULL;
@@ -999,7 +1054,7 @@ static PyObject *server_wait_request(Chan *self, PyObject *const *args, Py_ssize
         || parse_deadline(a[0], &deadline) < 0 || enter(self) < 0)
         return NULL;
     int rc;
-    WAIT_NOGIL(rc, rr_wait_request(self->ch, deadline));
+    WAIT_SLICED(rc, deadline, rr_wait_request(self->ch, dl));
     leave(self);
     if (rc == -EINTR)
         return NULL;
@@ -1043,7 +1098,7 @@ static PyObject *client_bell_wait(Chan *self, PyObject *const *args, Py_ssize_t 
         || parse_deadline(a[1], &deadline) < 0 || enter(self) < 0)
         return NULL;
     int rc;
-    WAIT_NOGIL(rc, rr_bell_wait(self->ch, (uint32_t)seen, deadline));
+    WAIT_SLICED(rc, deadline, rr_bell_wait(self->ch, (uint32_t)seen, dl));
     uint32_t now = rr_bell_seq(self->ch);
     leave(self);
     if (rc == -EINTR)
@@ -1066,19 +1121,6 @@ static PyObject *server_test_hold_lock(Chan *self, PyObject *unused)
 
 /* ---- Server: receiving ---- */
 
-/* After -EBUSY from an RR_TRY call: waits, without the GIL, until the queue
- * lock is free. 0 to retry, -1 with an exception set. */
-static int settle_lock(Chan *self)
-{
-    int rc;
-    WAIT_NOGIL(rc, rr_lock_settle(self->ch, RR_FOREVER));
-    if (rc < 0) {
-        raise_core(self->st, rc, NULL, NULL);
-        return -1;
-    }
-    return 0;
-}
-
 /* Pairs (data, id) taken from the Str queue, at most `max`; `deadline` bounds
  * the wait for the first. The payloads are built while the queue lock is
  * held (no Python code runs then) and only what was built is consumed. */
@@ -1091,15 +1133,20 @@ static PyObject *str_take(Chan *self, uint32_t max, int64_t deadline, int as_lis
     for (;;) {
         n = rr_str_recv_begin(ch, RR_TRY);
         if (n == -EBUSY) {
-            if (settle_lock(self) < 0)
+            int late = settle_lock(self, deadline);
+            if (late < 0)
                 return NULL;
+            if (late) {
+                n = -EAGAIN; /* the lock stayed busy to the deadline */
+                break;
+            }
             continue;
         }
         if (n != -EAGAIN || deadline == RR_NOWAIT)
             break;
         /* Wait without the GIL and without the queue lock (never hold the lock
          * while taking the GIL back), then try again: another worker may win. */
-        WAIT_NOGIL(n, rr_wait_request(ch, deadline));
+        WAIT_SLICED(n, deadline, rr_wait_request(ch, dl));
         if (n == -EAGAIN)
             deadline = RR_NOWAIT; /* timed out: one last try */
         else if (n < 0)
@@ -1175,7 +1222,7 @@ static PyObject *int_take(Chan *self, int64_t deadline)
     uint64_t id;
     int rc = rr_int_recv(self->ch, RR_NOWAIT, &value, &id);
     if (rc == -EAGAIN && deadline != RR_NOWAIT)
-        WAIT_NOGIL(rc, rr_int_recv(self->ch, deadline, &value, &id));
+        WAIT_SLICED(rc, deadline, rr_int_recv(self->ch, dl, &value, &id));
     if (rc == -EAGAIN)
         Py_RETURN_NONE;
     if (rc < 0)
@@ -1314,7 +1361,7 @@ static int send_one(Chan *self, PyObject *data, int64_t deadline, uint64_t *id)
             return -1;
         rc = rr_int_send(ch, v, RR_NOWAIT, id);
         if (rc == -EAGAIN && deadline != RR_NOWAIT)
-            WAIT_NOGIL(rc, rr_int_send(ch, v, deadline, id));
+            WAIT_SLICED(rc, deadline, rr_int_send(ch, v, dl, id));
     } else {
         payload p;
         if (payload_get(data, &p) < 0)
@@ -1326,21 +1373,26 @@ static int send_one(Chan *self, PyObject *data, int64_t deadline, uint64_t *id)
             payload_release(&p);
             return -1;
         }
-        if (p.len >= GIL_FREE_COPY) {
-            Py_BEGIN_ALLOW_THREADS rc = rr_str_send(ch, p.ptr, (size_t)p.len, p.flags, RR_NOWAIT,
-                                                    id);
-            Py_END_ALLOW_THREADS
-        } else {
-            do /* with the GIL: never wait for the queue lock while holding it */
+        int late = 0;
+        for (;;) { /* with the GIL: never wait for the queue lock while holding it */
+            if (p.len >= GIL_FREE_COPY) {
+                Py_BEGIN_ALLOW_THREADS rc = rr_str_send(ch, p.ptr, (size_t)p.len, p.flags,
+                                                        RR_TRY, id);
+                Py_END_ALLOW_THREADS
+            } else {
                 rc = rr_str_send(ch, p.ptr, (size_t)p.len, p.flags, RR_TRY, id);
-            while (rc == -EBUSY && settle_lock(self) == 0);
-            if (rc == -EBUSY) {
-                payload_release(&p);
-                return -1;
             }
+            if (rc != -EBUSY || (late = settle_lock(self, deadline)) != 0)
+                break;
         }
-        if (rc == -EAGAIN && deadline != RR_NOWAIT)
-            WAIT_NOGIL(rc, rr_str_send(ch, p.ptr, (size_t)p.len, p.flags, deadline, id));
+        if (late < 0) {
+            payload_release(&p);
+            return -1;
+        }
+        if (late)
+            rc = -EAGAIN; /* the lock stayed busy to the deadline */
+        else if (rc == -EAGAIN && deadline != RR_NOWAIT)
+            WAIT_SLICED(rc, deadline, rr_str_send(ch, p.ptr, (size_t)p.len, p.flags, dl, id));
         payload_release(&p);
     }
     if (rc == -EAGAIN)
@@ -1357,7 +1409,7 @@ static int send_one(Chan *self, PyObject *data, int64_t deadline, uint64_t *id)
 }
 
 /* The response to `id` as an object; NULL with no error set if it is not
- * there (stale, or not ready and *ready set to 0). */
+ * there (*stale says whether it never will be). */
 static PyObject *collect(Chan *self, uint64_t id, int *stale)
 {
     rr_resp r;
@@ -1369,10 +1421,12 @@ static PyObject *collect(Chan *self, uint64_t id, int *stale)
     }
     PyObject *obj = self->variant == RR_VARIANT_INT ? PyLong_FromLongLong(r.value)
                                                     : payload_object(r.data, r.len, r.flags);
-    if (!obj)
+    if (!obj) {
+        rr_resp_unview(self->ch, id); /* leave the reply for another try */
         return NULL;
+    }
     if (rr_resp_release(self->ch, id) < 0) {
-        /* the slot moved while we copied: what we read is not ours */
+        /* reclaimed under us (only a sweep that took us for dead does that) */
         Py_DECREF(obj);
         *stale = 1;
         return NULL;
@@ -1419,7 +1473,7 @@ static PyObject *wait_collect(Chan *self, uint64_t id, int64_t deadline)
         }
         if (rc == -EAGAIN || deadline == RR_NOWAIT)
             Py_RETURN_NONE;
-        WAIT_NOGIL(rc, rr_resp_wait(self->ch, id, deadline));
+        WAIT_SLICED(rc, deadline, rr_resp_wait(self->ch, id, dl));
         if (rc == -EINTR)
             return NULL;
         if (rc == -EOWNERDEAD)
