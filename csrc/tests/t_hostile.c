@@ -2,7 +2,9 @@
  * bodies. Opening must refuse bad headers with -RR_EFORMAT (never map them),
  * and no content of a mapped channel may make a call read or write outside
  * the mapping (ASan watches) or block past its deadline (alarm watches). */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "tu.h"
 #include "rr_internal.h" /* rr_hdr_geom: where the header fields are */
 
@@ -185,7 +187,7 @@ typedef struct field {
 
 #define F(x) {#x, offsetof(rr_hdr_geom, x), sizeof(((rr_hdr_geom *)0)->x)}
 static const field fields[] = {
-    F(version), F(variant), F(total_size), F(req_cap), F(resp_slots), F(resp_size),
+    F(version), F(variant), F(total_size), F(req_cap), F(resp_slots), F(resp_size), F(off_bells),
     F(slot_stride), F(arena_cap), F(off_cells), F(off_slots), F(off_arena),
 };
 #undef F
@@ -210,6 +212,8 @@ static const field *field_named(const char *name)
             return &fields[i];
     return NULL;
 }
+
+static bool header_valid(const uint8_t *b, size_t len, uint32_t variant);
 
 TEST("hostile", hostile_header_fields)
 {
@@ -244,6 +248,10 @@ TEST("hostile", hostile_header_fields)
                     continue;
                 memcpy(b, im.b, im.len);
                 set_field(b, f, val);
+                /* some changes leave a consistent header (resp_size 199 has
+                 * the same slot stride as 200): those are not forgeries */
+                if (header_valid(b, im.len, v))
+                    continue;
                 snprintf(what, sizeof what, "variant %u, %s = %llu (was %llu)", v, f->name,
                          (unsigned long long)val, (unsigned long long)cur);
                 refused(what, b, im.len, v, &im.g);
@@ -338,6 +346,11 @@ static bool header_valid(const uint8_t *b, size_t len, uint32_t variant)
     rr_hdr_geom want;
     if (rr_layout_compute(&g, &want) != 0)
         return false;
+    /* every offset field of the header, whatever the core adds */
+    for (size_t i = 0; i < NFIELDS; i++)
+        if (strncmp(fields[i].name, "off_", 4) == 0
+            && get_field((const uint8_t *)&want, &fields[i]) != get_field(b, &fields[i]))
+            return false;
     return want.off_cells == h.off_cells && want.off_slots == h.off_slots
         && want.off_arena == h.off_arena && want.slot_stride == h.slot_stride
         && want.total_size == h.total_size && h.total_size == len
@@ -510,7 +523,10 @@ static void body_ops(rr_chan *c, uint32_t v, const uint8_t *img, uint64_t *seed)
     rr_get_stats(c, &s);
     CHECK_EQ(rr_clear(c), 0);
     rr_get_stats(c, &s);
-    CHECK_EQ(s.size, 0);
+    /* Str: clear resets head to tail. Int: clear pops what it can; cells
+     * whose turn is garbage stay (see fork_int_producer_died_mid_push). */
+    if (v == STR)
+        CHECK_EQ(s.size, 0);
 }
 
 TEST_T("hostile", hostile_body_fuzz, 120)

@@ -1,7 +1,9 @@
 /* Thread concurrency: many producers and consumers on one anonymous channel
  * (each with its own handle from rr_chan_share, or all on one handle), and
  * cancel-vs-reply races. This group is what run.sh runs under TSan. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "echo.h"
 
 #include <pthread.h>
@@ -64,6 +66,8 @@ typedef struct echo_run {
 
 static void run_threads(const echo_run *r)
 {
+    if (tu_failures())
+        return; /* an earlier run of this test failed: its report is enough */
     rr_chan *base = tu_anon(r->variant, r->req_cap, r->slots,
                             r->variant == STR ? r->max_len : 0, r->arena);
     REQUIRE(base);
@@ -116,21 +120,21 @@ TEST_T("threads", threads_echo_str, 120)
 {
     /* a small arena and ring, fewer slots than requests in flight: every
      * wait path (slot, queue room, arena room, reply) is exercised */
-    echo_run r = {STR, 4, 3, 6, tu_n(4000), 16, 16, 600, 4096, false, false};
+    echo_run r = {STR, 4, 3, 6, tu_n(20000), 16, 16, 600, 4096, false, false};
     run_threads(&r);
-    echo_run r2 = {STR, 3, 2, 4, tu_n(3000), 64, 64, 300, 0, true, false};
+    echo_run r2 = {STR, 3, 2, 4, tu_n(15000), 64, 64, 300, 0, true, false};
     run_threads(&r2);
-    echo_run r3 = {STR, 1, 4, 8, tu_n(4000), 8, 8, 100, 4096, false, false};
+    echo_run r3 = {STR, 1, 4, 8, tu_n(20000), 8, 8, 100, 4096, false, false};
     run_threads(&r3);
 }
 
 TEST_T("threads", threads_echo_int, 120)
 {
-    echo_run r = {INT, 4, 3, 6, tu_n(6000), 16, 16, 8, 0, false, false};
+    echo_run r = {INT, 4, 3, 6, tu_n(30000), 16, 16, 8, 0, false, false};
     run_threads(&r);
-    echo_run r2 = {INT, 3, 3, 4, tu_n(4000), 4, 64, 8, 0, true, false};
+    echo_run r2 = {INT, 3, 3, 4, tu_n(20000), 4, 64, 8, 0, true, false};
     run_threads(&r2);
-    echo_run r3 = {INT, 5, 1, 3, tu_n(3000), 1, 4, 8, 0, false, false}; /* ring of one */
+    echo_run r3 = {INT, 5, 1, 3, tu_n(1000), 1, 4, 8, 0, false, false}; /* ring of one */
     run_threads(&r3);
 }
 
@@ -138,9 +142,9 @@ TEST_T("threads", threads_echo_int, 120)
  * or a monitoring thread does). */
 TEST_T("threads", threads_stats_while_busy, 120)
 {
-    echo_run r = {STR, 2, 2, 4, tu_n(3000), 16, 16, 200, 4096, false, true};
+    echo_run r = {STR, 2, 2, 4, tu_n(15000), 16, 16, 200, 4096, false, true};
     run_threads(&r);
-    echo_run r2 = {INT, 2, 2, 4, tu_n(3000), 16, 16, 8, 0, false, true};
+    echo_run r2 = {INT, 2, 2, 4, tu_n(15000), 16, 16, 8, 0, false, true};
     run_threads(&r2);
 }
 
@@ -152,7 +156,7 @@ typedef struct race {
     long rounds;
     bool overlap; /* after winning a cancel, send the next request at once */
     _Atomic long ready, done;
-    _Atomic int wrc;
+    _Atomic int *wrc; /* the worker's reply result, per round */
     long cancel_wins, reply_wins;
 } race;
 
@@ -249,7 +253,7 @@ static void *race_worker(void *p)
         int n = snprintf(buf, sizeof buf, "resp %ld", k);
         int rc = r->variant == STR ? rr_str_reply(r->wc, id, buf, (size_t)n, 0)
                                    : rr_int_reply(r->wc, id, -k);
-        atomic_store(&r->wrc, rc);
+        atomic_store(&r->wrc[k], rc);
         atomic_store(&r->done, k);
         prev = id;
     }
@@ -258,6 +262,8 @@ static void *race_worker(void *p)
 
 static void run_race(uint32_t variant, bool one_handle, bool overlap, long rounds)
 {
+    if (tu_failures())
+        return;
     race r = {0};
     r.variant = variant;
     r.rounds = rounds;
@@ -267,6 +273,7 @@ static void run_race(uint32_t variant, bool one_handle, bool overlap, long round
     r.wc = r.cc;
     if (!one_handle)
         REQUIRE_EQ(rr_chan_share(r.cc, &r.wc), 0);
+    r.wrc = calloc((size_t)rounds + 2, sizeof *r.wrc);
     pthread_t th;
     REQUIRE(pthread_create(&th, NULL, race_worker, &r) == 0);
     uint64_t seed = 7, id = 0, prev = 0;
@@ -301,7 +308,7 @@ static void run_race(uint32_t variant, bool one_handle, bool overlap, long round
             tu_fail(__FILE__, __LINE__, "round %ld: worker never replied", k);
             break;
         }
-        int wrc = atomic_load(&r.wrc);
+        int wrc = atomic_load(&r.wrc[k]);
         if (crc == 0 && wrc == -ESTALE) {
             r.cancel_wins++;
             rr_resp resp;
@@ -322,10 +329,20 @@ static void run_race(uint32_t variant, bool one_handle, bool overlap, long round
         prev = id;
         if (have) {
             id = next;
-            /* the cancelled reply did not land in the new request's slot */
+            /* the cancelled reply did not land in the new request's slot (the
+             * worker may have answered the new one already: then it is that) */
             rr_resp resp;
             int v = rr_resp_view(r.cc, id, &resp);
-            CHECK_MSG(v == -EAGAIN, "round %ld: new request already has a reply (%d)", k + 1, v);
+            if (v == 0) {
+                char want[32];
+                int n = snprintf(want, sizeof want, "resp %ld", k + 1);
+                bool ok = variant == STR
+                    ? resp.len == (uint32_t)n && memcmp(resp.data, want, (size_t)n) == 0
+                    : resp.value == -(k + 1);
+                CHECK_MSG(ok, "round %ld: the new request holds another request's reply", k + 1);
+            } else {
+                CHECK_MSG(v == -EAGAIN, "round %ld: view of the new request: %d", k + 1, v);
+            }
         }
     }
     pthread_join(th, NULL);
@@ -340,11 +357,12 @@ static void run_race(uint32_t variant, bool one_handle, bool overlap, long round
     if (r.wc != r.cc)
         rr_close(r.wc);
     rr_close(r.cc);
+    free(r.wrc);
 }
 
 TEST_T("threads", threads_cancel_vs_reply, 120)
 {
-    long n = tu_n(1500);
+    long n = tu_n(5000);
     run_race(STR, false, false, n);
     run_race(INT, false, false, n);
     run_race(STR, true, false, n / 2);
@@ -399,7 +417,7 @@ TEST_T("threads", threads_many_sleepers, 120)
     pthread_t th[W];
     waiter_arg args[W];
     rr_chan *h[W];
-    long rounds = tu_n(300);
+    long rounds = tu_n(1000);
     for (int i = 0; i < W; i++) {
         REQUIRE_EQ(rr_chan_share(c, &h[i]), 0);
         rr_set_spin(h[i], 0);
@@ -437,4 +455,172 @@ TEST_T("threads", threads_many_sleepers, 120)
     CHECK_EQ(s.slots_free, W);
     CHECK_EQ(s.replies, (uint64_t)W * (uint64_t)rounds);
     rr_close(c);
+}
+
+/* ---- clear while requests flow ----
+ * Clear may drop any request and free any slot at any moment; what must hold
+ * is that nobody ever reads a response meant for another request (a copy is
+ * only trusted when rr_resp_release succeeds) and that the channel is whole
+ * at the end. */
+typedef struct clr {
+    rr_chan *c;
+    _Atomic int stop;
+    _Atomic long verified, dropped, cleared;
+    int idx;
+} clr;
+
+typedef struct clr_arg {
+    clr *s;
+    rr_chan *h;
+    int idx;
+} clr_arg;
+
+/* The reader's copy of a response: rr_resp_view pins the slot, so clear()
+ * cannot free it (nor a writer reuse it) while this runs. */
+__attribute__((noinline)) static void copy_response(void *dst, const void *src, size_t n)
+{
+    memcpy(dst, src, n);
+}
+
+static void *clr_producer(void *p)
+{
+    clr_arg *a = p;
+    uint8_t buf[72], want[72], copy[72];
+    uint64_t seed = (uint64_t)a->idx + 1;
+    for (uint32_t seq = 0; !atomic_load(&a->s->stop) && tu_failures() == 0; seq++) {
+        uint32_t len = 8 + (uint32_t)(tu_rand(&seed) % 57);
+        uint64_t tag = (uint64_t)a->idx << 32 | seq;
+        tu_fill_tagged(buf, len, tag);
+        uint64_t id;
+        int rc = rr_str_send(a->h, buf, len, 0, tu_ms(200), &id);
+        if (rc == -EAGAIN)
+            continue;
+        if (rc != 0) {
+            tu_fail(__FILE__, __LINE__, "send: %s", tu_err(rc));
+            break;
+        }
+        rc = rr_resp_wait(a->h, id, tu_ms(200));
+        if (rc == -ESTALE) {
+            atomic_fetch_add(&a->s->dropped, 1); /* cleared */
+            continue;
+        }
+        if (rc == -EAGAIN) {
+            rc = rr_cancel(a->h, id);
+            if (rc == 0 || rc == -ESTALE) {
+                atomic_fetch_add(&a->s->dropped, 1);
+                continue;
+            }
+            rc = rr_resp_wait(a->h, id, tu_ms(2000)); /* -EBUSY: it is coming */
+            if (rc == -ESTALE) {
+                atomic_fetch_add(&a->s->dropped, 1);
+                continue;
+            }
+        }
+        if (rc != 0) {
+            tu_fail(__FILE__, __LINE__, "resp_wait: %s", tu_err(rc));
+            break;
+        }
+        rr_resp r;
+        rc = rr_resp_view(a->h, id, &r);
+        uint32_t rlen = 0;
+        if (rc == 0) {
+            rlen = r.len <= sizeof copy ? r.len : 0;
+            copy_response(copy, r.data, rlen);
+        }
+        if (rc != 0 || rr_resp_release(a->h, id) != 0) {
+            atomic_fetch_add(&a->s->dropped, 1); /* moved under us: discard */
+            continue;
+        }
+        tu_fill_tagged(want, len, tag);
+        bool ok = rlen == len;
+        for (uint32_t i = 0; ok && i < len; i++)
+            ok = copy[i] == (uint8_t)(want[i] ^ 0xa5);
+        if (!ok)
+            tu_fail(__FILE__, __LINE__, "a response that is not the answer to %#llx",
+                    (unsigned long long)tag);
+        atomic_fetch_add(&a->s->verified, 1);
+    }
+    return NULL;
+}
+
+static void *clr_consumer(void *p)
+{
+    clr_arg *a = p;
+    uint8_t buf[72];
+    while (!atomic_load(&a->s->stop) && tu_failures() == 0) {
+        int n = rr_str_recv_begin(a->h, tu_ms(10));
+        if (n == -EAGAIN)
+            continue;
+        if (n <= 0) {
+            tu_fail(__FILE__, __LINE__, "recv_begin: %d", n);
+            break;
+        }
+        rr_entry e;
+        int rc = rr_str_recv_peek(a->h, 0, &e);
+        uint32_t len = rc == 0 && e.len <= sizeof buf ? e.len : 0;
+        uint64_t id = e.id, tag;
+        if (len)
+            memcpy(buf, e.data, len);
+        rr_str_recv_end(a->h, 1);
+        if (!tu_check_tagged(buf, len, &tag)) {
+            tu_fail(__FILE__, __LINE__, "corrupt request (%u bytes)", len);
+            continue;
+        }
+        for (uint32_t i = 0; i < len; i++)
+            buf[i] ^= 0xa5;
+        rc = rr_str_reply(a->h, id, buf, len, 0);
+        if (rc != 0 && rc != -ESTALE)
+            tu_fail(__FILE__, __LINE__, "reply: %s", tu_err(rc));
+    }
+    return NULL;
+}
+
+static void *clr_clearer(void *p)
+{
+    clr_arg *a = p;
+    while (!atomic_load(&a->s->stop)) {
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+        int rc = rr_clear(a->h);
+        if (rc != 0)
+            tu_fail(__FILE__, __LINE__, "clear: %s", tu_err(rc));
+        atomic_fetch_add(&a->s->cleared, 1);
+    }
+    return NULL;
+}
+
+TEST_T("threads", threads_clear_under_load, 120)
+{
+    clr s = {0};
+    s.c = tu_anon(STR, 16, 8, 64, 0);
+    REQUIRE(s.c);
+    enum { N = 5 };
+    pthread_t th[N];
+    clr_arg args[N];
+    void *(*fns[N])(void *) = {clr_producer, clr_producer, clr_consumer, clr_consumer,
+                               clr_clearer};
+    for (int i = 0; i < N; i++) {
+        args[i] = (clr_arg){&s, NULL, i};
+        REQUIRE_EQ(rr_chan_share(s.c, &args[i].h), 0);
+        REQUIRE(pthread_create(&th[i], NULL, fns[i], &args[i]) == 0);
+    }
+    struct timespec ts = {0, (long)(tu_n(1000) < 1000 ? tu_n(1000) : 999) * 1000000};
+    nanosleep(&ts, NULL);
+    atomic_store(&s.stop, 1);
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        rr_close(args[i].h);
+    }
+    CHECK_EQ(rr_clear(s.c), 0);
+    rr_stats st;
+    rr_get_stats(s.c, &st);
+    CHECK_EQ(st.size, 0);
+    CHECK_EQ(st.slots_free, 8);
+    CHECK_EQ(st.arena_used, 0);
+    tu_note("%ld responses verified, %ld dropped by %ld clears", atomic_load(&s.verified),
+            atomic_load(&s.dropped), atomic_load(&s.cleared));
+    CHECK(atomic_load(&s.verified) > 0);
+    uint64_t id;
+    CHECK_EQ(rr_str_send(s.c, "ok", 2, 0, RR_NOWAIT, &id), 0);
+    rr_close(s.c);
 }

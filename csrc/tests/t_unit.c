@@ -1,6 +1,8 @@
 /* Single-threaded checks of the public API (plus a few helper threads where a
  * call has to be woken or interrupted). */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "tu.h"
 
 #include <fcntl.h>
@@ -422,14 +424,14 @@ TEST("unit", str_roundtrip)
     REQUIRE(c);
     uint64_t id = 0;
     CHECK_EQ(rr_str_recv_begin(c, RR_NOWAIT), -EAGAIN);
-    CHECK_EQ(rr_str_wait_request(c, RR_NOWAIT), -EAGAIN);
+    CHECK_EQ(rr_wait_request(c, RR_NOWAIT), -EAGAIN);
     REQUIRE_EQ(rr_str_send(c, "hello", 5, RR_FLAG_UTF8, RR_NOWAIT, &id), 0);
     CHECK(rr_id_index(id) < 4);
     CHECK(rr_id_gen(id) != 0);
     CHECK_EQ(rr_id_live(c, id), 1);
     CHECK_EQ(rr_size(c), 1);
-    CHECK_EQ(rr_str_wait_request(c, RR_NOWAIT), 0);
-    CHECK_EQ(rr_str_wait_request(c, tu_ms(100)), 0);
+    CHECK_EQ(rr_wait_request(c, RR_NOWAIT), 0);
+    CHECK_EQ(rr_wait_request(c, tu_ms(100)), 0);
     CHECK_EQ(rr_size(c), 1); /* waiting does not consume */
 
     /* not ready yet */
@@ -486,7 +488,7 @@ TEST("unit", str_roundtrip)
     CHECK_EQ(rr_str_recv_begin(c, tu_ms(30)), -EAGAIN);
     ms = tu_elapsed_ms(t0);
     CHECK_MSG(ms >= 29 && ms < 2000, "recv_begin(30 ms) took %.1f ms", ms);
-    CHECK_EQ(rr_str_wait_request(c, tu_ms(10)), -EAGAIN);
+    CHECK_EQ(rr_wait_request(c, tu_ms(10)), -EAGAIN);
     /* a deadline already in the past */
     CHECK_EQ(rr_str_recv_begin(c, rr_now_ns() - 1000000000), -EAGAIN);
 
@@ -632,8 +634,12 @@ TEST("unit", int_roundtrip)
     int64_t v;
     uint64_t id;
     CHECK_EQ(rr_int_recv(c, RR_NOWAIT, &v, &id), -EAGAIN);
+    CHECK_EQ(rr_wait_request(c, RR_NOWAIT), -EAGAIN);
+    CHECK_EQ(rr_wait_request(c, tu_ms(10)), -EAGAIN);
     for (int i = 0; i < 7; i++)
         REQUIRE_EQ(rr_int_send(c, vals[i], RR_NOWAIT, &ids[i]), 0);
+    CHECK_EQ(rr_size(c), 7);
+    CHECK_EQ(rr_wait_request(c, RR_NOWAIT), 0);
     CHECK_EQ(rr_size(c), 7);
     for (int i = 0; i < 7; i++) {
         REQUIRE_EQ(rr_int_recv(c, RR_NOWAIT, &v, &id), 0);
@@ -1242,7 +1248,7 @@ TEST("unit", eintr_waits)
     CHECK(tu_elapsed_ms(t0) < 2000);
     tu_interrupt_join(t);
     t = tu_interrupt_start(40);
-    CHECK_EQ(rr_str_wait_request(c, tu_ms(5000)), -EINTR);
+    CHECK_EQ(rr_wait_request(c, tu_ms(5000)), -EINTR);
     tu_interrupt_join(t);
 
     REQUIRE_EQ(send_s(c, "only", &id), 0);

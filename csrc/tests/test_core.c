@@ -7,7 +7,9 @@
  * RR_TEST_SCALE multiplies iteration counts (e.g. 0.3 under ThreadSanitizer).
  * The last line is always "N passed, N failed"; the exit status is 1 if any
  * test failed. Every test runs under an alarm() watchdog. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "tu.h"
 
 #include <dirent.h>
@@ -342,15 +344,22 @@ void tu_wait_ok(pid_t pid, int64_t deadline, const char *what)
 struct tu_interrupt {
     pthread_t th, target;
     unsigned ms;
+    _Atomic int stop;
 };
 
+/* Signals the target every `ms` until joined: a signal that lands between two
+ * sleeps of a polling wait (outside the futex call) cannot interrupt it, as
+ * with any wait that is not a single system call; the next one does. */
 static void *interrupt_main(void *arg)
 {
     tu_interrupt *t = arg;
-    struct timespec ts = {t->ms / 1000, (long)(t->ms % 1000) * 1000000};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-    pthread_kill(t->target, SIGUSR1);
+    while (!atomic_load(&t->stop)) {
+        struct timespec ts = {t->ms / 1000, (long)(t->ms % 1000) * 1000000};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+        if (!atomic_load(&t->stop))
+            pthread_kill(t->target, SIGUSR1);
+    }
     return NULL;
 }
 
@@ -371,6 +380,7 @@ void tu_interrupt_join(tu_interrupt *t)
 {
     if (!t)
         return;
+    atomic_store(&t->stop, 1);
     pthread_join(t->th, NULL);
     free(t);
 }
