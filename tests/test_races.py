@@ -1,0 +1,389 @@
+"""Races between processes, as tests (SPEC sections 2 and 4):
+
+* cancel against reply (and against a second, duplicate reply): exactly one wins;
+* clear() against callers blocked in get_wait / req / send_wait / recv_wait, in this process
+  and in another one: all are woken with the documented outcome;
+* many processes creating the same path at once: one geometry, everyone can talk to
+  everyone; clients opening while the channel is being created.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fault_helpers import Shared
+from helpers import (
+    JOIN,
+    Client,
+    IntClient,
+    IntServer,
+    Server,
+    ThreadCall,
+    children,
+    fork_call,
+)
+
+import reqrep
+
+pytestmark = pytest.mark.timeout(180, method="thread")
+
+VARIANTS = ["str", "int"]
+
+
+def _server(variant: str, path: Path, **geometry: Any) -> Any:
+    if variant == "str":
+        geometry.setdefault("resp_size", 64)
+        return Server(path, **geometry)
+    return IntServer(path, **geometry)
+
+
+def _client(variant: str, path: Path) -> Any:
+    return Client(path) if variant == "str" else IntClient(path)
+
+
+def _v(variant: str, n: int) -> Any:
+    return n if variant == "int" else b"v%d" % n
+
+
+def _answer(variant: str, n: int, who: int) -> Any:
+    return -(n * 10 + who) if variant == "int" else b"a%d/%d" % (n, who)
+
+
+def _spin_until(pred: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    i = 0
+    while not pred():
+        i += 1
+        if i % 1000 == 0:
+            if time.monotonic() > deadline:
+                raise AssertionError("a peer did not reach the barrier in time")
+            os.sched_yield()
+
+
+def _busy(n: int) -> None:
+    for _ in range(n):
+        pass
+
+
+# --------------------------------------------------------------------------- cancel vs reply
+
+ROUND, TAKEN, GO, RESULT = 0, 1, 2, 4  # shared words; RESULT + k for replier k
+
+
+@pytest.mark.parametrize("repliers", [1, 2], ids=["reply", "reply-twice"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_cancel_against_reply_exactly_one_wins(variant: str, repliers: int,
+                                               tmp_path: Path) -> None:
+    """Each round: the worker takes the request, then it (and, with reply-twice, a second
+    process replying to the same id) and the client's cancel go at the same moment, with
+    random jitter on every side. Exactly one wins; when a reply won, get returns exactly
+    that reply; nothing is left in the slot either way."""
+    rounds = 400
+    path = tmp_path / "chan.rr"
+    s = _server(variant, path, req_cap=4, resp_slots=2)
+    c = _client(variant, path)
+    sh = Shared(16)
+    seed = random.randrange(2**32)
+    print(f"seed={seed}")
+
+    def replier(k: int) -> int:
+        srv = _server(variant, path)
+        rnd = random.Random(seed + k)
+        for r in range(1, rounds + 1):
+            if k == 0:
+                got = srv.recv_wait(timeout=20)
+                assert got is not None, f"round {r}: nothing to take"
+                assert got[0] == _v(variant, r)
+                sh[TAKEN] = got[1]
+                sh[ROUND] = r
+            else:
+                _spin_until(lambda r=r: sh[ROUND] == r)
+            _spin_until(lambda r=r: sh[GO] == r)
+            _busy(rnd.randrange(300))
+            ok = srv.reply(sh[TAKEN], _answer(variant, r, k))
+            sh[RESULT + k] = r << 1 | int(ok)
+        return rounds
+
+    outcomes: Counter[str] = Counter()
+    rnd = random.Random(seed)
+    with s, c, children() as kids:
+        for k in range(repliers):
+            kids.append(fork_call(lambda k=k: replier(k), watchdog=170))
+        for r in range(1, rounds + 1):
+            ident = c.send(_v(variant, r))
+            assert ident is not None, f"round {r}: no slot"
+            _spin_until(lambda r=r: sh[ROUND] == r)
+            assert sh[TAKEN] == ident
+            sh[GO] = r
+            _busy(rnd.randrange(2000))
+            cancelled = c.cancel(ident)
+            _spin_until(lambda r=r: all(sh[RESULT + k] >> 1 == r for k in range(repliers)))
+            replied = [k for k in range(repliers) if sh[RESULT + k] & 1]
+            winners = len(replied) + int(cancelled)
+            assert winners == 1, (f"round {r}: cancel={cancelled} replies={replied}: "
+                                  "exactly one must win")
+            if cancelled:
+                outcomes["cancel"] += 1
+                assert c.get(ident) is None
+            else:
+                outcomes[f"reply{replied[0]}"] += 1
+                assert c.get_wait(ident, timeout=10) == _answer(variant, r, replied[0])
+                assert c.get(ident) is None  # collected once
+            assert c.pending() == 0
+            st = s.stats()
+            assert (st["slots_free"], st["slots_acquired"], st["slots_ready"]) == (2, 0, 0), st
+        for kid in kids:
+            assert kid.result(timeout=30) == rounds
+    print(dict(outcomes))
+    assert sum(outcomes.values()) == rounds
+
+
+# --------------------------------------------------------------------------- clear vs waiters
+
+
+def _blocked_callers(variant: str, path: Path, sh: Shared) -> dict[str, Any]:
+    """Block a get_wait, a req and a send_wait (req_cap 4, resp_slots 8, no worker), say so,
+    wait for the clear, report what each got."""
+    s = _server(variant, path)
+    c = _client(variant, path)
+    waited_id = c.send(_v(variant, 1))  # taken by a live worker (us) that never answers
+    got = s.recv()
+    assert got is not None and got[1] == waited_id
+    getter = ThreadCall(c.get_wait, waited_id, timeout=30)
+    fillers = [c.send(_v(variant, 10 + i)) for i in range(3)]  # 3 + the req = req_cap
+    assert None not in fillers
+    requester = ThreadCall(c.req, _v(variant, 2), timeout=30)
+    deadline = time.monotonic() + 10
+    while s.size() < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert s.size() == 4, "the req never got into the queue"
+    sender = ThreadCall(c.send_wait, _v(variant, 3), timeout=30)  # the queue is full
+    time.sleep(0.3)
+    calls = (("get_wait", getter), ("req", requester), ("send_wait", sender))
+    blocked = {name: t.is_alive() for name, t in calls}
+    sh[0] = 1  # ready for the clear
+    _spin_until(lambda: sh[1] == 1, timeout=30)
+    t_clear = sh.get_float(2)
+    out: dict[str, Any] = {"blocked": blocked}
+    for name, t in calls:
+        t.thread.join(JOIN)
+        out[name] = ("still blocked" if t.is_alive() else
+                     f"raised {t.error!r}" if t.error is not None else t.value)
+        out[name + "_s"] = (t.finished_at - t_clear) if t.finished_at else None
+    out["queued"] = s.recv()
+    out["fillers_after"] = [c.get(i) for i in fillers]
+    if isinstance(out["send_wait"], int) and out["queued"] is not None:
+        out["reply_to_sent"] = s.reply(out["send_wait"], _v(variant, 4))
+        out["collected"] = c.get_wait(out["send_wait"], timeout=5)
+    out["pending"] = c.pending()
+    st = s.stats()
+    out["stats"] = {k: st[k] for k in ("size", "slots_free", "slots_acquired", "slots_ready")}
+    return out
+
+
+def _clear_when_ready(variant: str, path: Path, sh: Shared) -> str:
+    s = _server(variant, path)
+    _spin_until(lambda: sh[0] == 1, timeout=30)
+    sh.set_float(2, time.monotonic())
+    s.clear()
+    sh[1] = 1
+    return "cleared"
+
+
+@pytest.mark.parametrize("waiters", ["here", "other-process"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_clear_wakes_every_blocked_caller(variant: str, waiters: str, tmp_path: Path) -> None:
+    """A clear() from another process wakes everyone at once: get_wait and req return None
+    (their requests were dropped); send_wait, which was waiting for room, gets its request
+    into the emptied queue, and that request is live: a worker can answer it."""
+    path = tmp_path / "chan.rr"
+    sh = Shared(8)
+    with _server(variant, path, req_cap=4, resp_slots=8), children() as kids:
+        if waiters == "here":
+            kids.append(fork_call(lambda: _clear_when_ready(variant, path, sh), watchdog=120))
+            out = _blocked_callers(variant, path, sh)
+            assert kids[0].result(timeout=30) == "cleared"
+        else:
+            kid = fork_call(lambda: _blocked_callers(variant, path, sh), watchdog=120)
+            kids.append(kid)
+            _clear_when_ready(variant, path, sh)
+            out = kid.result(timeout=90)
+    print(out)
+    assert all(out["blocked"].values()), f"not every caller was blocked: {out['blocked']}"
+    assert out["get_wait"] is None, out
+    assert out["req"] is None, out
+    for name in ("get_wait", "req", "send_wait"):
+        assert out[name + "_s"] is not None and out[name + "_s"] < 5.0, (name, out)
+    assert out["fillers_after"] == [None, None, None], out
+    # The woken send_wait either sent a live request (answerable) or sent nothing (None);
+    # returning an id that clear() already freed, with its request still delivered to a
+    # worker whose reply is then refused, is neither.
+    if out["send_wait"] is None:
+        assert out["queued"] is None, out
+    else:
+        assert out["queued"] == (_v(variant, 3), out["send_wait"]), out
+        assert out["reply_to_sent"] is True, \
+            f"send_wait returned an id that clear() had already freed: {out}"
+        assert out["collected"] == _v(variant, 4), out
+    assert out["pending"] == 0, out
+    assert out["stats"] == {"size": 0, "slots_free": 8, "slots_acquired": 0,
+                            "slots_ready": 0}, out
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_clear_against_blocked_receivers(variant: str, tmp_path: Path) -> None:
+    """Receivers asleep on an empty queue in two processes: clear() wakes them, they find
+    nothing and sleep on; every request sent after the clear reaches exactly one of them."""
+    path = tmp_path / "chan.rr"
+    sh = Shared(8)
+    with _server(variant, path, req_cap=8, resp_slots=8) as s, \
+            _client(variant, path) as c, children() as kids:
+
+        def receivers_elsewhere() -> list[Any]:
+            srv = _server(variant, path)
+            ts = [ThreadCall(srv.recv_wait, timeout=30) for _ in range(2)]
+            return [t.join(40) for t in ts]
+
+        kids.append(fork_call(receivers_elsewhere, watchdog=90))
+        here = [ThreadCall(s.recv_wait, timeout=30) for _ in range(2)]
+        time.sleep(0.5)  # everyone asleep
+        assert all(t.is_alive() for t in here)
+        kids.append(fork_call(lambda: _clear_when_ready(variant, path, sh), watchdog=60))
+        sh[0] = 1
+        assert kids[1].result(timeout=30) == "cleared"
+        time.sleep(0.3)
+        assert all(t.is_alive() for t in here), "a receiver returned from clear() with nothing"
+        ids = {c.send(_v(variant, 50 + i)): _v(variant, 50 + i) for i in range(4)}
+        assert None not in ids
+        got = [t.join() for t in here] + kids[0].result(timeout=40)
+    assert sorted(g[1] for g in got) == sorted(ids), got
+    assert all(ids[rid] == data for data, rid in got)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_clear_wakes_senders_waiting_for_a_slot(variant: str, tmp_path: Path) -> None:
+    """Three threads wait for a slot of a dry pool; clear() frees the pool and each of them
+    gets one (resp_slots = 3)."""
+    path = tmp_path / "chan.rr"
+    with _server(variant, path, req_cap=16, resp_slots=3) as s, _client(variant, path) as c:
+        held = [c.send(_v(variant, i)) for i in range(3)]
+        assert None not in held and c.send(_v(variant, 9)) is None
+        senders = [ThreadCall(c.send_wait, _v(variant, 20 + i), timeout=30) for i in range(3)]
+        time.sleep(0.3)
+        assert all(t.is_alive() for t in senders)
+
+        def clear() -> str:
+            s.clear()
+            return "ok"
+
+        with children() as kids:
+            kids.append(fork_call(clear, watchdog=60))
+            assert kids[0].result(timeout=30) == "ok"
+        ids = [t.join() for t in senders]
+        assert None not in ids and len(set(ids)) == 3
+        for ident in held:
+            assert c.get(ident) is None
+        got = sorted(s.recv()[0] for _ in range(3))
+        assert got == sorted(_v(variant, 20 + i) for i in range(3))
+        assert s.recv() is None
+
+
+# --------------------------------------------------------------------------- creation races
+
+N_CREATORS = 8
+
+
+def _creator(path: Path, i: int, sh: Shared, rnd_seed: int) -> dict[str, Any]:
+    geometry = {"req_cap": 8 << (i % 4), "resp_slots": 8 + i, "resp_size": 64 * (i + 1)}
+    _spin_until(lambda: sh[0] == 1)
+    _busy(random.Random(rnd_seed).randrange(2000))
+    s = Server(path, **geometry)
+    mine = (s.capacity, s.resp_slots, s.resp_size)
+    sh[1 + i] = 1
+    _spin_until(lambda: all(sh[1 + k] >= 1 for k in range(N_CREATORS)))
+    c = s.client()
+    ident = c.send(b"from %d" % i)
+    assert ident is not None
+    sh[1 + i] = 2
+    _spin_until(lambda: all(sh[1 + k] >= 2 for k in range(N_CREATORS)))
+    got = s.recv_wait(timeout=20)  # exactly one request each: everyone serves someone
+    assert got is not None
+    assert s.reply(got[1], got[0] + b" served by %d" % i)
+    resp = c.get_wait(ident, timeout=20)
+    return {"geometry": mine, "wanted": tuple(geometry.values()), "served": got[0],
+            "resp": resp, "size": os.path.getsize(path)}
+
+
+@pytest.mark.parametrize("round_", range(4))
+def test_many_processes_create_the_same_file(round_: int, tmp_path: Path) -> None:
+    path = tmp_path / "chan.rr"
+    sh = Shared(1 + N_CREATORS)
+    seed = random.randrange(2**32)
+    with children() as kids:
+        for i in range(N_CREATORS):
+            kids.append(fork_call(lambda i=i: _creator(path, i, sh, seed + i), watchdog=120))
+        time.sleep(0.1)
+        sh[0] = 1
+        results = [kid.result(timeout=60) for kid in kids]
+    geometries = {r["geometry"] for r in results}
+    assert len(geometries) == 1, f"several geometries: {geometries}"
+    (geometry,) = geometries
+    assert geometry in {r["wanted"] for r in results}, "a geometry nobody asked for"
+    assert len({r["size"] for r in results}) == 1
+    served = sorted(r["served"] for r in results)
+    assert served == sorted(b"from %d" % i for i in range(N_CREATORS))
+    for i, r in enumerate(results):
+        assert r["resp"] is not None and r["resp"].startswith(b"from %d served by " % i), r
+    with Client(path) as c:
+        assert (c.capacity, c.resp_slots, c.resp_size) == geometry
+
+
+def _eager_client(path: Path) -> dict[str, int]:
+    """Open the path as soon as it exists, retrying only while it does not."""
+    counts: Counter[str] = Counter()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            c = Client(path)
+        except FileNotFoundError:
+            counts["missing"] += 1
+            continue
+        except reqrep.ChannelFormatError as e:
+            counts[f"ChannelFormatError: {str(e).split(': ', 1)[-1]}"] += 1
+            return dict(counts)
+        c.close()
+        counts["opened"] += 1
+        return dict(counts)
+    return dict(counts)
+
+
+@pytest.mark.timeout(240, method="thread")
+def test_clients_opening_while_the_channel_is_created(tmp_path: Path) -> None:
+    """Clients that wait for the file to appear and open it at once never see a
+    half-created channel: creation is race-free (SPEC section 2). Many rounds: the window
+    is between the creator's open(O_CREAT) and its exclusive lock."""
+    rounds = 60
+    bad: Counter[str] = Counter()
+    opened = 0
+    for r in range(rounds):
+        path = tmp_path / f"chan{r}.rr"
+        with children() as kids:
+            for _ in range(3):
+                kids.append(fork_call(lambda path=path: _eager_client(path), watchdog=60))
+            time.sleep(0.02)  # the clients are spinning on FileNotFoundError
+            with Server(path, req_cap=64, resp_slots=8, resp_size=64):
+                results = [kid.result(timeout=40) for kid in kids]
+        for counts in results:
+            opened += counts.get("opened", 0)
+            bad.update({k: v for k, v in counts.items() if k.startswith("ChannelFormatError")})
+    print(f"opened={opened} refused={dict(bad)}")
+    assert bad == Counter(), (f"{sum(bad.values())} of {3 * rounds} clients saw the channel "
+                              f"half-created: {dict(bad)}")
+    assert opened == 3 * rounds
