@@ -1,0 +1,236 @@
+"""The catalogue of benchmark rows (SPEC section 6), in table order.
+
+A *case* is one thing that runs (in fresh processes, several times); it yields
+one or more *metrics*, and each metric is a line of the table in its group. The
+ratio column compares a line with the fastest peer (non-reqrep) line of the
+same group.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from fnmatch import fnmatchcase
+
+from reqrep.bench import peers
+from reqrep.bench.transports import (
+    BURST,
+    ReqrepInt,
+    ReqrepSingle,
+    ReqrepStr,
+    ReqrepStrBurst,
+    Transport,
+)
+
+BIG = 64 * 1024
+
+# Group names, in table order.
+ECHO = "1:1 echo, 12 B (1 client : 1 worker process)"
+SINGLE = "single-process echo (send, recv, reply, get)"
+BATCH = f"batch receive ({BURST} pipelined requests)"
+BIG_RT = "64 KiB echo (1 client : 1 worker)"
+BIG_BW = "64 KiB echo, throughput"
+MPMC = "MPMC (4 client : 2 worker processes)"
+P50 = "1:1 latency, p50"
+P99 = "1:1 latency, p99"
+ASYNCIO = "asyncio client (1 client : 1 worker)"
+LOADED = "1:1 echo with 1 extra busy process"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One line of the table produced by a case."""
+
+    key: str
+    group: str
+    unit: str
+    higher_is_better: bool = True
+    suffix: str = ""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark: a transport, a process layout and a client workload."""
+
+    id: str
+    label: str
+    make: Callable[[], Transport]
+    metrics: tuple[Metric, ...]
+    peer: bool = True
+    workload: str = "rate"
+    clients: int = 1
+    workers: int = 1
+    loaded: bool = False
+    requires: str | None = None
+
+    def missing(self) -> str | None:
+        """Why the case cannot run here (a missing optional package), or None."""
+        if self.requires and importlib.util.find_spec(self.requires) is None:
+            return f"{self.requires} not installed (pip install 'reqrep[bench]')"
+        return None
+
+
+def _rate(group: str) -> tuple[Metric, ...]:
+    return (Metric("rt_per_s", group, "rt/s"),)
+
+
+def _echo_cases(group: str, prefix: str, *, loaded: bool = False) -> list[Case]:
+    """The 1:1 echo rows; ``loaded`` gives the subset re-run next to a busy process."""
+    m = _rate(group)
+    rows = [
+        Case(f"{prefix}reqrep-str", "reqrep Str", ReqrepStr, m, peer=False),
+        Case(f"{prefix}reqrep-int", "reqrep Int", ReqrepInt, m, peer=False),
+        Case(
+            f"{prefix}reqrep-str-spin0", "reqrep Str, spin=0", lambda: ReqrepStr(0), m, peer=False
+        ),
+        Case(
+            f"{prefix}reqrep-int-spin0", "reqrep Int, spin=0", lambda: ReqrepInt(0), m, peer=False
+        ),
+        Case(f"{prefix}pipe", "os.pipe pair", peers.PipePair, m),
+        Case(f"{prefix}socketpair", "socket.socketpair", peers.SocketPair, m),
+        Case(f"{prefix}mp-pipe", "multiprocessing.Pipe", peers.MpPipe, m),
+        Case(f"{prefix}mp-queue", "multiprocessing.Queue pair", peers.MpQueues, m),
+        Case(f"{prefix}tcp", "TCP loopback (127.0.0.1)", peers.TcpLoopback, m),
+        Case(f"{prefix}zmq", "pyzmq REQ/REP over ipc://", peers.ZmqReqRep, m, requires="zmq"),
+        Case(f"{prefix}sysv", "sysv_ipc message queues", peers.SysvQueues, m, requires="sysv_ipc"),
+        Case(
+            f"{prefix}faster-fifo",
+            "faster-fifo queue pair",
+            peers.FasterFifoQueues,
+            m,
+            requires="faster_fifo",
+        ),
+    ]
+    if loaded:
+        keep = {"reqrep-str", "reqrep-int", "reqrep-str-spin0", "reqrep-int-spin0", "pipe"}
+        rows = [replace(c, loaded=True) for c in rows if c.id.removeprefix(prefix) in keep]
+    return rows
+
+
+def _single_cases() -> list[Case]:
+    m = _rate(SINGLE)
+    return [
+        Case(
+            "single-reqrep-str", "reqrep Str", lambda: ReqrepSingle("str"), m, peer=False, workers=0
+        ),
+        Case(
+            "single-reqrep-int", "reqrep Int", lambda: ReqrepSingle("int"), m, peer=False, workers=0
+        ),
+        Case("single-pipe", "os.pipe pair", peers.PipeSingle, m, workers=0),
+        Case("single-socketpair", "socket.socketpair", peers.SocketPairSingle, m, workers=0),
+    ]
+
+
+def _batch_cases() -> list[Case]:
+    m = _rate(BATCH)
+    return [
+        Case(
+            "batch-reqrep-str-multi",
+            "reqrep Str, worker recv_wait_multi",
+            lambda: ReqrepStrBurst(multi=True),
+            m,
+            peer=False,
+        ),
+        Case(
+            "batch-reqrep-str",
+            "reqrep Str, worker recv_wait",
+            lambda: ReqrepStrBurst(multi=False),
+            m,
+            peer=False,
+        ),
+        Case("batch-pipe", "os.pipe pair", peers.PipeBurst, m),
+    ]
+
+
+def _big_cases() -> list[Case]:
+    m = (
+        Metric("rt_per_s", BIG_RT, "rt/s"),
+        Metric("mib_per_s", BIG_BW, "MiB/s"),
+    )
+    return [
+        Case("64k-reqrep-str", "reqrep Str", lambda: ReqrepStr(size=BIG), m, peer=False),
+        Case("64k-pipe", "os.pipe pair", lambda: peers.PipePair(BIG), m),
+        Case("64k-socketpair", "socket.socketpair", lambda: peers.SocketPair(BIG), m),
+    ]
+
+
+def _mpmc_cases() -> list[Case]:
+    m = _rate(MPMC)
+    return [
+        Case("mpmc-reqrep-str", "reqrep Str", ReqrepStr, m, peer=False, clients=4, workers=2),
+        Case(
+            "mpmc-reqrep-str-spin0",
+            "reqrep Str, spin=0",
+            lambda: ReqrepStr(0),
+            m,
+            peer=False,
+            clients=4,
+            workers=2,
+        ),
+        Case(
+            "mpmc-mp-queue",
+            "multiprocessing.Queue, reply queue per client",
+            lambda: peers.MpQueues(clients=4),
+            m,
+            clients=4,
+            workers=2,
+        ),
+    ]
+
+
+def _latency_cases() -> list[Case]:
+    m = (
+        Metric("p50_us", P50, "us", higher_is_better=False, suffix=" p50"),
+        Metric("p99_us", P99, "us", higher_is_better=False, suffix=" p99"),
+    )
+    return [
+        Case("latency-reqrep-str", "reqrep Str", ReqrepStr, m, peer=False, workload="latency"),
+        Case("latency-reqrep-int", "reqrep Int", ReqrepInt, m, peer=False, workload="latency"),
+        Case("latency-pipe", "os.pipe pair", peers.PipePair, m, workload="latency"),
+    ]
+
+
+def asyncio_cases() -> list[Case]:
+    """HOOK for the asyncio client row (group ``ASYNCIO``), to be filled in later.
+
+    The row will be a ``Case(..., peer=False, workload="aio_rate")`` whose transport's
+    ``connect`` returns the client object of ``reqrep.aio``; add an ``aio_rate``
+    workload to ``workloads.WORKLOADS`` that runs the warm-up, ``gate.wait()`` and the
+    timed loop inside ``asyncio.run`` with ``await client.req(msg)``, and returns the
+    same ``{"ops", "elapsed"}`` dict as ``workloads.rate``. A peer for the group could
+    be an asyncio stream over a socketpair. Until then there is no such row.
+    """
+    return []
+
+
+def all_cases() -> list[Case]:
+    """Every row, in table order."""
+    return [
+        *_echo_cases(ECHO, ""),
+        *_single_cases(),
+        *_batch_cases(),
+        *_big_cases(),
+        *_mpmc_cases(),
+        *_latency_cases(),
+        *asyncio_cases(),
+        *_echo_cases(LOADED, "loaded-", loaded=True),
+    ]
+
+
+def select(cases: Iterable[Case], patterns: list[str] | None) -> list[Case]:
+    """The cases whose id matches one of ``patterns`` (shell-style, e.g. ``mpmc-*``).
+
+    ``None`` or an empty list selects everything. A pattern that matches nothing
+    raises ``ValueError``.
+    """
+    cases = list(cases)
+    if not patterns:
+        return cases
+    chosen: set[str] = set()
+    for pat in patterns:
+        hit = {c.id for c in cases if fnmatchcase(c.id, pat)}
+        if not hit:
+            raise ValueError(f"no row matches {pat!r} (see --list)")
+        chosen |= hit
+    return [c for c in cases if c.id in chosen]

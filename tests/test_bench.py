@@ -1,0 +1,174 @@
+"""The benchmark suite runs, stays bounded and reports in the documented shape.
+
+No timing is asserted: machines are noisy. Only the shape of the output, the
+row selection, and that failing or hanging children end a run instead of
+hanging it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from reqrep.bench import core, peers, rows, runner, table
+from reqrep.bench.transports import Op, ReqrepStr, Transport
+from reqrep.bench.workloads import Timing, percentile
+
+SUBPROCESS_TIMEOUT = 120
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "reqrep", *args],
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+        cwd=cwd,
+    )
+
+
+def test_quick_json_shape(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    proc = run_cli(
+        "bench", "--quick", "--json", str(out), "--rows", "pipe,reqrep-int", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert {"reqrep", "machine", "settings", "rows"} <= doc.keys()
+    assert doc["settings"]["mode"] == "quick"
+    runs = doc["settings"]["runs"]
+    assert [r["id"] for r in doc["rows"]] == ["reqrep-int", "pipe"]
+    for row in doc["rows"]:
+        assert {
+            "id",
+            "metric",
+            "group",
+            "label",
+            "unit",
+            "peer",
+            "status",
+            "median",
+            "values",
+            "ratio",
+            "spread",
+            "note",
+        } <= row.keys()
+        assert row["status"] == "ok", row
+        assert row["unit"] == "rt/s"
+        assert len(row["values"]) == runs
+        assert all(v > 0 for v in row["values"])
+        assert row["median"] > 0
+        assert row["ratio"] > 0
+    by_id = {r["id"]: r for r in doc["rows"]}
+    assert by_id["pipe"]["peer"] is True and by_id["pipe"]["ratio"] == pytest.approx(1.0)
+    assert by_id["reqrep-int"]["peer"] is False
+    # the table goes to stdout, progress to stderr
+    assert "reqrep Int" in proc.stdout and "os.pipe pair" in proc.stdout
+    assert "reqrep-int" in proc.stderr
+
+
+def test_unknown_row_is_an_error(tmp_path: Path) -> None:
+    proc = run_cli("bench", "--quick", "--rows", "no-such-row", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "no-such-row" in proc.stderr
+
+
+def test_list_names_every_row(tmp_path: Path) -> None:
+    proc = run_cli("bench", "--list", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    listed = {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
+    assert {c.id for c in rows.all_cases()} <= listed
+
+
+def test_row_ids_unique_and_patterns() -> None:
+    cases = rows.all_cases()
+    assert len({c.id for c in cases}) == len(cases)
+    assert [c.id for c in rows.select(cases, ["mpmc-*"])] == [
+        "mpmc-reqrep-str",
+        "mpmc-reqrep-str-spin0",
+        "mpmc-mp-queue",
+    ]
+    with pytest.raises(ValueError):
+        rows.select(cases, ["nothing-like-this"])
+
+
+def test_percentile_nearest_rank() -> None:
+    values = list(range(1, 101))
+    assert percentile(values, 0.5) == 50
+    assert percentile(values, 0.99) == 99
+    assert percentile([7], 0.99) == 7
+
+
+def _children() -> set[int]:
+    """This process's child processes (zombies included), from /proc."""
+    pids: set[int] = set()
+    for task in Path("/proc/self/task").iterdir():
+        with open(task / "children") as f:
+            pids |= {int(p) for p in f.read().split()}
+    return pids
+
+
+def _line(id_: str, peer: bool, value: float, higher: bool = True) -> runner.Line:
+    return runner.Line(id_, "m", "g", id_, "u", peer, higher, "ok", values=[value])
+
+
+def test_ratios_against_the_fastest_peer() -> None:
+    lines = [_line("ours", False, 300.0), _line("a", True, 100.0), _line("b", True, 150.0)]
+    table.add_ratios(lines)
+    assert [ln.ratio for ln in lines] == pytest.approx([2.0, 100 / 150, 1.0])
+    lat = [_line("ours", False, 2.0, higher=False), _line("p", True, 4.0, higher=False)]
+    table.add_ratios(lat)
+    assert [ln.ratio for ln in lat] == pytest.approx([2.0, 1.0])
+
+
+class _WorkerQuits(ReqrepStr):
+    def serve(self, worker: int) -> None:
+        return
+
+
+class _WorkerHangs(peers.PipePair):
+    def serve(self, worker: int) -> None:
+        time.sleep(3600)
+
+
+class _ClientRaises(peers.PipePair):
+    def connect(self, client: int) -> Op:
+        raise ValueError("broken on purpose")
+
+
+@pytest.mark.parametrize(
+    ("transport", "reason"),
+    [
+        (_WorkerQuits, "exited before the clients were done"),
+        (_WorkerHangs, "timed out"),
+        (_ClientRaises, "broken on purpose"),
+    ],
+)
+def test_a_broken_row_fails_fast_and_leaves_no_process(
+    transport: type[Transport], reason: str
+) -> None:
+    settings = runner.Settings("test", 2, Timing(0.01, 0.05), timeout=2.0)
+    case = rows.Case("broken", "broken", transport, (rows.Metric("rt_per_s", "g", "rt/s"),))
+    before = _children()
+    start = time.monotonic()
+    lines = runner.run_case(case, settings, lambda run, runs: None)
+    assert time.monotonic() - start < 10
+    assert lines[0].status == "failed"
+    assert reason in lines[0].note
+    assert _children() <= before  # every child was killed and reaped
+
+
+def test_core_bench_builds_and_runs(tmp_path: Path) -> None:
+    root = core.find_checkout()
+    cc = core.find_compiler()
+    if root is None or cc is None:
+        pytest.skip("needs a source checkout and a C compiler")
+    exe = core.build(root, cc, tmp_path)
+    settings = runner.Settings("test", 1, Timing(0.01, 0.05), timeout=60.0)
+    for test in ("floor", "int", "str", "int-single", "str-single"):
+        assert core.run_test(exe, test, settings) > 0
