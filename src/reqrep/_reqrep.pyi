@@ -16,7 +16,7 @@ Conventions shared by every class below:
 
 import os
 from types import TracebackType
-from typing import TypeAlias, TypedDict
+from typing import Any, TypeAlias, TypedDict
 
 from typing_extensions import Buffer, Self, disjoint_base
 
@@ -47,6 +47,20 @@ class _Stats(TypedDict):
 class _StrStats(_Stats):
     arena_cap: int
     arena_used: int
+
+class _Layout(TypedDict):
+    """Where a channel's regions lie in its file (``_layout()``; for tools and tests)."""
+
+    off_bells: int
+    off_cells: int
+    off_slots: int
+    off_arena: int
+    slot_stride: int
+    total_size: int
+
+_format: dict[str, int]
+"""Private: constants of the file format (magic, version, header and slot field
+offsets) for tools that read a channel file, such as ``python -m reqrep stats``."""
 
 class ChannelFormatError(ValueError):
     """The file is not a valid channel (foreign, truncated, corrupt, other variant
@@ -169,6 +183,45 @@ class Server:
         at most 10_000_000); setting ``None`` restores the default (50)."""
     @spin.setter
     def spin(self, value: int | None) -> None: ...
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickling: a file-backed channel re-opens by path in the receiving process
+        (``FileNotFoundError`` there if the file is gone; never creates one); a memfd
+        channel travels as a file descriptor (multiprocessing's fd passing); an
+        anonymous channel raises ``pickle.PicklingError`` (it only travels by fork)."""
+    @classmethod
+    def _open_existing(cls, path: _StrPath, *, spin: int | None = None) -> Self:
+        """Private: open an existing channel file, never creating or initialising one."""
+    def _layout(self) -> _Layout:
+        """Private: the offsets of the channel's regions in its file."""
+    def eventfd(self) -> int:
+        """The request eventfd of this object, created on first call (non-blocking,
+        close-on-exec, closed with the object). Signalled by ``notify()`` and by
+        clients' ``send_notify``/``send_wait_notify`` when they share it."""
+    def eventfd_set(self, fd: int, /) -> None:
+        """Use ``fd`` (e.g. one inherited from the parent) as the request eventfd;
+        the caller keeps ownership of it. ``-1`` unsets."""
+    def eventfd_consume(self) -> int:
+        """Read and reset the request eventfd: the number of signals since the
+        last call (``0`` if none, or if there is no eventfd)."""
+    def notify(self) -> bool:
+        """Signal the request eventfd; ``False`` if there is none."""
+    def fileno(self) -> int:
+        """The request eventfd, or ``-1`` if none was created or set."""
+    def reply_eventfd(self) -> int:
+        """The reply eventfd of this object, created on first call. ``reply`` signals
+        it by itself for requests whose client waits in an event loop."""
+    def reply_eventfd_set(self, fd: int, /) -> None:
+        """Use ``fd`` as the reply eventfd (the caller keeps ownership); ``-1`` unsets."""
+    def reply_eventfd_consume(self) -> int:
+        """Read and reset the reply eventfd: the number of signals since the last call."""
+    def reply_notify(self) -> bool:
+        """Signal the reply eventfd; ``False`` if there is none."""
+    def reply_fileno(self) -> int:
+        """The reply eventfd, or ``-1``."""
+    def _wait_request(self, timeout: float | None = None) -> bool:
+        """Private: wait until a request is queued without taking it."""
+    def _test_hold_lock(self) -> None:
+        """Private, testing only: take the queue lock and keep it (then kill the process)."""
 
 @disjoint_base
 class Client:
@@ -249,6 +302,43 @@ class Client:
         at most 10_000_000); setting ``None`` restores the default (50)."""
     @spin.setter
     def spin(self, value: int | None) -> None: ...
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickling: a file-backed channel re-opens by path in the receiving process
+        (``FileNotFoundError`` there if the file is gone; never creates one); a memfd
+        channel travels as a file descriptor (multiprocessing's fd passing); an
+        anonymous channel raises ``pickle.PicklingError`` (it only travels by fork)."""
+    @classmethod
+    def _open_existing(cls, path: _StrPath, *, spin: int | None = None) -> Self:
+        """Private: open an existing channel file, never creating or initialising one."""
+    def _layout(self) -> _Layout:
+        """Private: the offsets of the channel's regions in its file."""
+    def send_notify(self, data: _StrIn, /) -> int | None:
+        """``send(data)``, then signal the request eventfd (if any) when it was sent."""
+    def send_wait_notify(self, data: _StrIn, timeout: float | None = None) -> int | None:
+        """``send_wait(data, timeout)``, then signal the request eventfd (if any)
+        when it was sent."""
+    def eventfd(self) -> int:
+        """The **reply** eventfd of this client, created on first call (non-blocking,
+        close-on-exec, closed with the object)."""
+    def eventfd_set(self, fd: int, /) -> None:
+        """Use ``fd`` as the reply eventfd (the caller keeps ownership); ``-1`` unsets."""
+    def eventfd_consume(self) -> int:
+        """Read and reset the reply eventfd: the number of signals since the last call."""
+    def fileno(self) -> int:
+        """The reply eventfd, or ``-1``."""
+    def notify(self) -> bool:
+        """Signal the **request** eventfd; ``False`` if there is none."""
+    def req_eventfd_set(self, fd: int, /) -> None:
+        """Use ``fd`` (e.g. the server's ``eventfd()``, inherited or passed over a Unix
+        socket) as the request eventfd; the caller keeps ownership. ``-1`` unsets."""
+    def req_fileno(self) -> int:
+        """The request eventfd, or ``-1``."""
+    def _bell_claim(self) -> int:
+        """Private (``reqrep.aio``): make replies to this client's requests ring a bell."""
+    def _bell_release(self) -> None:
+        """Private (``reqrep.aio``): give the bell back."""
+    def _bell_wait(self, seen: int, timeout: float | None = None) -> int:
+        """Private (``reqrep.aio``): wait until the bell's count differs from ``seen``."""
 
 @disjoint_base
 class IntServer:
@@ -338,6 +428,43 @@ class IntServer:
         at most 10_000_000); setting ``None`` restores the default (50)."""
     @spin.setter
     def spin(self, value: int | None) -> None: ...
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickling: a file-backed channel re-opens by path in the receiving process
+        (``FileNotFoundError`` there if the file is gone; never creates one); a memfd
+        channel travels as a file descriptor (multiprocessing's fd passing); an
+        anonymous channel raises ``pickle.PicklingError`` (it only travels by fork)."""
+    @classmethod
+    def _open_existing(cls, path: _StrPath, *, spin: int | None = None) -> Self:
+        """Private: open an existing channel file, never creating or initialising one."""
+    def _layout(self) -> _Layout:
+        """Private: the offsets of the channel's regions in its file."""
+    def eventfd(self) -> int:
+        """The request eventfd of this object, created on first call (non-blocking,
+        close-on-exec, closed with the object). Signalled by ``notify()`` and by
+        clients' ``send_notify``/``send_wait_notify`` when they share it."""
+    def eventfd_set(self, fd: int, /) -> None:
+        """Use ``fd`` (e.g. one inherited from the parent) as the request eventfd;
+        the caller keeps ownership of it. ``-1`` unsets."""
+    def eventfd_consume(self) -> int:
+        """Read and reset the request eventfd: the number of signals since the
+        last call (``0`` if none, or if there is no eventfd)."""
+    def notify(self) -> bool:
+        """Signal the request eventfd; ``False`` if there is none."""
+    def fileno(self) -> int:
+        """The request eventfd, or ``-1`` if none was created or set."""
+    def reply_eventfd(self) -> int:
+        """The reply eventfd of this object, created on first call. ``reply`` signals
+        it by itself for requests whose client waits in an event loop."""
+    def reply_eventfd_set(self, fd: int, /) -> None:
+        """Use ``fd`` as the reply eventfd (the caller keeps ownership); ``-1`` unsets."""
+    def reply_eventfd_consume(self) -> int:
+        """Read and reset the reply eventfd: the number of signals since the last call."""
+    def reply_notify(self) -> bool:
+        """Signal the reply eventfd; ``False`` if there is none."""
+    def reply_fileno(self) -> int:
+        """The reply eventfd, or ``-1``."""
+    def _wait_request(self, timeout: float | None = None) -> bool:
+        """Private: wait until a request is queued without taking it."""
 
 @disjoint_base
 class IntClient:
@@ -413,3 +540,40 @@ class IntClient:
         at most 10_000_000); setting ``None`` restores the default (50)."""
     @spin.setter
     def spin(self, value: int | None) -> None: ...
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickling: a file-backed channel re-opens by path in the receiving process
+        (``FileNotFoundError`` there if the file is gone; never creates one); a memfd
+        channel travels as a file descriptor (multiprocessing's fd passing); an
+        anonymous channel raises ``pickle.PicklingError`` (it only travels by fork)."""
+    @classmethod
+    def _open_existing(cls, path: _StrPath, *, spin: int | None = None) -> Self:
+        """Private: open an existing channel file, never creating or initialising one."""
+    def _layout(self) -> _Layout:
+        """Private: the offsets of the channel's regions in its file."""
+    def send_notify(self, data: int, /) -> int | None:
+        """``send(data)``, then signal the request eventfd (if any) when it was sent."""
+    def send_wait_notify(self, data: int, timeout: float | None = None) -> int | None:
+        """``send_wait(data, timeout)``, then signal the request eventfd (if any)
+        when it was sent."""
+    def eventfd(self) -> int:
+        """The **reply** eventfd of this client, created on first call (non-blocking,
+        close-on-exec, closed with the object)."""
+    def eventfd_set(self, fd: int, /) -> None:
+        """Use ``fd`` as the reply eventfd (the caller keeps ownership); ``-1`` unsets."""
+    def eventfd_consume(self) -> int:
+        """Read and reset the reply eventfd: the number of signals since the last call."""
+    def fileno(self) -> int:
+        """The reply eventfd, or ``-1``."""
+    def notify(self) -> bool:
+        """Signal the **request** eventfd; ``False`` if there is none."""
+    def req_eventfd_set(self, fd: int, /) -> None:
+        """Use ``fd`` (e.g. the server's ``eventfd()``, inherited or passed over a Unix
+        socket) as the request eventfd; the caller keeps ownership. ``-1`` unsets."""
+    def req_fileno(self) -> int:
+        """The request eventfd, or ``-1``."""
+    def _bell_claim(self) -> int:
+        """Private (``reqrep.aio``): make replies to this client's requests ring a bell."""
+    def _bell_release(self) -> None:
+        """Private (``reqrep.aio``): give the bell back."""
+    def _bell_wait(self, seen: int, timeout: float | None = None) -> int:
+        """Private (``reqrep.aio``): wait until the bell's count differs from ``seen``."""

@@ -1,0 +1,499 @@
+"""``python -m reqrep stats PATH [--json]``: look inside a live channel.
+
+The report holds the channel's geometry, its counters (``stats()``), the
+state of every response slot, the arena in use, and who is involved right now:
+the client process that owns each busy slot, the worker that took its request,
+the holder of the Str queue lock and the owners of the event-loop bells, each
+with a verdict on whether that process is still alive.
+
+The channel is opened with ``Client._open_existing`` / ``IntClient._open_existing``
+(which validates the file and never creates, initialises or changes anything)
+for the counters and the region offsets; the raw words that no API returns
+(lock holder, slot owners and workers, bells) are read from a separate
+read-only mapping of the same file. Nothing is written: the tool is safe to
+run against a channel in production. The words are read without any lock, so
+the report is a snapshot that may be slightly inconsistent while the channel
+is busy.
+
+Exit status: 0 on success, 2 when the file is missing, unreadable or not a
+channel (with a one-line message on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import mmap
+import os
+import re
+import stat
+import struct
+import sys
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+# ---------------------------------------------------------------- the file format
+#
+# Offsets that reqrep._reqrep._format does not export (they are part of format
+# version 1 and checked against the exported ones where possible).
+_HDR_VARIANT = 12  # u32 in the header: 1 = Str, 2 = Int
+_BELL_OFF_OWNER = 8  # u64 in a bell: identity of the claiming process, 0 = free
+_LOCK_WAITERS = 1 << 31  # flag in the lock word: someone sleeps on the lock
+_PID_LIMIT = 1 << 22  # the kernel's PID_MAX_LIMIT: no pid is at or above it
+
+VARIANT_STR = 1
+VARIANT_INT = 2
+_VARIANT_NAMES = {VARIANT_STR: "str", VARIANT_INT: "int"}
+
+SLOT_FREE, SLOT_ACQUIRED, SLOT_WRITING, SLOT_READY = 0, 1, 2, 3
+STATE_NAMES = {
+    SLOT_FREE: "free",
+    SLOT_ACQUIRED: "acquired",
+    SLOT_WRITING: "writing",
+    SLOT_READY: "ready",
+}
+_STATE_HELP = {
+    "acquired": "awaiting a reply",
+    "writing": "a worker is writing the reply",
+    "ready": "replied, not collected yet",
+}
+
+EXIT_OK = 0
+EXIT_ERROR = 2
+HUMAN_SLOT_ROWS = 50  # busy slots listed in the human report (--json lists all)
+
+# /proc/PID/fd/N (or /proc/self/fd/N): how a memfd channel, which has no path, is reached.
+_PROC_FD = re.compile(r"^/proc/(?:self|thread-self|\d+)/fd/\d+$")
+
+
+class StatsError(Exception):
+    """A file that cannot be reported on; the message is the whole story."""
+
+
+# ---------------------------------------------------------------- process liveness
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, start time in clock ticks) of pid, or None if it has gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read(4096)
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # comm may hold spaces and parentheses: the fields resume after the last ')'
+    rest = raw[raw.rindex(b")") + 2 :].split()
+    return rest[0].decode("ascii", "replace"), int(rest[19])  # fields 3 and 22
+
+
+def pid_alive(pid: int, start_bits: int = 0, bits: int = 32) -> bool:
+    """Whether process ``pid`` whose start time ends in ``start_bits`` (its low
+    ``bits`` bits; 0 = unknown) is alive: the same verdict as the C core's, so a
+    pid reused by a new process does not count as the old one."""
+    if pid <= 0 or pid >= _PID_LIMIT:
+        return False  # garbage: nobody could hold this
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    try:
+        st = _proc_stat(pid)
+    except (OSError, ValueError, IndexError):
+        return True  # cannot tell: the core never steals from such an owner either
+    if st is None:
+        return False
+    state, start = st
+    if state in ("Z", "X"):
+        return False
+    return start_bits == 0 or start_bits == start & ((1 << bits) - 1)
+
+
+class _Liveness:
+    """Asks about each (pid, start time) once per report."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[int, int, int], bool] = {}
+
+    def __call__(self, pid: int, start_bits: int, bits: int) -> bool:
+        key = (pid, start_bits, bits)
+        if key not in self._seen:
+            self._seen[key] = pid_alive(pid, start_bits, bits)
+        return self._seen[key]
+
+    def identity(self, ident: int) -> dict[str, Any]:
+        """An identity word (pid | start time low 32 bits << 32) as a JSON object."""
+        pid, start = ident & 0xFFFFFFFF, ident >> 32
+        return {"pid": pid, "alive": self(pid, start, 32)}
+
+
+# ---------------------------------------------------------------- reading the channel
+
+
+@dataclass
+class _Raw:
+    """A read-only view of the channel file plus the offsets to read it with."""
+
+    buf: mmap.mmap
+    fmt: dict[str, int]
+    layout: dict[str, int]
+
+    def u64(self, off: int) -> int:
+        return int(struct.unpack_from("<Q", self.buf, off)[0])
+
+    def u32(self, off: int) -> int:
+        return int(struct.unpack_from("<I", self.buf, off)[0])
+
+
+def _open_readonly(path: str) -> int:
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # O_NONBLOCK: a FIFO must not block
+    if not _PROC_FD.match(path):
+        flags |= os.O_NOFOLLOW  # as the library itself: a symlinked channel is refused
+    try:
+        return os.open(path, flags)
+    except OSError as e:
+        if e.errno == errno.ELOOP and os.path.islink(path):
+            raise StatsError(
+                f"{path}: is a symbolic link, which reqrep refuses as a channel path "
+                "(pass the file it points to)"
+            ) from None
+        raise StatsError(f"{path}: {e.strerror or e}") from None
+
+
+def _open_channel(path: str, variant: int) -> Any:
+    """A Client/IntClient on the channel (validated by the library)."""
+    from reqrep import ChannelFormatError, Client, IntClient
+
+    first, second = (IntClient, Client) if variant == VARIANT_INT else (Client, IntClient)
+    try:
+        if _PROC_FD.match(path):
+            # /proc/PID/fd/N is a symlink the library would refuse: open it here
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            except OSError as e:
+                raise StatsError(f"{path}: {e.strerror or e}") from None
+            try:
+                try:
+                    return first.from_fd(fd)
+                except ChannelFormatError:
+                    if variant in _VARIANT_NAMES:
+                        raise
+                    return second.from_fd(fd)
+            finally:
+                os.close(fd)
+        try:
+            return first._open_existing(path)
+        except ChannelFormatError:
+            if variant in _VARIANT_NAMES:
+                raise
+            return second._open_existing(path)
+    except ChannelFormatError as e:
+        msg = str(e)
+        prefix = f"{path!r}: "  # the library names the path: say it once, unquoted
+        raise StatsError(f"{path}: {msg.removeprefix(prefix)}") from None
+    except OSError as e:
+        raise StatsError(f"{path}: {e.strerror or e}") from None
+
+
+def collect(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The whole report for the channel at ``path`` as a JSON-ready dict.
+
+    Raises :class:`StatsError` for a missing, unreadable or invalid file."""
+    from reqrep import IntClient, _reqrep
+
+    path = os.fspath(path)
+    fd = _open_readonly(path)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise StatsError(f"{path}: not a regular file")
+        head = os.pread(fd, 16, 0)
+        variant = struct.unpack_from("<I", head, _HDR_VARIANT)[0] if len(head) >= 16 else 0
+        chan = _open_channel(path, variant)
+        try:
+            stats = dict(chan.stats())
+            layout = {k: int(v) for k, v in chan._layout().items()}
+            variant = VARIANT_INT if isinstance(chan, IntClient) else VARIANT_STR
+        finally:
+            chan.close()
+        st = os.fstat(fd)
+        try:
+            same = os.stat(path)
+        except OSError:
+            same = st
+        if (same.st_dev, same.st_ino) != (st.st_dev, st.st_ino):
+            raise StatsError(f"{path}: the file was replaced while it was being read")
+        if st.st_size != layout["total_size"]:
+            raise StatsError(
+                f"{path}: file is {st.st_size} bytes, the channel needs {layout['total_size']}"
+            )
+        with mmap.mmap(fd, st.st_size, mmap.MAP_SHARED, mmap.PROT_READ) as buf:
+            raw = _Raw(buf, dict(_reqrep._format), layout)
+            return _report(path, raw, variant, stats, st.st_size)
+    finally:
+        os.close(fd)
+
+
+def _report(
+    path: str, raw: _Raw, variant: int, stats: dict[str, int], file_size: int
+) -> dict[str, Any]:
+    fmt, layout = raw.fmt, raw.layout
+    alive = _Liveness()
+    resp_slots, capacity = stats["resp_slots"], stats["capacity"]
+
+    geometry: dict[str, Any] = {
+        "capacity": capacity,
+        "resp_slots": resp_slots,
+        "resp_size": stats["resp_size"],
+        "arena": stats.get("arena_cap", 0),
+        "file_size": file_size,
+        "slot_stride": layout["slot_stride"],
+        "regions": {k: layout[k] for k in ("off_bells", "off_cells", "off_slots", "off_arena")},
+    }
+
+    head, tail = raw.u64(fmt["off_head"]), raw.u64(fmt["off_tail"])
+    queue: dict[str, Any] = {"size": stats["size"], "capacity": capacity}
+    if variant == VARIANT_STR:
+        queue.update(head=head, tail=tail)
+        queue.update(arena_used=stats["arena_used"], arena_cap=stats["arena_cap"])
+
+    # -- the Str queue lock
+    lock: dict[str, Any] | None = None
+    if variant == VARIANT_STR:
+        word = raw.u64(fmt["off_lock"])
+        holder = word & ~_LOCK_WAITERS
+        lock = {"held": word != 0, "waiters": bool(word & _LOCK_WAITERS)}
+        if word != 0:
+            lock["holder"] = alive.identity(holder)
+
+    # -- response slots
+    counts = dict.fromkeys(STATE_NAMES.values(), 0)
+    busy: list[dict[str, Any]] = []
+    owner_left = 0  # free slots whose owner word is set: being acquired/released right now
+    base, stride = layout["off_slots"], layout["slot_stride"]
+    off_ctl, off_owner = fmt["slot_off_ctl"], fmt["slot_off_owner"]
+    off_worker = fmt["slot_off_worker"]
+    for idx in range(resp_slots):
+        at = base + idx * stride
+        ctl = raw.u64(at + off_ctl)
+        state = STATE_NAMES.get(ctl & 0xF, f"invalid({ctl & 0xF})")
+        counts[state] = counts.get(state, 0) + 1
+        owner = raw.u64(at + off_owner)
+        if state == "free":
+            owner_left += owner != 0
+            continue
+        gen = ctl >> 32
+        row: dict[str, Any] = {
+            "index": idx,
+            "id": gen << 32 | idx,
+            "generation": gen,
+            "state": state,
+            "owner": alive.identity(owner) if owner else None,
+            "worker": None,
+        }
+        w = raw.u64(at + off_worker)
+        if w and (w >> 48) == (gen & 0xFFFF):  # a record of this request, not an older one
+            wpid, wstart = w & 0x3FFFFF, (w >> 22) & 0x3FFFFFF
+            row["worker"] = {"pid": wpid, "alive": alive(wpid, wstart, 26)}
+        busy.append(row)
+
+    # -- event-loop bells
+    bells: list[dict[str, Any]] = []
+    nbells, off_bells = fmt["bells"], layout["off_bells"]
+    bell_stride = (layout["off_cells"] - off_bells) // nbells if nbells else 0
+    for i in range(nbells):
+        owner = raw.u64(off_bells + i * bell_stride + _BELL_OFF_OWNER)
+        if owner:
+            bells.append({"index": i, **alive.identity(owner)})
+
+    return {
+        "path": path,
+        "variant": _VARIANT_NAMES[variant],
+        "format_version": raw.u32(8),
+        "geometry": geometry,
+        "counters": stats,
+        "queue": queue,
+        "lock": lock,
+        "slots": {
+            "total": resp_slots,
+            **counts,
+            "free_with_owner": owner_left,
+            "busy": busy,
+        },
+        "bells": {"total": nbells, "in_use": bells},
+        "processes": _processes(lock, busy, bells),
+    }
+
+
+def _processes(
+    lock: dict[str, Any] | None, busy: list[dict[str, Any]], bells: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Every process named anywhere in the channel, with what it holds."""
+    procs: dict[int, dict[str, Any]] = {}
+
+    def entry(who: dict[str, Any]) -> dict[str, Any]:
+        p = procs.setdefault(
+            who["pid"],
+            {"pid": who["pid"], "alive": who["alive"], "slots_owned": 0, "requests_taken": 0,
+             "holds_lock": False, "bells": 0},
+        )
+        p["alive"] = p["alive"] or who["alive"]
+        return p
+
+    for row in busy:
+        if row["owner"]:
+            entry(row["owner"])["slots_owned"] += 1
+        if row["worker"]:
+            entry(row["worker"])["requests_taken"] += 1
+    if lock and lock.get("holder"):
+        entry(lock["holder"])["holds_lock"] = True
+    for bell in bells:
+        entry(bell)["bells"] += 1
+    return sorted(procs.values(), key=lambda p: p["pid"])
+
+
+# ---------------------------------------------------------------- the human report
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n:,} bytes ({n / scale:.1f} {unit})"
+    return f"{n:,} bytes"
+
+
+def _who(who: dict[str, Any] | None, none: str = "-") -> str:
+    if not who:
+        return none
+    return f"{who['pid']} ({'alive' if who['alive'] else 'DEAD'})"
+
+
+def render(rep: dict[str, Any], out: TextIO) -> None:
+    """Writes the report as aligned text."""
+    g, c, q, s = rep["geometry"], rep["counters"], rep["queue"], rep["slots"]
+    is_str = rep["variant"] == "str"
+    lines: list[str] = []
+    add = lines.append
+
+    def field(name: str, value: object) -> None:
+        add(f"  {name:<16}{value}")
+
+    add(f"reqrep channel {rep['path']}")
+    field("variant", f"{'Str' if is_str else 'Int'} (format version {rep['format_version']})")
+    field("capacity", f"{g['capacity']:,} request cells")
+    if is_str:
+        field("resp_slots", f"{g['resp_slots']:,} x {g['resp_size']:,} bytes")
+        field("arena", _size(g["arena"]))
+    else:
+        field("resp_slots", f"{g['resp_slots']:,}")
+    field("file size", _size(g["file_size"]))
+
+    add("")
+    add("counters")
+    for key in ("requests", "replies", "send_full", "recv_empty", "recoveries"):
+        field(key, f"{c[key]:,}")
+
+    add("")
+    add("queue")
+    field("queued", f"{q['size']:,} of {q['capacity']:,}")
+    if is_str:
+        used, cap = q["arena_used"], q["arena_cap"]
+        field("arena in use", f"{used:,} of {cap:,} bytes ({100.0 * used / cap:.1f}%)")
+        lock = rep["lock"]
+        if not lock["held"]:
+            text = "free"
+        else:
+            text = f"held by pid {_who(lock['holder'])}"
+            if not lock["holder"]["alive"]:
+                text += ": the next process that needs it takes it over"
+        if lock["waiters"]:
+            text += ", waiters flagged"
+        field("lock", text)
+    else:
+        field("lock", "none (lock-free queue)")
+
+    add("")
+    parts = [f"{s['free']:,} free"]
+    for state in ("acquired", "writing", "ready"):
+        if s.get(state):
+            parts.append(f"{s[state]:,} {_STATE_HELP[state]}")
+    for state, n in s.items():
+        if state.startswith("invalid") and n:
+            parts.append(f"{n} in an invalid state")
+    add(f"slots ({s['total']:,}): " + ", ".join(parts))
+    if s["free_with_owner"]:
+        field("note", f"{s['free_with_owner']} free slot(s) still name an owner "
+              "(being acquired or released right now)")
+    busy = s["busy"]
+    if busy:
+        add(f"  {'slot':>7}  {'id':<18}  {'state':<9}  {'owner (client)':<18}  worker")
+        for row in busy[:HUMAN_SLOT_ROWS]:
+            worker = _who(row["worker"], "not taken yet" if row["state"] == "acquired" else "-")
+            add(
+                f"  {row['index']:>7}  {row['id']:#018x}  {row['state']:<9}  "
+                f"{_who(row['owner']):<18}  {worker}"
+            )
+        if len(busy) > HUMAN_SLOT_ROWS:
+            add(f"  ... and {len(busy) - HUMAN_SLOT_ROWS:,} more (--json lists them all)")
+
+    bells = rep["bells"]
+    add("")
+    add(f"event-loop bells: {len(bells['in_use'])} of {bells['total']} in use")
+    for bell in bells["in_use"]:
+        field(f"bell {bell['index']}", f"owner {_who(bell)}")
+
+    procs = rep["processes"]
+    add("")
+    if procs:
+        add("processes named in the channel")
+        add(f"  {'pid':>8}  {'state':<6}  {'slots owned':>11}  {'requests taken':>14}  "
+            f"{'lock':<4}  bells")
+        for p in procs:
+            add(
+                f"  {p['pid']:>8}  {'alive' if p['alive'] else 'DEAD':<6}  "
+                f"{p['slots_owned']:>11}  {p['requests_taken']:>14}  "
+                f"{'yes' if p['holds_lock'] else '-':<4}  {p['bells'] or '-'}"
+            )
+        if any(not p["alive"] for p in procs):
+            add("  (a dead process's slots, lock and bells are recovered by the next process "
+                "that needs them)")
+    else:
+        add("processes named in the channel: none")
+    out.write("\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------- the subcommand
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Declares ``stats PATH [--json]`` on the ``reqrep`` command line."""
+    p = subparsers.add_parser(
+        "stats",
+        help="show a channel's geometry, counters, slot states and live owners",
+        description=(
+            "Report on the channel in PATH without changing it: geometry, counters, "
+            "queue and arena use, the Str queue lock holder, every busy response slot "
+            "with its owner (client) and the worker that took its request, and the "
+            "event-loop bells in use; each process is checked for being alive. "
+            "A memfd channel can be reached as /proc/PID/fd/N."
+        ),
+    )
+    p.add_argument("path", metavar="PATH", help="the channel file")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs ``stats``; returns the exit status."""
+    try:
+        rep = collect(args.path)
+    except StatsError as e:
+        sys.stderr.write(f"reqrep stats: {e}\n")
+        return EXIT_ERROR
+    if args.json:
+        json.dump(rep, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        render(rep, sys.stdout)
+    return EXIT_OK
