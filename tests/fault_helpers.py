@@ -24,6 +24,23 @@ from typing import Any
 
 import reqrep
 
+
+def variant_server(variant: str, path: Path, **geometry: Any) -> Any:
+    """A Str (resp_size 64 unless given) or Int server on `path`."""
+    if variant == "str":
+        geometry.setdefault("resp_size", 64)
+        return reqrep.Server(path, **geometry)
+    return reqrep.IntServer(path, **geometry)
+
+
+def variant_client(variant: str, path: Path) -> Any:
+    return reqrep.Client(path) if variant == "str" else reqrep.IntClient(path)
+
+
+def variant_value(variant: str, n: int) -> Any:
+    """Request number n as the variant's payload."""
+    return n if variant == "int" else b"v%d" % n
+
 FMT: dict[str, int] = dict(reqrep._reqrep._format)
 HEADER_SIZE = FMT["header_size"]
 OFF_LOCK = FMT["off_lock"]

@@ -42,6 +42,9 @@ from fault_helpers import (
     proc_start_time,
     put_u64,
     sigkill,
+    variant_client,
+    variant_server,
+    variant_value,
     worker_word,
 )
 from helpers import (
@@ -65,19 +68,9 @@ pytestmark = pytest.mark.timeout(120, method="thread")
 VARIANTS = ["str", "int"]
 
 
-def _server(variant: str, path: Path, **geometry: Any) -> Any:
-    if variant == "str":
-        geometry.setdefault("resp_size", 64)
-        return Server(path, **geometry)
-    return IntServer(path, **geometry)
-
-
-def _client(variant: str, path: Path) -> Any:
-    return Client(path) if variant == "str" else IntClient(path)
-
-
-def _v(variant: str, n: int) -> Any:
-    return n if variant == "int" else b"v%d" % n
+_server = variant_server
+_client = variant_client
+_v = variant_value
 
 
 def _bounded(fn: Callable[[], Any], timeout: float = 30.0) -> Any:

@@ -18,12 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fault_helpers import Shared
+from fault_helpers import Shared, variant_client, variant_server, variant_value
 from helpers import (
     JOIN,
     Client,
-    IntClient,
-    IntServer,
     Server,
     ThreadCall,
     children,
@@ -37,19 +35,9 @@ pytestmark = pytest.mark.timeout(180, method="thread")
 VARIANTS = ["str", "int"]
 
 
-def _server(variant: str, path: Path, **geometry: Any) -> Any:
-    if variant == "str":
-        geometry.setdefault("resp_size", 64)
-        return Server(path, **geometry)
-    return IntServer(path, **geometry)
-
-
-def _client(variant: str, path: Path) -> Any:
-    return Client(path) if variant == "str" else IntClient(path)
-
-
-def _v(variant: str, n: int) -> Any:
-    return n if variant == "int" else b"v%d" % n
+_server = variant_server
+_client = variant_client
+_v = variant_value
 
 
 def _answer(variant: str, n: int, who: int) -> Any:

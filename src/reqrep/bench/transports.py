@@ -59,13 +59,46 @@ class Transport:
 # ---- reqrep ----------------------------------------------------------------
 
 
-class ReqrepStr(Transport):
+class _Reqrep(Transport):
+    """What the reqrep transports share: an anonymous channel made in ``open``
+    (inherited by fork), a worker that echoes, clients from ``server.client()``."""
+
+    server: Any = None
+
+    def __init__(self, spin: int | None = None) -> None:
+        self.spin = spin
+
+    def _server(self) -> Any:
+        assert self.server is not None, "open() first"
+        return self.server
+
+    def serve(self, worker: int) -> None:
+        srv = self._server()
+        recv_wait = srv.recv_wait
+        reply = srv.reply
+        while True:
+            msg = recv_wait()
+            if msg is not None:
+                reply(msg[1], msg[0])
+
+    def connect(self, client: int) -> Op:
+        c = self._server().client()
+        if self.spin is not None:
+            c.spin = self.spin
+        return c.req
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+
+
+class ReqrepStr(_Reqrep):
     """``Server``/``Client`` on an anonymous channel shared by fork; ``client.req``."""
 
     def __init__(self, spin: int | None = None, size: int = ECHO_SIZE) -> None:
-        self.spin = spin
+        super().__init__(spin)
         self.size = size
-        self.server: reqrep.Server | None = None
 
     def open(self) -> None:
         resp_size = max(4096, self.size)
@@ -74,67 +107,15 @@ class ReqrepStr(Transport):
             None, req_cap=1024, resp_slots=64, resp_size=resp_size, arena=arena, spin=self.spin
         )
 
-    def _server(self) -> reqrep.Server:
-        assert self.server is not None, "open() first"
-        return self.server
 
-    def serve(self, worker: int) -> None:
-        srv = self._server()
-        recv_wait = srv.recv_wait
-        reply = srv.reply
-        while True:
-            msg = recv_wait()
-            if msg is not None:
-                reply(msg[1], msg[0])
-
-    def connect(self, client: int) -> Op:
-        c = self._server().client()
-        if self.spin is not None:
-            c.spin = self.spin
-        return c.req
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            self.server = None
-
-
-class ReqrepInt(Transport):
+class ReqrepInt(_Reqrep):
     """``IntServer``/``IntClient``: one int64 per request and response."""
-
-    def __init__(self, spin: int | None = None) -> None:
-        self.spin = spin
-        self.server: reqrep.IntServer | None = None
 
     def payload(self) -> Any:
         return 0x0123456789AB  # 12 bytes' worth of meaning, one int64 on the wire
 
     def open(self) -> None:
         self.server = reqrep.IntServer(None, req_cap=1024, resp_slots=64, spin=self.spin)
-
-    def _server(self) -> reqrep.IntServer:
-        assert self.server is not None, "open() first"
-        return self.server
-
-    def serve(self, worker: int) -> None:
-        srv = self._server()
-        recv_wait = srv.recv_wait
-        reply = srv.reply
-        while True:
-            msg = recv_wait()
-            if msg is not None:
-                reply(msg[1], msg[0])
-
-    def connect(self, client: int) -> Op:
-        c = self._server().client()
-        if self.spin is not None:
-            c.spin = self.spin
-        return c.req
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            self.server = None
 
 
 class ReqrepStrBurst(ReqrepStr):
