@@ -132,6 +132,9 @@ int rr_resp_discard(rr_chan *c, uint64_t id);
 /* 0 = cancelled; -EBUSY = the reply is there or being written (collect it);
  * -ESTALE = not a pending request. */
 int rr_cancel(rr_chan *c, uint64_t id);
+/* Where request `id` stands now: 1 replied, 0 pending, -ESTALE, or
+ * -EOWNERDEAD if the worker that took it is dead (checked now: a syscall). */
+int rr_resp_check(rr_chan *c, uint64_t id);
 /* After -EOWNERDEAD: frees the slot of a request whose worker died. */
 int rr_resp_abandon_dead(rr_chan *c, uint64_t id);
 /* The pid of the worker that took request `id`, or 0 if none yet. */

@@ -229,11 +229,7 @@ static int resp_ready(rr_chan *c, void *arg)
     if (now < atomic_load_explicit(&c->next_worker_check, memory_order_relaxed))
         return 0;
     atomic_store_explicit(&c->next_worker_check, now + RR_WORKER_CHECK_NS, memory_order_relaxed);
-    uint64_t rec = atomic_load_explicit(&s->worker, memory_order_relaxed);
-    if (rec && (rec >> 48) == (rr_id_gen(w->id) & 0xffffu)
-        && !rr_pid_alive((uint32_t)(rec & 0x3fffffu), (uint32_t)((rec >> 22) & 0x3ffffffu), 26))
-        return -EOWNERDEAD;
-    return 0;
+    return rr_resp_check(c, w->id);
 }
 
 static bool resp_peek(rr_chan *c, void *arg)
@@ -252,6 +248,24 @@ int rr_resp_wait(rr_chan *c, uint64_t id, int64_t deadline)
     resp_wait w = {id};
     return rr_wait_until(c, ctl_futex(s), &s->waiters, resp_ready, resp_peek, &w, deadline,
                          RR_WORKER_CHECK_NS);
+}
+
+int rr_resp_check(rr_chan *c, uint64_t id)
+{
+    rr_slot *s = slot_of(c, id);
+    if (!s)
+        return -ESTALE;
+    /* acquire ↔ the release store in rr_slot_publish */
+    uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
+    if (ctl_gen(v) != rr_id_gen(id) || ctl_state(v) == SLOT_FREE)
+        return -ESTALE;
+    if (ctl_state(v) == SLOT_READY || ctl_state(v) == SLOT_READING)
+        return 1;
+    uint64_t rec = atomic_load_explicit(&s->worker, memory_order_relaxed);
+    if (rec && (rec >> 48) == (rr_id_gen(id) & 0xffffu)
+        && !rr_pid_alive((uint32_t)(rec & 0x3fffffu), (uint32_t)((rec >> 22) & 0x3ffffffu), 26))
+        return -EOWNERDEAD;
+    return 0;
 }
 
 int rr_resp_abandon_dead(rr_chan *c, uint64_t id)

@@ -333,6 +333,7 @@ class Client:
         socket) as the request eventfd; the caller keeps ownership. ``-1`` unsets."""
     def req_fileno(self) -> int:
         """The request eventfd, or ``-1``."""
+    def _check(self, id: int, /) -> int: ...
     def _bell_claim(self) -> int:
         """Private (``reqrep.aio``): make replies to this client's requests ring a bell."""
     def _bell_release(self) -> None:
@@ -571,6 +572,7 @@ class IntClient:
         socket) as the request eventfd; the caller keeps ownership. ``-1`` unsets."""
     def req_fileno(self) -> int:
         """The request eventfd, or ``-1``."""
+    def _check(self, id: int, /) -> int: ...
     def _bell_claim(self) -> int:
         """Private (``reqrep.aio``): make replies to this client's requests ring a bell."""
     def _bell_release(self) -> None:

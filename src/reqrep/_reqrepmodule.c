@@ -1607,6 +1607,20 @@ out:
     return res;
 }
 
+/* Non-blocking: 0 pending, 1 replied, 2 stale; WorkerDiedError (slot freed)
+ * if the worker that took it is dead. For event loops, which never wait. */
+static PyObject *client_check(Chan *self, PyObject *id_obj)
+{
+    uint64_t id;
+    if (parse_id(id_obj, &id) < 0 || enter(self) < 0)
+        return NULL;
+    int rc = rr_resp_check(self->ch, id);
+    PyObject *res = rc == -EOWNERDEAD ? raise_worker_died(self, id)
+                                      : PyLong_FromLong(rc == -ESTALE ? 2 : rc);
+    leave(self);
+    return res;
+}
+
 static PyObject *client_pending(Chan *self, PyObject *unused)
 {
     if (enter(self) < 0)
@@ -1806,6 +1820,8 @@ static PyMethodDef client_methods[] = {
     {"req_eventfd_set", (PyCFunction)req_efd_set, METH_O,
      "Use fd (e.g. inherited) as the request eventfd; -1 unsets."},
     {"req_fileno", (PyCFunction)req_efd_fileno, METH_NOARGS, "The request eventfd, or -1."},
+    {"_check", (PyCFunction)client_check, METH_O,
+     "_check(id): 0 pending, 1 replied, 2 stale; WorkerDiedError if its worker died."},
     {"_bell_claim", (PyCFunction)client_bell_claim, METH_NOARGS,
      "Make this client's requests ring a bell on reply; returns its count."},
     {"_bell_release", (PyCFunction)client_bell_release, METH_NOARGS, "Give the bell back."},

@@ -72,9 +72,6 @@ _BATCH = 64
 # or a full queue (it also retries as soon as one of its own replies frees a slot).
 _BACKOFF_MIN = 0.001
 _BACKOFF_MAX = 0.05
-# A worker's liveness is only looked at by a wait on the request that lasts this
-# long (the core checks it 100 ms into a wait).
-_PROBE = 0.11
 # A request's timeout may fire this much early (it shares one loop timer with others).
 _TIMER_SLACK = 0.0005
 _EFD_FLAGS = os.EFD_NONBLOCK | os.EFD_CLOEXEC
@@ -488,7 +485,6 @@ class AsyncClient(Generic[_C]):
         period = self._worker_check
         next_check = time.monotonic() + period if period is not None else math.inf
         previous: set[int] = set()
-        cursor = 0
         try:
             while not self._stopping and not loop.is_closed():
                 now = client._bell_wait(seen, _POLL)
@@ -503,9 +499,8 @@ class AsyncClient(Generic[_C]):
                 current = set(list(self._pending))  # atomic copy under the GIL
                 suspects = sorted(previous & current)
                 previous = current
-                if suspects:
-                    cursor = (cursor + 1) % len(suspects)
-                    self._probe(loop, suspects[cursor])
+                for rid in suspects:  # cheap: one liveness check each, no wait
+                    self._probe(loop, rid)
         except BaseException as exc:  # noqa: BLE001 - handed to the loop
             # The client was closed under us (ValueError), or worse. Without the
             # helper, replies would go unnoticed: fail what is in flight and close.
@@ -523,18 +518,14 @@ class AsyncClient(Generic[_C]):
             self.close()
 
     def _probe(self, loop: asyncio.AbstractEventLoop, rid: int) -> None:
-        """Wait on one request long enough for the core to check its worker."""
-        resp: Any = None
+        """Look, without waiting, whether one request's worker died or it went stale."""
         exc: BaseException | None = None
-        t0 = time.monotonic()
         try:
-            resp = self._client.get_wait(rid, timeout=_PROBE)
+            state = self._client._check(rid)
         except WorkerDiedError as e:
-            exc = e
-        stale = resp is None and exc is None and time.monotonic() - t0 < _PROBE / 2
-        if resp is None and exc is None and not stale:
-            return
-        loop.call_soon_threadsafe(self._deliver, rid, resp, exc, stale)
+            exc, state = e, 2
+        if state == 2:  # dead worker, or dropped by clear(): the loop settles it
+            loop.call_soon_threadsafe(self._deliver, rid, None, exc, exc is None)
 
 
 # --------------------------------------------------------------------------- serve
