@@ -29,12 +29,15 @@ from typing import Any
 import pytest
 from fault_helpers import (
     LOCK_WAITERS,
+    OFF_HEAD,
     OFF_LOCK,
+    OFF_TAIL,
     SLOT_ACQUIRED,
     SLOT_OWNER,
     SLOT_WORKER,
     ChannelMap,
     Shared,
+    get_u64,
     ident_of,
     live_stranger,
     lock_word_of_holder,
@@ -225,7 +228,7 @@ def test_clear_does_not_release_a_live_holders_lock(tmp_path: Path) -> None:
 
 REC = struct.Struct("<IIIIQ")  # kind, tag, seq, spare, id
 SENT, RECV, CORRUPT, BADREPLY = 1, 2, 3, 4
-MAXREC = 150_000  # per killed incarnation (they live for a fraction of a second)
+MAXREC = 1_000_000  # per killed incarnation (most live a fraction of a second; a few, seconds)
 MAXREC_SURVIVOR = 1_500_000
 MAX_INCARNATIONS = 120
 STOP_OFF = 0
@@ -309,6 +312,19 @@ def _parse(variant: str, data: Any) -> tuple[int, int] | None:
 
 def _answer(variant: str, data: Any) -> Any:
     return ~data if variant == "int" else b"R" + data[-4:] + data[:8]
+
+
+def _int_hole_at_head(path: Path) -> bool:
+    """True if the Int queue's head cell was claimed (tail moved past it) but never
+    published: what a producer killed between its tail CAS and its publish leaves."""
+    with IntClient(path) as c:
+        off_cells, cap = c._layout()["off_cells"], c.capacity
+    shift = cap.bit_length() - 1
+    with open(path, "rb") as f:
+        data = f.read()
+    head, tail = get_u64(data, OFF_HEAD), get_u64(data, OFF_TAIL)
+    turn = get_u64(data, off_cells + (head & (cap - 1)) * 24)
+    return tail > head and turn == 2 * (head >> shift)
 
 
 def _hammer(variant: str, path: Path, mm: mmap.mmap, tag: int, seed: int, survivor: bool,
@@ -516,6 +532,9 @@ def test_random_kills_keep_the_queue_consistent(variant: str, tmp_path: Path) ->
     dups = {k: n for k, n in received.items() if n > 1}
     assert dups == {}, f"requests delivered more than once: {list(dups.items())[:10]}"
     assert all(t < next_tag for t, _ in received), "a request from nobody"
+    if variant == "int" and res["lost"] and _int_hole_at_head(path):
+        pytest.xfail("a producer was killed between claiming a cell and publishing it: the "
+                     "documented Int-queue limit (docs/crash-semantics.md)")
     assert res["lost"] == [], (
         f"survivor requests never answered: {res['lost'][:10]} ({len(res['lost'])} in all); "
         f"still counted in the queue after the final drain: {res['left']} "
