@@ -34,7 +34,7 @@ BIG_BW = "64 KiB echo, throughput"
 MPMC = "MPMC (4 client : 2 worker processes)"
 P50 = "1:1 latency, p50"
 P99 = "1:1 latency, p99"
-ASYNCIO = "asyncio client (1 client : 1 worker)"
+ASYNCIO = "asyncio client, 12 B (1 client process : 1 worker process)"
 LOADED = "1:1 echo with 1 extra busy process"
 
 
@@ -192,16 +192,17 @@ def _latency_cases() -> list[Case]:
 
 
 def asyncio_cases() -> list[Case]:
-    """HOOK for the asyncio client row (group ``ASYNCIO``), to be filled in later.
+    """An asyncio client with ``aio.INFLIGHT`` requests in flight against one worker."""
+    from reqrep.bench import aio
 
-    The row will be a ``Case(..., peer=False, workload="aio_rate")`` whose transport's
-    ``connect`` returns the client object of ``reqrep.aio``; add an ``aio_rate``
-    workload to ``workloads.WORKLOADS`` that runs the warm-up, ``gate.wait()`` and the
-    timed loop inside ``asyncio.run`` with ``await client.req(msg)``, and returns the
-    same ``{"ops", "elapsed"}`` dict as ``workloads.rate``. A peer for the group could
-    be an asyncio stream over a socketpair. Until then there is no such row.
-    """
-    return []
+    m = _rate(ASYNCIO)
+    label = f"{aio.INFLIGHT} in flight"
+    return [
+        Case("aio-reqrep", f"reqrep.aio AsyncClient, {label}", aio.ReqrepAio, m, peer=False,
+             workload="aio_rate"),
+        Case("aio-unix-streams", f"asyncio Unix-socket streams, {label}", aio.AioUnixStreams, m,
+             workload="aio_rate"),
+    ]
 
 
 def all_cases() -> list[Case]:

@@ -103,4 +103,10 @@ def latency(op: Op, msg: Any, timing: Timing, gate: GateLike) -> dict[str, float
     }
 
 
-WORKLOADS = {"rate": rate, "latency": latency}
+def aio_rate(op: Op, msg: Any, timing: Timing, gate: GateLike) -> dict[str, float]:
+    from reqrep.bench.aio import aio_rate as run
+
+    return run(op, msg, timing, gate)
+
+
+WORKLOADS = {"rate": rate, "latency": latency, "aio_rate": aio_rate}
