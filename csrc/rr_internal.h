@@ -12,7 +12,7 @@
 #define RR_LINE 64
 #define RR_MAGIC UINT64_C(0x31504552514552ff) /* "\xffRREQPE1" little-endian */
 #define RR_FORMAT_VERSION 1u
-#define RR_HEADER_SIZE 512u
+#define RR_HEADER_SIZE 1024u
 #define RR_SLOT_HEADER 64u
 
 #define RR_ALIGNED __attribute__((aligned(RR_LINE)))
@@ -47,10 +47,13 @@ typedef struct rr_header {
     RR_ALIGNED rr_hdr_geom geom;
     /* consumer side: written by receivers */
     RR_ALIGNED _Atomic uint64_t head;  /* Str: under the lock; Int: Vyukov dequeue position */
-    rr_waitq not_empty;                /* receivers sleep here */
     /* producer side: written by senders */
     RR_ALIGNED _Atomic uint64_t tail;  /* Str: under the lock; Int: Vyukov enqueue position */
-    rr_waitq not_full;                 /* senders sleep here */
+    /* The sleep queues on lines of their own: written only when somebody
+     * sleeps, so the other side's look at the waiter count stays a cache hit
+     * instead of pulling the head or tail line across cores. */
+    RR_ALIGNED rr_waitq not_empty;     /* receivers sleep here */
+    RR_ALIGNED rr_waitq not_full;      /* senders sleep here */
     /* the Str queue lock: owner identity (pid | start time << 32) | RR_LOCK_WAITERS */
     RR_ALIGNED _Atomic uint64_t lock;
     /* slot pool: clients waiting for a free slot */
