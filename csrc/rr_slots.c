@@ -51,6 +51,18 @@ static void slot_freed(rr_chan *c, rr_slot *s)
     rr_waitq_wake(&c->hdr->slot_free, 1);
 }
 
+/* Frees a slot from the state in *v (CAS to FREE of generation gen) and wakes
+ * whoever waits on it; false, with *v updated, if the slot moved meanwhile.
+ * acq_rel: see the top of this file. */
+static bool take_back(rr_slot *s, uint64_t *v, uint32_t gen)
+{
+    if (!atomic_compare_exchange_strong_explicit(&s->ctl, v, mk_ctl(gen, SLOT_FREE),
+                                                 memory_order_acq_rel, memory_order_relaxed))
+        return false;
+    rr_word_wake(ctl_futex(s), &s->waiters, INT_MAX);
+    return true;
+}
+
 static int try_acquire(rr_chan *c, void *arg)
 {
     uint64_t me = rr_self_ident();
@@ -123,9 +135,7 @@ void rr_slot_abandon(rr_chan *c, uint64_t id)
 {
     rr_slot *s = slot_of(c, id);
     uint64_t v = mk_ctl(rr_id_gen(id), SLOT_ACQUIRED);
-    /* acq_rel: see the top of this file */
-    if (atomic_compare_exchange_strong_explicit(&s->ctl, &v, mk_ctl(rr_id_gen(id), SLOT_FREE),
-                                                memory_order_acq_rel, memory_order_relaxed))
+    if (take_back(s, &v, rr_id_gen(id)))
         slot_freed(c, s);
 }
 
@@ -276,11 +286,8 @@ int rr_resp_abandon_dead(rr_chan *c, uint64_t id)
     uint32_t gen = rr_id_gen(id);
     uint64_t v = atomic_load_explicit(&s->ctl, memory_order_relaxed);
     while (ctl_gen(v) == gen && (ctl_state(v) == SLOT_ACQUIRED || ctl_state(v) == SLOT_WRITING)) {
-        /* A dead replier's WRITING claim is taken back too: it will never publish.
-         * acq_rel: see the top of this file */
-        if (atomic_compare_exchange_weak_explicit(&s->ctl, &v, mk_ctl(gen + 1, SLOT_FREE),
-                                                  memory_order_acq_rel, memory_order_relaxed)) {
-            rr_word_wake(ctl_futex(s), &s->waiters, INT_MAX);
+        /* A dead replier's WRITING claim is taken back too: it will never publish. */
+        if (take_back(s, &v, gen + 1)) {
             slot_freed(c, s);
             atomic_fetch_add_explicit(&c->hdr->recoveries, 1, memory_order_relaxed);
             return 0;
@@ -351,11 +358,8 @@ int rr_cancel(rr_chan *c, uint64_t id)
         return -ESTALE;
     uint32_t gen = rr_id_gen(id);
     uint64_t v = mk_ctl(gen, SLOT_ACQUIRED);
-    /* acq_rel (top of file); the replier's claim CAS then fails on the new
-     * generation */
-    if (atomic_compare_exchange_strong_explicit(&s->ctl, &v, mk_ctl(gen + 1, SLOT_FREE),
-                                                memory_order_acq_rel, memory_order_relaxed)) {
-        rr_word_wake(ctl_futex(s), &s->waiters, INT_MAX); /* other waiters on this id */
+    /* the replier's claim CAS then fails on the new generation */
+    if (take_back(s, &v, gen + 1)) {
         slot_freed(c, s);
         return 0;
     }
@@ -391,12 +395,7 @@ void rr_slots_clear(rr_chan *c)
             uint32_t st = ctl_state(v);
             if (st != SLOT_ACQUIRED && st != SLOT_READY)
                 break; /* free, or a replier or reader owns it: it loses nothing */
-            /* acq_rel: see the top of this file */
-            if (atomic_compare_exchange_weak_explicit(&s->ctl, &v,
-                                                      mk_ctl(ctl_gen(v) + 1, SLOT_FREE),
-                                                      memory_order_acq_rel,
-                                                      memory_order_relaxed)) {
-                rr_word_wake(ctl_futex(s), &s->waiters, INT_MAX);
+            if (take_back(s, &v, ctl_gen(v) + 1)) {
                 atomic_store_explicit(&s->owner, 0, memory_order_release);
                 break;
             }
@@ -479,12 +478,8 @@ void rr_slots_sweep(rr_chan *c, int64_t period_ns)
         if (ctl_state(v) == SLOT_WRITING && !worker_dead(s, ctl_gen(v), &k))
             continue; /* a live replier owns it: it will publish, then we free it */
         if (ctl_state(v) != SLOT_FREE) {
-            if (!atomic_compare_exchange_strong_explicit(&s->ctl, &v,
-                                                         mk_ctl(ctl_gen(v) + 1, SLOT_FREE),
-                                                         memory_order_acq_rel,
-                                                         memory_order_relaxed))
+            if (!take_back(s, &v, ctl_gen(v) + 1))
                 continue;
-            rr_word_wake(ctl_futex(s), &s->waiters, INT_MAX);
             atomic_fetch_add_explicit(&h->recoveries, 1, memory_order_relaxed);
         }
         /* release ↔ the acquire CAS of owner in try_acquire */

@@ -129,6 +129,24 @@ class PipeBurst(PipePair):
         return op
 
 
+def echo_forever(sock: socket.socket, n: int) -> None:
+    """A worker's loop on a stream socket: send back every n bytes it reads."""
+    sendall = sock.sendall
+    while True:
+        sendall(recv_exact(sock, n))
+
+
+def stream_op(sock: socket.socket, n: int) -> Op:
+    """A client's round trip on a stream socket: send, read the n-byte echo."""
+    sendall = sock.sendall
+
+    def op(msg: bytes) -> bytes:
+        sendall(msg)
+        return recv_exact(sock, n)
+
+    return op
+
+
 class SocketPair(Transport):
     """``socket.socketpair()`` (AF_UNIX stream)."""
 
@@ -141,23 +159,11 @@ class SocketPair(Transport):
 
     def serve(self, worker: int) -> None:
         assert self.socks is not None
-        sock = self.socks[1]
-        n = self.size
-        sendall = sock.sendall
-        while True:
-            sendall(recv_exact(sock, n))
+        echo_forever(self.socks[1], self.size)
 
     def connect(self, client: int) -> Op:
         assert self.socks is not None
-        sock = self.socks[0]
-        n = self.size
-        sendall = sock.sendall
-
-        def op(msg: bytes) -> bytes:
-            sendall(msg)
-            return recv_exact(sock, n)
-
-        return op
+        return stream_op(self.socks[0], self.size)
 
     def close(self) -> None:
         if self.socks is not None:
@@ -181,24 +187,14 @@ class TcpLoopback(Transport):
         assert self.listener is not None
         conn, _ = self.listener.accept()
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        n = self.size
-        sendall = conn.sendall
-        while True:
-            sendall(recv_exact(conn, n))
+        echo_forever(conn, self.size)
 
     def connect(self, client: int) -> Op:
         assert self.listener is not None
         sock = socket.create_connection(self.listener.getsockname()[:2], timeout=10)
         sock.settimeout(None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        n = self.size
-        sendall = sock.sendall
-
-        def op(msg: bytes) -> bytes:
-            sendall(msg)
-            return recv_exact(sock, n)
-
-        return op
+        return stream_op(sock, self.size)
 
     def close(self) -> None:
         if self.listener is not None:

@@ -170,29 +170,13 @@ class ReqrepSingle(Transport):
         return 0x0123456789AB if self.variant == "int" else make_payload(ECHO_SIZE)
 
     def connect(self, client: int) -> Op:
-        return _int_single() if self.variant == "int" else _str_single()
+        return _single(reqrep.IntServer(None) if self.variant == "int" else reqrep.Server(None))
 
 
-def _str_single() -> Op:
-    srv = reqrep.Server(None)
-    c = srv.client()
-    send, recv, reply, get = c.send, srv.recv, srv.reply, c.get
-
-    def op(msg: Any) -> Any:
-        rid = send(msg)
-        got = recv()
-        if rid is None or got is None:
-            raise RuntimeError("the queue was full or empty")
-        reply(got[1], got[0])
-        return get(rid)
-
-    return op
-
-
-def _int_single() -> Op:
-    srv = reqrep.IntServer(None)
-    c = srv.client()
-    send, recv, reply, get = c.send, srv.recv, srv.reply, c.get
+def _single(server: Any) -> Op:
+    """send, recv, reply, get in this one process, on ``server``'s channel."""
+    c = server.client()
+    send, recv, reply, get = c.send, server.recv, server.reply, c.get
 
     def op(msg: Any) -> Any:
         rid = send(msg)
