@@ -178,6 +178,8 @@ typedef struct rr_format_info {
     uint32_t off_head, off_tail, off_lock, off_recoveries;  /* in the header */
     uint32_t off_bells, bells;                              /* after the header */
     uint32_t slot_off_ctl, slot_off_owner, slot_off_worker; /* in a slot */
+    /* the worker record: generation << (start + pid bits) | start << pid bits | pid */
+    uint32_t worker_gen_bits, worker_start_bits, worker_pid_bits;
 } rr_format_info;
 void rr_format(rr_format_info *out);
 /* Where this channel's regions lie in its file. */

@@ -137,6 +137,9 @@ void rr_format(rr_format_info *f)
         .slot_off_ctl = offsetof(rr_slot, ctl),
         .slot_off_owner = offsetof(rr_slot, owner),
         .slot_off_worker = offsetof(rr_slot, worker),
+        .worker_gen_bits = RR_WORKER_GEN_BITS,
+        .worker_start_bits = RR_WORKER_START_BITS,
+        .worker_pid_bits = RR_WORKER_PID_BITS,
     };
 }
 

@@ -13,7 +13,11 @@
 #define RR_MAGIC UINT64_C(0x31504552514552ff) /* "\xffRREQPE1" little-endian */
 #define RR_FORMAT_VERSION 1u
 #define RR_HEADER_SIZE 1024u
-#define RR_SLOT_HEADER 64u
+#define RR_SLOT_HEADER 128u
+/* The worker record in a slot (rr_slots.c): generation | start time | pid bits. */
+#define RR_WORKER_GEN_BITS 24
+#define RR_WORKER_START_BITS 18
+#define RR_WORKER_PID_BITS 22
 
 #define RR_ALIGNED __attribute__((aligned(RR_LINE)))
 #define RR_ROUND_UP(x, a) (((x) + ((a) - 1)) & ~((__typeof__(x))(a) - 1))
@@ -86,20 +90,23 @@ typedef struct rr_int_cell {
 
 _Static_assert(sizeof(rr_str_cell) == 24 && sizeof(rr_int_cell) == 24, "24 B cells");
 
-/* Response slot header, one cache line; Str response bytes follow it. */
+/* Response slot header, two cache lines; Str response bytes follow it. The
+ * first line is what a waiting client spins on and what a reply fills in; the
+ * second holds what the worker writes on the way (its taker record, the reply
+ * count), so those writes do not pull the line away from the spinning client. */
 typedef struct rr_slot {
-    _Atomic uint64_t ctl;     /* generation << 32 | futex word (see rr_slots.c) */
+    RR_ALIGNED _Atomic uint64_t ctl; /* generation << 32 | futex word (see rr_slots.c) */
     _Atomic uint64_t owner;   /* client identity while acquired, 0 otherwise */
-    _Atomic uint64_t worker;  /* who took the request: see rr_slot_mark_taken */
     _Atomic uint32_t waiters; /* clients sleeping on ctl */
     uint32_t len;             /* response length (Str) */
     uint32_t flags;
     uint32_t bell;            /* 1 + the bell to ring on reply, 0 for none */
     int64_t value;            /* Int response */
+    RR_ALIGNED _Atomic uint64_t worker; /* who took the request: see rr_slot_mark_taken */
     _Atomic uint64_t replies; /* per-slot reply count, summed by stats */
 } rr_slot;
 
-_Static_assert(sizeof(rr_slot) <= RR_SLOT_HEADER, "slot header is one line");
+_Static_assert(sizeof(rr_slot) <= RR_SLOT_HEADER, "slot header fits its two lines");
 
 /* A bell: an event count that a client waiting in an event loop sleeps on
  * (in a helper thread) for replies to any of its requests. */

@@ -19,10 +19,13 @@
  * happens before the next acquirer prepares the slot; release for the same
  * reason one step further.
  *
- * `worker` records who took the request: generation (16 bits) << 48 | start
- * time (26 bits) << 22 | pid (22 bits). A record of an older generation is
+ * `worker` records who took the request: generation (24 bits) << 40 | start
+ * time (18 bits) << 22 | pid (22 bits). A record of an older generation is
  * ignored by readers and overwritten by writers, so a worker that took a
- * request of a cancelled generation cannot hide the worker of the current one. */
+ * request of a cancelled generation cannot hide the worker of the current one.
+ * Nobody clears it on acquire: that would pull its line (see rr_slot) away
+ * from the next worker on every request. A stale record could be taken for a
+ * new one only after 2^24 generations of the slot without a single take. */
 #include "rr_internal.h"
 
 #include <limits.h>
@@ -85,8 +88,7 @@ static int try_acquire(rr_chan *c, void *arg)
             continue;
         }
         /* A FREE slot whose owner word we hold is ours to prepare: nobody reads
-         * these until it is acquired, and the CAS below publishes them. */
-        atomic_store_explicit(&s->worker, 0, memory_order_relaxed);
+         * it until it is acquired, and the CAS below publishes it. */
         s->bell = c->bell;
         /* acq_rel: acquire ↔ the release that freed the slot (the last reader is
          * done with its data); release ↔ the replier's claim CAS */
@@ -170,15 +172,36 @@ int rr_slot_publish(rr_chan *c, rr_slot *s, uint64_t id)
     return 1;
 }
 
+#define GEN_MASK ((UINT32_C(1) << RR_WORKER_GEN_BITS) - 1)
+#define START_MASK ((UINT32_C(1) << RR_WORKER_START_BITS) - 1)
+#define PID_MASK ((UINT32_C(1) << RR_WORKER_PID_BITS) - 1)
+#define GEN_SHIFT (RR_WORKER_START_BITS + RR_WORKER_PID_BITS)
+
 static inline uint64_t worker_word(uint32_t gen, uint64_t ident)
 {
-    return (uint64_t)(gen & 0xffffu) << 48 | ((ident >> 32) & 0x3ffffffu) << 22
-        | (ident & 0x3fffffu);
+    return (uint64_t)(gen & GEN_MASK) << GEN_SHIFT
+        | ((ident >> 32) & START_MASK) << RR_WORKER_PID_BITS | (ident & PID_MASK);
 }
 
+static inline uint32_t worker_gen(uint64_t w) { return (uint32_t)(w >> GEN_SHIFT); }
+
+/* The record is of request `id`'s generation (modulo its bits). */
+static inline bool worker_of(uint64_t w, uint64_t id)
+{
+    return w != 0 && worker_gen(w) == (rr_id_gen(id) & GEN_MASK);
+}
+
+static inline bool worker_alive(uint64_t w)
+{
+    return rr_pid_alive((uint32_t)(w & PID_MASK),
+                        (uint32_t)(w >> RR_WORKER_PID_BITS) & START_MASK, RR_WORKER_START_BITS);
+}
+
+/* The record is of a generation before `gen` (by the sign of the difference). */
 static inline bool worker_older(uint64_t w, uint32_t gen)
 {
-    return (int16_t)(uint16_t)((gen & 0xffffu) - (uint16_t)(w >> 48)) > 0;
+    uint32_t d = (gen - worker_gen(w)) & GEN_MASK;
+    return d != 0 && d < (GEN_MASK >> 1) + 1;
 }
 
 bool rr_slot_mark_taken(rr_chan *c, uint64_t id, uint64_t *prev)
@@ -190,7 +213,7 @@ bool rr_slot_mark_taken(rr_chan *c, uint64_t id, uint64_t *prev)
     /* relaxed: read only by the owner's liveness poll, which tolerates delay */
     uint64_t cur = atomic_load_explicit(&s->worker, memory_order_relaxed);
     do {
-        if (cur != 0 && !worker_older(cur, rr_id_gen(id)) && (cur >> 48) != (want >> 48))
+        if (cur != 0 && !worker_older(cur, rr_id_gen(id)) && worker_gen(cur) != worker_gen(want))
             return false; /* a newer request owns the record */
     } while (!atomic_compare_exchange_weak_explicit(&s->worker, &cur, want, memory_order_relaxed,
                                                     memory_order_relaxed));
@@ -215,7 +238,7 @@ int rr_resp_worker(rr_chan *c, uint64_t id)
     if (!s)
         return 0;
     uint64_t w = atomic_load_explicit(&s->worker, memory_order_relaxed);
-    return w && (w >> 48) == (rr_id_gen(id) & 0xffffu) ? (int)(w & 0x3fffffu) : 0;
+    return worker_of(w, id) ? (int)(w & PID_MASK) : 0;
 }
 
 #define RR_WORKER_CHECK_NS 250000000 /* how often a waiting client checks its worker */
@@ -272,8 +295,7 @@ int rr_resp_check(rr_chan *c, uint64_t id)
     if (ctl_state(v) == SLOT_READY || ctl_state(v) == SLOT_READING)
         return 1;
     uint64_t rec = atomic_load_explicit(&s->worker, memory_order_relaxed);
-    if (rec && (rec >> 48) == (rr_id_gen(id) & 0xffffu)
-        && !rr_pid_alive((uint32_t)(rec & 0x3fffffu), (uint32_t)((rec >> 22) & 0x3ffffffu), 26))
+    if (worker_of(rec, id) && !worker_alive(rec))
         return -EOWNERDEAD;
     return 0;
 }
@@ -443,13 +465,13 @@ static bool cached_alive(ident_cache *k, uint64_t ident)
 static bool worker_dead(rr_slot *s, uint32_t gen, ident_cache *k)
 {
     uint64_t rec = atomic_load_explicit(&s->worker, memory_order_relaxed);
-    if (!rec || (rec >> 48) != (gen & 0xffffu))
+    if (!worker_of(rec, (uint64_t)gen << 32))
         return false;
-    uint64_t ident = ((rec >> 22) & 0x3ffffffu) << 32 | (rec & 0x3fffffu);
     for (int i = 0; i < k->n; i++)
-        if ((uint32_t)k->ident[i] == (uint32_t)ident)
+        if ((uint32_t)k->ident[i] == (uint32_t)(rec & PID_MASK)
+            && ((k->ident[i] >> 32) & START_MASK) == ((rec >> RR_WORKER_PID_BITS) & START_MASK))
             return !k->alive[i];
-    return !rr_pid_alive((uint32_t)ident, (uint32_t)(ident >> 32), 26);
+    return !worker_alive(rec);
 }
 
 void rr_slots_sweep(rr_chan *c, int64_t period_ns)

@@ -190,7 +190,10 @@ def ctl_state(ctl: int) -> int:
 
 def worker_word(gen: int, pid: int, start: int) -> int:
     """The slot's record of the worker that took a request (see csrc/rr_slots.c)."""
-    return (gen & 0xFFFF) << 48 | (start & 0x3FFFFFF) << 22 | (pid & 0x3FFFFF)
+    pid_bits, start_bits = FMT["worker_pid_bits"], FMT["worker_start_bits"]
+    gen &= (1 << FMT["worker_gen_bits"]) - 1
+    start &= (1 << start_bits) - 1
+    return gen << (start_bits + pid_bits) | start << pid_bits | (pid & ((1 << pid_bits) - 1))
 
 
 # --------------------------------------------------------------------------- identities

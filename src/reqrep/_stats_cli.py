@@ -274,6 +274,9 @@ def _report(
     base, stride = layout["off_slots"], layout["slot_stride"]
     off_ctl, off_owner = fmt["slot_off_ctl"], fmt["slot_off_owner"]
     off_worker = fmt["slot_off_worker"]
+    pid_bits, start_bits = fmt["worker_pid_bits"], fmt["worker_start_bits"]
+    gen_shift, gen_mask = pid_bits + start_bits, (1 << fmt["worker_gen_bits"]) - 1
+    pid_mask, start_mask = (1 << pid_bits) - 1, (1 << start_bits) - 1
     for idx in range(resp_slots):
         at = base + idx * stride
         ctl = raw.u64(at + off_ctl)
@@ -293,9 +296,9 @@ def _report(
             "worker": None,
         }
         w = raw.u64(at + off_worker)
-        if w and (w >> 48) == (gen & 0xFFFF):  # a record of this request, not an older one
-            wpid, wstart = w & 0x3FFFFF, (w >> 22) & 0x3FFFFFF
-            row["worker"] = {"pid": wpid, "alive": alive(wpid, wstart, 26)}
+        if w and (w >> gen_shift) == gen & gen_mask:  # a record of this request, not an older one
+            wpid, wstart = w & pid_mask, (w >> pid_bits) & start_mask
+            row["worker"] = {"pid": wpid, "alive": alive(wpid, wstart, start_bits)}
         busy.append(row)
 
     # -- event-loop bells
