@@ -11,7 +11,7 @@
 
 #define RR_LINE 64
 #define RR_MAGIC UINT64_C(0x31504552514552ff) /* "\xffRREQPE1" little-endian */
-#define RR_FORMAT_VERSION 1u
+#define RR_FORMAT_VERSION 2u
 #define RR_HEADER_SIZE 1024u
 #define RR_SLOT_HEADER 128u
 /* The worker record in a slot (rr_slots.c): generation | start time | pid bits. */

@@ -130,7 +130,7 @@ def test_live_channel_json(live: Live) -> None:
 
     assert rep["path"] == str(live.path)
     assert rep["variant"] == "str"
-    assert rep["format_version"] == 1
+    assert rep["format_version"] == reqrep._reqrep._format["version"]
     geo = rep["geometry"]
     assert geo["capacity"] == 16 and geo["resp_slots"] == 8 and geo["resp_size"] == 128
     assert geo["arena"] == 4096
