@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 from helpers import LONG, Child, Client, IntServer, Server, children, fork_call
 
+from reqrep import _reqrep
+
 pytestmark = pytest.mark.timeout(120, method="thread")
 
 CLI_TIMEOUT = 60.0
@@ -130,7 +132,7 @@ def test_live_channel_json(live: Live) -> None:
 
     assert rep["path"] == str(live.path)
     assert rep["variant"] == "str"
-    assert rep["format_version"] == reqrep._reqrep._format["version"]
+    assert rep["format_version"] == _reqrep._format["version"]
     geo = rep["geometry"]
     assert geo["capacity"] == 16 and geo["resp_slots"] == 8 and geo["resp_size"] == 128
     assert geo["arena"] == 4096
