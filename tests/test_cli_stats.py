@@ -23,6 +23,8 @@ from helpers import LONG, Child, Client, IntServer, Server, children, fork_call
 
 from reqrep import _reqrep
 
+FORMAT_VERSION = _reqrep._format["version"]
+
 pytestmark = pytest.mark.timeout(120, method="thread")
 
 CLI_TIMEOUT = 60.0
@@ -132,7 +134,7 @@ def test_live_channel_json(live: Live) -> None:
 
     assert rep["path"] == str(live.path)
     assert rep["variant"] == "str"
-    assert rep["format_version"] == _reqrep._format["version"]
+    assert rep["format_version"] == FORMAT_VERSION
     geo = rep["geometry"]
     assert geo["capacity"] == 16 and geo["resp_slots"] == 8 and geo["resp_size"] == 128
     assert geo["arena"] == 4096
@@ -179,7 +181,8 @@ def test_live_channel_human(live: Live) -> None:
     assert res.stderr == ""
     out = res.stdout
     assert out.startswith(f"reqrep channel {live.path}\n")
-    for text in ("Str (format version 1)", "16 request cells", "8 x 128 bytes", "4,096 bytes",
+    for text in (f"Str (format version {FORMAT_VERSION})", "16 request cells", "8 x 128 bytes",
+                 "4,096 bytes",
                  "requests", "replies", "recoveries", "queued          1 of 16",
                  "lock            free",
                  "5 free, 2 awaiting a reply, 1 replied, not collected yet",
@@ -262,7 +265,7 @@ def test_int_channel(tmp_path: Path) -> None:
         (row,) = rep["slots"]["busy"]
         assert row["id"] == rid and row["owner"] == {"pid": os.getpid(), "alive": True}
         out = run_stats(path).stdout
-        assert "Int (format version 1)" in out and "lock-free" in out
+        assert f"Int (format version {FORMAT_VERSION})" in out and "lock-free" in out
 
 
 def test_bell_owner(tmp_path: Path) -> None:
