@@ -53,6 +53,10 @@ typedef struct rr_header {
     RR_ALIGNED _Atomic uint64_t head;  /* Str: under the lock; Int: Vyukov dequeue position */
     /* producer side: written by senders */
     RR_ALIGNED _Atomic uint64_t tail;  /* Str: under the lock; Int: Vyukov enqueue position */
+    /* Str: the senders' last look at head and at where its entry begins, so
+     * that a send need not read the receivers' line while it sees room.
+     * Under the lock; both only lag the truth, which errs towards full. */
+    uint64_t seen_head, seen_first;
     /* The sleep queues on lines of their own: written only when somebody
      * sleeps, so the other side's look at the waiter count stays a cache hit
      * instead of pulling the head or tail line across cores. */

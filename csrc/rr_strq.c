@@ -56,6 +56,24 @@ typedef struct str_push {
     int64_t deadline;
 } str_push;
 
+/* Where an entry of len bytes would go after the entries from head to tail
+ * (the first of them begins its charge at first): 1 with its charge begin and
+ * data offset if there is room in the cells and in the arena, 0 if not. */
+static int place(rr_chan *c, uint64_t head, uint64_t tail, uint64_t first, uint32_t len,
+                 uint64_t *beg, uint64_t *start)
+{
+    if (tail - head >= c->geom.req_cap)
+        return 0;
+    uint64_t end;
+    *beg = 0; /* an empty queue starts again at the arena's beginning */
+    if (head != tail) {
+        rr_str_cell *last = cell_at(c, tail - 1);
+        entry_span(c, last->beg, last->len, start, beg);
+    }
+    entry_span(c, *beg, len, start, &end);
+    return end - (head != tail ? first : *beg) <= c->geom.arena;
+}
+
 /* One try at a push under the lock: 1 done, 0 full (cells or arena). */
 static int push_attempt(rr_chan *c, void *arg)
 {
@@ -65,30 +83,31 @@ static int push_attempt(rr_chan *c, void *arg)
     if (rc)
         return rc == -EAGAIN ? 0 : rc;
     /* relaxed: both only change under the lock we hold */
-    uint64_t head = atomic_load_explicit(&h->head, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&h->tail, memory_order_relaxed);
-    rc = 0;
-    if (tail - head < c->geom.req_cap) {
-        uint64_t beg = 0, first = 0, start, end;
-        if (head != tail) {
-            rr_str_cell *last = cell_at(c, tail - 1);
-            entry_span(c, last->beg, last->len, &start, &beg);
-            first = cell_at(c, head)->beg;
-        }
-        entry_span(c, beg, p->len, &start, &end);
-        if (end - first <= c->geom.arena) {
-            memcpy(c->arena + start % c->geom.arena, p->data, p->len);
-            rr_str_cell *cell = cell_at(c, tail);
-            /* beg and len atomically: statistics read them without the lock */
-            __atomic_store_n(&cell->beg, beg, __ATOMIC_RELAXED);
-            __atomic_store_n(&cell->len, p->len, __ATOMIC_RELAXED);
-            cell->flags = p->flags;
-            cell->id = p->id;
-            /* release ↔ the acquire loads of tail in recv_peek/size: the cell
-             * and its bytes are visible before the entry is */
-            atomic_store_explicit(&h->tail, tail + 1, memory_order_release);
-            rc = 1;
-        }
+    uint64_t head = h->seen_head, beg, start;
+    /* The senders' view of head lags the truth, so it errs towards full; only
+     * then is head itself read. A view from a forged file at worst misplaces
+     * an entry inside the arena. */
+    rc = place(c, head, tail, h->seen_first, p->len, &beg, &start);
+    if (!rc) {
+        head = atomic_load_explicit(&h->head, memory_order_relaxed);
+        h->seen_head = head;
+        h->seen_first = head != tail ? cell_at(c, head)->beg : 0;
+        rc = place(c, head, tail, h->seen_first, p->len, &beg, &start);
+    }
+    if (rc) {
+        if (head == tail)
+            h->seen_first = beg; /* the queue starts again at this entry */
+        memcpy(c->arena + start % c->geom.arena, p->data, p->len);
+        rr_str_cell *cell = cell_at(c, tail);
+        /* beg and len atomically: statistics read them without the lock */
+        __atomic_store_n(&cell->beg, beg, __ATOMIC_RELAXED);
+        __atomic_store_n(&cell->len, p->len, __ATOMIC_RELAXED);
+        cell->flags = p->flags;
+        cell->id = p->id;
+        /* release ↔ the acquire loads of tail in recv_peek/size: the cell
+         * and its bytes are visible before the entry is */
+        atomic_store_explicit(&h->tail, tail + 1, memory_order_release);
     }
     rr_unlock(c);
     return rc;
