@@ -129,6 +129,10 @@ int rr_resp_view(rr_chan *c, uint64_t id, rr_resp *r);
 int rr_resp_release(rr_chan *c, uint64_t id);
 int rr_resp_unview(rr_chan *c, uint64_t id);
 int rr_resp_discard(rr_chan *c, uint64_t id);
+/* Int, without the READING pin: 0 with *value once replied (then
+ * rr_resp_discard frees the slot, and if it fails, what was read is void),
+ * -EAGAIN while the reply is not there, -ESTALE if it never will be. */
+int rr_int_peek(rr_chan *c, uint64_t id, int64_t *value);
 /* 0 = cancelled; -EBUSY = the reply is there or being written (collect it);
  * -ESTALE = not a pending request. */
 int rr_cancel(rr_chan *c, uint64_t id);

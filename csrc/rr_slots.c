@@ -356,6 +356,22 @@ static int end_reading(rr_chan *c, uint64_t id, uint32_t from, uint32_t to)
     return 0;
 }
 
+int rr_int_peek(rr_chan *c, uint64_t id, int64_t *value)
+{
+    rr_slot *s = slot_of(c, id);
+    if (!s)
+        return -ESTALE;
+    uint32_t gen = rr_id_gen(id);
+    /* acquire ↔ the release store in rr_slot_publish: the value is visible */
+    uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
+    if (v != mk_ctl(gen, SLOT_READY)) /* READING too: pinned by a view, not ours */
+        return ctl_gen(v) == gen && ctl_state(v) != SLOT_FREE ? -EAGAIN : -ESTALE;
+    /* relaxed atomic: if clear() frees the slot now, a new replier may write
+     * it; the caller's rr_resp_discard then fails and drops what we read */
+    *value = __atomic_load_n(&s->value, __ATOMIC_RELAXED);
+    return 0;
+}
+
 int rr_resp_release(rr_chan *c, uint64_t id)
 {
     /* pinned by rr_resp_view, or (a caller that read nothing) still READY */

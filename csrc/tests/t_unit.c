@@ -664,6 +664,41 @@ TEST("unit", int_roundtrip)
     rr_close(c);
 }
 
+/* rr_int_peek + rr_resp_discard: the one-CAS collect the binding uses. */
+TEST("unit", int_peek_collect)
+{
+    rr_chan *c = tu_anon(INT, 4, 2, 0, 0);
+    REQUIRE(c);
+    uint64_t a, b, id;
+    int64_t v;
+    REQUIRE_EQ(rr_int_send(c, 7, RR_NOWAIT, &a), 0);
+    CHECK_EQ(rr_int_peek(c, a, &v), -EAGAIN); /* queued */
+    REQUIRE_EQ(rr_int_recv(c, RR_NOWAIT, &v, &id), 0);
+    CHECK_EQ(rr_int_peek(c, a, &v), -EAGAIN); /* taken, not replied */
+    REQUIRE_EQ(rr_int_reply(c, a, -42), 0);
+    v = 0;
+    REQUIRE_EQ(rr_int_peek(c, a, &v), 0);
+    CHECK_EQ(v, -42);
+    rr_resp r;
+    REQUIRE_EQ(rr_resp_view(c, a, &r), 0); /* pinned by a view: not collectable */
+    CHECK_EQ(rr_int_peek(c, a, &v), -EAGAIN);
+    CHECK_EQ(rr_resp_unview(c, a), 0);
+    CHECK_EQ(rr_resp_discard(c, a), 0);
+    CHECK_EQ(rr_int_peek(c, a, &v), -ESTALE); /* collected */
+    CHECK_EQ(rr_resp_discard(c, a), -ESTALE);
+    /* a reply peeked, then cleared before the discard: the discard fails */
+    REQUIRE_EQ(rr_int_send(c, 8, RR_NOWAIT, &b), 0);
+    REQUIRE_EQ(rr_int_recv(c, RR_NOWAIT, &v, &id), 0);
+    REQUIRE_EQ(rr_int_reply(c, b, 9), 0);
+    REQUIRE_EQ(rr_int_peek(c, b, &v), 0);
+    REQUIRE_EQ(rr_clear(c), 0);
+    CHECK_EQ(rr_resp_discard(c, b), -ESTALE);
+    CHECK_EQ(rr_int_peek(c, b, &v), -ESTALE);
+    CHECK_EQ(rr_int_peek(c, (uint64_t)1 << 32 | 99, &v), -ESTALE); /* no such slot */
+    CHECK_EQ(stats_of(c).slots_free, 2);
+    rr_close(c);
+}
+
 TEST("unit", int_ring_of_one)
 {
     rr_chan *c = tu_anon(INT, 1, 2, 0, 0);

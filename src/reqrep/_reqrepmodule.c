@@ -1414,13 +1414,29 @@ static PyObject *collect(Chan *self, uint64_t id, int *stale)
 {
     rr_resp r;
     *stale = 0;
+    if (self->variant == RR_VARIANT_INT) {
+        /* one CAS (READY -> FREE) instead of view and release */
+        int64_t value;
+        int rc = rr_int_peek(self->ch, id, &value);
+        if (rc < 0) {
+            *stale = rc == -ESTALE;
+            return NULL;
+        }
+        PyObject *obj = PyLong_FromLongLong(value);
+        if (obj && rr_resp_discard(self->ch, id) < 0) {
+            Py_CLEAR(obj); /* cleared under us */
+            *stale = 1;
+        }
+        if (obj)
+            pending_drop(self, id);
+        return obj;
+    }
     int rc = rr_resp_view(self->ch, id, &r);
     if (rc < 0) {
         *stale = rc == -ESTALE;
         return NULL;
     }
-    PyObject *obj = self->variant == RR_VARIANT_INT ? PyLong_FromLongLong(r.value)
-                                                    : payload_object(r.data, r.len, r.flags);
+    PyObject *obj = payload_object(r.data, r.len, r.flags);
     if (!obj) {
         rr_resp_unview(self->ch, id); /* leave the reply for another try */
         return NULL;
