@@ -184,6 +184,9 @@ typedef struct rr_format_info {
     uint32_t slot_off_ctl, slot_off_owner, slot_off_worker; /* in a slot */
     /* the worker record: generation << (start + pid bits) | start << pid bits | pid */
     uint32_t worker_gen_bits, worker_start_bits, worker_pid_bits;
+    /* an Int cell's turn: lap << 32 | state << turn_who_bits | who, where
+     * state is free 0, claimed 1, full 2 and who = start bits << pid bits | pid */
+    uint32_t turn_who_bits;
 } rr_format_info;
 void rr_format(rr_format_info *out);
 /* Where this channel's regions lie in its file. */

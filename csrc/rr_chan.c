@@ -141,6 +141,7 @@ void rr_format(rr_format_info *f)
         .worker_gen_bits = RR_WORKER_GEN_BITS,
         .worker_start_bits = RR_WORKER_START_BITS,
         .worker_pid_bits = RR_WORKER_PID_BITS,
+        .turn_who_bits = RR_TURN_WHO_BITS,
     };
 }
 

@@ -18,6 +18,8 @@
 #define RR_WORKER_GEN_BITS 24
 #define RR_WORKER_START_BITS 18
 #define RR_WORKER_PID_BITS 22
+/* An Int cell's turn (rr_intq.c): lap << 32 | state << RR_TURN_WHO_BITS | who. */
+#define RR_TURN_WHO_BITS 30
 
 #define RR_ALIGNED __attribute__((aligned(RR_LINE)))
 #define RR_ROUND_UP(x, a) (((x) + ((a) - 1)) & ~((__typeof__(x))(a) - 1))
@@ -85,7 +87,7 @@ typedef struct rr_str_cell {
     uint64_t id;
 } rr_str_cell;
 
-/* Int request cell (Vyukov); `turn` as described in rr_intq.c. */
+/* Int request cell; `turn` as described in rr_intq.c. */
 typedef struct rr_int_cell {
     _Atomic uint64_t turn;
     int64_t value;
@@ -151,6 +153,10 @@ struct rr_chan {
     uint32_t locked_n;    /* Str: entries visible to the current recv_begin */
     _Atomic uint32_t sends; /* counts acquires, to look at the sweep clock now and then */
     _Atomic int64_t next_worker_check; /* when a waiting client next checks its worker */
+    /* Int: the claimed cell this handle last found at the head, and since when
+     * (rr_intq.c; relaxed: a heuristic per handle) */
+    _Atomic uint64_t stall_pos, stall_turn;
+    _Atomic int64_t stall_since;
 };
 
 /* ---- layout (rr_layout.c) ---- */
@@ -162,12 +168,16 @@ int rr_layout_validate(const rr_hdr_geom *h, uint64_t file_size, uint32_t varian
 int rr_futex_wait(_Atomic uint32_t *word, uint32_t expect, int64_t deadline);
 void rr_futex_wake(_Atomic uint32_t *word, int n);
 /* A blocking operation as two callbacks: `attempt` tries it once (1 = done,
- * 0 = not now, < 0 = error); `peek` is a cheap lock-free hint that an attempt
+ * 0 = not now, RR_AGAIN_SOON, < 0 = error); `peek` is a cheap lock-free hint that an attempt
  * may succeed, polled while spinning. rr_wait_until spins (up to the handle's
  * budget), then sleeps on `q` until the attempt succeeds, the deadline passes
  * (-EAGAIN) or a signal arrives (-EINTR). `poll_ns` > 0 bounds each sleep so
  * that `attempt` can also notice what no waker announces (a dead peer). */
 typedef int (*rr_attempt_fn)(rr_chan *c, void *arg);
+/* An attempt's "not now, and look again within RR_SOON_NS even if nobody
+ * wakes you": what it waits for may need a check that no waker announces. */
+#define RR_AGAIN_SOON 2
+#define RR_SOON_NS 10000000
 typedef bool (*rr_peek_fn)(rr_chan *c, void *arg);
 int rr_wait_until(rr_chan *c, _Atomic uint32_t *word, _Atomic uint32_t *waiters,
                   rr_attempt_fn attempt, rr_peek_fn peek, void *arg, int64_t deadline,

@@ -122,7 +122,7 @@ static int spin_phase(rr_chan *c, rr_attempt_fn attempt, rr_peek_fn peek, void *
     for (uint32_t i = 1;; i++) {
         if (peek(c, arg)) {
             int rc = attempt(c, arg);
-            if (rc) {
+            if (rc && rc != RR_AGAIN_SOON) {
                 spin_paid(c, true);
                 return rc;
             }
@@ -140,7 +140,7 @@ int rr_wait_until(rr_chan *c, _Atomic uint32_t *word, _Atomic uint32_t *waiters,
                   int64_t poll_ns)
 {
     int rc = attempt(c, arg);
-    if (rc)
+    if (rc && rc != RR_AGAIN_SOON)
         return rc < 0 ? rc : 0;
     if (deadline <= RR_NOWAIT || rr_now_ns() >= deadline)
         return -EAGAIN;
@@ -154,11 +154,16 @@ int rr_wait_until(rr_chan *c, _Atomic uint32_t *word, _Atomic uint32_t *waiters,
         /* acquire ↔ the waker's release change of the word */
         uint32_t seen = atomic_load_explicit(word, memory_order_acquire);
         rc = attempt(c, arg);
+        bool soon = rc == RR_AGAIN_SOON;
+        if (soon)
+            rc = 0;
         int64_t now = rc ? 0 : rr_now_ns();
         if (rc == 0 && now < deadline) {
             int64_t until = deadline;
-            if (poll_ns > 0 && now + poll_ns < deadline)
+            if (poll_ns > 0 && now + poll_ns < until)
                 until = now + poll_ns;
+            if (soon && now + RR_SOON_NS < until)
+                until = now + RR_SOON_NS;
             rc = rr_futex_wait(word, seen, until);
             if (rc == -EAGAIN)
                 rc = 0; /* a poll tick or the deadline: the loop re-checks both */

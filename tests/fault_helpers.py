@@ -196,6 +196,16 @@ def worker_word(gen: int, pid: int, start: int) -> int:
     return gen << (start_bits + pid_bits) | start << pid_bits | (pid & ((1 << pid_bits) - 1))
 
 
+TURN_FREE, TURN_CLAIMED, TURN_FULL = 0, 1, 2
+
+
+def turn_word(lap: int, state: int, pid: int = 0, start: int = 0) -> int:
+    """An Int cell's turn: lap << 32 | state << who bits | who (see csrc/rr_intq.c)."""
+    who_bits, pid_bits = FMT["turn_who_bits"], FMT["worker_pid_bits"]
+    who = (start & ((1 << (who_bits - pid_bits)) - 1)) << pid_bits | pid if pid else 0
+    return (lap & 0xFFFFFFFF) << 32 | state << who_bits | who
+
+
 # --------------------------------------------------------------------------- identities
 
 

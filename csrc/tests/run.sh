@@ -103,11 +103,6 @@ run() {
     return 0
 }
 
-# Known limit, documented in docs/crash-semantics.md: the lock-free Int ring
-# cannot tell a producer killed between claiming a cell and publishing it
-# from a slow one, so that position stalls. Its test shows the limit; it is
-# skipped here so that CI stays green, and run with RR_TEST_SKIP= to see it.
-export RR_TEST_SKIP=${RR_TEST_SKIP-fork_int_producer_died_mid_push}
 
 # Sanitizer settings: stop at the first report; no leak check in children
 # (they _exit). TSan: go on after a report (to see every race), fail at exit.

@@ -1918,13 +1918,14 @@ static int module_exec(PyObject *mod)
     rr_format_info f;
     rr_format(&f);
     PyObject *fmt = Py_BuildValue(
-        "{sKsIsIsIsIsIsIsIsIsIsIsIsIsIsIsIsI}", "magic", (unsigned long long)f.magic, "version",
+        "{sKsIsIsIsIsIsIsIsIsIsIsIsIsIsIsIsIsI}", "magic", (unsigned long long)f.magic, "version",
         f.version, "header_size", f.header_size, "cell_size", f.cell_size, "slot_header",
         f.slot_header, "off_head", f.off_head, "off_tail", f.off_tail, "off_lock", f.off_lock,
         "off_recoveries", f.off_recoveries, "slot_off_ctl", f.slot_off_ctl, "slot_off_owner",
         f.slot_off_owner, "slot_off_worker", f.slot_off_worker, "off_bells", f.off_bells,
         "bells", f.bells, "worker_gen_bits", f.worker_gen_bits, "worker_start_bits",
-        f.worker_start_bits, "worker_pid_bits", f.worker_pid_bits);
+        f.worker_start_bits, "worker_pid_bits", f.worker_pid_bits, "turn_who_bits",
+        f.turn_who_bits);
     int rc = fmt ? PyModule_AddObjectRef(mod, "_format", fmt) : -1;
     Py_XDECREF(fmt);
     if (rc < 0)
