@@ -153,6 +153,7 @@ struct rr_chan {
     uint32_t locked_n;    /* Str: entries visible to the current recv_begin */
     _Atomic uint32_t sends; /* counts acquires, to look at the sweep clock now and then */
     _Atomic int64_t next_worker_check; /* when a waiting client next checks its worker */
+    _Atomic uint32_t first_looks; /* counts reply waits (relaxed: a tick, see rr_slots.c) */
     /* Int: the claimed cell this handle last found at the head, and since when
      * (rr_intq.c; relaxed: a heuristic per handle) */
     _Atomic uint64_t stall_pos, stall_turn;

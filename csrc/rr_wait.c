@@ -112,11 +112,11 @@ static void spin_paid(rr_chan *c, bool paid)
 }
 
 static int spin_phase(rr_chan *c, rr_attempt_fn attempt, rr_peek_fn peek, void *arg,
-                      int64_t deadline)
+                      int64_t now, int64_t deadline)
 {
     if (!spin_wanted(c))
         return 0;
-    int64_t until = rr_now_ns() + (int64_t)c->spin_us * 1000;
+    int64_t until = now + (int64_t)c->spin_us * 1000;
     if (until > deadline)
         until = deadline;
     for (uint32_t i = 1;; i++) {
@@ -142,9 +142,12 @@ int rr_wait_until(rr_chan *c, _Atomic uint32_t *word, _Atomic uint32_t *waiters,
     int rc = attempt(c, arg);
     if (rc && rc != RR_AGAIN_SOON)
         return rc < 0 ? rc : 0;
-    if (deadline <= RR_NOWAIT || rr_now_ns() >= deadline)
+    if (deadline <= RR_NOWAIT)
         return -EAGAIN;
-    rc = spin_phase(c, attempt, peek, arg, deadline);
+    int64_t now = rr_now_ns();
+    if (now >= deadline)
+        return -EAGAIN;
+    rc = spin_phase(c, attempt, peek, arg, now, deadline);
     if (rc)
         return rc < 0 ? rc : 0;
     for (;;) {
@@ -157,7 +160,7 @@ int rr_wait_until(rr_chan *c, _Atomic uint32_t *word, _Atomic uint32_t *waiters,
         bool soon = rc == RR_AGAIN_SOON;
         if (soon)
             rc = 0;
-        int64_t now = rc ? 0 : rr_now_ns();
+        now = rc ? 0 : rr_now_ns();
         if (rc == 0 && now < deadline) {
             int64_t until = deadline;
             if (poll_ns > 0 && now + poll_ns < until)
