@@ -71,8 +71,11 @@ static int try_acquire(rr_chan *c, void *arg)
     uint64_t me = rr_self_ident();
     uint32_t n = c->geom.resp_slots;
     uint32_t hint = atomic_load_explicit(&c->slot_hint, memory_order_relaxed);
-    for (uint32_t k = 0; k < n; k++) {
-        uint32_t idx = (hint + k) % n;
+    if (hint >= n)
+        hint = 0;
+    /* From the slot this handle took last: with one request at a time that
+     * is the one it just freed, still in this core's cache. */
+    for (uint32_t k = 0, idx = hint; k < n; k++, idx = idx + 1 < n ? idx + 1 : 0) {
         rr_slot *s = rr_slot_at(c, idx);
         /* relaxed: a hint only, the CASes below decide */
         if (ctl_state(atomic_load_explicit(&s->ctl, memory_order_relaxed)) != SLOT_FREE)
@@ -95,7 +98,7 @@ static int try_acquire(rr_chan *c, void *arg)
         if (atomic_compare_exchange_strong_explicit(&s->ctl, &v,
                                                     mk_ctl(ctl_gen(v) + 1, SLOT_ACQUIRED),
                                                     memory_order_acq_rel, memory_order_relaxed)) {
-            atomic_store_explicit(&c->slot_hint, idx + 1, memory_order_relaxed);
+            atomic_store_explicit(&c->slot_hint, idx, memory_order_relaxed);
             *(uint64_t *)arg = (uint64_t)(ctl_gen(v) + 1) << 32 | idx;
             return 1;
         }
