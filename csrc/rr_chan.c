@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <string.h>
 
+#define RR_FULL_POLL_NS 50000000 /* how often a sender waiting for room looks anyway */
+
 typedef struct send_op {
     rr_attempt_fn push;
     void *arg;
@@ -28,7 +30,10 @@ int rr_send_common(rr_chan *c, rr_attempt_fn push, rr_peek_fn room, void *arg, u
     do {
         rc = rr_slot_acquire(c, deadline, id);
         if (rc == 0) {
-            rc = rr_waitq_wait(c, &h->not_full, push_if_ours, room, &op, deadline);
+            /* Poll: a receiver killed between freeing a cell and waking us
+             * leaves room that no waker announces. */
+            rc = rr_wait_until(c, &h->not_full.seq, &h->not_full.waiters, push_if_ours, room,
+                               &op, deadline, RR_FULL_POLL_NS);
             if (rc && rc != -ESTALE)
                 rr_slot_abandon(c, *id); /* the request never became visible */
         }

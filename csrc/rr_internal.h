@@ -223,10 +223,10 @@ rr_slot *rr_slot_claim(rr_chan *c, uint64_t id);
 int rr_slot_publish(rr_chan *c, rr_slot *s, uint64_t id);
 void rr_bell_ring(rr_chan *c, uint32_t idx);
 void rr_slots_count(rr_chan *c, rr_stats *st);
-/* Records this process as the taker of request `id` (prev: what it replaced);
- * rr_slot_unmark puts prev back if the take then failed. */
-bool rr_slot_mark_taken(rr_chan *c, uint64_t id, uint64_t *prev);
-void rr_slot_unmark(rr_chan *c, uint64_t id, uint64_t prev);
+/* Records this process (or `ident`) as the one that took request `id`: only
+ * the one that has it, once it has it (a take is exclusive). */
+void rr_slot_mark_taken(rr_chan *c, uint64_t id);
+void rr_slot_mark_taken_by(rr_chan *c, uint64_t id, uint64_t ident);
 /* Frees the slots of dead clients; at most once per `period_ns` per channel
  * (0: now). */
 void rr_slots_sweep(rr_chan *c, int64_t period_ns);

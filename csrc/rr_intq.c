@@ -1,19 +1,21 @@
 /* The Int request queue: a lock-free bounded MPMC ring after Vyukov's, in
  * which every cell's `turn` word holds the lap of the ring the cell is on, its
- * state, and who is inside a push there:
+ * state, and who is inside an operation there:
  *
  *   turn = lap (32 bits) << 32 | state (2 bits) << 30 | who (30 bits)
  *
- *   FREE(L) --claim (producer CAS)--> CLAIMED(L, who) --publish--> FULL(L)
- *   FULL(L) --take (consumer CAS)--> FREE(L + 1)
- *   CLAIMED(L, who) --repair (consumer CAS, once `who` is dead)--> FREE(L + 1)
+ *   FREE(L) --claim--> CLAIMED(L, producer) --publish--> FULL(L)
+ *   FULL(L) --take--> TAKEN(L, consumer) --release--> FREE(L + 1)
  *
- * A take is one CAS, so a consumer dies before it or after it, never inside
- * it. A producer is inside its push from its claim to its publish; if it dies
- * there, the cell names it (pid and start time bits), and a consumer that
- * finds the cell at the head for RR_CLAIM_STALL_NS, with `who` dead, frees the
- * position: that request was never sent. head and tail only say where to look:
- * whoever finds one of them behind a cell that has moved on advances it, so a
+ * Every step is a CAS or is made by the one process the cell names, so a
+ * process killed half-way leaves a cell that says who it was. A consumer
+ * that finds such a cell at the head for RR_CLAIM_STALL_NS, its process dead,
+ * repairs it: a dead producer's claim is skipped (that request was never
+ * sent), a dead consumer's take is recorded as its own in the request's slot
+ * (its client then learns that the worker died) and the cell released. A
+ * consumer records itself in the slot only after its take, so the record
+ * names the one worker that has the request. head and tail only say where to
+ * look: whoever finds one behind a cell that has moved on advances it, so a
  * process that dies before it advanced them leaves nothing stuck. All-zero is
  * the empty ring at lap 0, and a ring of one cell works too. */
 #include "rr_internal.h"
@@ -27,7 +29,7 @@
  * asks whether its producer is alive, and how often it asks again. */
 #define RR_CLAIM_STALL_NS 20000000
 
-enum { TURN_FREE = 0, TURN_CLAIMED = 1, TURN_FULL = 2 };
+enum { TURN_FREE = 0, TURN_CLAIMED = 1, TURN_FULL = 2, TURN_TAKEN = 3 };
 
 #define WHO_MASK ((UINT32_C(1) << RR_TURN_WHO_BITS) - 1)
 #define WHO_PID_MASK ((UINT32_C(1) << RR_WORKER_PID_BITS) - 1)
@@ -77,36 +79,41 @@ static int push_attempt(rr_chan *c, void *arg)
     for (int i = 0; i < RR_INTQ_RETRIES; i++) {
         rr_int_cell *cell = cell_at(c, pos);
         uint32_t lap = lap_of(c, pos);
-        /* acquire ↔ the release take (or repair) CAS of the last lap's
-         * consumer: it is done reading the cell before we write it */
+        /* acquire ↔ the release of the cell by the last lap's consumer (or
+         * its repairer): it is done with the cell before we write it */
         uint64_t t = atomic_load_explicit(&cell->turn, memory_order_acquire);
         int32_t ahead = (int32_t)(turn_lap(t) - lap);
         if (t == mk_turn(lap, TURN_FREE, 0)) {
+            uint64_t claimed = mk_turn(lap, TURN_CLAIMED, who);
             /* the claim makes the position ours; acquire as for the load */
-            if (atomic_compare_exchange_strong_explicit(&cell->turn, &t,
-                                                        mk_turn(lap, TURN_CLAIMED, who),
-                                                        memory_order_acquire,
-                                                        memory_order_relaxed)) {
-                advance(&h->tail, pos);
-                /* relaxed atomics: a consumer that loses its take CAS may read them */
-                __atomic_store_n(&cell->value, op->value, __ATOMIC_RELAXED);
-                __atomic_store_n(&cell->id, op->id, __ATOMIC_RELAXED);
-                /* release ↔ the consumer's acquire load of turn: the entry is
-                 * visible before FULL is */
-                atomic_store_explicit(&cell->turn, mk_turn(lap, TURN_FULL, 0),
-                                      memory_order_release);
+            if (!atomic_compare_exchange_strong_explicit(&cell->turn, &t, claimed,
+                                                         memory_order_acquire,
+                                                         memory_order_relaxed))
+                continue; /* lost the claim: look at the cell again */
+            advance(&h->tail, pos);
+            /* relaxed atomics: the publish below orders them */
+            __atomic_store_n(&cell->value, op->value, __ATOMIC_RELAXED);
+            __atomic_store_n(&cell->id, op->id, __ATOMIC_RELAXED);
+            /* release ↔ the consumer's acquire load of turn: the entry is
+             * visible before FULL is. A CAS, not a store: a claim taken for
+             * dead (see claim_stalled) must not be overwritten. */
+            if (atomic_compare_exchange_strong_explicit(&cell->turn, &claimed,
+                                                        mk_turn(lap, TURN_FULL, 0),
+                                                        memory_order_release,
+                                                        memory_order_relaxed))
                 return 1;
-            }
-            continue; /* lost the claim: look at the cell again */
+            pos = atomic_load_explicit(&h->tail, memory_order_relaxed);
+            continue; /* our claim was revoked: the request is not queued, go again */
         }
-        if (ahead == 0 || (ahead == 1 && turn_state(t) == TURN_FREE)) {
-            advance(&h->tail, pos); /* claimed or done at this lap: tail is behind */
-        } else if (ahead == -1) {
+        if (ahead == 0 && turn_state(t) != TURN_FREE)
+            advance(&h->tail, pos); /* somebody else's at this lap: tail is behind */
+        else if (ahead >= 1)
+            advance(&h->tail, pos); /* done with at this lap already */
+        else if (ahead == -1 && turn_state(t) != TURN_FREE)
             return 0; /* the previous lap's entry is still here: full */
-        }
         pos = atomic_load_explicit(&h->tail, memory_order_relaxed);
     }
-    return 0;
+    return RR_AGAIN_SOON; /* contention or a forged ring: not now, look again soon */
 }
 
 static bool has_room(rr_chan *c, void *arg)
@@ -126,10 +133,10 @@ int rr_int_send(rr_chan *c, int64_t value, int64_t deadline, uint64_t *id)
     return rc;
 }
 
-/* True once this handle has seen the claim `t` at `pos` for RR_CLAIM_STALL_NS
- * and its producer is dead. The memo is per handle and relaxed: threads
- * sharing a handle at worst delay the verdict. */
-static bool claim_abandoned(rr_chan *c, uint64_t pos, uint64_t t)
+/* True once this handle has seen the turn `t` (claimed or taken) at `pos` for
+ * RR_CLAIM_STALL_NS and the process it names is dead. The memo is per handle
+ * and relaxed: threads sharing a handle at worst delay the verdict. */
+static bool claim_stalled(rr_chan *c, uint64_t pos, uint64_t t)
 {
     int64_t now = rr_now_ns();
     if (atomic_load_explicit(&c->stall_pos, memory_order_relaxed) != pos
@@ -146,9 +153,31 @@ static bool claim_abandoned(rr_chan *c, uint64_t pos, uint64_t t)
     return !rr_pid_alive(who & WHO_PID_MASK, who >> RR_WORKER_PID_BITS, WHO_START_BITS);
 }
 
+/* Frees a cell whose claim or take `t` belongs to a dead process; the slot
+ * of a request a dead consumer took records that consumer as its taker, so
+ * its client learns of the death. */
+static void repair(rr_chan *c, rr_int_cell *cell, uint64_t t, uint32_t lap)
+{
+    rr_header *h = c->hdr;
+    if (turn_state(t) == TURN_TAKEN) {
+        uint32_t who = turn_who(t);
+        uint64_t dead = (uint64_t)(who >> RR_WORKER_PID_BITS) << 32 | (who & WHO_PID_MASK);
+        /* TAKEN: nobody else writes the cell, its id is the taken request's */
+        rr_slot_mark_taken_by(c, __atomic_load_n(&cell->id, __ATOMIC_RELAXED), dead);
+    }
+    /* release ↔ the next lap's producer's acquire load: nothing to hand over
+     * but the position itself */
+    if (atomic_compare_exchange_strong_explicit(&cell->turn, &t, mk_turn(lap + 1, TURN_FREE, 0),
+                                                memory_order_release, memory_order_relaxed)) {
+        atomic_fetch_add_explicit(&h->recoveries, 1, memory_order_relaxed);
+        rr_waitq_wake(&h->not_full, INT_MAX);
+    }
+}
+
 /* What is at the head: 1 an entry (its position and turn in *pos, *turn), 0
- * nothing, RR_AGAIN_SOON nothing while a producer is inside its push there.
- * On the way it advances head past taken cells and repairs dead claims. */
+ * nothing, RR_AGAIN_SOON nothing while a producer or consumer is inside its
+ * operation there. On the way it advances head past cells that have moved on
+ * and repairs the cells of dead processes. */
 static int head_entry(rr_chan *c, uint64_t *pos_out, uint64_t *turn_out)
 {
     rr_header *h = c->hdr;
@@ -156,70 +185,65 @@ static int head_entry(rr_chan *c, uint64_t *pos_out, uint64_t *turn_out)
     for (int i = 0; i < RR_INTQ_RETRIES; i++) {
         rr_int_cell *cell = cell_at(c, pos);
         uint32_t lap = lap_of(c, pos);
-        /* acquire ↔ the producer's release store of FULL */
+        /* acquire ↔ the producer's release CAS to FULL */
         uint64_t t = atomic_load_explicit(&cell->turn, memory_order_acquire);
         int32_t ahead = (int32_t)(turn_lap(t) - lap);
-        if (ahead == 0 && turn_state(t) == TURN_FULL) {
-            *pos_out = pos;
-            *turn_out = t;
-            return 1;
-        }
-        if (ahead == 0 && turn_state(t) == TURN_CLAIMED) {
-            if (!claim_abandoned(c, pos, t))
-                return RR_AGAIN_SOON;
-            /* relaxed: the dead producer hands nothing over, the next lap's
-             * producer overwrites whatever it left */
-            if (atomic_compare_exchange_strong_explicit(&cell->turn, &t,
-                                                        mk_turn(lap + 1, TURN_FREE, 0),
-                                                        memory_order_relaxed,
-                                                        memory_order_relaxed)) {
-                atomic_fetch_add_explicit(&h->recoveries, 1, memory_order_relaxed);
-                rr_waitq_wake(&h->not_full, INT_MAX);
+        if (ahead == 0) {
+            uint32_t state = turn_state(t);
+            if (state == TURN_FULL) {
+                *pos_out = pos;
+                *turn_out = t;
+                return 1;
             }
+            if (state == TURN_FREE)
+                return 0;
+            /* claimed or taken: somebody is inside a push or a pop here */
+            if (!claim_stalled(c, pos, t))
+                return RR_AGAIN_SOON;
+            repair(c, cell, t, lap);
             continue; /* look at the cell again */
         }
-        if (ahead == 1 && turn_state(t) == TURN_FREE)
-            advance(&h->head, pos); /* taken (or repaired): head is behind */
-        else if (ahead <= 0)
-            return 0; /* FREE at our lap: empty (anything else: a forged cell) */
+        if (ahead < 0)
+            return 0; /* a cell behind head: a forged ring */
+        advance(&h->head, pos); /* done with at this lap already: head is behind */
         pos = atomic_load_explicit(&h->head, memory_order_relaxed);
     }
-    return 0;
+    return RR_AGAIN_SOON; /* contention or a forged ring: not now, look again soon */
 }
 
 static int pop_attempt(rr_chan *c, void *arg)
 {
     int_op *op = arg;
     rr_header *h = c->hdr;
+    uint32_t who = self_who();
     for (int i = 0; i < RR_INTQ_RETRIES; i++) {
         uint64_t pos, t;
         int rc = head_entry(c, &pos, &t);
         if (rc != 1)
             return rc;
         rr_int_cell *cell = cell_at(c, pos);
-        /* Read the entry and record ourselves as its taker before the take: a
-         * worker killed right after it must not leave a taken request that
-         * nobody is known to hold. Relaxed atomic reads: if another consumer
-         * takes it first, a later lap may be writing the cell, and we drop
-         * what we read when our CAS fails. */
+        uint32_t lap = lap_of(c, pos);
+        /* The take: the entry is ours alone from here. acquire ↔ the
+         * producer's release CAS to FULL (as for the load in head_entry) */
+        if (!atomic_compare_exchange_strong_explicit(&cell->turn, &t,
+                                                     mk_turn(lap, TURN_TAKEN, who),
+                                                     memory_order_acquire,
+                                                     memory_order_relaxed))
+            continue;
         int64_t value = __atomic_load_n(&cell->value, __ATOMIC_RELAXED);
-        uint64_t id = __atomic_load_n(&cell->id, __ATOMIC_RELAXED), prev = 0;
-        bool marked = rr_slot_mark_taken(c, id, &prev);
-        /* The take. release ↔ the next lap's producer's acquire load of turn:
-         * our reads of the cell are done before it may write it */
-        if (atomic_compare_exchange_strong_explicit(&cell->turn, &t,
-                                                    mk_turn(lap_of(c, pos) + 1, TURN_FREE, 0),
-                                                    memory_order_release,
-                                                    memory_order_relaxed)) {
-            advance(&h->head, pos);
-            op->value = value;
-            op->id = id;
-            return 1;
-        }
-        if (marked)
-            rr_slot_unmark(c, id, prev);
+        uint64_t id = __atomic_load_n(&cell->id, __ATOMIC_RELAXED);
+        /* Record ourselves as the taker before the request leaves the ring: a
+         * worker killed from here on is named either here or in the cell. */
+        rr_slot_mark_taken(c, id);
+        /* release ↔ the next lap's producer's acquire load of turn: we are
+         * done reading the cell */
+        atomic_store_explicit(&cell->turn, mk_turn(lap + 1, TURN_FREE, 0), memory_order_release);
+        advance(&h->head, pos);
+        op->value = value;
+        op->id = id;
+        return 1;
     }
-    return 0;
+    return RR_AGAIN_SOON;
 }
 
 static bool has_entry(rr_chan *c, void *arg)
@@ -252,6 +276,10 @@ int rr_int_recv(rr_chan *c, int64_t deadline, int64_t *value, uint64_t *id)
     *value = op.value;
     *id = op.id;
     rr_waitq_wake(&c->hdr->not_full, 1);
+    /* A wake-up we used may have been meant for the next entry too (its
+     * sender woke one receiver, us): pass it on while entries remain. */
+    if (has_entry(c, NULL))
+        rr_waitq_wake(&c->hdr->not_empty, 1);
     return 0;
 }
 

@@ -90,13 +90,16 @@ bool rr_pid_alive(uint32_t pid, uint32_t start_bits, int bits)
 {
     if (pid == 0 || pid >= RR_PID_LIMIT)
         return false; /* garbage or a forged file: nobody could hold this */
-    if (kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+    bool signalable = kill((pid_t)pid, 0) == 0;
+    if (!signalable && errno == ESRCH)
         return false;
     char state;
     uint64_t start;
     int rc = read_proc_stat(pid, &state, &start);
-    if (rc == -ENOENT && access("/proc/self/stat", F_OK) == 0)
-        return false; /* gone since kill() looked */
+    /* Gone since kill() looked, unless kill() said EPERM: another user's
+     * process, which /proc may hide (hidepid) while it lives. */
+    if (rc == -ENOENT && signalable && access("/proc/self/stat", F_OK) == 0)
+        return false;
     if (rc != 0)
         return true; /* cannot tell (no /proc?): never steal from a live owner */
     if (state == 'Z' || state == 'X' || state == 'K')

@@ -207,33 +207,22 @@ static inline bool worker_older(uint64_t w, uint32_t gen)
     return d != 0 && d < (GEN_MASK >> 1) + 1;
 }
 
-bool rr_slot_mark_taken(rr_chan *c, uint64_t id, uint64_t *prev)
+void rr_slot_mark_taken_by(rr_chan *c, uint64_t id, uint64_t ident)
 {
     rr_slot *s = slot_of(c, id);
     if (!s)
-        return false;
-    uint64_t want = worker_word(rr_id_gen(id), rr_self_ident());
+        return;
+    uint64_t want = worker_word(rr_id_gen(id), ident);
     /* relaxed: read only by the owner's liveness poll, which tolerates delay */
     uint64_t cur = atomic_load_explicit(&s->worker, memory_order_relaxed);
     do {
         if (cur != 0 && !worker_older(cur, rr_id_gen(id)) && worker_gen(cur) != worker_gen(want))
-            return false; /* a newer request owns the record */
+            return; /* a newer request owns the record */
     } while (!atomic_compare_exchange_weak_explicit(&s->worker, &cur, want, memory_order_relaxed,
                                                     memory_order_relaxed));
-    if (prev)
-        *prev = cur;
-    return true;
 }
 
-void rr_slot_unmark(rr_chan *c, uint64_t id, uint64_t prev)
-{
-    rr_slot *s = slot_of(c, id);
-    uint64_t mine = worker_word(rr_id_gen(id), rr_self_ident());
-    /* relaxed, as above; fails harmlessly if another taker wrote since */
-    if (s)
-        atomic_compare_exchange_strong_explicit(&s->worker, &mine, prev, memory_order_relaxed,
-                                                memory_order_relaxed);
-}
+void rr_slot_mark_taken(rr_chan *c, uint64_t id) { rr_slot_mark_taken_by(c, id, rr_self_ident()); }
 
 int rr_resp_worker(rr_chan *c, uint64_t id)
 {

@@ -209,7 +209,7 @@ void rr_str_recv_end(rr_chan *c, uint32_t n)
     /* Mark before the commit: a worker that dies in between leaves the entry
      * queued (another worker takes it and overwrites the mark). */
     for (uint32_t i = 0; i < n; i++)
-        rr_slot_mark_taken(c, cell_at(c, head + i)->id, NULL);
+        rr_slot_mark_taken(c, cell_at(c, head + i)->id);
     /* release ↔ producers' reads under the lock and size(): the entries are
      * consumed only once fully read */
     atomic_store_explicit(&h->head, head + n, memory_order_release);

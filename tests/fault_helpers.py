@@ -196,7 +196,7 @@ def worker_word(gen: int, pid: int, start: int) -> int:
     return gen << (start_bits + pid_bits) | start << pid_bits | (pid & ((1 << pid_bits) - 1))
 
 
-TURN_FREE, TURN_CLAIMED, TURN_FULL = 0, 1, 2
+TURN_FREE, TURN_CLAIMED, TURN_FULL, TURN_TAKEN = 0, 1, 2, 3
 
 
 def turn_word(lap: int, state: int, pid: int = 0, start: int = 0) -> int:

@@ -36,6 +36,7 @@ from fault_helpers import (
     TURN_CLAIMED,
     TURN_FREE,
     TURN_FULL,
+    TURN_TAKEN,
     ChannelMap,
     Shared,
     get_u64,
@@ -1050,9 +1051,10 @@ def test_lock_offset_is_where_the_holder_writes(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- Int queue, mid-push
 # The Int queue is lock-free. A producer claims a cell (one CAS that writes its pid and start
-# time into the cell's turn), moves tail, then publishes; a consumer takes an entry with one
-# CAS, then moves head. A process SIGKILLed in between leaves one of the states forged below
-# (random kills reach them now and then: test_random_kills_keep_the_queue_consistent[int]).
+# time into the cell's turn), moves tail, then publishes; a consumer takes an entry (a CAS that
+# writes its own identity), records itself in the request's slot, frees the cell, moves head.
+# A process SIGKILLed in between leaves one of the states forged below (random kills reach
+# them now and then: test_random_kills_keep_the_queue_consistent[int]).
 
 
 def _int_rounds(c: Any, s: Any, n: int = 16) -> list[str]:
@@ -1124,13 +1126,34 @@ def test_int_queue_waits_for_a_live_producer_mid_push(tmp_path: Path) -> None:
         assert s.stats()["recoveries"] == 0
 
 
+def test_int_queue_survives_a_consumer_killed_mid_take(tmp_path: Path) -> None:
+    """Killed between its take and freeing the cell: the next receiver records the dead
+    worker as the request's taker, so its client gets WorkerDiedError, and goes on."""
+    path = tmp_path / "chan.rr"
+    dead = _dead_pid()
+    with IntServer(path, req_cap=4, resp_slots=16) as s, ChannelMap.open(path) as cm:
+        c = IntClient(path)
+        taken = c.send(99)
+        behind = c.send(100)
+        put_u64(cm.mm, cm.cell_off(0), turn_word(0, TURN_TAKEN, dead))
+        assert s.recv_wait(timeout=10) == (100, behind)
+        with pytest.raises(reqrep.WorkerDiedError) as e:
+            c.get_wait(taken, timeout=10)
+        assert e.value.pid == dead
+        s.reply(behind, 1)
+        assert c.get_wait(behind, timeout=5) == 1
+        bad = _bounded(lambda: _int_rounds(c, s), timeout=90)
+        assert bad == [], "the Int queue wedged after a consumer died mid-take: " + "; ".join(bad)
+        assert s.stats()["slots_free"] == 16
+
+
 def test_int_queue_survives_a_consumer_killed_after_its_take(tmp_path: Path) -> None:
     path = tmp_path / "chan.rr"
     with IntServer(path, req_cap=4, resp_slots=16) as s, ChannelMap.open(path) as cm:
         c = IntClient(path)
         taken = c.send(99)
         assert taken is not None
-        # taken (the cell is free for the next lap) by a consumer that died before moving head
+        # taken and freed for the next lap by a consumer that died before moving head
         put_u64(cm.mm, cm.cell_off(0), turn_word(1, TURN_FREE))
         assert cm.head == 0
         assert s.recv() is None

@@ -999,6 +999,75 @@ TEST_T("fork", fork_int_consumer_died_after_take, 60)
     rr_close(c);
 }
 
+/* A consumer killed after its take, before head moved, while senders went on
+ * and reused its cell on the next lap: head is a whole lap behind that cell. */
+TEST_T("fork", fork_int_head_a_lap_behind, 60)
+{
+    rr_format_info fi;
+    rr_format(&fi);
+    char path[512];
+    tu_path(path, sizeof path, "int-lap-behind");
+    rr_geometry g = tu_geom(INT, 4, 8, 0, 0);
+    rr_chan *c = NULL;
+    rr_error err;
+    REQUIRE_EQ(rr_open_path(path, INT, &g, &c, &err), 0);
+    int fd = rr_fd(c);
+    rr_regions r;
+    rr_regions_of(c, &r);
+    uint64_t ids[5], id;
+    int64_t v;
+    REQUIRE_EQ(rr_int_send(c, 0, RR_NOWAIT, &ids[0]), 0);
+    put_u64_at(fd, r.off_cells, turn_word(&fi, 1, 0, 0)); /* taken and released, head not moved */
+    for (int i = 1; i < 5; i++)
+        REQUIRE_EQ(rr_int_send(c, i, RR_NOWAIT, &ids[i]), 0); /* the last one reuses cell 0 */
+    CHECK_EQ(get_u64_at(fd, r.off_cells), turn_word(&fi, 1, 2, 0));
+    for (int i = 1; i < 5; i++) {
+        int rc = rr_int_recv(c, tu_ms(1000), &v, &id);
+        CHECK_MSG(rc == 0 && v == i && id == ids[i], "entry %d: rc %d value %lld", i, rc,
+                  (long long)v);
+    }
+    CHECK_EQ(rr_int_recv(c, RR_NOWAIT, &v, &id), -EAGAIN);
+    rr_close(c);
+}
+
+/* A consumer killed between its take and releasing the cell: the cell names
+ * it; the next consumer records it as the request's taker and frees the cell,
+ * and the request's client learns that its worker died. */
+TEST_T("fork", fork_int_consumer_died_mid_take, 60)
+{
+    rr_format_info fi;
+    rr_format(&fi);
+    pid_t gone = tu_fork(quitter, NULL, 30);
+    REQUIRE(gone > 0);
+    tu_wait(gone, tu_ms(5000));
+    char path[512];
+    tu_path(path, sizeof path, "int-mid-take");
+    rr_geometry g = tu_geom(INT, 4, 8, 0, 0);
+    rr_chan *c = NULL;
+    rr_error err;
+    REQUIRE_EQ(rr_open_path(path, INT, &g, &c, &err), 0);
+    int fd = rr_fd(c);
+    rr_regions r;
+    rr_regions_of(c, &r);
+    uint64_t a, b, id;
+    int64_t v;
+    REQUIRE_EQ(rr_int_send(c, 1, RR_NOWAIT, &a), 0);
+    REQUIRE_EQ(rr_int_send(c, 2, RR_NOWAIT, &b), 0);
+    put_u64_at(fd, r.off_cells, turn_word(&fi, 0, 3, who_of(&fi, gone, 0)));
+    CHECK_EQ(rr_int_recv(c, RR_NOWAIT, &v, &id), -EAGAIN); /* just seen: not yet */
+    int rc = rr_int_recv(c, tu_ms(3000), &v, &id);
+    CHECK_MSG(rc == 0 && v == 2 && id == b, "the entry behind a dead take: %d (%s)", rc,
+              tu_err(rc));
+    CHECK_EQ(rr_resp_worker(c, a), (int)gone);
+    CHECK_EQ(rr_resp_check(c, a), -EOWNERDEAD);
+    CHECK_EQ(rr_resp_abandon_dead(c, a), 0);
+    rr_stats st;
+    rr_get_stats(c, &st);
+    CHECK(st.recoveries >= 2); /* the repair, then the dead worker's slot */
+    CHECK_EQ(st.size, 0);
+    rr_close(c);
+}
+
 /* ---- a worker killed in the middle of writing a reply ----
  * A large reply (tens of MiB into fresh shared pages) keeps the slot in its
  * "being written" state long enough to kill the writer there. The client must
