@@ -53,7 +53,8 @@ int rr_str_reply(rr_chan *c, uint64_t id, const void *data, size_t len, uint32_t
     if (!s)
         return -ESTALE;
     memcpy(rr_slot_data(s), data, len);
-    s->len = (uint32_t)len;
+    /* relaxed atomic: try_acquire peeks at it as a hint without owning the slot */
+    __atomic_store_n(&s->len, (uint32_t)len, __ATOMIC_RELAXED);
     s->flags = flags;
     return rr_slot_publish(c, s, id);
 }

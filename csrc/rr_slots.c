@@ -66,15 +66,22 @@ static bool take_back(rr_slot *s, uint64_t *v, uint32_t gen)
     return true;
 }
 
+#define RR_REUSE_MAX 2048 /* replies up to this size leave their slot to be taken again */
+
 static int try_acquire(rr_chan *c, void *arg)
 {
     uint64_t me = rr_self_ident();
     uint32_t n = c->geom.resp_slots;
     uint32_t hint = atomic_load_explicit(&c->slot_hint, memory_order_relaxed);
+    /* From the slot this handle took last: with one request at a time that
+     * is the one it just freed, still in this core's cache. Not after a large
+     * reply, though: its bytes are cached here, and the next replier would
+     * have to take every one of those lines back. (relaxed atomic read of
+     * len: a hint, written by repliers) */
+    if (hint < n && __atomic_load_n(&rr_slot_at(c, hint)->len, __ATOMIC_RELAXED) > RR_REUSE_MAX)
+        hint++;
     if (hint >= n)
         hint = 0;
-    /* From the slot this handle took last: with one request at a time that
-     * is the one it just freed, still in this core's cache. */
     for (uint32_t k = 0, idx = hint; k < n; k++, idx = idx + 1 < n ? idx + 1 : 0) {
         rr_slot *s = rr_slot_at(c, idx);
         /* relaxed: a hint only, the CASes below decide */

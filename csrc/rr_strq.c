@@ -7,6 +7,8 @@
 #include <limits.h>
 #include <string.h>
 
+#define RR_STR_VIEW_MAX 1024 /* entries from this size up always look at head */
+
 static inline rr_str_cell *cell_at(rr_chan *c, uint64_t pos)
 {
     return (rr_str_cell *)c->cells + (pos & c->mask);
@@ -87,8 +89,10 @@ static int push_attempt(rr_chan *c, void *arg)
     uint64_t head = h->seen_head, beg, start;
     /* The senders' view of head lags the truth, so it errs towards full; only
      * then is head itself read. A view from a forged file at worst misplaces
-     * an entry inside the arena. */
-    rc = place(c, head, tail, h->seen_first, p->len, &beg, &start);
+     * an entry inside the arena. A large entry reads head anyway: one line is
+     * nothing beside its copy, and an empty queue puts it at the arena's
+     * start, where the last one was, still in cache. */
+    rc = p->len < RR_STR_VIEW_MAX && place(c, head, tail, h->seen_first, p->len, &beg, &start);
     if (!rc) {
         head = atomic_load_explicit(&h->head, memory_order_relaxed);
         h->seen_head = head;
