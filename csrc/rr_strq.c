@@ -141,10 +141,17 @@ typedef struct str_pop {
 } str_pop;
 
 /* Takes the lock if something is queued (1, lock held) or reports empty (0). */
+static bool has_entry(rr_chan *c, void *arg);
+
 static int pop_attempt(rr_chan *c, void *arg)
 {
     str_pop *p = arg;
     rr_header *h = c->hdr;
+    /* An empty queue is seen without the lock, which then stays with the
+     * senders' core. A stale "empty" only means we wait: the sender's store
+     * of tail and our look pair through the fences of the sleep protocol. */
+    if (!has_entry(c, arg))
+        return 0;
     int rc = rr_lock(c, lock_deadline(p->deadline));
     if (rc)
         return rc == -EAGAIN ? 0 : rc;
