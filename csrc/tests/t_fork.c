@@ -873,161 +873,148 @@ static uint64_t get_u64_at(int fd, uint64_t off)
     return v;
 }
 
+/* An Int channel in a file, with what the tests below poke at. */
+typedef struct int_file {
+    rr_chan *c;
+    int fd;
+    rr_regions r;
+    rr_format_info fi;
+} int_file;
+
+static bool int_file_open(int_file *f, const char *name, uint32_t cap)
+{
+    char path[512];
+    tu_path(path, sizeof path, name);
+    rr_geometry g = tu_geom(INT, cap, 8, 0, 0);
+    rr_error err;
+    f->c = NULL;
+    if (rr_open_path(path, INT, &g, &f->c, &err) != 0)
+        return false;
+    f->fd = rr_fd(f->c);
+    rr_regions_of(f->c, &f->r);
+    rr_format(&f->fi);
+    return f->fd >= 0;
+}
+
+/* n round trips (send, take, reply, collect) that must all work, FIFO. */
+static void int_echo_rounds(rr_chan *c, int n, int64_t base)
+{
+    for (int i = 0; i < n; i++) {
+        uint64_t a, id;
+        int64_t v;
+        REQUIRE_EQ(rr_int_send(c, base + i, RR_NOWAIT, &a), 0);
+        REQUIRE_EQ(rr_int_recv(c, RR_NOWAIT, &v, &id), 0);
+        CHECK_EQ(v, base + i);
+        CHECK_EQ(id, a);
+        REQUIRE_EQ(rr_int_reply(c, id, v), 0);
+        REQUIRE_EQ(rr_int_peek(c, id, &v), 0);
+        REQUIRE_EQ(rr_resp_discard(c, id), 0);
+    }
+}
+
 TEST_T("fork", fork_int_producer_died_mid_push, 60)
 {
-    rr_format_info fi;
-    rr_format(&fi);
     pid_t gone = tu_fork(quitter, NULL, 30);
     REQUIRE(gone > 0);
     tu_wait(gone, tu_ms(5000));
     for (int moved_tail = 0; moved_tail < 2; moved_tail++) {
-        char path[512];
-        tu_path(path, sizeof path, moved_tail ? "int-hole-tail" : "int-hole");
-        rr_geometry g = tu_geom(INT, 8, 8, 0, 0);
-        rr_chan *c = NULL;
-        rr_error err;
-        REQUIRE_EQ(rr_open_path(path, INT, &g, &c, &err), 0);
-        int fd = rr_fd(c);
-        rr_regions r;
-        rr_regions_of(c, &r);
+        int_file f;
+        REQUIRE(int_file_open(&f, moved_tail ? "int-hole-tail" : "int-hole", 8));
         uint64_t a, b, id;
         int64_t v;
-        REQUIRE_EQ(rr_int_send(c, 1, RR_NOWAIT, &a), 0);
+        REQUIRE_EQ(rr_int_send(f.c, 1, RR_NOWAIT, &a), 0);
         /* cell 1 claimed at lap 0 by a dead producer */
-        put_u64_at(fd, r.off_cells + fi.cell_size, turn_word(&fi, 0, 1, who_of(&fi, gone, 0)));
+        put_u64_at(f.fd, f.r.off_cells + f.fi.cell_size,
+                   turn_word(&f.fi, 0, 1, who_of(&f.fi, gone, 0)));
         if (moved_tail)
-            put_u64_at(fd, fi.off_tail, 2);
-        REQUIRE_EQ(rr_int_send(c, 2, RR_NOWAIT, &b), 0);
-        CHECK_EQ(get_u64_at(fd, fi.off_tail), 3);
-        REQUIRE_EQ(rr_int_recv(c, tu_ms(1000), &v, &id), 0);
+            put_u64_at(f.fd, f.fi.off_tail, 2);
+        REQUIRE_EQ(rr_int_send(f.c, 2, RR_NOWAIT, &b), 0);
+        CHECK_EQ(get_u64_at(f.fd, f.fi.off_tail), 3);
+        REQUIRE_EQ(rr_int_recv(f.c, tu_ms(1000), &v, &id), 0);
         CHECK_EQ(v, 1);
         int64_t t0 = rr_now_ns();
-        int rc = rr_int_recv(c, tu_ms(3000), &v, &id);
+        int rc = rr_int_recv(f.c, tu_ms(3000), &v, &id);
         CHECK_MSG(rc == 0 && v == 2 && id == b,
                   "a fully sent request stuck behind a cell claimed by a dead producer: "
                   "rr_int_recv gave %d (%s)", rc, tu_err(rc));
         tu_note("dead claim skipped in %.1f ms (tail %s)", tu_elapsed_ms(t0),
                 moved_tail ? "moved" : "not moved");
         if (rc == 0)
-            rr_int_reply(c, id, 0);
+            rr_int_reply(f.c, id, 0);
         rr_stats st;
-        rr_get_stats(c, &st);
+        rr_get_stats(f.c, &st);
         CHECK_EQ(st.recoveries, 1);
         CHECK_EQ(st.size, 0);
-        /* the ring goes round again over the repaired cell */
-        for (int i = 0; i < 20; i++) {
-            REQUIRE_EQ(rr_int_send(c, 100 + i, RR_NOWAIT, &a), 0);
-            REQUIRE_EQ(rr_int_recv(c, RR_NOWAIT, &v, &id), 0);
-            CHECK_EQ(v, 100 + i);
-            CHECK_EQ(id, a);
-            REQUIRE_EQ(rr_int_reply(c, id, v), 0);
-            REQUIRE_EQ(rr_int_peek(c, id, &v), 0);
-            REQUIRE_EQ(rr_resp_discard(c, id), 0);
-        }
-        CHECK_EQ(rr_clear(c), 0);
-        rr_close(c);
+        int_echo_rounds(f.c, 20, 100); /* round again, over the repaired cell */
+        CHECK_EQ(rr_clear(f.c), 0);
+        rr_close(f.c);
     }
 }
 
 TEST_T("fork", fork_int_live_claim_is_waited_for, 60)
 {
-    rr_format_info fi;
-    rr_format(&fi);
-    char path[512];
-    tu_path(path, sizeof path, "int-live-claim");
-    rr_geometry g = tu_geom(INT, 8, 8, 0, 0);
-    rr_chan *c = NULL;
-    rr_error err;
-    REQUIRE_EQ(rr_open_path(path, INT, &g, &c, &err), 0);
-    int fd = rr_fd(c);
-    rr_regions r;
-    rr_regions_of(c, &r);
+    int_file f;
+    REQUIRE(int_file_open(&f, "int-live-claim", 8));
     uint64_t id = (uint64_t)5 << 32 | 3, got; /* what the producer would have sent */
     int64_t v;
     /* cell 0 claimed by us (alive, however slow), tail moved past it */
-    uint64_t me = who_of(&fi, getpid(), tu_proc_start(getpid()));
-    put_u64_at(fd, r.off_cells, turn_word(&fi, 0, 1, me));
-    put_u64_at(fd, fi.off_tail, 1);
-    CHECK_EQ(rr_int_recv(c, tu_ms(200), &v, &got), -EAGAIN);
-    CHECK_EQ(rr_int_recv(c, RR_NOWAIT, &v, &got), -EAGAIN);
+    uint64_t me = who_of(&f.fi, getpid(), tu_proc_start(getpid()));
+    put_u64_at(f.fd, f.r.off_cells, turn_word(&f.fi, 0, 1, me));
+    put_u64_at(f.fd, f.fi.off_tail, 1);
+    CHECK_EQ(rr_int_recv(f.c, tu_ms(200), &v, &got), -EAGAIN);
+    CHECK_EQ(rr_int_recv(f.c, RR_NOWAIT, &v, &got), -EAGAIN);
     /* the producer publishes at last: value, id, then FULL */
-    put_u64_at(fd, r.off_cells + 8, 77);
-    put_u64_at(fd, r.off_cells + 16, id);
-    put_u64_at(fd, r.off_cells, turn_word(&fi, 0, 2, 0));
-    REQUIRE_EQ(rr_int_recv(c, tu_ms(1000), &v, &got), 0);
+    put_u64_at(f.fd, f.r.off_cells + 8, 77);
+    put_u64_at(f.fd, f.r.off_cells + 16, id);
+    put_u64_at(f.fd, f.r.off_cells, turn_word(&f.fi, 0, 2, 0));
+    REQUIRE_EQ(rr_int_recv(f.c, tu_ms(1000), &v, &got), 0);
     CHECK_EQ(v, 77);
     CHECK_EQ(got, id);
     rr_stats st;
-    rr_get_stats(c, &st);
+    rr_get_stats(f.c, &st);
     CHECK_EQ(st.recoveries, 0);
-    rr_close(c);
+    rr_close(f.c);
 }
 
+/* A consumer killed after freeing the cell it took, before moving head. */
 TEST_T("fork", fork_int_consumer_died_after_take, 60)
 {
-    rr_format_info fi;
-    rr_format(&fi);
-    char path[512];
-    tu_path(path, sizeof path, "int-taken");
-    rr_geometry g = tu_geom(INT, 4, 8, 0, 0);
-    rr_chan *c = NULL;
-    rr_error err;
-    REQUIRE_EQ(rr_open_path(path, INT, &g, &c, &err), 0);
-    int fd = rr_fd(c);
-    rr_regions r;
-    rr_regions_of(c, &r);
+    int_file f;
+    REQUIRE(int_file_open(&f, "int-taken", 4));
     uint64_t a, b, id;
     int64_t v;
-    REQUIRE_EQ(rr_int_send(c, 1, RR_NOWAIT, &a), 0);
-    REQUIRE_EQ(rr_int_send(c, 2, RR_NOWAIT, &b), 0);
-    /* a consumer took cell 0 (turn: free at lap 1) and died before moving head */
-    put_u64_at(fd, r.off_cells, turn_word(&fi, 1, 0, 0));
-    CHECK_EQ(get_u64_at(fd, fi.off_head), 0);
-    REQUIRE_EQ(rr_int_recv(c, RR_NOWAIT, &v, &id), 0);
+    REQUIRE_EQ(rr_int_send(f.c, 1, RR_NOWAIT, &a), 0);
+    REQUIRE_EQ(rr_int_send(f.c, 2, RR_NOWAIT, &b), 0);
+    put_u64_at(f.fd, f.r.off_cells, turn_word(&f.fi, 1, 0, 0));
+    CHECK_EQ(get_u64_at(f.fd, f.fi.off_head), 0);
+    REQUIRE_EQ(rr_int_recv(f.c, RR_NOWAIT, &v, &id), 0);
     CHECK_EQ(v, 2);
     CHECK_EQ(id, b);
-    CHECK_EQ(get_u64_at(fd, fi.off_head), 2);
-    /* and the ring keeps going round, over both cells */
-    for (int i = 0; i < 12; i++) {
-        REQUIRE_EQ(rr_int_send(c, 10 + i, RR_NOWAIT, &a), 0);
-        REQUIRE_EQ(rr_int_recv(c, RR_NOWAIT, &v, &id), 0);
-        CHECK_EQ(v, 10 + i);
-        REQUIRE_EQ(rr_int_reply(c, id, v), 0);
-        REQUIRE_EQ(rr_int_peek(c, id, &v), 0);
-        REQUIRE_EQ(rr_resp_discard(c, id), 0);
-    }
-    rr_close(c);
+    CHECK_EQ(get_u64_at(f.fd, f.fi.off_head), 2);
+    int_echo_rounds(f.c, 12, 10); /* and the ring keeps going round */
+    rr_close(f.c);
 }
 
 /* A consumer killed after its take, before head moved, while senders went on
  * and reused its cell on the next lap: head is a whole lap behind that cell. */
 TEST_T("fork", fork_int_head_a_lap_behind, 60)
 {
-    rr_format_info fi;
-    rr_format(&fi);
-    char path[512];
-    tu_path(path, sizeof path, "int-lap-behind");
-    rr_geometry g = tu_geom(INT, 4, 8, 0, 0);
-    rr_chan *c = NULL;
-    rr_error err;
-    REQUIRE_EQ(rr_open_path(path, INT, &g, &c, &err), 0);
-    int fd = rr_fd(c);
-    rr_regions r;
-    rr_regions_of(c, &r);
+    int_file f;
+    REQUIRE(int_file_open(&f, "int-lap-behind", 4));
     uint64_t ids[5], id;
     int64_t v;
-    REQUIRE_EQ(rr_int_send(c, 0, RR_NOWAIT, &ids[0]), 0);
-    put_u64_at(fd, r.off_cells, turn_word(&fi, 1, 0, 0)); /* taken and released, head not moved */
+    REQUIRE_EQ(rr_int_send(f.c, 0, RR_NOWAIT, &ids[0]), 0);
+    put_u64_at(f.fd, f.r.off_cells, turn_word(&f.fi, 1, 0, 0)); /* taken, freed, head stays */
     for (int i = 1; i < 5; i++)
-        REQUIRE_EQ(rr_int_send(c, i, RR_NOWAIT, &ids[i]), 0); /* the last one reuses cell 0 */
-    CHECK_EQ(get_u64_at(fd, r.off_cells), turn_word(&fi, 1, 2, 0));
+        REQUIRE_EQ(rr_int_send(f.c, i, RR_NOWAIT, &ids[i]), 0); /* the last one reuses cell 0 */
+    CHECK_EQ(get_u64_at(f.fd, f.r.off_cells), turn_word(&f.fi, 1, 2, 0));
     for (int i = 1; i < 5; i++) {
-        int rc = rr_int_recv(c, tu_ms(1000), &v, &id);
+        int rc = rr_int_recv(f.c, tu_ms(1000), &v, &id);
         CHECK_MSG(rc == 0 && v == i && id == ids[i], "entry %d: rc %d value %lld", i, rc,
                   (long long)v);
     }
-    CHECK_EQ(rr_int_recv(c, RR_NOWAIT, &v, &id), -EAGAIN);
-    rr_close(c);
+    CHECK_EQ(rr_int_recv(f.c, RR_NOWAIT, &v, &id), -EAGAIN);
+    rr_close(f.c);
 }
 
 /* A consumer killed between its take and releasing the cell: the cell names
@@ -1035,37 +1022,28 @@ TEST_T("fork", fork_int_head_a_lap_behind, 60)
  * and the request's client learns that its worker died. */
 TEST_T("fork", fork_int_consumer_died_mid_take, 60)
 {
-    rr_format_info fi;
-    rr_format(&fi);
     pid_t gone = tu_fork(quitter, NULL, 30);
     REQUIRE(gone > 0);
     tu_wait(gone, tu_ms(5000));
-    char path[512];
-    tu_path(path, sizeof path, "int-mid-take");
-    rr_geometry g = tu_geom(INT, 4, 8, 0, 0);
-    rr_chan *c = NULL;
-    rr_error err;
-    REQUIRE_EQ(rr_open_path(path, INT, &g, &c, &err), 0);
-    int fd = rr_fd(c);
-    rr_regions r;
-    rr_regions_of(c, &r);
+    int_file f;
+    REQUIRE(int_file_open(&f, "int-mid-take", 4));
     uint64_t a, b, id;
     int64_t v;
-    REQUIRE_EQ(rr_int_send(c, 1, RR_NOWAIT, &a), 0);
-    REQUIRE_EQ(rr_int_send(c, 2, RR_NOWAIT, &b), 0);
-    put_u64_at(fd, r.off_cells, turn_word(&fi, 0, 3, who_of(&fi, gone, 0)));
-    CHECK_EQ(rr_int_recv(c, RR_NOWAIT, &v, &id), -EAGAIN); /* just seen: not yet */
-    int rc = rr_int_recv(c, tu_ms(3000), &v, &id);
+    REQUIRE_EQ(rr_int_send(f.c, 1, RR_NOWAIT, &a), 0);
+    REQUIRE_EQ(rr_int_send(f.c, 2, RR_NOWAIT, &b), 0);
+    put_u64_at(f.fd, f.r.off_cells, turn_word(&f.fi, 0, 3, who_of(&f.fi, gone, 0)));
+    CHECK_EQ(rr_int_recv(f.c, RR_NOWAIT, &v, &id), -EAGAIN); /* just seen: not yet */
+    int rc = rr_int_recv(f.c, tu_ms(3000), &v, &id);
     CHECK_MSG(rc == 0 && v == 2 && id == b, "the entry behind a dead take: %d (%s)", rc,
               tu_err(rc));
-    CHECK_EQ(rr_resp_worker(c, a), (int)gone);
-    CHECK_EQ(rr_resp_check(c, a), -EOWNERDEAD);
-    CHECK_EQ(rr_resp_abandon_dead(c, a), 0);
+    CHECK_EQ(rr_resp_worker(f.c, a), (int)gone);
+    CHECK_EQ(rr_resp_check(f.c, a), -EOWNERDEAD);
+    CHECK_EQ(rr_resp_abandon_dead(f.c, a), 0);
     rr_stats st;
-    rr_get_stats(c, &st);
+    rr_get_stats(f.c, &st);
     CHECK(st.recoveries >= 2); /* the repair, then the dead worker's slot */
     CHECK_EQ(st.size, 0);
-    rr_close(c);
+    rr_close(f.c);
 }
 
 /* ---- a worker killed in the middle of writing a reply ----
