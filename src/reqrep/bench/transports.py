@@ -20,7 +20,7 @@ from typing import Any
 
 import reqrep
 
-Op = Callable[[Any], Any]
+Op = Callable[..., Any]  # an aio transport's op is its zero-argument starter
 
 ECHO_SIZE = 12
 BURST = 64
