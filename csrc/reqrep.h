@@ -155,10 +155,15 @@ int rr_bell_claim(rr_chan *c);           /* 0, or -EBUSY when all are taken */
 void rr_bell_release(rr_chan *c);
 uint32_t rr_bell_seq(rr_chan *c);        /* the count to pass to rr_bell_wait */
 int rr_bell_wait(rr_chan *c, uint32_t seen, int64_t deadline); /* 0 once it moved */
+void rr_bell_poke(rr_chan *c);           /* rings this handle's own bell (to stop a waiter) */
 /* Waits until a request is queued without taking it or the lock (0, or
  * -EAGAIN at the deadline): for callers that must not hold the lock while
  * they block on something else, such as taking back an interpreter lock. */
 int rr_wait_request(rr_chan *c, int64_t deadline);
+/* Ends a wait in rr_wait_request on this handle (-ECANCELED; if none is under
+ * way, the next one returns that at once). Receivers elsewhere wake, look
+ * again and, finding nothing, sleep again. For stopping a helper thread. */
+void rr_wake_receivers(rr_chan *c);
 
 /* ---- management ---- */
 int rr_clear(rr_chan *c);

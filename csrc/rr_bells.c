@@ -53,6 +53,12 @@ void rr_bell_ring(rr_chan *c, uint32_t idx)
         rr_futex_wake(&b->seq, INT_MAX);
 }
 
+void rr_bell_poke(rr_chan *c)
+{
+    if (c->bell)
+        rr_bell_ring(c, c->bell - 1);
+}
+
 uint32_t rr_bell_seq(rr_chan *c)
 {
     rr_bell *b = bell_of(c);

@@ -91,6 +91,12 @@ int rr_wait_request(rr_chan *c, int64_t deadline)
                                              : rr_intq_wait_request(c, deadline);
 }
 
+void rr_wake_receivers(rr_chan *c)
+{
+    atomic_store_explicit(&c->stop_wait, 1, memory_order_relaxed); /* the wake's fence orders it */
+    rr_waitq_wake(&c->hdr->not_empty, INT_MAX);
+}
+
 void rr_reclaim(rr_chan *c)
 {
     rr_slots_sweep(c, 0);

@@ -154,6 +154,7 @@ struct rr_chan {
     _Atomic uint32_t sends; /* counts acquires, to look at the sweep clock now and then */
     _Atomic int64_t next_worker_check; /* when a waiting client next checks its worker */
     _Atomic uint32_t first_looks; /* counts reply waits (relaxed: a tick, see rr_slots.c) */
+    _Atomic uint32_t stop_wait;   /* rr_wake_receivers: end this handle's rr_wait_request */
     /* Int: the claimed cell this handle last found at the head, and since when
      * (rr_intq.c; relaxed: a heuristic per handle) */
     _Atomic uint64_t stall_pos, stall_turn;
@@ -239,6 +240,12 @@ int rr_send_common(rr_chan *c, rr_attempt_fn push, rr_peek_fn room, void *arg, u
 int rr_strq_clear(rr_chan *c);
 int rr_strq_wait_request(rr_chan *c, int64_t deadline);
 int rr_intq_wait_request(rr_chan *c, int64_t deadline);
+/* For the wait_request attempts: -ECANCELED once after rr_wake_receivers. */
+static inline int rr_wait_stopped(rr_chan *c)
+{
+    /* relaxed: the waitq's fences order it against the waker's store */
+    return atomic_exchange_explicit(&c->stop_wait, 0, memory_order_relaxed) ? -ECANCELED : 0;
+}
 uint64_t rr_strq_arena_used(rr_chan *c);
 void rr_intq_clear(rr_chan *c);
 

@@ -257,7 +257,8 @@ static bool has_entry(rr_chan *c, void *arg)
 static int entry_attempt(rr_chan *c, void *arg)
 {
     uint64_t pos, t;
-    return head_entry(c, &pos, &t);
+    int rc = rr_wait_stopped(c);
+    return rc ? rc : head_entry(c, &pos, &t);
 }
 
 int rr_intq_wait_request(rr_chan *c, int64_t deadline)

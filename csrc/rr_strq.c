@@ -181,7 +181,11 @@ int rr_str_recv_begin(rr_chan *c, int64_t deadline)
     return rc ? rc : (int)c->locked_n;
 }
 
-static int entry_attempt(rr_chan *c, void *arg) { return has_entry(c, arg); }
+static int entry_attempt(rr_chan *c, void *arg)
+{
+    int rc = rr_wait_stopped(c);
+    return rc ? rc : has_entry(c, arg);
+}
 
 int rr_strq_wait_request(rr_chan *c, int64_t deadline)
 {

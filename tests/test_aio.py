@@ -894,3 +894,30 @@ def test_asyncio_service_example() -> None:
     assert res.returncode == 0, f"exit {res.returncode}\n{res.stdout}\n{res.stderr}"
     assert "Traceback" not in res.stderr, res.stderr
     assert "all answers correct" in res.stdout
+
+
+def test_idle_helpers_are_woken_to_stop(run: Any) -> None:
+    """Idle helper threads sleep without a poll (5 s at most) and are woken to stop:
+    close() rings the client's bell, stopping serve() wakes the receivers."""
+    with Server(None) as server:
+        c = server.client()
+
+        async def main() -> None:
+            ac = AsyncClient(c, worker_check=None)
+            stop = asyncio.Event()
+            serving = asyncio.create_task(serve(server, lambda d: d, stop=stop))
+            assert await ac.req(b"ping") == b"ping"
+            await asyncio.sleep(0.3)  # both helpers are asleep by now
+            before = {t.name for t in threading.enumerate()}
+            assert {"reqrep-aio-client", "reqrep-aio-serve"} <= before
+            t0 = time.monotonic()
+            await ac.aclose()
+            stop.set()
+            await asyncio.wait_for(serving, LONG)
+            took = time.monotonic() - t0
+            assert took < 2.5, f"helpers took {took:.2f} s to stop"
+            after = {t.name for t in threading.enumerate()}
+            assert not after & {"reqrep-aio-client", "reqrep-aio-serve"}
+
+        run(main())
+        c.close()

@@ -225,8 +225,12 @@ def test_lock_holder_alive_then_dead(tmp_path: Path) -> None:
         assert rep["lock"]["holder"] == {"pid": kid.pid, "alive": False}
         assert "takes it over" in run_stats(path).stdout
 
-        # The next process that needs the lock takes it over; the report follows.
+        # The next process that needs the lock takes it over; the report follows. (A
+        # receive on an empty queue does not need it: it sees the queue empty without it.)
         assert server.recv() is None
+        assert stats_json(path)["lock"]["held"] is True
+        with Client(path) as c:
+            assert c.send(b"x") is not None
         rep = stats_json(path)
         assert rep["lock"]["held"] is False
         assert rep["counters"]["recoveries"] >= 1

@@ -664,6 +664,25 @@ TEST("unit", int_roundtrip)
     rr_close(c);
 }
 
+/* rr_wake_receivers ends one rr_wait_request of the handle, and only one. */
+TEST("unit", wake_receivers)
+{
+    for (int variant = 0; variant < 2; variant++) {
+        rr_chan *c = variant ? tu_anon(INT, 4, 2, 0, 0) : tu_anon(STR, 4, 2, 64, 0);
+        REQUIRE(c);
+        rr_wake_receivers(c);
+        CHECK_EQ(rr_wait_request(c, tu_ms(2000)), -ECANCELED);
+        CHECK_EQ(rr_wait_request(c, tu_ms(20)), -EAGAIN);
+        uint64_t id;
+        if (variant)
+            REQUIRE_EQ(rr_int_send(c, 1, RR_NOWAIT, &id), 0);
+        else
+            REQUIRE_EQ(rr_str_send(c, "x", 1, 0, RR_NOWAIT, &id), 0);
+        CHECK_EQ(rr_wait_request(c, RR_NOWAIT), 0);
+        rr_close(c);
+    }
+}
+
 /* rr_int_peek + rr_resp_discard: the one-CAS collect the binding uses. */
 TEST("unit", int_peek_collect)
 {

@@ -220,6 +220,8 @@ class Server:
         """The reply eventfd, or ``-1``."""
     def _wait_request(self, timeout: float | None = None) -> bool:
         """Private: wait until a request is queued without taking it."""
+    def _wake_request(self) -> None:
+        """Private (``reqrep.aio``): wake every receiver asleep on the queue."""
     def _test_hold_lock(self) -> None:
         """Private, testing only: take the queue lock and keep it (then kill the process)."""
 
@@ -338,6 +340,8 @@ class Client:
         """Private (``reqrep.aio``): make replies to this client's requests ring a bell."""
     def _bell_release(self) -> None:
         """Private (``reqrep.aio``): give the bell back."""
+    def _bell_ring(self) -> None:
+        """Private (``reqrep.aio``): ring this client's bell."""
     def _bell_wait(self, seen: int, timeout: float | None = None) -> int:
         """Private (``reqrep.aio``): wait until the bell's count differs from ``seen``."""
 
@@ -466,6 +470,8 @@ class IntServer:
         """The reply eventfd, or ``-1``."""
     def _wait_request(self, timeout: float | None = None) -> bool:
         """Private: wait until a request is queued without taking it."""
+    def _wake_request(self) -> None:
+        """Private (``reqrep.aio``): wake every receiver asleep on the queue."""
 
 @disjoint_base
 class IntClient:
@@ -577,5 +583,7 @@ class IntClient:
         """Private (``reqrep.aio``): make replies to this client's requests ring a bell."""
     def _bell_release(self) -> None:
         """Private (``reqrep.aio``): give the bell back."""
+    def _bell_ring(self) -> None:
+        """Private (``reqrep.aio``): ring this client's bell."""
     def _bell_wait(self, seen: int, timeout: float | None = None) -> int:
         """Private (``reqrep.aio``): wait until the bell's count differs from ``seen``."""

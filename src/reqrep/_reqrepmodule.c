@@ -1077,6 +1077,22 @@ static PyObject *client_bell_claim(Chan *self, PyObject *unused)
     return PyLong_FromUnsignedLong(rr_bell_seq(self->ch));
 }
 
+/* Rings this client's bell: its helper thread's _bell_wait returns now. */
+static PyObject *client_bell_ring(Chan *self, PyObject *unused)
+{
+    if (self->ch && !self->closing)
+        rr_bell_poke(self->ch);
+    Py_RETURN_NONE;
+}
+
+/* Wakes every receiver asleep in _wait_request or recv_wait (they look again). */
+static PyObject *server_wake_request(Chan *self, PyObject *unused)
+{
+    if (self->ch && !self->closing)
+        rr_wake_receivers(self->ch);
+    Py_RETURN_NONE;
+}
+
 static PyObject *client_bell_release(Chan *self, PyObject *unused)
 {
     if (self->ch && !self->closing)
@@ -1147,6 +1163,8 @@ static PyObject *str_take(Chan *self, uint32_t max, int64_t deadline, int as_lis
         /* Wait without the GIL and without the queue lock (never hold the lock
          * while taking the GIL back), then try again: another worker may win. */
         WAIT_SLICED(n, deadline, rr_wait_request(ch, dl));
+        if (n == -ECANCELED)
+            continue; /* a _wake_request meant for a helper thread: look again */
         if (n == -EAGAIN)
             deadline = RR_NOWAIT; /* timed out: one last try */
         else if (n < 0)
@@ -1790,7 +1808,9 @@ static PyObject *chan_repr(Chan *self)
     {"reply_fileno", (PyCFunction)reply_efd_fileno, METH_NOARGS,                           \
      "The reply eventfd, or -1."},                                                         \
     {"_wait_request", FASTFN(server_wait_request), FASTKW,                                 \
-     "Wait until a request is queued without taking it; True if one is."}
+     "Wait until a request is queued without taking it; True if one is."},                 \
+    {"_wake_request", (PyCFunction)server_wake_request, METH_NOARGS,                       \
+     "Wake every receiver asleep in _wait_request or recv_wait."}
 
 static PyMethodDef server_methods[] = {
     SERVER_METHODS,
@@ -1841,6 +1861,8 @@ static PyMethodDef client_methods[] = {
     {"_bell_claim", (PyCFunction)client_bell_claim, METH_NOARGS,
      "Make this client's requests ring a bell on reply; returns its count."},
     {"_bell_release", (PyCFunction)client_bell_release, METH_NOARGS, "Give the bell back."},
+    {"_bell_ring", (PyCFunction)client_bell_ring, METH_NOARGS,
+     "Ring this client's bell: a _bell_wait on it returns now."},
     {"_bell_wait", FASTFN(client_bell_wait), FASTKW,
      "_bell_wait(seen, timeout=None): wait until the bell's count moves; the count."},
     {NULL},

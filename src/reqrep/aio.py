@@ -65,7 +65,10 @@ _C = TypeVar("_C", Client, IntClient)
 
 # How long a helper thread sleeps at most before it looks at its stop flag: the
 # most a helper outlives close()/the end of serve(). Idle cost: a few wake-ups a second.
-_POLL = 0.1
+# Idle helper threads sleep this long at most: they are woken for everything they
+# must do (a reply rings the bell, close() rings it too, stop() wakes the receivers),
+# so this only bounds how late one notices an event loop closed under it.
+_IDLE = 5.0
 # serve() takes at most this many requests before it lets other tasks run.
 _BATCH = 64
 # Backoff, in seconds, of an AsyncClient retrying a send that found no free slot
@@ -127,7 +130,7 @@ class AsyncClient(Generic[_C]):
     ``worker_check`` (seconds, or ``None`` to disable) is how often the helper
     thread looks for requests that have been waiting across a whole period and
     probes one of them (round robin) for a dead worker, a ``clear()`` of the
-    channel or a lost wake-up. Such a probe holds the helper for about 0.1 s.
+    channel or a lost wake-up. A probe is one liveness check; it does not wait.
     A request whose worker died raises :class:`~reqrep.WorkerDiedError`; one
     dropped by ``clear()`` returns ``None``.
     """
@@ -213,8 +216,8 @@ class AsyncClient(Generic[_C]):
 
     def close(self) -> None:
         """Stop: requests still in flight are cancelled in the channel (their slots
-        freed) and their ``req`` calls raise ``ValueError``; the helper thread ends
-        within about 0.1 s. Idempotent. The wrapped client stays open."""
+        freed) and their ``req`` calls raise ``ValueError``; the helper thread is
+        woken and ends. Idempotent. The wrapped client stays open."""
         if self._closed:
             return
         self._closed = True
@@ -243,6 +246,7 @@ class AsyncClient(Generic[_C]):
                 if self._shared_fd >= 0:
                     loop.remove_reader(self._shared_fd)
             # the helper thread closes the eventfd when it ends: it may still write to it
+            client._bell_ring()  # the helper wakes and sees _stopping
             client._bell_release()
             if _owners.get(client) is self:
                 del _owners[client]
@@ -487,7 +491,8 @@ class AsyncClient(Generic[_C]):
         previous: set[int] = set()
         try:
             while not self._stopping and not loop.is_closed():
-                now = client._bell_wait(seen, _POLL)
+                wait = min(_IDLE, max(0.0, next_check - time.monotonic()))  # inf - x: _IDLE
+                now = client._bell_wait(seen, wait)
                 if now != seen:
                     seen = now
                     if self._stopping:
@@ -595,6 +600,8 @@ class _Service:
             loop.remove_reader(self.shared_fd)
         self.stopping = True
         self.arm()  # wake the helper if it waits to be armed
+        with contextlib.suppress(ValueError):  # the server was closed under us
+            self.server._wake_request()  # or if it waits for a request
         try:
             if self.tasks:
                 await asyncio.wait(set(self.tasks), timeout=drain_timeout)
@@ -628,7 +635,7 @@ class _Service:
                 self.arm_lock.acquire()
                 queued = False
                 while not self.stopping and not queued:
-                    queued = server._wait_request(_POLL)
+                    queued = server._wait_request(_IDLE)
                 if self.stopping:
                     return
                 self.armed = False
