@@ -105,8 +105,9 @@ void rr_reclaim(rr_chan *c)
 uint64_t rr_size(rr_chan *c)
 {
     rr_header *h = c->hdr;
-    /* acquire ↔ the release stores of head/tail; head first so that the
-     * difference never goes negative */
+    /* acquire ↔ the Str queue's release stores of head/tail (the Int queue's
+     * are relaxed hints; its count is a snapshot). head first, and the clamp
+     * below, so the difference never goes negative. */
     uint64_t head = atomic_load_explicit(&h->head, memory_order_acquire);
     uint64_t tail = atomic_load_explicit(&h->tail, memory_order_acquire);
     uint64_t n = tail - head;

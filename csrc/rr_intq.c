@@ -25,8 +25,9 @@
 /* Retries after which a position that never becomes usable (a forged file)
  * counts as full/empty. */
 #define RR_INTQ_RETRIES 4096
-/* How long a claimed cell at the head must stay claimed before a consumer
- * asks whether its producer is alive, and how often it asks again. */
+/* How long a claimed or taken cell at the head must stay so before a
+ * consumer asks whether the process it names is alive, and how often it asks
+ * again. */
 #define RR_CLAIM_STALL_NS 20000000
 
 enum { TURN_FREE = 0, TURN_CLAIMED = 1, TURN_FULL = 2, TURN_TAKEN = 3 };
