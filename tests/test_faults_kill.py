@@ -287,10 +287,12 @@ class Log:
     def records(self) -> list[tuple[int, int, int, int, int]]:
         n = min(self._word(0), self.cap)
         if n == 0:
-            # Now and then (about one run in ten, with any version of the channel) a killed
-            # incarnation's header words read back as zero although its records are there;
-            # the cause is not in the channel (the records are intact). Read the records up
-            # to the first one that is not complete instead of calling the log empty.
+            # Now and then (about one run in ten, with this and the previous version of the
+            # channel alike) a killed incarnation's count word reads back as zero although
+            # its records are intact, and so is a second copy of the count kept elsewhere in
+            # the same mapping (tried while chasing it): something zeroes that one word after
+            # the process died. Read the records up to the first incomplete one instead of
+            # calling the log empty.
             while n < self.cap and self._complete(n):
                 n += 1
         return [REC.unpack_from(self.mm, self.base + 32 + i * REC.size) for i in range(n)]
