@@ -766,6 +766,15 @@ static void sleeper(void *p)
 
 static void quitter(void *p) { (void)p; }
 
+/* The pid of a process that has exited and been reaped (0 if fork failed). */
+static pid_t reaped_pid(void)
+{
+    pid_t pid = tu_fork(quitter, NULL, 30);
+    if (pid > 0)
+        tu_wait(pid, tu_ms(5000));
+    return pid > 0 ? pid : 0;
+}
+
 static void put_lock(int fd, uint32_t off, uint64_t v)
 {
     if (pwrite(fd, &v, 8, off) != 8)
@@ -816,9 +825,8 @@ TEST_T("fork", fork_forged_lock_owner, 60)
     REQUIRE(fd >= 0);
     pid_t live = tu_fork(sleeper, NULL, 30);
     REQUIRE(live > 0);
-    pid_t gone = tu_fork(quitter, NULL, 30);
+    pid_t gone = reaped_pid();
     REQUIRE(gone > 0);
-    tu_wait(gone, tu_ms(5000));
     uint64_t start = 0;
     for (int i = 0; i < 100 && !start; i++, usleep(1000))
         start = tu_proc_start(live);
@@ -914,9 +922,8 @@ static void int_echo_rounds(rr_chan *c, int n, int64_t base)
 
 TEST_T("fork", fork_int_producer_died_mid_push, 60)
 {
-    pid_t gone = tu_fork(quitter, NULL, 30);
+    pid_t gone = reaped_pid();
     REQUIRE(gone > 0);
-    tu_wait(gone, tu_ms(5000));
     for (int moved_tail = 0; moved_tail < 2; moved_tail++) {
         int_file f;
         REQUIRE(int_file_open(&f, moved_tail ? "int-hole-tail" : "int-hole", 8));
@@ -1022,9 +1029,8 @@ TEST_T("fork", fork_int_head_a_lap_behind, 60)
  * and the request's client learns that its worker died. */
 TEST_T("fork", fork_int_consumer_died_mid_take, 60)
 {
-    pid_t gone = tu_fork(quitter, NULL, 30);
+    pid_t gone = reaped_pid();
     REQUIRE(gone > 0);
-    tu_wait(gone, tu_ms(5000));
     int_file f;
     REQUIRE(int_file_open(&f, "int-mid-take", 4));
     uint64_t a, b, id;
