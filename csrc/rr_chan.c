@@ -64,7 +64,7 @@ int rr_int_reply(rr_chan *c, uint64_t id, int64_t value)
     rr_slot *s = rr_slot_claim(c, id);
     if (!s)
         return -ESTALE;
-    /* relaxed atomic: rr_int_collect may read it after losing to clear() */
+    /* relaxed atomic: rr_int_peek may read it after losing to clear() */
     __atomic_store_n(&s->value, value, __ATOMIC_RELAXED);
     return rr_slot_publish(c, s, id);
 }

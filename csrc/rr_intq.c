@@ -106,10 +106,8 @@ static int push_attempt(rr_chan *c, void *arg)
             pos = atomic_load_explicit(&h->tail, memory_order_relaxed);
             continue; /* our claim was revoked: the request is not queued, go again */
         }
-        if (ahead == 0 && turn_state(t) != TURN_FREE)
-            advance(&h->tail, pos); /* somebody else's at this lap: tail is behind */
-        else if (ahead >= 1)
-            advance(&h->tail, pos); /* done with at this lap already */
+        if ((ahead == 0 && turn_state(t) != TURN_FREE) || ahead >= 1)
+            advance(&h->tail, pos); /* taken at this lap, or done with: tail is behind */
         else if (ahead == -1 && turn_state(t) != TURN_FREE)
             return 0; /* the previous lap's entry is still here: full */
         pos = atomic_load_explicit(&h->tail, memory_order_relaxed);

@@ -141,7 +141,12 @@ typedef struct str_pop {
 } str_pop;
 
 /* Takes the lock if something is queued (1, lock held) or reports empty (0). */
-static bool has_entry(rr_chan *c, void *arg);
+static bool has_entry(rr_chan *c, void *arg)
+{
+    rr_header *h = c->hdr;
+    return atomic_load_explicit(&h->tail, memory_order_relaxed)
+        != atomic_load_explicit(&h->head, memory_order_relaxed);
+}
 
 static int pop_attempt(rr_chan *c, void *arg)
 {
@@ -163,13 +168,6 @@ static int pop_attempt(rr_chan *c, void *arg)
     }
     c->locked_n = n < c->geom.req_cap ? (uint32_t)n : c->geom.req_cap;
     return 1;
-}
-
-static bool has_entry(rr_chan *c, void *arg)
-{
-    rr_header *h = c->hdr;
-    return atomic_load_explicit(&h->tail, memory_order_relaxed)
-        != atomic_load_explicit(&h->head, memory_order_relaxed);
 }
 
 int rr_str_recv_begin(rr_chan *c, int64_t deadline)
