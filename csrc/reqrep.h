@@ -109,6 +109,9 @@ int rr_str_reply(rr_chan *c, uint64_t id, const void *data, size_t len, uint32_t
 
 /* ---- Int requests ---- */
 int rr_int_send(rr_chan *c, int64_t value, int64_t deadline, uint64_t *id);
+/* Without waiting (RR_NOWAIT), -EINPROGRESS instead of -EAGAIN when the head
+ * of the queue is a cell that a send or receive is inside of: a short wait
+ * settles it (a dead process's cell is repaired after RR_CLAIM_STALL_NS). */
 int rr_int_recv(rr_chan *c, int64_t deadline, int64_t *value, uint64_t *id);
 int rr_int_reply(rr_chan *c, uint64_t id, int64_t value);
 

@@ -268,9 +268,16 @@ int rr_intq_wait_request(rr_chan *c, int64_t deadline)
 int rr_int_recv(rr_chan *c, int64_t deadline, int64_t *value, uint64_t *id)
 {
     int_op op = {0, 0};
-    int rc = rr_waitq_wait(c, &c->hdr->not_empty, pop_attempt, has_entry, &op, deadline);
-    if (rc == -EAGAIN && deadline <= RR_NOWAIT)
-        atomic_fetch_add_explicit(&c->hdr->recv_empty, 1, memory_order_relaxed);
+    int rc;
+    if (deadline <= RR_NOWAIT) {
+        /* one look; say so when somebody is inside an operation at the head */
+        rc = pop_attempt(c, &op);
+        rc = rc == 1 ? 0 : rc == RR_AGAIN_SOON ? -EINPROGRESS : rc < 0 ? rc : -EAGAIN;
+        if (rc == -EAGAIN || rc == -EINPROGRESS)
+            atomic_fetch_add_explicit(&c->hdr->recv_empty, 1, memory_order_relaxed);
+    } else {
+        rc = rr_waitq_wait(c, &c->hdr->not_empty, pop_attempt, has_entry, &op, deadline);
+    }
     if (rc)
         return rc;
     *value = op.value;

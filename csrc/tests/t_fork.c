@@ -969,7 +969,7 @@ TEST_T("fork", fork_int_live_claim_is_waited_for, 60)
     put_u64_at(f.fd, f.r.off_cells, turn_word(&f.fi, 0, 1, me));
     put_u64_at(f.fd, f.fi.off_tail, 1);
     CHECK_EQ(rr_int_recv(f.c, tu_ms(200), &v, &got), -EAGAIN);
-    CHECK_EQ(rr_int_recv(f.c, RR_NOWAIT, &v, &got), -EAGAIN);
+    CHECK_EQ(rr_int_recv(f.c, RR_NOWAIT, &v, &got), -EINPROGRESS);
     /* the producer publishes at last: value, id, then FULL */
     put_u64_at(f.fd, f.r.off_cells + 8, 77);
     put_u64_at(f.fd, f.r.off_cells + 16, id);
@@ -1038,7 +1038,7 @@ TEST_T("fork", fork_int_consumer_died_mid_take, 60)
     REQUIRE_EQ(rr_int_send(f.c, 1, RR_NOWAIT, &a), 0);
     REQUIRE_EQ(rr_int_send(f.c, 2, RR_NOWAIT, &b), 0);
     put_u64_at(f.fd, f.r.off_cells, turn_word(&f.fi, 0, 3, who_of(&f.fi, gone, 0)));
-    CHECK_EQ(rr_int_recv(f.c, RR_NOWAIT, &v, &id), -EAGAIN); /* just seen: not yet */
+    CHECK_EQ(rr_int_recv(f.c, RR_NOWAIT, &v, &id), -EINPROGRESS); /* just seen: not yet */
     int rc = rr_int_recv(f.c, tu_ms(3000), &v, &id);
     CHECK_MSG(rc == 0 && v == 2 && id == b, "the entry behind a dead take: %d (%s)", rc,
               tu_err(rc));

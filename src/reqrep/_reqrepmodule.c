@@ -1234,12 +1234,19 @@ static PyObject *str_take(Chan *self, uint32_t max, int64_t deadline, int as_lis
     return res;
 }
 
+#define INT_SETTLE_NS 50000000 /* > the core's 20 ms stall check, with room for two looks */
+
 static PyObject *int_take(Chan *self, int64_t deadline)
 {
     int64_t value;
     uint64_t id;
     int rc = rr_int_recv(self->ch, RR_NOWAIT, &value, &id);
-    if (rc == -EAGAIN && deadline != RR_NOWAIT)
+    /* Somebody inside an operation at the head: even a call that does not
+     * wait gives it a grace, as for a Str lock holder, in which a dead
+     * process's cell is repaired. */
+    if (rc == -EINPROGRESS && deadline == RR_NOWAIT)
+        deadline = rr_now_ns() + INT_SETTLE_NS;
+    if ((rc == -EAGAIN || rc == -EINPROGRESS) && deadline != RR_NOWAIT)
         WAIT_SLICED(rc, deadline, rr_int_recv(self->ch, dl, &value, &id));
     if (rc == -EAGAIN)
         Py_RETURN_NONE;
