@@ -190,6 +190,10 @@ typedef struct rr_format_info {
     uint32_t off_head, off_tail, off_lock, off_recoveries;  /* in the header */
     uint32_t off_bells, bells;                              /* after the header */
     uint32_t slot_off_ctl, slot_off_owner, slot_off_worker; /* in a slot */
+    uint32_t slot_off_len, slot_off_flags, slot_inline;     /* a Str reply's */
+    /* a Str cell: entries of up to str_inline bytes lie in the cell itself */
+    uint32_t str_cell_off_mark, str_cell_off_beg, str_cell_off_len, str_cell_off_flags,
+        str_cell_off_id, str_inline;
     /* the worker record: generation << (start + pid bits) | start << pid bits | pid */
     uint32_t worker_gen_bits, worker_start_bits, worker_pid_bits;
     /* an Int cell's turn: lap << 32 | state << turn_who_bits | who, where

@@ -52,7 +52,7 @@ int rr_str_reply(rr_chan *c, uint64_t id, const void *data, size_t len, uint32_t
     rr_slot *s = rr_slot_claim(c, id);
     if (!s)
         return -ESTALE;
-    memcpy(rr_slot_data(s), data, len);
+    memcpy(rr_slot_data_for(s, len), data, len);
     /* relaxed atomic: try_acquire peeks at it as a hint without owning the slot */
     __atomic_store_n(&s->len, (uint32_t)len, __ATOMIC_RELAXED);
     s->flags = flags;
@@ -151,6 +151,15 @@ void rr_format(rr_format_info *f)
         .slot_off_ctl = offsetof(rr_slot, ctl),
         .slot_off_owner = offsetof(rr_slot, owner),
         .slot_off_worker = offsetof(rr_slot, worker),
+        .slot_off_len = offsetof(rr_slot, len),
+        .slot_off_flags = offsetof(rr_slot, flags),
+        .slot_inline = RR_SLOT_INLINE,
+        .str_cell_off_mark = offsetof(rr_str_cell, mark),
+        .str_cell_off_beg = offsetof(rr_str_cell, beg),
+        .str_cell_off_len = offsetof(rr_str_cell, len),
+        .str_cell_off_flags = offsetof(rr_str_cell, flags),
+        .str_cell_off_id = offsetof(rr_str_cell, id),
+        .str_inline = RR_STR_INLINE,
         .worker_gen_bits = RR_WORKER_GEN_BITS,
         .worker_start_bits = RR_WORKER_START_BITS,
         .worker_pid_bits = RR_WORKER_PID_BITS,

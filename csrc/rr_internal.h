@@ -7,13 +7,15 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define RR_LINE 64
 #define RR_MAGIC UINT64_C(0x31504552514552ff) /* "\xffRREQPE1" little-endian */
-#define RR_FORMAT_VERSION 2u
+#define RR_FORMAT_VERSION 3u
 #define RR_HEADER_SIZE 1024u
 #define RR_SLOT_HEADER 128u
+#define RR_SLOT_INLINE 32u /* Str responses up to this size live in the slot's first line */
 /* The worker record in a slot (rr_slots.c): generation | start time | pid bits. */
 #define RR_WORKER_GEN_BITS 24
 #define RR_WORKER_START_BITS 18
@@ -53,8 +55,12 @@ typedef struct rr_header {
     RR_ALIGNED rr_hdr_geom geom;
     /* consumer side: written by receivers */
     RR_ALIGNED _Atomic uint64_t head;  /* Str: under the lock; Int: Vyukov dequeue position */
-    /* producer side: written by senders */
+    /* producer side: written by senders. The Str lock shares their line: a
+     * sender takes the lock and moves tail in one line, and receivers watch
+     * the cells instead of this line (rr_strq.c). */
     RR_ALIGNED _Atomic uint64_t tail;  /* Str: under the lock; Int: Vyukov enqueue position */
+    /* the Str queue lock: owner identity (pid | start time << 32) | RR_LOCK_WAITERS */
+    _Atomic uint64_t lock;
     /* Str: the senders' last look at head and at where its entry begins, so
      * that a send need not read the receivers' line while it sees room.
      * Under the lock; both only lag the truth, which errs towards full. */
@@ -64,8 +70,6 @@ typedef struct rr_header {
      * instead of pulling the head or tail line across cores. */
     RR_ALIGNED rr_waitq not_empty;     /* receivers sleep here */
     RR_ALIGNED rr_waitq not_full;      /* senders sleep here */
-    /* the Str queue lock: owner identity (pid | start time << 32) | RR_LOCK_WAITERS */
-    RR_ALIGNED _Atomic uint64_t lock;
     /* slot pool: clients waiting for a free slot */
     RR_ALIGNED rr_waitq slot_free;
     /* rare-path counters (relaxed: statistics only) */
@@ -78,23 +82,31 @@ typedef struct rr_header {
 
 _Static_assert(sizeof(rr_header) <= RR_HEADER_SIZE, "header too large");
 
-/* Str request cell. `beg` is the virtual arena offset where the entry's charge
- * begins; data starts there or, if it would run past the end, at the next wrap. */
+/* Str request cell, one cache line. `mark` is 1 + the position of the entry
+ * last written here: a hint receivers watch (rr_strq.c). An entry of up to
+ * RR_STR_INLINE bytes is kept in `small`; a larger one lies in the arena from
+ * `beg`, the virtual offset where its charge begins (its data starts there
+ * or, if it would run past the end, at the next wrap). */
+#define RR_STR_INLINE 32u
 typedef struct rr_str_cell {
+    RR_ALIGNED _Atomic uint64_t mark;
     uint64_t beg;
     uint32_t len;
     uint32_t flags;
     uint64_t id;
+    uint8_t small[RR_STR_INLINE];
 } rr_str_cell;
 
-/* Int request cell; `turn` as described in rr_intq.c. */
+/* Int request cell, one cache line; `turn` as described in rr_intq.c. */
 typedef struct rr_int_cell {
-    _Atomic uint64_t turn;
+    RR_ALIGNED _Atomic uint64_t turn;
     int64_t value;
     uint64_t id;
 } rr_int_cell;
 
-_Static_assert(sizeof(rr_str_cell) == 24 && sizeof(rr_int_cell) == 24, "24 B cells");
+/* A cell per line: no cell straddles two, and neighbours written by different
+ * sides (a sender at tail, a receiver at head) do not share one. */
+_Static_assert(sizeof(rr_str_cell) == RR_LINE && sizeof(rr_int_cell) == RR_LINE, "cell sizes");
 
 /* Response slot header, two cache lines; Str response bytes follow it. The
  * first line is what a waiting client spins on and what a reply fills in; the
@@ -107,12 +119,21 @@ typedef struct rr_slot {
     uint32_t len;             /* response length (Str) */
     uint32_t flags;
     uint32_t bell;            /* 1 + the bell to ring on reply, 0 for none */
-    int64_t value;            /* Int response */
+    union {
+        int64_t value;        /* Int response */
+        uint8_t small[RR_SLOT_INLINE]; /* a Str response that fits: one line to move */
+    };
     RR_ALIGNED _Atomic uint64_t worker; /* who took the request: see rr_slot_mark_taken */
     _Atomic uint64_t replies; /* per-slot reply count, summed by stats */
 } rr_slot;
 
 _Static_assert(sizeof(rr_slot) <= RR_SLOT_HEADER, "slot header fits its two lines");
+_Static_assert(offsetof(rr_slot, small) + RR_SLOT_INLINE <= RR_LINE, "small replies on line 1");
+/* Where a Str response of `len` bytes lies in its slot. */
+static inline uint8_t *rr_slot_data_for(rr_slot *s, uint64_t len)
+{
+    return len <= RR_SLOT_INLINE ? s->small : (uint8_t *)s + RR_SLOT_HEADER;
+}
 
 /* A bell: an event count that a client waiting in an event loop sleeps on
  * (in a helper thread) for replies to any of its requests. */
@@ -215,7 +236,6 @@ static inline rr_slot *rr_slot_at(rr_chan *c, uint32_t idx)
 {
     return (rr_slot *)(c->slots + (uint64_t)idx * c->slot_stride);
 }
-static inline uint8_t *rr_slot_data(rr_slot *s) { return (uint8_t *)s + RR_SLOT_HEADER; }
 int rr_slot_acquire(rr_chan *c, int64_t deadline, uint64_t *id);
 void rr_slot_abandon(rr_chan *c, uint64_t id);
 bool rr_slot_is_acquired(rr_chan *c, uint64_t id);

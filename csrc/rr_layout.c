@@ -82,7 +82,7 @@ int rr_layout_compute(const rr_geometry *g, rr_hdr_geom *h)
     h->arena_cap = g->arena;
     h->off_bells = RR_HEADER_SIZE;
     h->off_cells = h->off_bells + RR_BELLS * sizeof(rr_bell);
-    h->off_slots = h->off_cells + RR_ROUND_UP((uint64_t)g->req_cap * 24, (uint64_t)RR_LINE);
+    h->off_slots = h->off_cells + (uint64_t)g->req_cap * RR_LINE;
     h->off_arena = h->off_slots + (uint64_t)g->resp_slots * h->slot_stride;
     h->total_size = RR_ROUND_UP(h->off_arena + h->arena_cap, (uint64_t)RR_PAGE);
     return h->total_size <= RR_MAX_TOTAL ? 0 : -EFBIG;

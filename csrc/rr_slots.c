@@ -342,8 +342,8 @@ int rr_resp_view(rr_chan *c, uint64_t id, rr_resp *r)
         return ctl_gen(v) == gen && ctl_state(v) != SLOT_FREE ? -EAGAIN : -ESTALE;
     /* Bound what a hostile writer could have put in len. */
     uint32_t len = s->len;
-    r->data = rr_slot_data(s);
     r->len = len <= c->geom.resp_size ? len : c->geom.resp_size;
+    r->data = rr_slot_data_for(s, r->len);
     r->flags = s->flags;
     r->value = s->value;
     return 0;

@@ -1,7 +1,10 @@
 /* The Str request queue: a ring of cells pointing into a circular arena, both
  * guarded by the queue lock (rr_recover.c). A push commits with its store of
  * tail and a pop with its store of head, so an operation cut short by the
- * death of its process leaves no trace. */
+ * death of its process leaves no trace. Small entries live in their cell, so
+ * that a round trip moves one line for the request, not a cell and arena.
+ * Receivers watch the cell at head (its `mark`), not tail: the line with
+ * tail and the lock then stays with the senders until a receiver locks. */
 #include "rr_internal.h"
 
 #include <limits.h>
@@ -15,10 +18,12 @@ static inline rr_str_cell *cell_at(rr_chan *c, uint64_t pos)
 }
 
 /* Where an entry that begins its charge at `beg` puts its data, and where it
- * ends: an entry never wraps, the leftover tail of the arena is charged to it. */
+ * ends: an entry never wraps, the leftover tail of the arena is charged to it.
+ * An entry kept in its cell takes no arena. */
 static void entry_span(rr_chan *c, uint64_t beg, uint32_t len, uint64_t *start, uint64_t *end)
 {
-    uint64_t cap = c->geom.arena, off = beg % cap, size = RR_ROUND_UP((uint64_t)len, 8);
+    uint64_t cap = c->geom.arena, off = beg % cap;
+    uint64_t size = len <= RR_STR_INLINE ? 0 : RR_ROUND_UP((uint64_t)len, 8);
     *start = off + size > cap ? beg + (cap - off) : beg;
     *end = *start + size;
 }
@@ -102,13 +107,17 @@ static int push_attempt(rr_chan *c, void *arg)
     if (rc) {
         if (head == tail)
             h->seen_first = beg; /* the queue starts again at this entry */
-        memcpy(c->arena + start % c->geom.arena, p->data, p->len);
         rr_str_cell *cell = cell_at(c, tail);
+        memcpy(p->len <= RR_STR_INLINE ? cell->small : c->arena + start % c->geom.arena, p->data,
+               p->len);
         /* beg and len atomically: statistics read them without the lock */
         __atomic_store_n(&cell->beg, beg, __ATOMIC_RELAXED);
         __atomic_store_n(&cell->len, p->len, __ATOMIC_RELAXED);
         cell->flags = p->flags;
         cell->id = p->id;
+        /* relaxed: a hint for receivers, who read the entry under the lock;
+         * the wake-up's fence orders it for a receiver about to sleep */
+        atomic_store_explicit(&cell->mark, tail + 1, memory_order_relaxed);
         /* release ↔ the acquire loads of tail in recv_peek/size: the cell
          * and its bytes are visible before the entry is */
         atomic_store_explicit(&h->tail, tail + 1, memory_order_release);
@@ -140,11 +149,24 @@ typedef struct str_pop {
     int64_t deadline;
 } str_pop;
 
-/* Takes the lock if something is queued (1, lock held) or reports empty (0). */
+/* Whether the cell at head holds an entry, by its mark: the cheap look that
+ * spinning receivers poll. Only a hint: a sender marks the cell before it
+ * moves tail, but a mark can be stale (its sender died in between) or
+ * missing (a forged file); tail, under the lock, says for sure. */
 static bool has_entry(rr_chan *c, void *arg)
 {
+    /* relaxed: head only says which cell to look at, the mark is a hint */
+    uint64_t head = atomic_load_explicit(&c->hdr->head, memory_order_relaxed);
+    return atomic_load_explicit(&cell_at(c, head)->mark, memory_order_relaxed) == head + 1;
+}
+
+/* has_entry, or tail says so when the mark does not: what attempts use, so
+ * that a missing mark never hides an entry. */
+static bool queued(rr_chan *c)
+{
     rr_header *h = c->hdr;
-    return atomic_load_explicit(&h->tail, memory_order_relaxed)
+    return has_entry(c, NULL)
+        || atomic_load_explicit(&h->tail, memory_order_relaxed)
         != atomic_load_explicit(&h->head, memory_order_relaxed);
 }
 
@@ -153,16 +175,19 @@ static int pop_attempt(rr_chan *c, void *arg)
     str_pop *p = arg;
     rr_header *h = c->hdr;
     /* An empty queue is seen without the lock, which then stays with the
-     * senders' core. A stale "empty" only means we wait: the sender's store
-     * of tail and our look pair through the fences of the sleep protocol. */
-    if (!has_entry(c, arg))
+     * senders' core. A stale "empty" only means we wait: the sender's mark
+     * and tail and our look pair through the fences of the sleep protocol. */
+    if (!queued(c))
         return 0;
     int rc = rr_lock(c, lock_deadline(p->deadline));
     if (rc)
         return rc == -EAGAIN ? 0 : rc;
-    uint64_t n = atomic_load_explicit(&h->tail, memory_order_relaxed)
-        - atomic_load_explicit(&h->head, memory_order_relaxed);
+    uint64_t head = atomic_load_explicit(&h->head, memory_order_relaxed);
+    uint64_t n = atomic_load_explicit(&h->tail, memory_order_relaxed) - head;
     if (n == 0) {
+        /* relaxed: a hint (see has_entry); a stale one is cleared under the
+         * lock, or spinning receivers would keep taking the lock for nothing */
+        atomic_store_explicit(&cell_at(c, head)->mark, 0, memory_order_relaxed);
         rr_unlock(c);
         return 0;
     }
@@ -182,7 +207,7 @@ int rr_str_recv_begin(rr_chan *c, int64_t deadline)
 static int entry_attempt(rr_chan *c, void *arg)
 {
     int rc = rr_wait_stopped(c);
-    return rc ? rc : has_entry(c, arg);
+    return rc ? rc : queued(c);
 }
 
 int rr_strq_wait_request(rr_chan *c, int64_t deadline)
@@ -202,6 +227,11 @@ int rr_str_recv_peek(rr_chan *c, uint32_t i, rr_entry *e)
     entry_span(c, cell->beg, len, &start, &end);
     e->id = cell->id;
     e->flags = cell->flags;
+    if (len <= RR_STR_INLINE) {
+        e->data = cell->small;
+        e->len = len;
+        return 0;
+    }
     /* Cells are shared memory: never trust them to stay inside the arena. */
     if (len > cap || start % cap + len > cap) {
         e->data = c->arena;

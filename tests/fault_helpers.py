@@ -50,8 +50,15 @@ OFF_RECOVERIES = FMT["off_recoveries"]
 SLOT_CTL = FMT["slot_off_ctl"]
 SLOT_OWNER = FMT["slot_off_owner"]
 SLOT_WORKER = FMT["slot_off_worker"]
-SLOT_LEN = 28  # rr_slot: ctl, owner, worker (u64), waiters (u32), len (u32), flags (u32)
-SLOT_FLAGS = 32
+SLOT_LEN = FMT["slot_off_len"]
+SLOT_FLAGS = FMT["slot_off_flags"]
+# A Str cell's fields (an entry of up to STR_INLINE bytes lies in the cell itself).
+STR_CELL_MARK = FMT["str_cell_off_mark"]
+STR_CELL_BEG = FMT["str_cell_off_beg"]
+STR_CELL_LEN = FMT["str_cell_off_len"]
+STR_CELL_FLAGS = FMT["str_cell_off_flags"]
+STR_CELL_ID = FMT["str_cell_off_id"]
+STR_INLINE = FMT["str_inline"]
 LOCK_WAITERS = 1 << 31
 
 # The fixed geometry at the start of the header: name -> (offset, struct code). The region
@@ -72,7 +79,7 @@ def region_fields(data: bytes | bytearray | mmap.mmap) -> dict[str, tuple[int, s
     """Where off_cells, off_slots and off_arena sit in a valid header: the three consecutive
     u64 words after arena_cap that are consistent with the geometry."""
     g = {k: struct.unpack_from("<" + f, data, off)[0] for k, (off, f) in FIXED_FIELDS.items()}
-    cells = _round_up(g["req_cap"] * 24, 64)
+    cells = _round_up(g["req_cap"] * FMT["cell_size"], 64)
     slots = g["resp_slots"] * g["slot_stride"]
     for off in range(48, 256 - 16, 8):
         a, b, c = struct.unpack_from("<QQQ", data, off)
@@ -156,7 +163,7 @@ class ChannelMap:
         return self.geom["off_slots"] + index * self.geom["slot_stride"]
 
     def cell_off(self, pos: int) -> int:
-        return self.geom["off_cells"] + (pos & (self.geom["req_cap"] - 1)) * 24
+        return self.geom["off_cells"] + (pos & (self.geom["req_cap"] - 1)) * FMT["cell_size"]
 
     @property
     def lock(self) -> int:

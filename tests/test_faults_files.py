@@ -21,15 +21,23 @@ from typing import Any
 
 import pytest
 from fault_helpers import (
+    FMT,
     SLOT_CTL,
     SLOT_FLAGS,
     SLOT_LEN,
     SLOT_OWNER,
     SLOT_WORKER,
+    STR_CELL_BEG,
+    STR_CELL_FLAGS,
+    STR_CELL_ID,
+    STR_CELL_LEN,
+    STR_CELL_MARK,
+    STR_INLINE,
     ChannelMap,
     Shared,
     channel_bytes,
     geom_fields,
+    get_u64,
     hold_flock_forever,
     mk_ctl,
     put_u32,
@@ -254,8 +262,8 @@ def _hostile_cases(good: bytes, variant: str) -> dict[str, bytes]:
     forged("all-regions-at-512", off_cells=512, off_slots=512, off_arena=512)
     # A self-consistent larger geometry, with total_size matching a file that is too short.
     forged("consistent-but-file-short", req_cap=g["req_cap"] * 4,
-           off_slots=g["off_slots"] + 3 * g["req_cap"] * 24,
-           off_arena=g["off_arena"] + 3 * g["req_cap"] * 24,
+           off_slots=g["off_slots"] + 3 * g["req_cap"] * FMT["cell_size"],
+           off_arena=g["off_arena"] + 3 * g["req_cap"] * FMT["cell_size"],
            total_size=total + 4096)
     # total_size equal to the file size, geometry saying otherwise.
     data = bytearray(good + bytes(4096))
@@ -392,12 +400,19 @@ def test_header_changed_after_open_changes_nothing(scls: type, ccls: type, damag
             ccls(p)
 
 
-@pytest.mark.parametrize("field", ["beg", "len", "both", "flags", "id", "all"])
-def test_corrupt_str_cells_after_open(field: str, tmp_path: Path) -> None:
-    """Queue cells are shared memory: recv never reads outside the arena whatever they say;
-    it returns data or raises ChannelFormatError, and the queue goes on working."""
+@pytest.mark.parametrize("size", ["small", "large"])
+@pytest.mark.parametrize("field", ["beg", "len", "both", "flags", "id", "mark", "all"])
+def test_corrupt_str_cells_after_open(field: str, size: str, tmp_path: Path) -> None:
+    """Queue cells are shared memory: recv never reads outside the arena (or the cell, for a
+    small entry kept there) whatever they say; it returns data or raises
+    ChannelFormatError, and the queue goes on working."""
     p = tmp_path / "chan.rr"
-    values = [2**64 - 1, 2**63, 2**32 - 1, 2**31, 4096, 4095, 4089, 4088, 1]
+    values = [2**64 - 1, 2**63, 2**32 - 1, 2**31, 4096, 4095, 4089, 4088, STR_INLINE + 1, 1]
+
+    def payload(i: int) -> bytes:
+        data = b"payload-%d" % i
+        return data if size == "small" else data * (2 * STR_INLINE // len(data) + 1)
+
     with Server(p, req_cap=16, resp_slots=16, resp_size=64) as s, Client(p) as c, \
             ChannelMap.open(p) as cm:
 
@@ -405,18 +420,20 @@ def test_corrupt_str_cells_after_open(field: str, tmp_path: Path) -> None:
             outcomes: dict[str, int] = {}
             for round_ in range(3):
                 for i, value in enumerate(values):
-                    if c.send(b"payload-%d" % i) is None:
+                    if c.send(payload(i)) is None:
                         outcomes["full"] = outcomes.get("full", 0) + 1  # damage says full
                         continue
                     off = cm.cell_off(cm.tail - 1)
                     if field in ("beg", "both", "all"):
-                        put_u64(cm.mm, off, value + round_)
+                        put_u64(cm.mm, off + STR_CELL_BEG, value + round_)
                     if field in ("len", "both", "all"):
-                        put_u32(cm.mm, off + 8, value + round_)
+                        put_u32(cm.mm, off + STR_CELL_LEN, value + round_)
                     if field in ("flags", "all"):
-                        put_u32(cm.mm, off + 12, value)
+                        put_u32(cm.mm, off + STR_CELL_FLAGS, value)
                     if field in ("id", "all"):
-                        put_u64(cm.mm, off + 16, value * 7919)
+                        put_u64(cm.mm, off + STR_CELL_ID, value * 7919)
+                    if field in ("mark", "all"):
+                        put_u64(cm.mm, off + STR_CELL_MARK, value + round_)
                 for _ in values:
                     for call in (s.recv, lambda: s.recv_multi(2), lambda: s.drain(1)):
                         try:
@@ -599,3 +616,23 @@ def test_fuzz_helper_counts(tmp_path: Path) -> None:
         return fault_helpers.fuzz_main(str(tmp_path), 1.0, 7)[0]
 
     assert _bounded(run) > 10
+
+
+@pytest.mark.parametrize("how", ["stale", "missing"])
+def test_str_cell_mark_is_only_a_hint(how: str, tmp_path: Path) -> None:
+    """Receivers watch the mark of the cell at head, but tail decides: a stale mark (its
+    sender died before moving tail) reads as empty and is cleared; a missing one (a forged
+    file) hides nothing."""
+    p = tmp_path / "chan.rr"
+    with Server(p, req_cap=8, resp_slots=8, resp_size=64) as s, Client(p) as c, \
+            ChannelMap.open(p) as cm:
+        if how == "stale":
+            mark = cm.cell_off(cm.tail) + STR_CELL_MARK
+            put_u64(cm.mm, mark, cm.tail + 1)
+            assert s.recv() is None and s.recv_wait(timeout=0.05) is None
+            assert get_u64(cm.mm, mark) == 0  # cleared by the receiver that looked
+        rid = c.send(b"x")
+        if how == "missing":
+            put_u64(cm.mm, cm.cell_off(cm.head) + STR_CELL_MARK, 0)
+        assert _bounded(lambda: s.recv_wait(timeout=5.0)) == (b"x", rid)
+        assert s.size() == 0

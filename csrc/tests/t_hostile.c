@@ -354,7 +354,7 @@ static bool header_valid(const uint8_t *b, size_t len, uint32_t variant)
     return want.off_cells == h.off_cells && want.off_slots == h.off_slots
         && want.off_arena == h.off_arena && want.slot_stride == h.slot_stride
         && want.total_size == h.total_size && h.total_size == len
-        && h.off_cells >= RR_HEADER_SIZE && h.off_slots >= h.off_cells + (uint64_t)h.req_cap * 24
+        && h.off_cells >= RR_HEADER_SIZE && h.off_slots >= h.off_cells + (uint64_t)h.req_cap * RR_LINE
         && h.off_arena >= h.off_slots + (uint64_t)h.resp_slots * h.slot_stride
         && h.off_arena + h.arena_cap <= len;
 }

@@ -558,15 +558,22 @@ TEST("unit", str_sizes)
     CHECK_EQ(stats_of(c).slots_free, 2); /* nothing taken */
     CHECK_EQ(rr_size(c), 0);
     /* exactly the arena fits an empty queue */
+    rr_format_info fi;
+    rr_format(&fi);
     REQUIRE_EQ(rr_str_send(c, big, 4096, 0, RR_NOWAIT, &id), 0);
-    CHECK_EQ(rr_str_send(c, "x", 1, 0, RR_NOWAIT, &id2), -EAGAIN); /* arena full */
+    /* arena full for an entry too large for its cell, not for a small one */
+    CHECK_EQ(rr_str_send(c, big, fi.str_inline + 1, 0, RR_NOWAIT, &id2), -EAGAIN);
+    REQUIRE_EQ(rr_str_send(c, "x", 1, 0, RR_NOWAIT, &id2), 0);
     int n = rr_str_recv_begin(c, RR_NOWAIT);
-    REQUIRE_EQ(n, 1);
+    REQUIRE_EQ(n, 2);
     rr_entry e;
     REQUIRE_EQ(rr_str_recv_peek(c, 0, &e), 0);
     CHECK_EQ(e.len, 4096);
     CHECK(tu_check(e.data, e.len, 7) < 0);
-    rr_str_recv_end(c, 1);
+    REQUIRE_EQ(rr_str_recv_peek(c, 1, &e), 0);
+    CHECK(e.len == 1 && *(const char *)e.data == 'x');
+    rr_str_recv_end(c, 2);
+    CHECK_EQ(rr_cancel(c, id2), 0);
     CHECK_EQ(rr_str_reply(c, id, big, 101, 0), -EMSGSIZE);
     CHECK_EQ(rr_id_live(c, id), 1); /* the slot stays usable */
     REQUIRE_EQ(rr_str_reply(c, id, big, 100, 0), 0);
@@ -935,8 +942,10 @@ TEST("unit", queue_full)
     CHECK_EQ(rr_str_send(c, kb, 1000, 0, RR_NOWAIT, &x), -EAGAIN);
     CHECK_EQ(rr_str_send(c, kb, 1000, 0, tu_ms(10), &x), -EAGAIN);
     CHECK_EQ(rr_str_send(c, kb, 96, 0, RR_NOWAIT, &x), 0); /* 4000 + 96 = 4096 */
-    CHECK_EQ(rr_str_send(c, kb, 1, 0, RR_NOWAIT, &x), -EAGAIN);
+    CHECK_EQ(rr_str_send(c, kb, 40, 0, RR_NOWAIT, &x), -EAGAIN);
     CHECK_EQ(stats_of(c).slots_free, 64 - 5);
+    CHECK_EQ(rr_str_send(c, kb, 1, 0, RR_NOWAIT, &x), 0); /* lives in its cell */
+    CHECK_EQ(stats_of(c).slots_free, 64 - 6);
     REQUIRE_EQ(recv1(c, RR_NOWAIT, &g), 0);
     CHECK_EQ(rr_str_send(c, kb, 1000, 0, RR_NOWAIT, &x), 0);
     rr_close(c);
@@ -988,7 +997,13 @@ typedef struct ment {
     uint32_t len, flags;
 } ment;
 
-static uint64_t r8(uint64_t n) { return (n + 7) & ~(uint64_t)7; }
+/* The arena bytes an entry of n bytes takes: none if it lives in its cell. */
+static uint64_t r8(uint64_t n)
+{
+    rr_format_info fi;
+    rr_format(&fi);
+    return n <= fi.str_inline ? 0 : (n + 7) & ~(uint64_t)7;
+}
 
 static void arena_run(uint32_t req_cap, uint64_t arena, uint32_t max_len, long iters,
                       uint64_t seed)
@@ -1214,7 +1229,7 @@ TEST("unit", stats)
     CHECK_EQ(s.size, 2);
     CHECK_EQ(s.slots_acquired, 2);
     CHECK_EQ(s.slots_free, 2);
-    CHECK_EQ(s.arena_used, 8 + 104); /* entries are rounded to 8 bytes */
+    CHECK_EQ(s.arena_used, 104); /* rounded to 8 bytes; "abc" lives in its cell */
     got g;
     REQUIRE_EQ(recv1(c, RR_NOWAIT, &g), 0);
     REQUIRE_EQ(rr_str_reply(c, a, "r", 1, 0), 0);

@@ -1947,14 +1947,17 @@ static int module_exec(PyObject *mod)
     rr_format_info f;
     rr_format(&f);
     PyObject *fmt = Py_BuildValue(
-        "{sKsIsIsIsIsIsIsIsIsIsIsIsIsIsIsIsIsI}", "magic", (unsigned long long)f.magic, "version",
+        "{sKsIsIsIsIsIsIsIsIsIsIsIsIsIsIsIsIsIsIsIsIsIsIsIsIsIsI}", "magic", (unsigned long long)f.magic, "version",
         f.version, "header_size", f.header_size, "cell_size", f.cell_size, "slot_header",
         f.slot_header, "off_head", f.off_head, "off_tail", f.off_tail, "off_lock", f.off_lock,
         "off_recoveries", f.off_recoveries, "slot_off_ctl", f.slot_off_ctl, "slot_off_owner",
         f.slot_off_owner, "slot_off_worker", f.slot_off_worker, "off_bells", f.off_bells,
         "bells", f.bells, "worker_gen_bits", f.worker_gen_bits, "worker_start_bits",
         f.worker_start_bits, "worker_pid_bits", f.worker_pid_bits, "turn_who_bits",
-        f.turn_who_bits);
+        f.turn_who_bits, "str_cell_off_mark", f.str_cell_off_mark, "str_cell_off_beg",
+        f.str_cell_off_beg, "str_cell_off_len", f.str_cell_off_len, "str_cell_off_flags",
+        f.str_cell_off_flags, "str_cell_off_id", f.str_cell_off_id, "str_inline", f.str_inline, "slot_off_len", f.slot_off_len,
+        "slot_off_flags", f.slot_off_flags, "slot_inline", f.slot_inline);
     int rc = fmt ? PyModule_AddObjectRef(mod, "_format", fmt) : -1;
     Py_XDECREF(fmt);
     if (rc < 0)
