@@ -63,6 +63,14 @@ typedef struct str_push {
     int64_t deadline;
 } str_push;
 
+/* Whether an entry's data at virtual offset `start` lies inside the arena.
+ * Always, unless a forged cell put its neighbour near 2^64, where the
+ * arithmetic wraps: the arena's size need not divide 2^64. */
+static bool in_arena(rr_chan *c, uint64_t start, uint32_t len)
+{
+    return len <= RR_STR_INLINE || start % c->geom.arena + len <= c->geom.arena;
+}
+
 /* Where an entry of len bytes would go after the entries from head to tail
  * (the first of them begins its charge at first): 1 with its charge begin and
  * data offset if there is room in the cells and in the arena, 0 if not. */
@@ -72,13 +80,22 @@ static int place(rr_chan *c, uint64_t head, uint64_t tail, uint64_t first, uint3
     if (tail - head >= c->geom.req_cap)
         return 0;
     uint64_t end;
-    *beg = 0; /* an empty queue starts again at the arena's beginning */
-    if (head != tail) {
+    /* An empty queue starts again at the arena's beginning, still in cache,
+     * except for a large entry: it goes on after the last one, into lines the
+     * receiver has not read lately, which the sender can then write without
+     * taking each back from the receiver's cache (+15-20% on 64 KiB echoes). */
+    *beg = 0;
+    if (head != tail || len >= RR_STR_VIEW_MAX) {
         rr_str_cell *last = cell_at(c, tail - 1);
         entry_span(c, last->beg, last->len, start, beg);
     }
     entry_span(c, *beg, len, start, &end);
-    return end - (head != tail ? first : *beg) <= c->geom.arena;
+    if (head == tail && (end - *beg > c->geom.arena || !in_arena(c, *start, len))) {
+        *beg = 0; /* it would not fit after the wrap: take the whole arena */
+        entry_span(c, 0, len, start, &end);
+    }
+    /* A forged queue that places it outside reads as full until drained. */
+    return end - (head != tail ? first : *beg) <= c->geom.arena && in_arena(c, *start, len);
 }
 
 /* One try at a push under the lock: 1 done, 0 full (cells or arena). */
@@ -186,8 +203,9 @@ static int pop_attempt(rr_chan *c, void *arg)
     uint64_t n = atomic_load_explicit(&h->tail, memory_order_relaxed) - head;
     if (n == 0) {
         /* relaxed: a hint (see has_entry); a stale one is cleared under the
-         * lock, or spinning receivers would keep taking the lock for nothing */
-        atomic_store_explicit(&cell_at(c, head)->mark, 0, memory_order_relaxed);
+         * lock, or spinning receivers would keep taking the lock for nothing.
+         * To head, which is never head + 1 (0 is, for a head of 2^64 - 1). */
+        atomic_store_explicit(&cell_at(c, head)->mark, head, memory_order_relaxed);
         rr_unlock(c);
         return 0;
     }

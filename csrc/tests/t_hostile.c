@@ -576,3 +576,47 @@ TEST_T("hostile", hostile_body_fuzz, 120)
         free(im.b);
     }
 }
+
+/* Forged queue words that used to reach past the arena or spin: a neighbour's
+ * charge near 2^64, where offsets wrap (the arena's size need not divide
+ * 2^64), and a head at 2^64 - 1, where a cell's mark is 1 + head = 0. */
+TEST_T("hostile", hostile_queue_words_at_wrap, 60)
+{
+    rr_chan *c = tu_anon(STR, 4, 4, 64, 4352);
+    REQUIRE(c);
+    rr_header *h = c->hdr;
+    uint64_t cap = c->geom.arena, wrap = UINT64_MAX / cap * cap, id;
+    rr_str_cell *cell = (rr_str_cell *)c->cells;
+    cell[0].beg = 4096;
+    cell[0].len = 1;
+    cell[1].beg = wrap + 8;
+    cell[1].len = 1;
+    atomic_store(&h->head, 0);
+    atomic_store(&h->tail, 2);
+    h->seen_head = 0;
+    h->seen_first = wrap + 8;
+    static uint8_t big[4352];
+    /* placed past the arena's end: refused as full, nothing written */
+    CHECK_EQ(rr_str_send(c, big, sizeof big, 0, RR_NOWAIT, &id), -EAGAIN);
+    CHECK_EQ(rr_str_send(c, big, 1000, 0, RR_NOWAIT, &id), -EAGAIN);
+    int n = rr_str_recv_begin(c, RR_NOWAIT);
+    CHECK_EQ(n, 2);
+    if (n > 0)
+        rr_str_recv_end(c, (uint32_t)n);
+    /* drained: it starts again at the arena's beginning */
+    CHECK_EQ(rr_str_send(c, big, sizeof big, 0, RR_NOWAIT, &id), 0);
+    rr_close(c);
+
+    c = tu_anon(STR, 4, 4, 64, 4096);
+    REQUIRE(c);
+    atomic_store(&c->hdr->head, UINT64_MAX);
+    atomic_store(&c->hdr->tail, UINT64_MAX);
+    int64_t t0 = rr_now_ns();
+    CHECK_EQ(rr_str_recv_begin(c, tu_ms(200)), -EAGAIN);
+    CHECK_EQ(rr_wait_request(c, tu_ms(200)), -EAGAIN); /* the mark no longer says "queued" */
+    CHECK(rr_now_ns() - t0 < 5 * 1000000000LL);
+    CHECK_EQ(rr_str_send(c, "x", 1, 0, RR_NOWAIT, &id), 0);
+    CHECK_EQ(rr_str_recv_begin(c, tu_ms(1000)), 1);
+    rr_str_recv_end(c, 1);
+    rr_close(c);
+}

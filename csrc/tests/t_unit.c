@@ -1118,6 +1118,28 @@ TEST("unit", str_arena_wraparound)
     arena_run(128, 8192 + 64, 3000, tu_n(20000), 4); /* an arena not a power of two */
 }
 
+/* Large entries go on through the arena rather than start again at its
+ * beginning; one that would not fit after the last still fits an empty queue. */
+TEST("unit", str_large_entries_wander)
+{
+    rr_chan *c = tu_anon(STR, 16, 4, 64, 4096);
+    REQUIRE(c);
+    static uint8_t buf[4096];
+    got g;
+    uint64_t id;
+    for (int round = 0; round < 8; round++) {
+        uint32_t len = round % 2 ? 4096 : 1500;
+        tu_fill(buf, len, (uint64_t)round);
+        REQUIRE_EQ(rr_str_send(c, buf, len, 0, RR_NOWAIT, &id), 0);
+        CHECK(stats_of(c).arena_used >= len);
+        REQUIRE_EQ(recv1(c, RR_NOWAIT, &g), 0);
+        CHECK(g.len == len && tu_check(g.data, len, (uint64_t)round) < 0);
+        CHECK_EQ(rr_cancel(c, id), 0);
+        CHECK_EQ(stats_of(c).arena_used, 0);
+    }
+    rr_close(c);
+}
+
 /* ---- clear ---- */
 
 TEST("unit", clear_semantics)

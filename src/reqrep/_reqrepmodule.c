@@ -1165,8 +1165,10 @@ static PyObject *str_take(Chan *self, uint32_t max, int64_t deadline, int as_lis
         WAIT_SLICED(n, deadline, rr_wait_request(ch, dl));
         if (n == -ECANCELED)
             continue; /* a _wake_request meant for a helper thread: look again */
-        if (n == -EAGAIN)
-            deadline = RR_NOWAIT; /* timed out: one last try */
+        /* Timed out, or past the deadline while other workers won the
+         * requests we were woken for: one last try. */
+        if (n == -EAGAIN || (n == 0 && deadline != RR_FOREVER && rr_now_ns() >= deadline))
+            deadline = RR_NOWAIT;
         else if (n < 0)
             break;
     }
