@@ -40,8 +40,8 @@ int rr_send_common(rr_chan *c, rr_attempt_fn push, rr_peek_fn room, void *arg, u
     } while (rc == -ESTALE); /* cleared while waiting: start again, from a new slot */
     if (rc == -EAGAIN && deadline <= RR_NOWAIT)
         atomic_fetch_add_explicit(&h->send_full, 1, memory_order_relaxed); /* a statistic */
-    if (rc == 0)
-        rr_waitq_wake(&h->not_empty, 1);
+    if (rc == 0) /* a push ends with an RMW: the Int publish CAS, the Str unlock */
+        rr_waitq_wake_after_rmw(&h->not_empty, 1);
     return rc;
 }
 

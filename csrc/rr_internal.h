@@ -209,6 +209,11 @@ int rr_wait_until(rr_chan *c, _Atomic uint32_t *word, _Atomic uint32_t *waiters,
 void rr_word_wake(_Atomic uint32_t *word, _Atomic uint32_t *waiters, int n);
 /* Wakes sleepers of a waitq (bumps its sequence so that none can miss it). */
 void rr_waitq_wake(rr_waitq *q, int n);
+/* The same, for a caller whose changes are followed by an atomic
+ * read-modify-write (the last of them, or one after them): on x86 that RMW is
+ * already the full barrier the wake-up needs, and the fence is saved. */
+void rr_word_wake_after_rmw(_Atomic uint32_t *word, _Atomic uint32_t *waiters, int n);
+void rr_waitq_wake_after_rmw(rr_waitq *q, int n);
 static inline int rr_waitq_wait(rr_chan *c, rr_waitq *q, rr_attempt_fn attempt, rr_peek_fn peek,
                                 void *arg, int64_t deadline)
 {

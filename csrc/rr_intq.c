@@ -58,11 +58,13 @@ static uint32_t self_who(void)
 }
 
 /* Moves a position counter from pos to pos + 1 unless somebody already did.
- * relaxed: the cells' turns order the data; head and tail only say where to
- * look, and every reader checks the cell it finds there. */
+ * The cells' turns order the data; head and tail only say where to look, and
+ * every reader checks the cell it finds there. release, though, keeps a
+ * receiver's free of its cell before this RMW, which rr_int_recv's wake-up
+ * counts on as its barrier (rr_waitq_wake_after_rmw). */
 static void advance(_Atomic uint64_t *ctr, uint64_t pos)
 {
-    atomic_compare_exchange_strong_explicit(ctr, &pos, pos + 1, memory_order_relaxed,
+    atomic_compare_exchange_strong_explicit(ctr, &pos, pos + 1, memory_order_release,
                                             memory_order_relaxed);
 }
 
@@ -282,7 +284,7 @@ int rr_int_recv(rr_chan *c, int64_t deadline, int64_t *value, uint64_t *id)
         return rc;
     *value = op.value;
     *id = op.id;
-    rr_waitq_wake(&c->hdr->not_full, 1);
+    rr_waitq_wake_after_rmw(&c->hdr->not_full, 1); /* after the head's advance CAS */
     /* A wake-up we used may have been meant for the next entry too (its
      * sender woke one receiver, us): pass it on while entries remain. */
     if (has_entry(c, NULL))

@@ -49,9 +49,10 @@ static rr_slot *slot_of(rr_chan *c, uint64_t id)
 
 static void slot_freed(rr_chan *c, rr_slot *s)
 {
-    /* release ↔ the acquire CAS of owner in try_acquire */
-    atomic_store_explicit(&s->owner, 0, memory_order_release);
-    rr_waitq_wake(&c->hdr->slot_free, 1);
+    /* release ↔ the acquire CAS of owner in try_acquire; an exchange, not a
+     * store, so that the wake-up needs no fence of its own */
+    atomic_exchange_explicit(&s->owner, 0, memory_order_release);
+    rr_waitq_wake_after_rmw(&c->hdr->slot_free, 1);
 }
 
 /* Frees a slot from the state in *v (CAS to FREE of generation gen) and wakes
@@ -62,7 +63,7 @@ static bool take_back(rr_slot *s, uint64_t *v, uint32_t gen)
     if (!atomic_compare_exchange_strong_explicit(&s->ctl, v, mk_ctl(gen, SLOT_FREE),
                                                  memory_order_acq_rel, memory_order_relaxed))
         return false;
-    rr_word_wake(ctl_futex(s), &s->waiters, INT_MAX);
+    rr_word_wake_after_rmw(ctl_futex(s), &s->waiters, INT_MAX);
     return true;
 }
 
@@ -173,9 +174,10 @@ int rr_slot_publish(rr_chan *c, rr_slot *s, uint64_t id)
                           atomic_load_explicit(&s->replies, memory_order_relaxed) + 1,
                           memory_order_relaxed);
     /* release ↔ the client's acquire load of ctl in rr_resp_view: the response
-     * bytes are visible before READY is */
-    atomic_store_explicit(&s->ctl, mk_ctl(rr_id_gen(id), SLOT_READY), memory_order_release);
-    rr_word_wake(ctl_futex(s), &s->waiters, INT_MAX);
+     * bytes are visible before READY is. An exchange, not a store: the
+     * wake-up after it then needs no fence of its own. */
+    atomic_exchange_explicit(&s->ctl, mk_ctl(rr_id_gen(id), SLOT_READY), memory_order_release);
+    rr_word_wake_after_rmw(ctl_futex(s), &s->waiters, INT_MAX);
     if (bell == 0 || bell > RR_BELLS)
         return 0;
     rr_bell_ring(c, bell - 1);

@@ -276,8 +276,8 @@ void rr_str_recv_end(rr_chan *c, uint32_t n)
     atomic_store_explicit(&h->head, head + n, memory_order_release);
     c->locked_n = 0;
     rr_unlock(c);
-    if (n)
-        rr_waitq_wake(&h->not_full, INT_MAX);
+    if (n) /* the unlock is an exchange */
+        rr_waitq_wake_after_rmw(&h->not_full, INT_MAX);
 }
 
 int rr_strq_clear(rr_chan *c)

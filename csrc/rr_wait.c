@@ -38,25 +38,59 @@ void rr_futex_wake(_Atomic uint32_t *word, int n)
     syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, n, NULL, NULL, 0);
 }
 
-void rr_word_wake(_Atomic uint32_t *word, _Atomic uint32_t *waiters, int n)
+/* A full barrier after an atomic read-modify-write: on x86 every locked
+ * instruction is one already, so only the compiler must be kept from moving
+ * later loads above the RMW; elsewhere a real fence. */
+static inline void fence_after_rmw(void)
 {
-    /* seq_cst fence ↔ the fence in rr_wait_until after waiters++: either this
-     * load sees the sleeper, or the sleeper's re-check sees our change.
-     * Without it, store-load reordering loses the wake-up. */
+#if defined(__x86_64__) || defined(__i386__)
+    atomic_signal_fence(memory_order_seq_cst);
+#else
     atomic_thread_fence(memory_order_seq_cst);
+#endif
+}
+
+static inline void word_wake_fenced(_Atomic uint32_t *word, _Atomic uint32_t *waiters, int n)
+{
     if (atomic_load_explicit(waiters, memory_order_relaxed) != 0)
         rr_futex_wake(word, n);
 }
 
-void rr_waitq_wake(rr_waitq *q, int n)
+static inline void waitq_wake_fenced(rr_waitq *q, int n)
 {
-    atomic_thread_fence(memory_order_seq_cst); /* as in rr_word_wake */
     if (atomic_load_explicit(&q->waiters, memory_order_relaxed) == 0)
         return;
     /* release ↔ the sleeper's acquire load of seq: one that reads the new seq
      * also sees the state change. */
     atomic_fetch_add_explicit(&q->seq, 1, memory_order_release);
     rr_futex_wake(&q->seq, n);
+}
+
+void rr_word_wake(_Atomic uint32_t *word, _Atomic uint32_t *waiters, int n)
+{
+    /* seq_cst fence ↔ the fence in rr_wait_until after waiters++: either this
+     * load sees the sleeper, or the sleeper's re-check sees our change.
+     * Without it, store-load reordering loses the wake-up. */
+    atomic_thread_fence(memory_order_seq_cst);
+    word_wake_fenced(word, waiters, n);
+}
+
+void rr_waitq_wake(rr_waitq *q, int n)
+{
+    atomic_thread_fence(memory_order_seq_cst); /* as in rr_word_wake */
+    waitq_wake_fenced(q, n);
+}
+
+void rr_word_wake_after_rmw(_Atomic uint32_t *word, _Atomic uint32_t *waiters, int n)
+{
+    fence_after_rmw(); /* the caller's RMW ↔ the fence in rr_wait_until, as in rr_word_wake */
+    word_wake_fenced(word, waiters, n);
+}
+
+void rr_waitq_wake_after_rmw(rr_waitq *q, int n)
+{
+    fence_after_rmw(); /* as in rr_word_wake_after_rmw */
+    waitq_wake_fenced(q, n);
 }
 
 /* Spinning pays only while the peer runs on another core. A handle whose
