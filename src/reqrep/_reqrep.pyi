@@ -15,6 +15,7 @@ Conventions shared by every class below:
 """
 
 import os
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeAlias, TypedDict
 
@@ -135,6 +136,25 @@ class Server:
         success; ``False`` when the request was cancelled, recycled or cleared.
         A response larger than ``resp_size`` bytes raises ``ValueError`` and
         changes nothing."""
+    def serve(
+        self,
+        handler: Callable[[_StrOut], _StrIn],
+        *,
+        on_error: Callable[[Exception, _StrOut, int], _StrIn | None] | None = None,
+        timeout: float | None = None,
+        max_requests: int | None = None,
+    ) -> int:
+        """The worker loop, in C: take each request, reply ``handler(data)``.
+
+        Returns how many requests it took, once ``timeout`` seconds pass
+        without one (``None``: never; ``0``: when the queue is empty), once it
+        has taken ``max_requests``, or once the server is closed (from the
+        handler or another thread: within 0.1 s). When the handler raises an
+        ``Exception`` or its reply is refused (wrong type, too large),
+        ``on_error(exc, data, id)`` answers instead if given (``None``: no
+        reply); without it, or when ``on_error`` raises, the exception comes
+        out of ``serve`` and that request stays unanswered. ``KeyboardInterrupt``
+        and other non-``Exception`` errors always stop it."""
     def clear(self) -> None:
         """Drop every queued request, free every response slot and wake all waiters."""
     def sync(self) -> None:
@@ -386,6 +406,16 @@ class IntServer:
         """Write the response for request ``id`` and wake its client. ``False``
         when the request was cancelled, recycled or cleared. ``data`` outside the
         int64 range raises ``OverflowError``."""
+    def serve(
+        self,
+        handler: Callable[[int], int],
+        *,
+        on_error: Callable[[Exception, int, int], int | None] | None = None,
+        timeout: float | None = None,
+        max_requests: int | None = None,
+    ) -> int:
+        """The worker loop, in C: take each request, reply ``handler(value)``;
+        as ``Server.serve``."""
     def clear(self) -> None:
         """Drop every queued request, free every response slot and wake all waiters."""
     def sync(self) -> None:

@@ -1330,33 +1330,27 @@ static PyObject *server_drain(Chan *self, PyObject *const *args, Py_ssize_t narg
     return take_many(self, n, RR_NOWAIT);
 }
 
-static PyObject *server_reply(Chan *self, PyObject *const *args, Py_ssize_t nargs,
-                              PyObject *kwnames)
+/* Replies `obj` to request `id` on an entered handle: 1 sent, 0 stale (the
+ * request was cancelled or cleared), -1 error set. */
+static int reply_one(Chan *self, uint64_t id, PyObject *obj)
 {
-    static const char *const names[] = {"id", "data"};
-    PyObject *a[2];
-    uint64_t id;
-    if (parse_args(args, nargs, kwnames, names, 2, 2, a, "reply") < 0 || parse_id(a[0], &id) < 0)
-        return NULL;
     int rc;
     if (self->variant == RR_VARIANT_INT) {
         int64_t v;
-        if (parse_int64(a[1], &v) < 0 || enter(self) < 0)
-            return NULL;
+        if (parse_int64(obj, &v) < 0)
+            return -1;
         rc = rr_int_reply(self->ch, id, v);
     } else {
         payload p;
-        if (payload_get(a[1], &p) < 0)
-            return NULL;
-        if (enter(self) < 0) {
-            payload_release(&p);
-            return NULL;
-        }
+        if (payload_get(obj, &p) < 0)
+            return -1;
         if ((uint64_t)p.len > rr_geometry_of(self->ch)->resp_size) {
             PyErr_Format(PyExc_ValueError, "response of %zd bytes exceeds resp_size (%u)", p.len,
                          rr_geometry_of(self->ch)->resp_size);
-            rc = -EMSGSIZE;
-        } else if (p.len >= GIL_FREE_COPY) {
+            payload_release(&p);
+            return -1;
+        }
+        if (p.len >= GIL_FREE_COPY) {
             Py_BEGIN_ALLOW_THREADS rc = rr_str_reply(self->ch, id, p.ptr, (size_t)p.len, p.flags);
             Py_END_ALLOW_THREADS
         } else {
@@ -1367,12 +1361,138 @@ static PyObject *server_reply(Chan *self, PyObject *const *args, Py_ssize_t narg
     /* the requester waits in an event loop: signal the reply eventfd we share */
     if (rc == 1 && efd_signal(self->reply_efd) < 0)
         PyErr_Clear(); /* best effort: its helper thread hears the bell anyway */
-    leave(self);
     if (rc == -ESTALE)
-        Py_RETURN_FALSE;
-    if (rc < 0)
-        return raise_core(self->st, rc, NULL, NULL);
-    Py_RETURN_TRUE;
+        return 0;
+    if (rc < 0) {
+        raise_core(self->st, rc, NULL, NULL);
+        return -1;
+    }
+    return 1;
+}
+
+static PyObject *server_reply(Chan *self, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    static const char *const names[] = {"id", "data"};
+    PyObject *a[2];
+    uint64_t id;
+    if (parse_args(args, nargs, kwnames, names, 2, 2, a, "reply") < 0 || parse_id(a[0], &id) < 0
+        || enter(self) < 0)
+        return NULL;
+    int rc = reply_one(self, id, a[1]);
+    leave(self);
+    return rc < 0 ? NULL : PyBool_FromLong(rc);
+}
+
+/* The exception being raised, normalised, with its traceback; cleared. */
+static PyObject *take_exception(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb && value)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+/* Answers one request taken by serve(): handler(data) is the reply; when the
+ * handler raises or its reply is refused, on_error(exc, data, id) (if given)
+ * may answer instead (None: no reply). 0 answered or skipped, -1 error set. */
+static int serve_one(Chan *self, PyObject *handler, PyObject *on_error, PyObject *pair)
+{
+    PyObject *data = PyTuple_GET_ITEM(pair, 0), *id_obj = PyTuple_GET_ITEM(pair, 1);
+    uint64_t id;
+    if (parse_id(id_obj, &id) < 0)
+        return -1;
+    PyObject *out = PyObject_CallOneArg(handler, data);
+    int rc = out ? reply_one(self, id, out) : -1;
+    Py_XDECREF(out);
+    if (rc >= 0)
+        return 0;
+    if (!on_error || on_error == Py_None
+        || !PyErr_ExceptionMatches(PyExc_Exception)) /* KeyboardInterrupt, SystemExit: stop */
+        return -1;
+    PyObject *exc = take_exception();
+    PyObject *args[] = {exc, data, id_obj};
+    out = PyObject_Vectorcall(on_error, args, 3, NULL);
+    Py_DECREF(exc);
+    rc = !out ? -1 : out == Py_None ? 0 : reply_one(self, id, out);
+    Py_XDECREF(out);
+    return rc < 0 ? -1 : 0;
+}
+
+/* serve(handler, *, on_error=None, timeout=None, max_requests=None): the
+ * worker loop in C. Returns how many requests it took. */
+static PyObject *server_serve(Chan *self, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    static const char *const names[] = {"handler", "on_error", "timeout", "max_requests"};
+    PyObject *a[4];
+    uint64_t max = UINT64_MAX; /* None: no limit */
+    if (parse_args(args, nargs, kwnames, names, 1, 4, a, "serve") < 0)
+        return NULL;
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "serve() takes on_error, timeout and max_requests "
+                                         "as keyword arguments");
+        return NULL;
+    }
+    if (!PyCallable_Check(a[0]) || (a[1] && a[1] != Py_None && !PyCallable_Check(a[1]))) {
+        PyErr_SetString(PyExc_TypeError, "serve() needs a callable handler (and on_error)");
+        return NULL;
+    }
+    int64_t idle;
+    if (parse_deadline(a[2], &idle) < 0
+        || (a[3] && a[3] != Py_None
+            && parse_u64_range(a[3], "max_requests", 0, INT64_MAX, &max) < 0))
+        return NULL;
+    /* parse_deadline made it a deadline from now: keep the length, per request */
+    int64_t idle_ns = idle == RR_FOREVER || idle == RR_NOWAIT ? idle : idle - rr_now_ns();
+    if (enter(self) < 0)
+        return NULL;
+    uint64_t served = 0;
+    int failed = 0;
+    while (served < max && !self->closing) {
+        int64_t deadline = idle_ns == RR_FOREVER || idle_ns == RR_NOWAIT ? idle_ns
+                                                                         : rr_now_ns() + idle_ns;
+        /* Waits in slices, so that close() from another thread (or a
+         * handler) stops the loop within one. */
+        PyObject *pair = NULL;
+        for (;;) {
+            int64_t until = deadline == RR_NOWAIT ? RR_NOWAIT : slice_end(deadline);
+            pair = self->variant == RR_VARIANT_STR ? str_take(self, 1, until, 0)
+                                                   : int_take(self, until);
+            if (pair != Py_None || until == deadline || self->closing)
+                break;
+            Py_DECREF(pair);
+            if (PyErr_CheckSignals() < 0) {
+                pair = NULL;
+                break;
+            }
+        }
+        if (!pair) {
+            failed = 1;
+            break;
+        }
+        if (pair == Py_None) { /* idle for `timeout`, or closed */
+            Py_DECREF(pair);
+            break;
+        }
+        served++;
+        int rc = serve_one(self, a[0], a[1], pair);
+        Py_DECREF(pair);
+        if (rc < 0) {
+            failed = 1;
+            break;
+        }
+    }
+    leave(self);
+    return failed ? NULL : PyLong_FromUnsignedLongLong(served);
 }
 
 /* ---- Client ---- */
@@ -1793,6 +1913,10 @@ static PyObject *chan_repr(Chan *self)
      "recv_wait(timeout=None): (data, id), or None on timeout."},                          \
     {"reply", FASTFN(server_reply), FASTKW,                                                \
      "reply(id, data): True, or False if the request was cancelled or cleared."},          \
+    {"serve", FASTFN(server_serve), FASTKW,                                                \
+     "serve(handler, *, on_error=None, timeout=None, max_requests=None): answer requests " \
+     "with handler(data) until timeout seconds pass without one, max_requests are "        \
+     "taken or the server is closed; returns how many were taken."},                      \
     {"clear", (PyCFunction)server_clear, METH_NOARGS,                                      \
      "Drop queued requests, free every slot, wake all waiters."},                          \
     {"sync", (PyCFunction)server_sync, METH_NOARGS, "msync the channel file."},            \
