@@ -2054,6 +2054,43 @@ static int add_type(PyObject *mod, PyType_Spec *spec, PyTypeObject **out)
     return PyModule_AddType(mod, *out);
 }
 
+/* The file format's constants, for tools and tests that look inside a channel:
+ * reqrep._reqrep._format. */
+static PyObject *format_dict(void)
+{
+    rr_format_info f;
+    rr_format(&f);
+#define FIELD(name) {#name, f.name}
+    const struct {
+        const char *name;
+        uint32_t value;
+    } fields[] = {
+        FIELD(version), FIELD(header_size), FIELD(cell_size), FIELD(slot_header),
+        FIELD(off_head), FIELD(off_tail), FIELD(off_lock), FIELD(off_recoveries),
+        FIELD(off_bells), FIELD(bells), FIELD(slot_off_ctl), FIELD(slot_off_owner),
+        FIELD(slot_off_worker), FIELD(slot_off_len), FIELD(slot_off_flags), FIELD(slot_inline),
+        FIELD(str_cell_off_mark), FIELD(str_cell_off_beg), FIELD(str_cell_off_len),
+        FIELD(str_cell_off_flags), FIELD(str_cell_off_id), FIELD(str_inline),
+        FIELD(worker_gen_bits), FIELD(worker_start_bits), FIELD(worker_pid_bits),
+        FIELD(turn_who_bits),
+    };
+#undef FIELD
+    PyObject *d = PyDict_New(), *v = PyLong_FromUnsignedLongLong(f.magic);
+    if (!d || !v || PyDict_SetItemString(d, "magic", v) < 0)
+        goto fail;
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        Py_SETREF(v, PyLong_FromUnsignedLong(fields[i].value));
+        if (!v || PyDict_SetItemString(d, fields[i].name, v) < 0)
+            goto fail;
+    }
+    Py_DECREF(v);
+    return d;
+fail:
+    Py_XDECREF(v);
+    Py_XDECREF(d);
+    return NULL;
+}
+
 static int module_exec(PyObject *mod)
 {
     module_state *st = PyModule_GetState(mod);
@@ -2070,20 +2107,7 @@ static int module_exec(PyObject *mod)
         PyExc_RuntimeError, NULL);
     if (!st->worker_died || PyModule_AddObjectRef(mod, "WorkerDiedError", st->worker_died))
         return -1;
-    rr_format_info f;
-    rr_format(&f);
-    PyObject *fmt = Py_BuildValue(
-        "{sKsIsIsIsIsIsIsIsIsIsIsIsIsIsIsIsIsIsIsIsIsIsIsIsIsIsI}", "magic", (unsigned long long)f.magic, "version",
-        f.version, "header_size", f.header_size, "cell_size", f.cell_size, "slot_header",
-        f.slot_header, "off_head", f.off_head, "off_tail", f.off_tail, "off_lock", f.off_lock,
-        "off_recoveries", f.off_recoveries, "slot_off_ctl", f.slot_off_ctl, "slot_off_owner",
-        f.slot_off_owner, "slot_off_worker", f.slot_off_worker, "off_bells", f.off_bells,
-        "bells", f.bells, "worker_gen_bits", f.worker_gen_bits, "worker_start_bits",
-        f.worker_start_bits, "worker_pid_bits", f.worker_pid_bits, "turn_who_bits",
-        f.turn_who_bits, "str_cell_off_mark", f.str_cell_off_mark, "str_cell_off_beg",
-        f.str_cell_off_beg, "str_cell_off_len", f.str_cell_off_len, "str_cell_off_flags",
-        f.str_cell_off_flags, "str_cell_off_id", f.str_cell_off_id, "str_inline", f.str_inline, "slot_off_len", f.slot_off_len,
-        "slot_off_flags", f.slot_off_flags, "slot_inline", f.slot_inline);
+    PyObject *fmt = format_dict();
     int rc = fmt ? PyModule_AddObjectRef(mod, "_format", fmt) : -1;
     Py_XDECREF(fmt);
     if (rc < 0)
