@@ -59,6 +59,11 @@ class Transport:
 # ---- reqrep ----------------------------------------------------------------
 
 
+def _echo(data: Any) -> Any:
+    """The workers' handler: the reply is the request."""
+    return data
+
+
 class _Reqrep(Transport):
     """What the reqrep transports share: an anonymous channel made in ``open``
     (inherited by fork), a worker that echoes, clients from ``server.client()``."""
@@ -73,13 +78,7 @@ class _Reqrep(Transport):
         return self.server
 
     def serve(self, worker: int) -> None:
-        srv = self._server()
-        recv_wait = srv.recv_wait
-        reply = srv.reply
-        while True:
-            msg = recv_wait()
-            if msg is not None:
-                reply(msg[1], msg[0])
+        self._server().serve(_echo)  # the worker loop in C, a Python handler per request
 
     def connect(self, client: int) -> Op:
         c = self._server().client()
@@ -133,11 +132,14 @@ class ReqrepStrBurst(ReqrepStr):
 
     def serve(self, worker: int) -> None:
         srv = self._server()
-        if not self.multi:
-            super().serve(worker)
-            return
-        recv_wait_multi = srv.recv_wait_multi
         reply = srv.reply
+        if not self.multi:
+            recv_wait = srv.recv_wait
+            while True:
+                msg = recv_wait()
+                if msg is not None:
+                    reply(msg[1], msg[0])
+        recv_wait_multi = srv.recv_wait_multi
         while True:
             for data, rid in recv_wait_multi(BURST):
                 reply(rid, data)
