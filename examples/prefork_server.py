@@ -4,14 +4,13 @@ Run it with ``python examples/prefork_server.py [--workers N] [--clients M]``.
 
 1. The parent creates a Str channel in a temporary file, then ``fork()``s N worker
    processes. Each worker inherits the parent's ``reqrep.Server`` object (no pickling
-   with fork) and loops ``recv_wait`` / ``reply``.
+   with fork) and answers with ``server.serve(handler)``.
 2. M client processes are started as separate programs (this same file run with
    ``--client PATH``): they open the channel by path with ``reqrep.Client`` — any
    process of the same user that knows the path could do the same.
 3. When the clients are done, the parent shuts the workers down cleanly with SIGTERM:
-   a worker finishes the request in hand, then leaves its loop (its SIGTERM handler
-   only sets a flag; the worker waits with a short timeout so that it notices the flag
-   quickly). Workers that do not exit in time are killed.
+   a worker's SIGTERM handler closes its server, and ``serve`` then finishes the
+   request in hand and returns. Workers that do not exit in time are killed.
 
 A worker also leaves when its parent has gone, and every wait has a timeout, so the
 example cannot hang or leave processes behind.
@@ -32,7 +31,7 @@ from collections import Counter
 import reqrep
 
 TIMEOUT = 10.0  # seconds for any single wait
-POLL = 0.1  # how often an idle worker looks at its stop flag
+POLL = 0.1  # how often an idle worker looks whether its parent is still there
 REQUESTS_PER_CLIENT = 300
 
 
@@ -41,25 +40,24 @@ REQUESTS_PER_CLIENT = 300
 
 def worker_loop(server: reqrep.Server, parent: int) -> int:
     """A forked worker: answer until SIGTERM (or until the parent is gone)."""
-    stopping = False
 
     def on_term(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True  # finish the request in hand, then leave
+        # serve() sends the reply in hand, then returns: no request is ever taken
+        # and then dropped.
+        server.close()
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
-    answered = 0
-    while not stopping and os.getppid() == parent:
-        # A signal that arrives here runs on_term, and the wait goes on until its
-        # (short) deadline: no request is ever taken and then dropped.
-        msg = server.recv_wait(timeout=POLL)
-        if msg is None:
-            continue
-        data, rid = msg
+
+    def answer(data: bytes | str) -> str:
         text = data if isinstance(data, str) else data.decode("utf-8", "replace")
-        server.reply(rid, f"{os.getpid()}:{text.upper()}")
-        answered += 1
+        return f"{os.getpid()}:{text.upper()}"
+
+    answered = 0
+    while not server.closed and os.getppid() == parent:
+        # The loop runs in C; it comes back after POLL seconds without a request,
+        # so that a vanished parent is noticed.
+        answered += server.serve(answer, timeout=POLL)
     return answered
 
 
