@@ -244,11 +244,11 @@ static int parse_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
     return 0;
 }
 
-/* None = wait forever, 0 = try once, else seconds from now. */
-static int parse_deadline(PyObject *obj, int64_t *deadline)
+/* A timeout as a length: RR_FOREVER for None, RR_NOWAIT for 0, else > 0 ns. */
+static int parse_timeout(PyObject *obj, int64_t *ns)
 {
     if (!obj || obj == Py_None) {
-        *deadline = RR_FOREVER;
+        *ns = RR_FOREVER;
         return 0;
     }
     if (!PyFloat_Check(obj) && !PyLong_Check(obj)) {
@@ -263,13 +263,27 @@ static int parse_deadline(PyObject *obj, int64_t *deadline)
         PyErr_SetString(PyExc_ValueError, "timeout must be a non-negative number or None");
         return -1;
     }
-    if (t == 0) {
-        *deadline = RR_NOWAIT;
-        return 0;
-    }
-    double ns = t * 1e9;
+    double v = t * 1e9;
+    *ns = t == 0 ? RR_NOWAIT : v >= (double)RR_FOREVER ? RR_FOREVER : v < 1 ? 1 : (int64_t)v;
+    return 0;
+}
+
+/* The deadline `ns` (from parse_timeout) from now. */
+static int64_t deadline_in(int64_t ns)
+{
+    if (ns == RR_FOREVER || ns == RR_NOWAIT)
+        return ns;
     int64_t now = rr_now_ns();
-    *deadline = ns >= (double)(RR_FOREVER - now) ? RR_FOREVER : now + (int64_t)ns;
+    return ns >= RR_FOREVER - now ? RR_FOREVER : now + ns;
+}
+
+/* None = wait forever, 0 = try once, else seconds from now. */
+static int parse_deadline(PyObject *obj, int64_t *deadline)
+{
+    int64_t ns;
+    if (parse_timeout(obj, &ns) < 0)
+        return -1;
+    *deadline = deadline_in(ns);
     return 0;
 }
 
@@ -1446,20 +1460,17 @@ static PyObject *server_serve(Chan *self, PyObject *const *args, Py_ssize_t narg
         PyErr_SetString(PyExc_TypeError, "serve() needs a callable handler (and on_error)");
         return NULL;
     }
-    int64_t idle;
-    if (parse_deadline(a[2], &idle) < 0
+    int64_t idle_ns;
+    if (parse_timeout(a[2], &idle_ns) < 0
         || (a[3] && a[3] != Py_None
             && parse_u64_range(a[3], "max_requests", 0, INT64_MAX, &max) < 0))
         return NULL;
-    /* parse_deadline made it a deadline from now: keep the length, per request */
-    int64_t idle_ns = idle == RR_FOREVER || idle == RR_NOWAIT ? idle : idle - rr_now_ns();
     if (enter(self) < 0)
         return NULL;
     uint64_t served = 0;
     int failed = 0;
     while (served < max && !self->closing) {
-        int64_t deadline = idle_ns == RR_FOREVER || idle_ns == RR_NOWAIT ? idle_ns
-                                                                         : rr_now_ns() + idle_ns;
+        int64_t deadline = deadline_in(idle_ns); /* the idle timeout runs per request */
         /* Waits in slices, so that close() from another thread (or a
          * handler) stops the loop within one. */
         PyObject *pair = NULL;
