@@ -136,19 +136,23 @@ int rr_resp_discard(rr_chan *c, uint64_t id);
  * rr_resp_discard frees the slot, and if it fails, what was read is void),
  * -EAGAIN while the reply is not there, -ESTALE if it never will be. */
 int rr_int_peek(rr_chan *c, uint64_t id, int64_t *value);
-/* 0 = cancelled; -EBUSY = the reply is there or being written (collect it);
- * -ESTALE = not a pending request. */
+/* 0 = cancelled: no reply will ever be delivered (a reply being written
+ * loses: its writer frees the slot); -EBUSY = the complete reply is there
+ * (collect it); -ESTALE = not a pending request. */
 int rr_cancel(rr_chan *c, uint64_t id);
 /* Where request `id` stands now: 1 replied, 0 pending, -ESTALE, or
- * -EOWNERDEAD if the worker that took it is dead (checked now: a syscall). */
+ * -EOWNERDEAD if the worker that took it (or writes its reply) is dead
+ * (checked now: a syscall). */
 int rr_resp_check(rr_chan *c, uint64_t id);
-/* After -EOWNERDEAD: frees the slot of a request whose worker died. */
+/* After -EOWNERDEAD: frees the slot of a request whose worker died (0), or
+ * finds it moved on: -EBUSY the reply is there after all (collect it),
+ * -EAGAIN a live worker has it now (wait on), -ESTALE not pending. */
 int rr_resp_abandon_dead(rr_chan *c, uint64_t id);
-/* The pid of the worker that took request `id`, or 0 if none yet. */
+/* The pid of the worker that took request `id` (or writes its reply), or 0. */
 int rr_resp_worker(rr_chan *c, uint64_t id);
 /* Frees the response slots of dead clients (also done now and then by sends). */
 void rr_reclaim(rr_chan *c);
-/* 1 if id is a request that is pending (not free, not recycled). */
+/* 1 if id is a request that is pending (not free, not recycled, not cancelled). */
 int rr_id_live(rr_chan *c, uint64_t id);
 
 /* ---- event-loop clients: bells ----
@@ -194,8 +198,10 @@ typedef struct rr_format_info {
     /* a Str cell: entries of up to str_inline bytes lie in the cell itself */
     uint32_t str_cell_off_mark, str_cell_off_beg, str_cell_off_len, str_cell_off_flags,
         str_cell_off_id, str_inline;
-    /* the worker record: generation << (start + pid bits) | start << pid bits | pid */
-    uint32_t worker_gen_bits, worker_start_bits, worker_pid_bits;
+    /* the worker record: generation << gen_shift | writing << writing_shift
+     * | start << pid bits | pid (writing: the record names the reply's writer) */
+    uint32_t worker_gen_bits, worker_start_bits, worker_pid_bits, worker_writing_shift,
+        worker_gen_shift;
     /* an Int cell's turn: lap << 32 | state << turn_who_bits | who, where
      * state is free 0, claimed 1, full 2 and who = start bits << pid bits | pid */
     uint32_t turn_who_bits;

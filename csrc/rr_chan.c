@@ -163,6 +163,8 @@ void rr_format(rr_format_info *f)
         .worker_gen_bits = RR_WORKER_GEN_BITS,
         .worker_start_bits = RR_WORKER_START_BITS,
         .worker_pid_bits = RR_WORKER_PID_BITS,
+        .worker_writing_shift = RR_WORKER_WRITING_SHIFT,
+        .worker_gen_shift = RR_WORKER_GEN_SHIFT,
         .turn_who_bits = RR_TURN_WHO_BITS,
     };
 }

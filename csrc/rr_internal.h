@@ -12,14 +12,16 @@
 
 #define RR_LINE 64
 #define RR_MAGIC UINT64_C(0x31504552514552ff) /* "\xffRREQPE1" little-endian */
-#define RR_FORMAT_VERSION 3u
+#define RR_FORMAT_VERSION 4u
 #define RR_HEADER_SIZE 1024u
 #define RR_SLOT_HEADER 128u
 #define RR_SLOT_INLINE 32u /* Str responses up to this size live in the slot's first line */
-/* The worker record in a slot (rr_slots.c): generation | start time | pid bits. */
-#define RR_WORKER_GEN_BITS 24
+/* The worker record in a slot (rr_slots.c): generation | writing | start time | pid. */
+#define RR_WORKER_GEN_BITS 23
 #define RR_WORKER_START_BITS 18
 #define RR_WORKER_PID_BITS 22
+#define RR_WORKER_WRITING_SHIFT (RR_WORKER_START_BITS + RR_WORKER_PID_BITS)
+#define RR_WORKER_GEN_SHIFT (RR_WORKER_WRITING_SHIFT + 1)
 /* An Int cell's turn (rr_intq.c): lap << 32 | state << RR_TURN_WHO_BITS | who. */
 #define RR_TURN_WHO_BITS 30
 
@@ -123,7 +125,7 @@ typedef struct rr_slot {
         int64_t value;        /* Int response */
         uint8_t small[RR_SLOT_INLINE]; /* a Str response that fits: one line to move */
     };
-    RR_ALIGNED _Atomic uint64_t worker; /* who took the request: see rr_slot_mark_taken */
+    RR_ALIGNED _Atomic uint64_t worker; /* who took the request or writes its reply (rr_slots.c) */
     _Atomic uint64_t replies; /* per-slot reply count, summed by stats */
 } rr_slot;
 
@@ -214,10 +216,15 @@ void rr_waitq_wake(rr_waitq *q, int n);
  * already the full barrier the wake-up needs, and the fence is saved. */
 void rr_word_wake_after_rmw(_Atomic uint32_t *word, _Atomic uint32_t *waiters, int n);
 void rr_waitq_wake_after_rmw(rr_waitq *q, int n);
-static inline int rr_waitq_wait(rr_chan *c, rr_waitq *q, rr_attempt_fn attempt, rr_peek_fn peek,
-                                void *arg, int64_t deadline)
+/* Receivers sleep on not_empty, and poll: a send wakes one receiver, and one
+ * killed after its wake-up but before its take would otherwise strand the
+ * request until the next send. */
+#define RR_RECV_POLL_NS 50000000
+static inline int rr_recv_wait(rr_chan *c, rr_attempt_fn attempt, rr_peek_fn peek, void *arg,
+                               int64_t deadline)
 {
-    return rr_wait_until(c, &q->seq, &q->waiters, attempt, peek, arg, deadline, 0);
+    rr_waitq *q = &c->hdr->not_empty;
+    return rr_wait_until(c, &q->seq, &q->waiters, attempt, peek, arg, deadline, RR_RECV_POLL_NS);
 }
 static inline void rr_cpu_relax(void)
 {
@@ -244,7 +251,9 @@ static inline rr_slot *rr_slot_at(rr_chan *c, uint32_t idx)
 int rr_slot_acquire(rr_chan *c, int64_t deadline, uint64_t *id);
 void rr_slot_abandon(rr_chan *c, uint64_t id);
 bool rr_slot_is_acquired(rr_chan *c, uint64_t id);
-/* A worker's reply: claim (ACQUIRED -> WRITING, NULL if stale), fill, publish. */
+/* A worker's reply: claim (records the writer, then ACQUIRED -> WRITING; NULL
+ * if stale or claimed by another), fill, publish (-ESTALE if cancelled or
+ * taken back meanwhile: nothing was delivered). */
 rr_slot *rr_slot_claim(rr_chan *c, uint64_t id);
 int rr_slot_publish(rr_chan *c, rr_slot *s, uint64_t id);
 void rr_bell_ring(rr_chan *c, uint32_t idx);

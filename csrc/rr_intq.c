@@ -264,7 +264,7 @@ static int entry_attempt(rr_chan *c, void *arg)
 
 int rr_intq_wait_request(rr_chan *c, int64_t deadline)
 {
-    return rr_waitq_wait(c, &c->hdr->not_empty, entry_attempt, has_entry, NULL, deadline);
+    return rr_recv_wait(c, entry_attempt, has_entry, NULL, deadline);
 }
 
 int rr_int_recv(rr_chan *c, int64_t deadline, int64_t *value, uint64_t *id)
@@ -278,7 +278,7 @@ int rr_int_recv(rr_chan *c, int64_t deadline, int64_t *value, uint64_t *id)
         if (rc == -EAGAIN || rc == -EINPROGRESS)
             atomic_fetch_add_explicit(&c->hdr->recv_empty, 1, memory_order_relaxed);
     } else {
-        rc = rr_waitq_wait(c, &c->hdr->not_empty, pop_attempt, has_entry, &op, deadline);
+        rc = rr_recv_wait(c, pop_attempt, has_entry, &op, deadline);
     }
     if (rc)
         return rc;

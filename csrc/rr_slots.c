@@ -1,37 +1,58 @@
-/* Response slots. Each slot's ctl word holds its generation in the high half
- * and, in the low half (the futex word), the state plus the generation's low
- * bits, so every transition is one CAS and changes the futex word.
+/* Response slots. Modelled in rr_slots.pml, checked by csrc/tests/spin.sh.
+ *
+ * Each slot's ctl word holds its generation in the high half and, in the low
+ * half (the futex word), the state plus the generation's low bits, so every
+ * transition is one CAS on the exact value and changes the futex word.
  *
  *   FREE --acquire(gen+1)--> ACQUIRED --claim--> WRITING --publish--> READY
- *     ^         |  cancel(gen+1), clear(gen+1)                        |  view
- *     |         |                                                     v
- *     +---------+--- clear(gen+1) from READY, release from ------- READING
+ *    ^  ^       | cancel, clear, abandon  |  cancel, clear           |  view
+ *    |  |       v (gen+1)                 v                          v
+ *    |  +----------------------------- CANCELLED (publish frees it) READING
+ *    +----- release (gen+1), clear from READY, abandon/sweep ----------+
  *
- * A slot in WRITING belongs to the replier and one in READING to the client
- * copying the reply out: cancel and clear lose against both, so nobody ever
- * writes a slot while somebody else reads it.
+ * A slot in WRITING belongs to its writer and one in READING to the client
+ * copying the reply out: nothing else writes it. Cancel and clear turn
+ * WRITING into CANCELLED, which the writer's publish CAS then finds: its
+ * reply is refused and it frees the slot. Only a writer found dead lets
+ * anyone else free a WRITING or CANCELLED slot.
+ *
  * Ownership is two words: `owner` is claimed (0 -> me) before ctl leaves FREE
- * and cleared after ctl is back to FREE, so a FREE slot with a set owner is
- * being acquired or released right now (or its owner died doing so).
+ * and cleared after ctl is back to FREE, so it is stable while ctl is not
+ * FREE, and a FREE slot with a set owner is being acquired or released right
+ * now (or its owner died doing so). Whoever frees a slot read its owner after
+ * seeing the generation it frees, and clears exactly that owner by a CAS:
+ * never a blind store, which could wipe the next acquirer's.
  *
  * Every CAS that frees a slot is acq_rel: acquire, so that whatever the
  * previous holders wrote or read (the acquirer's bell, the replier's data)
  * happens before the next acquirer prepares the slot; release for the same
  * reason one step further.
  *
- * `worker` records who took the request: generation (24 bits) << 40 | start
- * time (18 bits) << 22 | pid (22 bits). A record of an older generation is
- * ignored by readers and overwritten by writers, so a worker that took a
- * request of a cancelled generation cannot hide the worker of the current one.
- * Nobody clears it on acquire: that would pull its line (see rr_slot) away
- * from the next worker on every request. A stale record could be taken for a
- * new one only after 2^24 generations of the slot without a single take. */
+ * `worker` records generation (23 bits) << 41 | writing << 40 | start time
+ * (18 bits) << 22 | pid (22 bits): the process that took the request
+ * (writing 0), or the one writing its reply (writing 1). A writer records
+ * itself before its claim CAS (release), so whoever sees WRITING sees the
+ * writer's record; nobody overwrites a writing record of the same generation.
+ * A client learns of a dead worker from this record, and a WRITING slot is
+ * taken back only when its *writer* is dead: the process that took a request
+ * may hand its id to another, which replies. A record of an older generation
+ * is ignored by readers and overwritten by writers; nobody clears it on
+ * acquire (that would pull its line, see rr_slot, away from the next worker
+ * on every request). A stale record could be taken for a new one only after
+ * 2^23 generations of the slot without a single take. */
 #include "rr_internal.h"
 
 #include <limits.h>
 #include <stdlib.h>
 
-enum { SLOT_FREE = 0, SLOT_ACQUIRED = 1, SLOT_WRITING = 2, SLOT_READY = 3, SLOT_READING = 4 };
+enum {
+    SLOT_FREE = 0,
+    SLOT_ACQUIRED = 1,
+    SLOT_WRITING = 2,
+    SLOT_READY = 3,
+    SLOT_READING = 4,
+    SLOT_CANCELLED = 5,
+};
 
 static inline uint64_t mk_ctl(uint32_t gen, uint32_t state)
 {
@@ -47,24 +68,103 @@ static rr_slot *slot_of(rr_chan *c, uint64_t id)
     return idx < c->geom.resp_slots ? rr_slot_at(c, idx) : NULL;
 }
 
-static void slot_freed(rr_chan *c, rr_slot *s)
+/* ---- the worker record ---- */
+
+#define GEN_MASK ((UINT32_C(1) << RR_WORKER_GEN_BITS) - 1)
+#define START_MASK ((UINT32_C(1) << RR_WORKER_START_BITS) - 1)
+#define PID_MASK ((UINT32_C(1) << RR_WORKER_PID_BITS) - 1)
+#define WRITING_BIT ((uint64_t)1 << RR_WORKER_WRITING_SHIFT)
+
+static inline uint64_t worker_word(uint32_t gen, uint64_t ident)
 {
-    /* release ↔ the acquire CAS of owner in try_acquire; an exchange, not a
-     * store, so that the wake-up needs no fence of its own */
-    atomic_exchange_explicit(&s->owner, 0, memory_order_release);
-    rr_waitq_wake_after_rmw(&c->hdr->slot_free, 1);
+    return (uint64_t)(gen & GEN_MASK) << RR_WORKER_GEN_SHIFT
+        | ((ident >> 32) & START_MASK) << RR_WORKER_PID_BITS | (ident & PID_MASK);
 }
 
-/* Frees a slot from the state in *v (CAS to FREE of generation gen) and wakes
- * whoever waits on it; false, with *v updated, if the slot moved meanwhile.
- * acq_rel: see the top of this file. */
-static bool take_back(rr_slot *s, uint64_t *v, uint32_t gen)
+static inline uint32_t worker_gen(uint64_t w) { return (uint32_t)(w >> RR_WORKER_GEN_SHIFT); }
+
+/* The record is of generation `gen` (modulo its bits). */
+static inline bool worker_of(uint64_t w, uint32_t gen)
 {
-    if (!atomic_compare_exchange_strong_explicit(&s->ctl, v, mk_ctl(gen, SLOT_FREE),
-                                                 memory_order_acq_rel, memory_order_relaxed))
+    return w != 0 && worker_gen(w) == (gen & GEN_MASK);
+}
+
+static inline bool worker_alive(uint64_t w)
+{
+    return rr_pid_alive((uint32_t)(w & PID_MASK),
+                        (uint32_t)(w >> RR_WORKER_PID_BITS) & START_MASK, RR_WORKER_START_BITS);
+}
+
+/* The record is of a generation before `gen` (by the sign of the difference). */
+static inline bool worker_older(uint64_t w, uint32_t gen)
+{
+    uint32_t d = (gen - worker_gen(w)) & GEN_MASK;
+    return d != 0 && d < (GEN_MASK >> 1) + 1;
+}
+
+/* Writes record `want` (of generation gen) unless a writer of gen or a newer
+ * request owns the record; false then. relaxed: a writer's record is ordered
+ * by its claim CAS that follows (release); a taker's is read only by liveness
+ * checks, which tolerate delay. */
+static bool record(rr_slot *s, uint32_t gen, uint64_t want)
+{
+    uint64_t cur = atomic_load_explicit(&s->worker, memory_order_relaxed);
+    do {
+        if (worker_of(cur, gen) ? (cur & WRITING_BIT) != 0 : cur != 0 && !worker_older(cur, gen))
+            return false;
+    } while (!atomic_compare_exchange_weak_explicit(&s->worker, &cur, want, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    return true;
+}
+
+/* The record of generation gen's worker in a slot whose ctl (read with
+ * acquire) is `state` of that generation, or 0 if there is none: in WRITING
+ * and CANCELLED only a writer's counts (the claim recorded it first). */
+static uint64_t worker_for(rr_slot *s, uint32_t gen, uint32_t state)
+{
+    uint64_t w = atomic_load_explicit(&s->worker, memory_order_relaxed);
+    if (!worker_of(w, gen))
+        return 0;
+    if ((state == SLOT_WRITING || state == SLOT_CANCELLED) && !(w & WRITING_BIT))
+        return 0;
+    return w;
+}
+
+/* ---- freeing ---- */
+
+/* Frees the slot from state *v (CAS to FREE of gen + 1) and wakes whoever
+ * waits on it; false, with *v updated, if the slot is not (or no longer) in
+ * *v. The owner word is read after seeing *v (acquire ↔ the acquirer's acq_rel
+ * CAS that began this generation, whose RMWs since continue its release
+ * sequence), so it is this generation's owner, and then cleared by a CAS. */
+static bool free_from(rr_chan *c, rr_slot *s, uint64_t *v)
+{
+    uint64_t seen = *v;
+    *v = atomic_load_explicit(&s->ctl, memory_order_acquire);
+    if (*v != seen || ctl_state(seen) == SLOT_FREE)
+        return false;
+    uint64_t owner = atomic_load_explicit(&s->owner, memory_order_relaxed);
+    /* acq_rel: see the top of this file; acquire on failure, for a caller
+     * that decides again from the value it finds */
+    if (!atomic_compare_exchange_strong_explicit(&s->ctl, v, mk_ctl(ctl_gen(seen) + 1, SLOT_FREE),
+                                                 memory_order_acq_rel, memory_order_acquire))
         return false;
     rr_word_wake_after_rmw(ctl_futex(s), &s->waiters, INT_MAX);
+    /* release ↔ the acquire CAS of owner in try_acquire. A failure means a
+     * sweeper already cleared a dead owner: the word is not ours to touch. */
+    atomic_compare_exchange_strong_explicit(&s->owner, &owner, 0, memory_order_release,
+                                            memory_order_relaxed);
+    /* the CAS is an RMW even when it fails */
+    rr_waitq_wake_after_rmw(&c->hdr->slot_free, 1);
     return true;
+}
+
+/* Hands back an owner word claimed by try_acquire for a slot it did not get. */
+static void give_up_owner(rr_slot *s, uint64_t me)
+{
+    /* release ↔ the acquire CAS of owner in try_acquire */
+    atomic_compare_exchange_strong_explicit(&s->owner, &me, 0, memory_order_release,
+                                            memory_order_relaxed);
 }
 
 #define RR_REUSE_MAX 2048 /* replies up to this size leave their slot to be taken again */
@@ -89,13 +189,13 @@ static int try_acquire(rr_chan *c, void *arg)
         if (ctl_state(atomic_load_explicit(&s->ctl, memory_order_relaxed)) != SLOT_FREE)
             continue;
         uint64_t zero = 0;
-        /* acquire ↔ the release store of owner in slot_freed */
+        /* acquire ↔ the release CAS of owner in free_from */
         if (!atomic_compare_exchange_strong_explicit(&s->owner, &zero, me, memory_order_acquire,
                                                      memory_order_relaxed))
             continue;
         uint64_t v = atomic_load_explicit(&s->ctl, memory_order_relaxed);
-        if (ctl_state(v) != SLOT_FREE) {
-            atomic_store_explicit(&s->owner, 0, memory_order_release);
+        if (ctl_state(v) != SLOT_FREE) { /* only a forged file has an ownerless busy slot */
+            give_up_owner(s, me);
             continue;
         }
         /* A FREE slot whose owner word we hold is ours to prepare: nobody reads
@@ -110,7 +210,7 @@ static int try_acquire(rr_chan *c, void *arg)
             *(uint64_t *)arg = (uint64_t)(ctl_gen(v) + 1) << 32 | idx;
             return 1;
         }
-        atomic_store_explicit(&s->owner, 0, memory_order_release);
+        give_up_owner(s, me);
     }
     return 0;
 }
@@ -143,40 +243,71 @@ int rr_slot_acquire(rr_chan *c, int64_t deadline, uint64_t *id)
                          RR_SWEEP_DRY_NS * 2);
 }
 
+
 /* Gives back a slot whose request never reached the queue. */
 void rr_slot_abandon(rr_chan *c, uint64_t id)
 {
-    rr_slot *s = slot_of(c, id);
     uint64_t v = mk_ctl(rr_id_gen(id), SLOT_ACQUIRED);
-    if (take_back(s, &v, rr_id_gen(id)))
-        slot_freed(c, s);
+    free_from(c, slot_of(c, id), &v);
 }
 
+/* Contract: any process holding the id may call it, any number at once;
+ * exactly one claim of a generation succeeds, and only while nobody
+ * cancelled, cleared or took the slot back. */
 rr_slot *rr_slot_claim(rr_chan *c, uint64_t id)
 {
     rr_slot *s = slot_of(c, id);
     if (!s)
         return NULL;
-    uint64_t v = mk_ctl(rr_id_gen(id), SLOT_ACQUIRED);
-    /* acquire ↔ the client's acq_rel acquire CAS: we own the slot's data now */
-    if (!atomic_compare_exchange_strong_explicit(&s->ctl, &v, mk_ctl(rr_id_gen(id), SLOT_WRITING),
-                                                 memory_order_acquire, memory_order_relaxed))
+    uint32_t gen = rr_id_gen(id);
+    uint64_t v = mk_ctl(gen, SLOT_ACQUIRED);
+    uint64_t want = worker_word(gen, rr_self_ident()) | WRITING_BIT;
+    /* relaxed: the claim CAS below orders the record (release) */
+    uint64_t cur = atomic_load_explicit(&s->worker, memory_order_relaxed);
+    do {
+        if (worker_of(cur, gen)) {
+            if (cur & WRITING_BIT)
+                return NULL; /* another replier has it */
+        } else if (atomic_load_explicit(&s->ctl, memory_order_relaxed) != v
+                   || (cur != 0 && !worker_older(cur, gen))) {
+            /* No take of this generation is recorded: a reply to an id never
+             * taken, or a stale or future one. Only while ctl says the id is
+             * current (relaxed: the CAS below decides), or a future id's
+             * record would lock the real writer out. */
+            return NULL;
+        }
+    } while (!atomic_compare_exchange_weak_explicit(&s->worker, &cur, want, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    /* acq_rel: acquire ↔ the client's acq_rel acquire CAS (the slot's data is
+     * ours now); release ↔ the acquire loads of ctl in rr_resp_check,
+     * rr_resp_abandon_dead and the sweep: whoever sees WRITING sees our record */
+    if (!atomic_compare_exchange_strong_explicit(&s->ctl, &v, mk_ctl(gen, SLOT_WRITING),
+                                                 memory_order_acq_rel, memory_order_relaxed))
         return NULL;
     return s;
 }
 
-/* Returns 1 if the requester waits in an event loop (its bell was rung). */
+/* Returns 1 if the requester waits in an event loop (its bell was rung), 0,
+ * or -ESTALE if the request was cancelled or cleared while we wrote (then we
+ * free the slot: nobody else may) or taken back from us for dead. */
 int rr_slot_publish(rr_chan *c, rr_slot *s, uint64_t id)
 {
+    uint32_t gen = rr_id_gen(id);
     uint32_t bell = s->bell; /* read while we own the slot */
     /* relaxed, and no RMW: only the replier holding the WRITING claim writes it */
     atomic_store_explicit(&s->replies,
                           atomic_load_explicit(&s->replies, memory_order_relaxed) + 1,
                           memory_order_relaxed);
-    /* release ↔ the client's acquire load of ctl in rr_resp_view: the response
-     * bytes are visible before READY is. An exchange, not a store: the
-     * wake-up after it then needs no fence of its own. */
-    atomic_exchange_explicit(&s->ctl, mk_ctl(rr_id_gen(id), SLOT_READY), memory_order_release);
+    uint64_t v = mk_ctl(gen, SLOT_WRITING);
+    /* release ↔ the client's acquire of ctl in rr_resp_view / rr_int_peek: the
+     * response bytes are visible before READY is. A CAS, never a blind store:
+     * a slot that left our claim belongs to somebody else now. */
+    if (!atomic_compare_exchange_strong_explicit(&s->ctl, &v, mk_ctl(gen, SLOT_READY),
+                                                 memory_order_release, memory_order_relaxed)) {
+        if (v == mk_ctl(gen, SLOT_CANCELLED))
+            free_from(c, s, &v);
+        return -ESTALE;
+    }
     rr_word_wake_after_rmw(ctl_futex(s), &s->waiters, INT_MAX);
     if (bell == 0 || bell > RR_BELLS)
         return 0;
@@ -184,51 +315,11 @@ int rr_slot_publish(rr_chan *c, rr_slot *s, uint64_t id)
     return 1;
 }
 
-#define GEN_MASK ((UINT32_C(1) << RR_WORKER_GEN_BITS) - 1)
-#define START_MASK ((UINT32_C(1) << RR_WORKER_START_BITS) - 1)
-#define PID_MASK ((UINT32_C(1) << RR_WORKER_PID_BITS) - 1)
-#define GEN_SHIFT (RR_WORKER_START_BITS + RR_WORKER_PID_BITS)
-
-static inline uint64_t worker_word(uint32_t gen, uint64_t ident)
-{
-    return (uint64_t)(gen & GEN_MASK) << GEN_SHIFT
-        | ((ident >> 32) & START_MASK) << RR_WORKER_PID_BITS | (ident & PID_MASK);
-}
-
-static inline uint32_t worker_gen(uint64_t w) { return (uint32_t)(w >> GEN_SHIFT); }
-
-/* The record is of request `id`'s generation (modulo its bits). */
-static inline bool worker_of(uint64_t w, uint64_t id)
-{
-    return w != 0 && worker_gen(w) == (rr_id_gen(id) & GEN_MASK);
-}
-
-static inline bool worker_alive(uint64_t w)
-{
-    return rr_pid_alive((uint32_t)(w & PID_MASK),
-                        (uint32_t)(w >> RR_WORKER_PID_BITS) & START_MASK, RR_WORKER_START_BITS);
-}
-
-/* The record is of a generation before `gen` (by the sign of the difference). */
-static inline bool worker_older(uint64_t w, uint32_t gen)
-{
-    uint32_t d = (gen - worker_gen(w)) & GEN_MASK;
-    return d != 0 && d < (GEN_MASK >> 1) + 1;
-}
-
 void rr_slot_mark_taken_by(rr_chan *c, uint64_t id, uint64_t ident)
 {
     rr_slot *s = slot_of(c, id);
-    if (!s)
-        return;
-    uint64_t want = worker_word(rr_id_gen(id), ident);
-    /* relaxed: read only by the owner's liveness poll, which tolerates delay */
-    uint64_t cur = atomic_load_explicit(&s->worker, memory_order_relaxed);
-    do {
-        if (cur != 0 && !worker_older(cur, rr_id_gen(id)) && worker_gen(cur) != worker_gen(want))
-            return; /* a newer request owns the record */
-    } while (!atomic_compare_exchange_weak_explicit(&s->worker, &cur, want, memory_order_relaxed,
-                                                    memory_order_relaxed));
+    if (s)
+        record(s, rr_id_gen(id), worker_word(rr_id_gen(id), ident));
 }
 
 void rr_slot_mark_taken(rr_chan *c, uint64_t id) { rr_slot_mark_taken_by(c, id, rr_self_ident()); }
@@ -239,7 +330,13 @@ int rr_resp_worker(rr_chan *c, uint64_t id)
     if (!s)
         return 0;
     uint64_t w = atomic_load_explicit(&s->worker, memory_order_relaxed);
-    return worker_of(w, id) ? (int)(w & PID_MASK) : 0;
+    return worker_of(w, rr_id_gen(id)) ? (int)(w & PID_MASK) : 0;
+}
+
+/* Still awaiting its reply (taken or not) or being answered. */
+static inline bool in_flight(uint32_t state)
+{
+    return state == SLOT_ACQUIRED || state == SLOT_WRITING;
 }
 
 #define RR_WORKER_CHECK_NS 250000000 /* how often a waiting client checks its worker */
@@ -253,12 +350,14 @@ static int resp_ready(rr_chan *c, void *arg)
 {
     resp_wait *w = arg;
     rr_slot *s = slot_of(c, w->id);
-    /* acquire ↔ the release store in rr_slot_publish */
+    /* acquire ↔ the release CAS in rr_slot_publish */
     uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
-    if (ctl_gen(v) != rr_id_gen(w->id) || ctl_state(v) == SLOT_FREE)
+    if (ctl_gen(v) != rr_id_gen(w->id))
         return -ESTALE;
     if (ctl_state(v) == SLOT_READY || ctl_state(v) == SLOT_READING)
         return 1; /* READING: pinned by a view, and there to be seen */
+    if (!in_flight(ctl_state(v)))
+        return -ESTALE; /* FREE, CANCELLED */
     if (w->first) {
         /* A wait that goes on comes back here before it sleeps: the first look
          * reads no clock, but for one in 64 (a loop of waits that end at once) */
@@ -280,8 +379,7 @@ static bool resp_peek(rr_chan *c, void *arg)
 {
     resp_wait *w = arg;
     uint64_t v = atomic_load_explicit(&slot_of(c, w->id)->ctl, memory_order_relaxed);
-    return ctl_gen(v) != rr_id_gen(w->id) || ctl_state(v) == SLOT_READY
-        || ctl_state(v) == SLOT_READING || ctl_state(v) == SLOT_FREE;
+    return ctl_gen(v) != rr_id_gen(w->id) || !in_flight(ctl_state(v));
 }
 
 int rr_resp_wait(rr_chan *c, uint64_t id, int64_t deadline)
@@ -299,34 +397,44 @@ int rr_resp_check(rr_chan *c, uint64_t id)
     rr_slot *s = slot_of(c, id);
     if (!s)
         return -ESTALE;
-    /* acquire ↔ the release store in rr_slot_publish */
+    uint32_t gen = rr_id_gen(id);
+    /* acquire ↔ the release CAS in rr_slot_publish, and the claim's (its record) */
     uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
-    if (ctl_gen(v) != rr_id_gen(id) || ctl_state(v) == SLOT_FREE)
+    if (ctl_gen(v) != gen)
         return -ESTALE;
     if (ctl_state(v) == SLOT_READY || ctl_state(v) == SLOT_READING)
         return 1;
-    uint64_t rec = atomic_load_explicit(&s->worker, memory_order_relaxed);
-    if (worker_of(rec, id) && !worker_alive(rec))
-        return -EOWNERDEAD;
-    return 0;
+    if (!in_flight(ctl_state(v)))
+        return -ESTALE;
+    uint64_t w = worker_for(s, gen, ctl_state(v));
+    return w && !worker_alive(w) ? -EOWNERDEAD : 0;
 }
 
+/* Contract: frees the slot only while the worker recorded for the state it
+ * frees (the writer's record in WRITING) is dead, re-read after the state. */
 int rr_resp_abandon_dead(rr_chan *c, uint64_t id)
 {
     rr_slot *s = slot_of(c, id);
     if (!s)
         return -ESTALE;
     uint32_t gen = rr_id_gen(id);
-    uint64_t v = atomic_load_explicit(&s->ctl, memory_order_relaxed);
-    while (ctl_gen(v) == gen && (ctl_state(v) == SLOT_ACQUIRED || ctl_state(v) == SLOT_WRITING)) {
-        /* A dead replier's WRITING claim is taken back too: it will never publish. */
-        if (take_back(s, &v, gen + 1)) {
-            slot_freed(c, s);
+    /* acquire ↔ the claim's release CAS: a WRITING we see comes with its record */
+    uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
+    for (;;) {
+        if (ctl_gen(v) != gen)
+            return -ESTALE;
+        if (ctl_state(v) == SLOT_READY || ctl_state(v) == SLOT_READING)
+            return -EBUSY;
+        if (!in_flight(ctl_state(v)))
+            return -ESTALE;
+        uint64_t w = worker_for(s, gen, ctl_state(v));
+        if (!w || worker_alive(w))
+            return -EAGAIN;
+        if (free_from(c, s, &v)) {
             atomic_fetch_add_explicit(&c->hdr->recoveries, 1, memory_order_relaxed);
             return 0;
         }
     }
-    return -ESTALE;
 }
 
 int rr_resp_view(rr_chan *c, uint64_t id, rr_resp *r)
@@ -336,12 +444,12 @@ int rr_resp_view(rr_chan *c, uint64_t id, rr_resp *r)
         return -ESTALE;
     uint32_t gen = rr_id_gen(id);
     uint64_t v = mk_ctl(gen, SLOT_READY);
-    /* acquire ↔ the release store in rr_slot_publish: the reply is visible.
+    /* acquire ↔ the release CAS in rr_slot_publish: the reply is visible.
      * Already pinned (READING) is fine too: a second look at the same reply. */
     if (!atomic_compare_exchange_strong_explicit(&s->ctl, &v, mk_ctl(gen, SLOT_READING),
                                                  memory_order_acquire, memory_order_acquire)
         && v != mk_ctl(gen, SLOT_READING))
-        return ctl_gen(v) == gen && ctl_state(v) != SLOT_FREE ? -EAGAIN : -ESTALE;
+        return ctl_gen(v) == gen && in_flight(ctl_state(v)) ? -EAGAIN : -ESTALE;
     /* Bound what a hostile writer could have put in len. */
     uint32_t len = s->len;
     r->len = len <= c->geom.resp_size ? len : c->geom.resp_size;
@@ -351,53 +459,65 @@ int rr_resp_view(rr_chan *c, uint64_t id, rr_resp *r)
     return 0;
 }
 
-/* READING -> `to`; frees the slot when `to` is FREE. */
-static int end_reading(rr_chan *c, uint64_t id, uint32_t from, uint32_t to)
-{
-    rr_slot *s = slot_of(c, id);
-    if (!s)
-        return -ESTALE;
-    uint64_t v = mk_ctl(rr_id_gen(id), from);
-    /* acq_rel (top of file): our reads of the data are done before it moves on */
-    if (!atomic_compare_exchange_strong_explicit(&s->ctl, &v, mk_ctl(rr_id_gen(id), to),
-                                                 memory_order_acq_rel, memory_order_relaxed))
-        return -ESTALE;
-    if (to == SLOT_FREE)
-        slot_freed(c, s);
-    return 0;
-}
-
 int rr_int_peek(rr_chan *c, uint64_t id, int64_t *value)
 {
     rr_slot *s = slot_of(c, id);
     if (!s)
         return -ESTALE;
     uint32_t gen = rr_id_gen(id);
-    /* acquire ↔ the release store in rr_slot_publish: the value is visible */
+    /* acquire ↔ the release CAS in rr_slot_publish: the value is visible */
     uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
     if (v != mk_ctl(gen, SLOT_READY)) /* READING too: pinned by a view, not ours */
-        return ctl_gen(v) == gen && ctl_state(v) != SLOT_FREE ? -EAGAIN : -ESTALE;
+        return ctl_gen(v) == gen && (in_flight(ctl_state(v)) || ctl_state(v) == SLOT_READING)
+            ? -EAGAIN
+            : -ESTALE;
     /* relaxed atomic: if clear() frees the slot now, a new replier may write
      * it; the caller's rr_resp_discard then fails and drops what we read */
     *value = __atomic_load_n(&s->value, __ATOMIC_RELAXED);
     return 0;
 }
 
+/* Frees the slot of request `id` from state `from`; -ESTALE if not there. */
+static int free_id(rr_chan *c, uint64_t id, uint32_t from)
+{
+    rr_slot *s = slot_of(c, id);
+    uint64_t v = mk_ctl(rr_id_gen(id), from);
+    return s && free_from(c, s, &v) ? 0 : -ESTALE;
+}
+
 int rr_resp_release(rr_chan *c, uint64_t id)
 {
     /* pinned by rr_resp_view, or (a caller that read nothing) still READY */
-    int rc = end_reading(c, id, SLOT_READING, SLOT_FREE);
-    return rc == 0 ? 0 : end_reading(c, id, SLOT_READY, SLOT_FREE);
+    return free_id(c, id, SLOT_READING) == 0 ? 0 : free_id(c, id, SLOT_READY);
 }
 
 int rr_resp_unview(rr_chan *c, uint64_t id)
 {
-    return end_reading(c, id, SLOT_READING, SLOT_READY);
+    rr_slot *s = slot_of(c, id);
+    uint64_t v = mk_ctl(rr_id_gen(id), SLOT_READING);
+    /* release ↔ the next viewer's acquire CAS: our reads are done */
+    if (!s || !atomic_compare_exchange_strong_explicit(&s->ctl, &v,
+                                                       mk_ctl(rr_id_gen(id), SLOT_READY),
+                                                       memory_order_release, memory_order_relaxed))
+        return -ESTALE;
+    rr_word_wake_after_rmw(ctl_futex(s), &s->waiters, INT_MAX);
+    return 0;
 }
 
-int rr_resp_discard(rr_chan *c, uint64_t id)
+int rr_resp_discard(rr_chan *c, uint64_t id) { return free_id(c, id, SLOT_READY); }
+
+/* Ends a reply being written: the writer's publish then fails and frees the
+ * slot. false, with *v updated, if the slot moved. */
+static bool cancel_writing(rr_slot *s, uint64_t *v)
 {
-    return end_reading(c, id, SLOT_READY, SLOT_FREE);
+    /* release ↔ the acquire in free_from, which the writer (or a sweep, its
+     * writer dead) runs on CANCELLED; acquire on failure: the caller decides
+     * again from what it finds */
+    if (!atomic_compare_exchange_strong_explicit(&s->ctl, v, mk_ctl(ctl_gen(*v), SLOT_CANCELLED),
+                                                 memory_order_release, memory_order_acquire))
+        return false;
+    rr_word_wake_after_rmw(ctl_futex(s), &s->waiters, INT_MAX);
+    return true;
 }
 
 int rr_cancel(rr_chan *c, uint64_t id)
@@ -406,15 +526,26 @@ int rr_cancel(rr_chan *c, uint64_t id)
     if (!s)
         return -ESTALE;
     uint32_t gen = rr_id_gen(id);
-    uint64_t v = mk_ctl(gen, SLOT_ACQUIRED);
-    /* the replier's claim CAS then fails on the new generation */
-    if (take_back(s, &v, gen + 1)) {
-        slot_freed(c, s);
-        return 0;
+    uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
+    for (;;) {
+        if (ctl_gen(v) != gen)
+            return -ESTALE;
+        switch (ctl_state(v)) {
+        case SLOT_ACQUIRED: /* a claim then fails on the new generation */
+            if (free_from(c, s, &v))
+                return 0;
+            break;
+        case SLOT_WRITING:
+            if (cancel_writing(s, &v))
+                return 0;
+            break;
+        case SLOT_READY:
+        case SLOT_READING:
+            return -EBUSY; /* the reply won */
+        default:
+            return -ESTALE;
+        }
     }
-    if (ctl_gen(v) == gen && ctl_state(v) >= SLOT_WRITING)
-        return -EBUSY; /* WRITING, READY or READING: the reply won */
-    return -ESTALE;
 }
 
 bool rr_slot_is_acquired(rr_chan *c, uint64_t id)
@@ -432,21 +563,26 @@ int rr_id_live(rr_chan *c, uint64_t id)
     if (!s)
         return 0;
     uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
-    return ctl_gen(v) == rr_id_gen(id) && ctl_state(v) != SLOT_FREE;
+    return ctl_gen(v) == rr_id_gen(id)
+        && (in_flight(ctl_state(v)) || ctl_state(v) == SLOT_READY
+            || ctl_state(v) == SLOT_READING);
 }
 
 void rr_slots_clear(rr_chan *c)
 {
     for (uint32_t i = 0; i < c->geom.resp_slots; i++) {
         rr_slot *s = rr_slot_at(c, i);
-        uint64_t v = atomic_load_explicit(&s->ctl, memory_order_relaxed);
+        uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
         for (;;) {
             uint32_t st = ctl_state(v);
-            if (st != SLOT_ACQUIRED && st != SLOT_READY)
-                break; /* free, or a replier or reader owns it: it loses nothing */
-            if (take_back(s, &v, ctl_gen(v) + 1)) {
-                atomic_store_explicit(&s->owner, 0, memory_order_release);
-                break;
+            if (st == SLOT_WRITING) {
+                if (cancel_writing(s, &v))
+                    break;
+            } else if (st == SLOT_ACQUIRED || st == SLOT_READY) {
+                if (free_from(c, s, &v))
+                    break;
+            } else {
+                break; /* free, cancelled, or a reader has it: it loses nothing */
             }
         }
     }
@@ -488,27 +624,32 @@ static bool cached_alive(ident_cache *k, uint64_t ident)
     return alive;
 }
 
-/* True if the recorded worker of generation gen is known to be dead. */
-static bool worker_dead(rr_slot *s, uint32_t gen, ident_cache *k)
+/* A WRITING or CANCELLED slot of generation gen whose writer is known dead. */
+static bool writer_dead(rr_slot *s, uint32_t gen, uint32_t state, ident_cache *k)
 {
-    uint64_t rec = atomic_load_explicit(&s->worker, memory_order_relaxed);
-    if (!worker_of(rec, (uint64_t)gen << 32))
+    uint64_t w = worker_for(s, gen, state);
+    if (!w)
         return false;
+    uint64_t ident = (w >> RR_WORKER_PID_BITS & START_MASK) << 32 | (w & PID_MASK);
     for (int i = 0; i < k->n; i++)
-        if ((uint32_t)k->ident[i] == (uint32_t)(rec & PID_MASK)
-            && ((k->ident[i] >> 32) & START_MASK) == ((rec >> RR_WORKER_PID_BITS) & START_MASK))
+        if ((k->ident[i] & ((uint64_t)START_MASK << 32 | PID_MASK)) == ident)
             return !k->alive[i];
-    return !worker_alive(rec);
+    return !worker_alive(w);
 }
 
+/* Contract: any process, any time. A slot is freed only when the process that
+ * holds it is dead: its owner (judged before its state is read, so the state
+ * is the one the dead owner left, and re-read after, so that it is still the
+ * same owner's), or its writer in WRITING and CANCELLED. */
 void rr_slots_sweep(rr_chan *c, int64_t period_ns)
 {
     rr_header *h = c->hdr;
     int64_t now = rr_now_ns();
     /* relaxed: a rate limit; the CAS elects one sweeper per period. A time in
-     * the future (a forged file) counts as long ago. */
+     * the future (a forged file) counts as long ago; unsigned arithmetic, as
+     * a forged time may be anything. */
     int64_t last = atomic_load_explicit(&h->last_sweep, memory_order_relaxed);
-    if ((uint64_t)(now - last) < (uint64_t)period_ns && period_ns > 0)
+    if ((uint64_t)now - (uint64_t)last < (uint64_t)period_ns && period_ns > 0)
         return;
     if (!atomic_compare_exchange_strong_explicit(&h->last_sweep, &last, now,
                                                  memory_order_relaxed, memory_order_relaxed)
@@ -518,22 +659,32 @@ void rr_slots_sweep(rr_chan *c, int64_t period_ns)
     ident_cache k = {.n = 0};
     for (uint32_t i = 0; i < c->geom.resp_slots; i++) {
         rr_slot *s = rr_slot_at(c, i);
-        /* acquire ↔ the acquirer's acq_rel CAS: the owner we read is at least
-         * as new as the ctl value; a CAS on that exact value decides */
+        /* acquire ↔ the release CAS of owner in free_from (an owner we read
+         * is not older than the last free) */
+        uint64_t owner = atomic_load_explicit(&s->owner, memory_order_acquire);
+        bool owner_dead = owner != 0 && owner != me && !cached_alive(&k, owner);
+        /* acquire ↔ the acq_rel CASes on ctl: the owner and record we read
+         * next are at least as new as this state */
         uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
-        uint64_t owner = atomic_load_explicit(&s->owner, memory_order_relaxed);
-        if (owner == 0 || owner == me || cached_alive(&k, owner))
-            continue;
-        if (ctl_state(v) == SLOT_WRITING && !worker_dead(s, ctl_gen(v), &k))
-            continue; /* a live replier owns it: it will publish, then we free it */
-        if (ctl_state(v) != SLOT_FREE) {
-            if (!take_back(s, &v, ctl_gen(v) + 1))
+        uint32_t st = ctl_state(v);
+        if (owner_dead && atomic_load_explicit(&s->owner, memory_order_relaxed) != owner)
+            continue; /* freed and taken again since we judged the owner */
+        if (st == SLOT_WRITING || st == SLOT_CANCELLED) {
+            /* the writer holds it; a CANCELLED one nobody else will free */
+            if ((!owner_dead && st == SLOT_WRITING) || !writer_dead(s, ctl_gen(v), st, &k))
                 continue;
+        } else if (!owner_dead) {
+            continue;
+        }
+        if (st == SLOT_FREE) {
+            /* died acquiring or releasing: ctl is FREE for good, clear the
+             * word. release ↔ the acquire CAS of owner in try_acquire */
+            if (atomic_compare_exchange_strong_explicit(&s->owner, &owner, 0,
+                                                        memory_order_release,
+                                                        memory_order_relaxed))
+                rr_waitq_wake_after_rmw(&h->slot_free, 1);
+        } else if (free_from(c, s, &v)) {
             atomic_fetch_add_explicit(&h->recoveries, 1, memory_order_relaxed);
         }
-        /* release ↔ the acquire CAS of owner in try_acquire */
-        if (atomic_compare_exchange_strong_explicit(&s->owner, &owner, 0, memory_order_release,
-                                                    memory_order_relaxed))
-            rr_waitq_wake(&h->slot_free, 1);
     }
 }

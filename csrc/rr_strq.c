@@ -216,7 +216,7 @@ static int pop_attempt(rr_chan *c, void *arg)
 int rr_str_recv_begin(rr_chan *c, int64_t deadline)
 {
     str_pop p = {deadline};
-    int rc = rr_waitq_wait(c, &c->hdr->not_empty, pop_attempt, has_entry, &p, deadline);
+    int rc = rr_recv_wait(c, pop_attempt, has_entry, &p, deadline);
     if (rc == -EAGAIN && deadline <= RR_NOWAIT)
         atomic_fetch_add_explicit(&c->hdr->recv_empty, 1, memory_order_relaxed);
     return rc ? rc : (int)c->locked_n;
@@ -230,7 +230,7 @@ static int entry_attempt(rr_chan *c, void *arg)
 
 int rr_strq_wait_request(rr_chan *c, int64_t deadline)
 {
-    return rr_waitq_wait(c, &c->hdr->not_empty, entry_attempt, has_entry, NULL, deadline);
+    return rr_recv_wait(c, entry_attempt, has_entry, NULL, deadline);
 }
 
 int rr_str_recv_peek(rr_chan *c, uint32_t i, rr_entry *e)

@@ -195,12 +195,14 @@ def ctl_state(ctl: int) -> int:
     return ctl & 0xF
 
 
-def worker_word(gen: int, pid: int, start: int) -> int:
-    """The slot's record of the worker that took a request (see csrc/rr_slots.c)."""
+def worker_word(gen: int, pid: int, start: int, writing: bool = False) -> int:
+    """The slot's record of the worker that took a request or writes its reply
+    (see csrc/rr_slots.c)."""
     pid_bits, start_bits = FMT["worker_pid_bits"], FMT["worker_start_bits"]
     gen &= (1 << FMT["worker_gen_bits"]) - 1
     start &= (1 << start_bits) - 1
-    return gen << (start_bits + pid_bits) | start << pid_bits | (pid & ((1 << pid_bits) - 1))
+    return (gen << FMT["worker_gen_shift"] | int(writing) << FMT["worker_writing_shift"]
+            | start << pid_bits | (pid & ((1 << pid_bits) - 1)))
 
 
 TURN_FREE, TURN_CLAIMED, TURN_FULL, TURN_TAKEN = 0, 1, 2, 3

@@ -46,7 +46,7 @@ void tu_register(const char *group, const char *name, tu_fn fn, unsigned timeout
     tests[ntests++] = (tcase){group, name, fn, timeout_s};
 }
 
-static const char *const group_order[] = {"unit", "hostile", "threads", "fork"};
+static const char *const group_order[] = {"unit", "hostile", "threads", "fork", "slots"};
 #define NGROUPS (int)(sizeof group_order / sizeof group_order[0])
 
 /* ---- output and failures ---- */

@@ -1190,63 +1190,44 @@ static PyObject *str_take(Chan *self, uint32_t max, int64_t deadline, int as_lis
         return as_list ? PyList_New(0) : Py_NewRef(Py_None);
     if (n < 0)
         return raise_core(self->st, n, self->path, NULL);
-    uint32_t take = (uint32_t)n < max ? (uint32_t)n : max, got = 0;
-    PyObject *small[16], **items = small;
-    uint64_t small_ids[16], *ids = small_ids;
-    if (take > 16) {
-        items = PyMem_Malloc(take * sizeof *items);
-        ids = PyMem_Malloc(take * sizeof *ids);
-        if (!items || !ids) {
-            take = 16; /* fall back to what fits on the stack */
-            PyMem_Free(items);
-            PyMem_Free(ids);
-            items = small;
-            ids = small_ids;
-        }
+    /* Everything returned is built, the list included, before anything
+     * leaves the queue: what fails half-way stays queued (LESSONS.md). */
+    uint32_t want = (uint32_t)n < max ? (uint32_t)n : max, built = 0, used = 0;
+    PyObject *res = as_list ? PyList_New(want) : NULL;
+    if (as_list && !res) {
+        rr_str_recv_end(ch, 0);
+        return NULL;
     }
     int bad = 0;
-    for (; got < take; got++) {
+    for (; used < (uint32_t)n && built < want; used++) {
         rr_entry e;
-        if (rr_str_recv_peek(ch, got, &e) < 0) {
+        if (rr_str_recv_peek(ch, used, &e) < 0) {
             bad = 1; /* a corrupt cell: drop it rather than block the queue */
-            got++;
-            break;
+            continue;
         }
-        items[got] = payload_object(e.data, e.len, e.flags);
-        if (!items[got])
-            break;
-        ids[got] = e.id;
+        PyObject *pair = make_pair(payload_object(e.data, e.len, e.flags), e.id);
+        if (!pair)
+            break; /* this one stays queued */
+        if (as_list)
+            PyList_SET_ITEM(res, built, pair);
+        else
+            res = pair;
+        built++;
     }
-    uint32_t built = got - (uint32_t)bad;
-    if (got < take && !bad)
-        built = got; /* allocation failed at `got`: leave it queued */
-    rr_str_recv_end(ch, got);
-    PyObject *res = NULL;
-    if (!PyErr_Occurred()) {
-        if (bad && built == 0) {
-            PyErr_SetString(self->st->format_error, "corrupt request entry dropped");
-        } else if (as_list) {
-            res = PyList_New(built);
-            for (uint32_t i = 0; res && i < built; i++) {
-                PyObject *pair = make_pair(items[i], ids[i]);
-                items[i] = NULL;
-                if (!pair) {
-                    Py_CLEAR(res);
-                    break;
-                }
-                PyList_SET_ITEM(res, i, pair);
-            }
-        } else {
-            res = make_pair(items[0], ids[0]);
-            items[0] = NULL;
-        }
+    rr_str_recv_end(ch, used);
+    if (built > 0 && PyErr_Occurred())
+        PyErr_Clear(); /* return what was taken; the rest waits for the next call */
+    if (PyErr_Occurred()) {
+        Py_XDECREF(res);
+        return NULL;
     }
-    for (uint32_t i = 0; i < built; i++)
-        Py_XDECREF(items[i]);
-    if (items != small) {
-        PyMem_Free(items);
-        PyMem_Free(ids);
+    if (bad && built == 0) {
+        Py_XDECREF(res);
+        PyErr_SetString(self->st->format_error, "corrupt request entry dropped");
+        return NULL;
     }
+    if (as_list)
+        Py_SET_SIZE(res, built); /* fewer than allocated: the list keeps its capacity */
     return res;
 }
 
@@ -1609,20 +1590,26 @@ static PyObject *collect(Chan *self, uint64_t id, int *stale)
     return obj;
 }
 
-/* The worker that took `id` died: free the slot and say so. */
-static PyObject *raise_worker_died(Chan *self, uint64_t id)
+/* After -EOWNERDEAD: frees the slot of `id` and raises WorkerDiedError (-1),
+ * or finds the request moved on since the check: 0 = look again (a reply
+ * landed, or a live worker writes it now), 1 = stale. */
+static int worker_died(Chan *self, uint64_t id)
 {
     int pid = rr_resp_worker(self->ch, id);
-    rr_resp_abandon_dead(self->ch, id);
+    int rc = rr_resp_abandon_dead(self->ch, id);
+    if (rc == -EBUSY || rc == -EAGAIN)
+        return 0;
     pending_drop(self, id);
+    if (rc < 0)
+        return 1;
     PyObject *msg = PyUnicode_FromFormat(
         "worker process %d died before replying to request %llu", pid, (unsigned long long)id);
     if (!msg)
-        return NULL;
+        return -1;
     PyObject *exc = PyObject_CallOneArg(self->st->worker_died, msg);
     Py_DECREF(msg);
     if (!exc)
-        return NULL;
+        return -1;
     PyObject *pid_obj = PyLong_FromLong(pid), *id_obj = PyLong_FromUnsignedLongLong(id);
     if (pid_obj && id_obj && PyObject_SetAttrString(exc, "pid", pid_obj) == 0
         && PyObject_SetAttrString(exc, "id", id_obj) == 0)
@@ -1630,7 +1617,7 @@ static PyObject *raise_worker_died(Chan *self, uint64_t id)
     Py_XDECREF(pid_obj);
     Py_XDECREF(id_obj);
     Py_DECREF(exc);
-    return NULL;
+    return -1;
 }
 
 /* Waits for and collects the response to `id`; None on timeout or stale. */
@@ -1650,10 +1637,16 @@ static PyObject *wait_collect(Chan *self, uint64_t id, int64_t deadline)
         WAIT_SLICED(rc, deadline, rr_resp_wait(self->ch, id, dl));
         if (rc == -EINTR)
             return NULL;
-        if (rc == -EOWNERDEAD)
-            return raise_worker_died(self, id);
-        if (rc < 0 && rc != -EAGAIN && rc != -ESTALE)
+        if (rc == -EOWNERDEAD) {
+            int died = worker_died(self, id);
+            if (died < 0)
+                return NULL;
+            if (died > 0)
+                Py_RETURN_NONE;
+            rc = 0; /* moved on since the check: collect, or wait on */
+        } else if (rc < 0 && rc != -EAGAIN && rc != -ESTALE) {
             return raise_core(self->st, rc, NULL, NULL);
+        }
     }
 }
 
@@ -1766,12 +1759,13 @@ static PyObject *client_req(Chan *self, PyObject *const *args, Py_ssize_t nargs,
         goto out;
     res = wait_collect(self, id, deadline);
     if (res == Py_None || !res) {
-        /* Timed out, dropped by clear(), or interrupted: give the slot back.
-         * A reply that won the race is collected instead of lost. */
+        /* Timed out, dropped by clear(), or interrupted: give the slot back
+         * (a reply being written loses). A complete reply that won the race
+         * is collected, at once, instead of lost. */
         int crc = rr_cancel(self->ch, id);
         if (crc == -EBUSY && res == Py_None) {
             Py_DECREF(res);
-            res = wait_collect(self, id, RR_FOREVER);
+            res = wait_collect(self, id, RR_NOWAIT);
         } else if (crc != -EBUSY) {
             pending_drop(self, id);
         }
@@ -1789,8 +1783,16 @@ static PyObject *client_check(Chan *self, PyObject *id_obj)
     if (parse_id(id_obj, &id) < 0 || enter(self) < 0)
         return NULL;
     int rc = rr_resp_check(self->ch, id);
-    PyObject *res = rc == -EOWNERDEAD ? raise_worker_died(self, id)
-                                      : PyLong_FromLong(rc == -ESTALE ? 2 : rc);
+    if (rc == -EOWNERDEAD) {
+        int died = worker_died(self, id);
+        if (died < 0) {
+            leave(self);
+            return NULL;
+        }
+        /* stale; or moved on since the check: replied (1) or a live worker's (0) */
+        rc = died > 0 ? -ESTALE : rr_resp_check(self->ch, id) == 1;
+    }
+    PyObject *res = PyLong_FromLong(rc == -ESTALE ? 2 : rc);
     leave(self);
     return res;
 }
@@ -2083,7 +2085,7 @@ static PyObject *format_dict(void)
         FIELD(str_cell_off_mark), FIELD(str_cell_off_beg), FIELD(str_cell_off_len),
         FIELD(str_cell_off_flags), FIELD(str_cell_off_id), FIELD(str_inline),
         FIELD(worker_gen_bits), FIELD(worker_start_bits), FIELD(worker_pid_bits),
-        FIELD(turn_who_bits),
+        FIELD(worker_writing_shift), FIELD(worker_gen_shift), FIELD(turn_who_bits),
     };
 #undef FIELD
     PyObject *d = PyDict_New(), *v = PyLong_FromUnsignedLongLong(f.magic);

@@ -46,17 +46,21 @@ VARIANT_STR = 1
 VARIANT_INT = 2
 _VARIANT_NAMES = {VARIANT_STR: "str", VARIANT_INT: "int"}
 
-SLOT_FREE, SLOT_ACQUIRED, SLOT_WRITING, SLOT_READY = 0, 1, 2, 3
+SLOT_FREE, SLOT_ACQUIRED, SLOT_WRITING, SLOT_READY, SLOT_READING, SLOT_CANCELLED = range(6)
 STATE_NAMES = {
     SLOT_FREE: "free",
     SLOT_ACQUIRED: "acquired",
     SLOT_WRITING: "writing",
     SLOT_READY: "ready",
+    SLOT_READING: "reading",
+    SLOT_CANCELLED: "cancelled",
 }
 _STATE_HELP = {
     "acquired": "awaiting a reply",
     "writing": "a worker is writing the reply",
     "ready": "replied, not collected yet",
+    "reading": "the client is copying the reply out",
+    "cancelled": "cancelled while its reply was being written; the writer frees it",
 }
 
 EXIT_OK = 0
@@ -275,7 +279,7 @@ def _report(
     off_ctl, off_owner = fmt["slot_off_ctl"], fmt["slot_off_owner"]
     off_worker = fmt["slot_off_worker"]
     pid_bits, start_bits = fmt["worker_pid_bits"], fmt["worker_start_bits"]
-    gen_shift, gen_mask = pid_bits + start_bits, (1 << fmt["worker_gen_bits"]) - 1
+    gen_shift, gen_mask = fmt["worker_gen_shift"], (1 << fmt["worker_gen_bits"]) - 1
     pid_mask, start_mask = (1 << pid_bits) - 1, (1 << start_bits) - 1
     for idx in range(resp_slots):
         at = base + idx * stride
