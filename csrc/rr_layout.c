@@ -199,22 +199,48 @@ static void init_header(rr_map *m, const rr_hdr_geom *want)
     atomic_store_explicit(&h->magic, RR_MAGIC, memory_order_release);
 }
 
+/* Allocates the file's blocks now: a sparse file on a full file system (a
+ * small tmpfs) would fail later, on a write to a hole, with SIGBUS. */
+static int reserve(int fd, uint64_t size)
+{
+    int e;
+    do
+        e = posix_fallocate(fd, 0, (off_t)size);
+    while (e == EINTR);
+    /* a file system that cannot allocate ahead: as good as it gets there */
+    return e == EOPNOTSUPP ? 0 : -e;
+}
+
+/* Sizes fd for geometry g, reserves its space and publishes a header. On
+ * failure the file is left empty (its space released), and fd is the caller's. */
 static int create_in_fd(int fd, const rr_geometry *g, int is_memfd, rr_chan **out, rr_error *err)
 {
     rr_hdr_geom want;
     rr_layout_compute(g, &want);
-    if (ftruncate(fd, 0) != 0 || ftruncate(fd, (off_t)want.total_size) != 0)
-        return fail(err, -errno, "cannot size the file: %s", strerror(errno));
+    if (ftruncate(fd, 0) != 0 || ftruncate(fd, (off_t)want.total_size) != 0) {
+        int e = errno;
+        (void)ftruncate(fd, 0);
+        return fail(err, -e, "cannot size the file: %s", strerror(e));
+    }
+    int rc = reserve(fd, want.total_size);
+    if (rc) {
+        (void)ftruncate(fd, 0);
+        return fail(err, rc, "cannot reserve the channel's %llu bytes: %s",
+                    (unsigned long long)want.total_size, strerror(-rc));
+    }
     rr_map *m;
-    int rc = map_new(fd, want.total_size, is_memfd, &m);
-    if (rc)
+    rc = map_new(fd, want.total_size, is_memfd, &m);
+    if (rc) {
+        (void)ftruncate(fd, 0);
         return fail(err, rc, "cannot map %llu bytes: %s", (unsigned long long)want.total_size,
                     strerror(-rc));
+    }
     init_header(m, &want);
     rc = chan_new(m, &want, out);
     if (rc) {
         m->fd = -1; /* the caller still owns fd on failure */
         map_unref(m);
+        (void)ftruncate(fd, 0);
     }
     return rc;
 }
@@ -357,6 +383,7 @@ static int lock_file(int fd, int op, rr_error *err)
 
 static int open_path_once(const char *path, uint32_t variant, const rr_geometry *create,
                           rr_chan **out, rr_error *err);
+#define RR_REOPEN 1 /* open_path_once: the path no longer names the file we locked */
 
 #define RR_UNPUBLISHED_GRACE_NS 250000000LL
 
@@ -366,8 +393,12 @@ int rr_open_path(const char *path, uint32_t variant, const rr_geometry *create, 
     /* A client may open the file between its creator's open(O_CREAT) and
      * flock(): it then finds it empty. Give the creator a moment. */
     int64_t give_up = rr_now_ns() + RR_UNPUBLISHED_GRACE_NS;
-    for (;;) {
+    for (int again = 0;; again++) {
         int rc = open_path_once(path, variant, create, out, err);
+        if (rc == RR_REOPEN && again < 1000)
+            continue; /* the path names another file now: open that one */
+        if (rc == RR_REOPEN)
+            return fail(err, -EAGAIN, "the file keeps being replaced");
         if (rc != -RR_EFORMAT || create || !strstr(err->why, "never initialised")
             || rr_now_ns() >= give_up)
             return rc;
@@ -377,12 +408,39 @@ int rr_open_path(const char *path, uint32_t variant, const rr_geometry *create, 
     }
 }
 
+/* 1 if `path` still names the file whose fstat is `st`. */
+static int same_file(const char *path, const struct stat *st)
+{
+    struct stat now;
+    return lstat(path, &now) == 0 && now.st_dev == st->st_dev && now.st_ino == st->st_ino;
+}
+
+static void unlink_if_same(const char *path, int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) == 0 && same_file(path, &st))
+        (void)unlink(path);
+}
+
 static int open_path_once(const char *path, uint32_t variant, const rr_geometry *create,
                           rr_chan **out, rr_error *err)
 {
     err->why[0] = 0;
     int oflags = O_RDWR | O_NOFOLLOW | O_CLOEXEC;
-    int fd = open(path, create ? oflags | O_CREAT : oflags, 0600);
+    /* created: this call made the file; if it then fails to make a channel
+     * of it, it removes it again (before the magic nobody else uses it). */
+    int created = 0, initialising = 0, fd = -1;
+    if (create) {
+        fd = open(path, oflags | O_CREAT | O_EXCL, 0600);
+        created = fd >= 0;
+        if (fd < 0 && errno == EEXIST) {
+            fd = open(path, oflags);
+            if (fd < 0 && errno == ENOENT)
+                return RR_REOPEN; /* removed in between */
+        }
+    } else {
+        fd = open(path, oflags);
+    }
     if (fd < 0)
         return -errno;
     /* Creators initialise under an exclusive lock, openers read under a shared
@@ -396,6 +454,12 @@ static int open_path_once(const char *path, uint32_t variant, const rr_geometry 
     struct stat st;
     if (fstat(fd, &st) != 0) {
         rc = -errno;
+        goto out;
+    }
+    /* A creator that failed removes its file under the lock we waited for:
+     * initialising what we hold then would make a channel nobody can find. */
+    if (create && !same_file(path, &st)) {
+        rc = RR_REOPEN;
         goto out;
     }
     if (!S_ISREG(st.st_mode)) {
@@ -420,11 +484,14 @@ static int open_path_once(const char *path, uint32_t variant, const rr_geometry 
         }
         rr_geometry g = *create;
         g.variant = variant;
+        initialising = 1;
         rc = create_in_fd(fd, &g, 0, out, err);
     } else {
         rc = open_existing(fd, variant, 0, out, err);
     }
 out:
+    if (rc && created && initialising)
+        unlink_if_same(path, fd); /* before unlocking: see same_file above */
     flock(fd, LOCK_UN);
     if (rc)
         close(fd);

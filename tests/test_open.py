@@ -148,3 +148,101 @@ def test_header_rewritten_while_opening(tmp_path: Path) -> None:
     counts = json.loads(proc.stdout.strip().splitlines()[-1])
     print(counts)
     assert counts["ok"] >= 50
+
+
+# --------------------------------------------------------------------------- defect 5
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MiB tmpfs mounted for the test (a container's small /dev/shm)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs the tests as root)")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)],
+                         capture_output=True, text=True, timeout=30, check=False)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30,
+                       check=False)
+
+
+FILL = """
+import errno, json, os, sys
+import reqrep
+path, slots, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+try:
+    s = reqrep.Server(path, req_cap=16, resp_slots=slots, resp_size=size)
+except OSError as e:
+    print(json.dumps({"errno": e.errno, "exists": os.path.exists(path), "msg": str(e)}))
+    sys.exit(0)
+# it was created: fill every slot with a full-size reply (a sparse file dies of SIGBUS)
+c = s.client()
+ids = [c.send(b"x") for _ in range(slots)]
+for _ in range(slots):
+    data, rid = s.recv()
+    assert s.reply(rid, b"y" * size)
+assert all(c.get(i) == b"y" * size for i in ids)
+print(json.dumps({"errno": 0, "exists": True, "msg": ""}))
+"""
+
+
+def test_full_tmpfs_enospc_at_creation(small_tmpfs: Path) -> None:
+    """A channel that does not fit an 8 MiB tmpfs: OSError(ENOSPC) at creation, and the
+    half-created file is gone; never SIGBUS while replies fill it."""
+    path = small_tmpfs / "big.rr"
+    proc = run_py(FILL, str(path), "8", str(4 << 20))
+    assert proc.returncode == 0, describe(proc)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["errno"] == errno.ENOSPC, out
+    assert not out["exists"], out
+    assert not path.exists()
+    assert os.listdir(small_tmpfs) == []
+
+
+def test_full_tmpfs_space_is_reserved(small_tmpfs: Path) -> None:
+    """A channel that fits holds its space from creation on: a second one that no longer
+    fits is refused with ENOSPC, and the first still fills every slot."""
+    first = small_tmpfs / "first.rr"
+    with Server(first, req_cap=16, resp_slots=2, resp_size=2 << 20) as s:
+        st = os.stat(first)
+        assert st.st_blocks * 512 >= st.st_size  # reserved, not sparse
+        proc = run_py(FILL, str(small_tmpfs / "second.rr"), "2", str(3 << 20))
+        assert proc.returncode == 0, describe(proc)
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert out["errno"] == errno.ENOSPC, out
+        assert not out["exists"], out
+        # the first channel's slots are all backed: fill them (in a child: SIGBUS-safe)
+        proc = run_py(FILL, str(first), "2", str(2 << 20))
+        assert proc.returncode == 0, describe(proc)
+        assert json.loads(proc.stdout.strip().splitlines()[-1])["errno"] == 0
+        assert s.stats()["replies"] == 2
+
+
+def test_full_tmpfs_leftover_file_is_emptied(small_tmpfs: Path) -> None:
+    """An empty file left by a creator that died: a Server that cannot fit the channel in
+    it raises ENOSPC and leaves it empty (not half-sized), for the next try."""
+    path = small_tmpfs / "left.rr"
+    path.write_bytes(b"")
+    proc = run_py(FILL, str(path), "8", str(4 << 20))
+    assert proc.returncode == 0, describe(proc)
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["errno"] == errno.ENOSPC
+    assert path.stat().st_size == 0
+
+
+@pytest.mark.parametrize("cls", [Server, IntServer])
+def test_creation_reserves_space(tmp_path: Path, cls: Any) -> None:
+    """Files and memfds are allocated at creation, not left sparse."""
+    geometry: dict[str, int] = {"req_cap": 64, "resp_slots": 64}
+    if cls is Server:
+        geometry["resp_size"] = 65536
+    with cls(tmp_path / "chan.rr", **geometry) as s:
+        st = os.stat(tmp_path / "chan.rr")
+        assert st.st_blocks * 512 >= st.st_size
+    with cls.new_memfd("reserve", **geometry) as s:
+        st = os.fstat(s.memfd)
+        assert st.st_blocks * 512 >= st.st_size

@@ -631,6 +631,20 @@ static uint32_t variant_of_type(module_state *st, PyTypeObject *type, int *kind)
     return RR_VARIANT_INT;
 }
 
+/* raise_core for the open calls: a file system without room for the channel
+ * gets an OSError that says how much room it needed. */
+static PyObject *raise_open(module_state *st, int rc, PyObject *path, const rr_error *err)
+{
+    if ((rc == -ENOSPC || rc == -EDQUOT || rc == -EFBIG) && err->why[0] && !PyErr_Occurred()) {
+        PyObject *args = Py_BuildValue("(isO)", -rc, err->why, path ? path : Py_None);
+        if (args)
+            PyErr_SetObject(PyExc_OSError, args);
+        Py_XDECREF(args);
+        return NULL;
+    }
+    return raise_core(st, rc, path, err);
+}
+
 /* Opens or creates the channel at `path`; NULL path: anonymous (servers only). */
 static PyObject *open_path(PyTypeObject *type, PyObject *path, const rr_geometry *create,
                            uint32_t spin)
@@ -662,7 +676,7 @@ static PyObject *open_path(PyTypeObject *type, PyObject *path, const rr_geometry
         Py_DECREF(bytes_path);
     }
     if (rc < 0) {
-        raise_core(st, rc, str_path, &err);
+        raise_open(st, rc, str_path, &err);
         Py_XDECREF(str_path);
         return NULL;
     }
@@ -750,7 +764,7 @@ static PyObject *chan_new_memfd(PyTypeObject *type, PyObject *args, PyObject *kw
     Py_BEGIN_ALLOW_THREADS rc = rr_open_memfd(name, &g, &ch, &err);
     Py_END_ALLOW_THREADS
     if (rc < 0)
-        return raise_core(st, rc, NULL, &err);
+        return raise_open(st, rc, NULL, &err);
     rr_set_spin(ch, spin);
     return chan_new_object(type, st, ch, NULL, variant, kind);
 }
