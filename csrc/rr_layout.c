@@ -521,14 +521,54 @@ int rr_open_memfd(const char *name, const rr_geometry *g, rr_chan **out, rr_erro
     int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0)
         return fail(err, -errno, "memfd_create: %s", strerror(errno));
+    /* Nobody may resize it under a mapping (a shrink would SIGBUS every
+     * user): sealed before anyone else can hold it. */
     int rc = create_in_fd(fd, g, 1, out, err);
-    if (rc) {
-        close(fd);
+    if (rc == 0 && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+        rc = fail(err, -errno, "cannot seal the memfd: %s", strerror(errno));
+        rr_close(*out); /* closes fd with the mapping */
         return rc;
     }
-    /* Nobody may resize it under a mapping (a shrink would SIGBUS every user). */
-    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
-    return 0;
+    if (rc)
+        close(fd);
+    return rc;
+}
+
+/* A memfd (any shmem file) received from elsewhere: whoever else holds it
+ * could shrink it under our mapping, and every user would die of SIGBUS.
+ * Seal it against resizing, as rr_open_memfd does (F_SEAL_SEAL too: the
+ * seals a channel needs are then all there for whoever we pass it on to,
+ * and nobody can add F_SEAL_FUTURE_WRITE, which would lock out new
+ * openers). If it cannot be sealed and has no name, refuse it; a named
+ * tmpfs file can be truncated by path anyway, like any channel file.
+ * 1 if fd is shmem, 0 if not (a regular file), or an error. */
+static int seal_shmem(int fd, rr_error *err)
+{
+    const int need = F_SEAL_SHRINK | F_SEAL_GROW;
+    int seals = fcntl(fd, F_GET_SEALS);
+    if (seals < 0)
+        return 0; /* not shmem: a file as good as one opened by path */
+    if ((seals & need) == need)
+        return 1;
+    if (!(seals & F_SEAL_SEAL)) {
+        if (fcntl(fd, F_ADD_SEALS, need | F_SEAL_SEAL) == 0)
+            return 1;
+        if (errno != EPERM)
+            return fail(err, -errno, "cannot seal the memfd: %s", strerror(errno));
+        seals = fcntl(fd, F_GET_SEALS); /* sealed by someone else meanwhile */
+        if (seals >= 0 && (seals & F_SEAL_SHRINK))
+            return 1;
+    }
+    if (seals & F_SEAL_SHRINK)
+        return 1; /* growing does not fault a mapping */
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return fail(err, -errno, "%s", strerror(errno));
+    if (st.st_nlink > 0)
+        return 1; /* a named tmpfs file */
+    return fail(err, -RR_EFORMAT,
+                "the memfd is not sealed against shrinking and does not allow sealing "
+                "(create it with MFD_ALLOW_SEALING, or seal it with F_SEAL_SHRINK)");
 }
 
 int rr_open_fd(int fd, uint32_t variant, rr_chan **out, rr_error *err)
@@ -537,7 +577,12 @@ int rr_open_fd(int fd, uint32_t variant, rr_chan **out, rr_error *err)
     int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (own < 0)
         return -errno;
-    int is_memfd = fcntl(own, F_GET_SEALS) >= 0;
+    /* sealed first, so that the size validated below cannot change */
+    int is_memfd = seal_shmem(own, err);
+    if (is_memfd < 0) {
+        close(own);
+        return is_memfd;
+    }
     int rc = open_existing(own, variant, is_memfd, out, err);
     if (rc)
         close(own);

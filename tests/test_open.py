@@ -246,3 +246,103 @@ def test_creation_reserves_space(tmp_path: Path, cls: Any) -> None:
     with cls.new_memfd("reserve", **geometry) as s:
         st = os.fstat(s.memfd)
         assert st.st_blocks * 512 >= st.st_size
+
+
+# --------------------------------------------------------------------------- defect 6
+
+
+def _unsealed_copy(tmp_path: Path, cls: Any, flags: int) -> int:
+    """A memfd (memfd_create `flags`, no seals) holding a valid channel's bytes."""
+    path = tmp_path / "model.rr"
+    geometry = {"req_cap": 4, "resp_slots": 4}
+    if cls is Server:
+        geometry["resp_size"] = 64
+    cls(path, **geometry).close()
+    data = path.read_bytes()
+    fd = os.memfd_create("unsealed", flags)
+    os.write(fd, data)
+    return fd
+
+
+SHRINKER = """
+import errno, fcntl, os, sys
+import reqrep
+fd, kind = int(sys.argv[1]), sys.argv[2]
+cls = {"Server": reqrep.Server, "Client": reqrep.Client,
+       "IntServer": reqrep.IntServer, "IntClient": reqrep.IntClient}[kind]
+ch = cls.from_fd(fd)
+seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+try:
+    os.ftruncate(fd, 0)          # a peer shrinking the memfd under everyone's mapping
+    print("shrunk", flush=True)
+except OSError as e:
+    print("refused", errno.errorcode[e.errno], seals, flush=True)
+st = ch.stats()                  # touches every slot: SIGBUS if the pages are gone
+print("alive", st["resp_slots"])
+"""
+
+
+@pytest.mark.parametrize("kind", ["Server", "Client", "IntServer", "IntClient"])
+def test_from_fd_seals_an_unsealed_memfd(tmp_path: Path, kind: str) -> None:
+    """from_fd on a memfd that allows sealing but has no seals adds F_SEAL_SHRINK and
+    F_SEAL_GROW: a peer's ftruncate then fails with EPERM, and nobody dies of SIGBUS."""
+    cls = IntServer if kind.startswith("Int") else Server
+    fd = _unsealed_copy(tmp_path, cls, os.MFD_ALLOW_SEALING)
+    try:
+        assert fcntl.fcntl(fd, fcntl.F_GET_SEALS) == 0
+        proc = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(SHRINKER), str(fd), kind],
+            capture_output=True, text=True, timeout=60, env=_env(), check=False,
+            pass_fds=(fd,),
+        )
+        assert proc.returncode == 0, describe(proc)
+        lines = proc.stdout.split("\n")
+        assert lines[0].startswith("refused EPERM"), lines
+        assert lines[1] == "alive 4", lines
+        seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+        assert seals & (F_SEAL_SHRINK | F_SEAL_GROW) == F_SEAL_SHRINK | F_SEAL_GROW
+        assert os.fstat(fd).st_size > 0
+    finally:
+        os.close(fd)
+
+
+def test_from_fd_refuses_a_memfd_that_cannot_be_sealed(tmp_path: Path) -> None:
+    """A memfd made without MFD_ALLOW_SEALING can be shrunk by anyone holding it and can
+    never be sealed: from_fd refuses it with a ChannelFormatError that says why."""
+    fd = _unsealed_copy(tmp_path, Server, 0)
+    try:
+        for cls in (Server, Client):
+            with pytest.raises(ChannelFormatError, match="seal"):
+                cls.from_fd(fd)
+        os.ftruncate(fd, 0)  # nobody has it mapped: nobody dies
+    finally:
+        os.close(fd)
+
+
+def test_new_memfd_is_sealed() -> None:
+    for cls in (Server, IntServer):
+        with cls.new_memfd("sealed", req_cap=4, resp_slots=2) as s:
+            seals = fcntl.fcntl(s.memfd, fcntl.F_GET_SEALS)
+            assert seals & (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == (
+                F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
+            with pytest.raises(PermissionError):
+                os.ftruncate(s.memfd, 0)
+
+
+def test_from_fd_on_a_named_tmpfs_file(closer: Any) -> None:
+    """A tmpfs file (named, so it cannot be sealed) opened by fd works as it does by path."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        pytest.skip("no /dev/shm")
+    path = shm / f"reqrep-test-open-{os.getpid()}.rr"
+    try:
+        s = closer(Server(path, req_cap=4, resp_slots=2, resp_size=64))
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            c = closer(Client.from_fd(fd))
+            rid = c.send(b"x")
+            assert s.recv() == (b"x", rid)
+        finally:
+            os.close(fd)
+    finally:
+        path.unlink(missing_ok=True)
