@@ -115,7 +115,10 @@ class Server:
     @classmethod
     def from_fd(cls, fd: int, *, spin: int | None = None) -> Self:
         """Open the channel held by a memfd or file descriptor. The fd is
-        duplicated: the caller keeps (and still owns) its own."""
+        duplicated: the caller keeps (and still owns) its own. A memfd not
+        sealed against shrinking is sealed (``F_SEAL_SHRINK | F_SEAL_GROW |
+        F_SEAL_SEAL``), or refused with ``ChannelFormatError`` if it does not
+        allow sealing: a peer can never shrink it under the mapping."""
     def client(self) -> Client:
         """A ``Client`` on the same mapping (works for anonymous channels too)."""
     def recv(self) -> tuple[_StrOut, int] | None:
@@ -257,7 +260,8 @@ class Client:
     def __new__(cls, path: _StrPath, *, spin: int | None = None) -> Self: ...
     @classmethod
     def from_fd(cls, fd: int, *, spin: int | None = None) -> Self:
-        """Open the channel held by a memfd or file descriptor (the fd is duplicated)."""
+        """Open the channel held by a memfd or file descriptor (the fd is duplicated;
+        a memfd is sealed or refused as by ``Server.from_fd``)."""
     def req(self, data: _StrIn, timeout: float | None = None) -> _StrOut | None:
         """Send a request and wait for its response. One deadline covers waiting
         for a free slot and queue space and waiting for the reply. ``None`` on
@@ -395,7 +399,8 @@ class IntServer:
         """Create an Int channel in a new memfd (see ``memfd``)."""
     @classmethod
     def from_fd(cls, fd: int, *, spin: int | None = None) -> Self:
-        """Open the channel held by a memfd or file descriptor (the fd is duplicated)."""
+        """Open the channel held by a memfd or file descriptor (the fd is duplicated;
+        a memfd is sealed or refused as by ``Server.from_fd``)."""
     def client(self) -> IntClient:
         """An ``IntClient`` on the same mapping (works for anonymous channels too)."""
     def recv(self) -> tuple[int, int] | None:
@@ -515,7 +520,8 @@ class IntClient:
     def __new__(cls, path: _StrPath, *, spin: int | None = None) -> Self: ...
     @classmethod
     def from_fd(cls, fd: int, *, spin: int | None = None) -> Self:
-        """Open the channel held by a memfd or file descriptor (the fd is duplicated)."""
+        """Open the channel held by a memfd or file descriptor (the fd is duplicated;
+        a memfd is sealed or refused as by ``Server.from_fd``)."""
     def req(self, data: int, timeout: float | None = None) -> int | None:
         """Send a request and wait for its response under one deadline; ``None``
         on timeout (the request is then cancelled) or after ``clear()``;
