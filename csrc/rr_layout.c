@@ -14,6 +14,9 @@
 #include <unistd.h>
 
 #define RR_PAGE 4096u
+/* How the reason of a failed open starts when the channel is not published
+ * yet (rr_open_unready). */
+#define RR_UNREADY "channel was never initialised"
 #define RR_MAX_TOTAL ((uint64_t)1 << 42)
 
 static int fail(rr_error *err, int code, const char *fmt, ...)
@@ -312,7 +315,7 @@ static int open_existing(int fd, uint32_t variant, int is_memfd, rr_chan **out, 
         return fail(err, rc, "cannot read the file: %s", strerror(-rc));
     if (rc)
         return fail(err, -RR_EFORMAT,
-                    "channel was never initialised (%s; its creator may have died): "
+                    RR_UNREADY " (%s; its creator may have died): "
                     "open it with a Server to initialise it, or remove the file",
                     st.st_size ? "all zero" : "empty");
     if ((uint64_t)st.st_size < RR_HEADER_SIZE)
@@ -324,7 +327,7 @@ static int open_existing(int fd, uint32_t variant, int is_memfd, rr_chan **out, 
     if (atomic_load_explicit(&h.magic, memory_order_relaxed) == 0)
         return ours_unpublished(fd, (uint64_t)st.st_size) == 1
             ? fail(err, -RR_EFORMAT,
-                   "channel was never initialised (header without magic: its creator "
+                   RR_UNREADY " (header without magic: its creator "
                    "died): open it with a Server to initialise it, or remove the file")
             : fail(err, -RR_EFORMAT, "not a reqrep channel (no magic, not all zero)");
     rc = rr_layout_validate(&h, (uint64_t)st.st_size, variant, err);
@@ -382,24 +385,38 @@ static int lock_file(int fd, int op, rr_error *err)
 }
 
 static int open_path_once(const char *path, uint32_t variant, const rr_geometry *create,
-                          rr_chan **out, rr_error *err);
+                          rr_open_opts *o, rr_chan **out, rr_error *err);
 #define RR_REOPEN 1 /* open_path_once: the path no longer names the file we locked */
 
 #define RR_UNPUBLISHED_GRACE_NS 250000000LL
 
+int rr_open_unready(int rc, const rr_error *err)
+{
+    return rc == -ENOENT || (rc == -RR_EFORMAT && strstr(err->why, RR_UNREADY) == err->why);
+}
+
 int rr_open_path(const char *path, uint32_t variant, const rr_geometry *create, rr_chan **out,
                  rr_error *err)
 {
+    return rr_open_path_opts(path, variant, create, NULL, out, err);
+}
+
+int rr_open_path_opts(const char *path, uint32_t variant, const rr_geometry *create,
+                      rr_open_opts *opts, rr_chan **out, rr_error *err)
+{
+    rr_open_opts dflt = {-1, 0};
+    rr_open_opts *o = opts ? opts : &dflt;
+    o->initialised = 0;
     /* A client may open the file between its creator's open(O_CREAT) and
      * flock(): it then finds it empty. Give the creator a moment. */
     int64_t give_up = rr_now_ns() + RR_UNPUBLISHED_GRACE_NS;
     for (int again = 0;; again++) {
-        int rc = open_path_once(path, variant, create, out, err);
+        int rc = open_path_once(path, variant, create, o, out, err);
         if (rc == RR_REOPEN && again < 1000)
             continue; /* the path names another file now: open that one */
         if (rc == RR_REOPEN)
             return fail(err, -EAGAIN, "the file keeps being replaced");
-        if (rc != -RR_EFORMAT || create || !strstr(err->why, "never initialised")
+        if (rc != -RR_EFORMAT || create || !strstr(err->why, RR_UNREADY)
             || rr_now_ns() >= give_up)
             return rc;
         struct timespec ts = {0, 2000000};
@@ -423,7 +440,7 @@ static void unlink_if_same(const char *path, int fd)
 }
 
 static int open_path_once(const char *path, uint32_t variant, const rr_geometry *create,
-                          rr_chan **out, rr_error *err)
+                          rr_open_opts *o, rr_chan **out, rr_error *err)
 {
     err->why[0] = 0;
     int oflags = O_RDWR | O_NOFOLLOW | O_CLOEXEC;
@@ -485,7 +502,13 @@ static int open_path_once(const char *path, uint32_t variant, const rr_geometry 
         rr_geometry g = *create;
         g.variant = variant;
         initialising = 1;
+        /* exactly the mode asked for: open's is less the umask */
+        if (o->mode >= 0 && fchmod(fd, (mode_t)o->mode) != 0) {
+            rc = fail(err, -errno, "cannot set the file's mode: %s", strerror(errno));
+            goto out;
+        }
         rc = create_in_fd(fd, &g, 0, out, err);
+        o->initialised = rc == 0;
     } else {
         rc = open_existing(fd, variant, 0, out, err);
     }

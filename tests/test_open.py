@@ -346,3 +346,202 @@ def test_from_fd_on_a_named_tmpfs_file(closer: Any) -> None:
             os.close(fd)
     finally:
         path.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- defect 12
+
+
+def test_reopen_with_other_geometry_raises(tmp_path: Path, closer: Any) -> None:
+    path = tmp_path / "chan.rr"
+    closer(Server(path, req_cap=8, resp_slots=4, resp_size=128, arena=8192))
+    with pytest.raises(ValueError, match=r"resp_size: the channel at .*chan\.rr.* has 128, "
+                                         r"asked for 65536") as ei:
+        Server(path, resp_size=65536)
+    assert not isinstance(ei.value, ChannelFormatError)
+    with pytest.raises(ValueError) as ei:
+        Server(path, req_cap=64, resp_slots=4, resp_size=9000, arena=65536)
+    msg = str(ei.value)
+    for part in ("req_cap", "has 8, asked for 64", "resp_size", "has 128, asked for 9000",
+                 "arena", "has 8192, asked for 65536"):
+        assert part in msg, msg
+    assert "resp_slots" not in msg, msg  # equal: not named
+
+
+def test_reopen_keeps_omitted_and_equal_geometry(tmp_path: Path, closer: Any) -> None:
+    path = tmp_path / "chan.rr"
+    closer(Server(path, req_cap=8, resp_slots=4, resp_size=128, arena=8192))
+    s2 = closer(Server(path))  # nothing given: the file's geometry
+    assert (s2.capacity, s2.resp_slots, s2.resp_size) == (8, 4, 128)
+    assert s2.stats()["arena_cap"] == 8192
+    # equal after normalising (req_cap rounds up to a power of two, arena to 64 bytes)
+    s3 = closer(Server(path, req_cap=5, resp_slots=4, resp_size=128, arena=8150))
+    assert (s3.capacity, s3.resp_slots, s3.resp_size) == (8, 4, 128)
+    s4 = closer(Server(path, None, None, None, None))
+    assert s4.resp_size == 128
+
+
+def test_reopen_int_with_other_geometry_raises(tmp_path: Path, closer: Any) -> None:
+    path = tmp_path / "int.rr"
+    closer(IntServer(path, req_cap=16, resp_slots=4))
+    with pytest.raises(ValueError, match=r"resp_slots: the channel at .* has 4, asked for 8"):
+        IntServer(path, resp_slots=8)
+    assert closer(IntServer(path, req_cap=16)).resp_slots == 4
+
+
+def test_constructor_signatures() -> None:
+    assert str(inspect.signature(Server)) == (
+        "(path, req_cap=None, resp_slots=None, resp_size=None, arena=None, *, spin=None, "
+        "mode=None)")
+    assert str(inspect.signature(IntServer)) == (
+        "(path, req_cap=None, resp_slots=None, *, spin=None, mode=None)")
+    assert str(inspect.signature(Client)) == "(path, *, spin=None, wait=None)"
+    assert str(inspect.signature(IntClient)) == "(path, *, spin=None, wait=None)"
+
+
+def test_new_channel_defaults(tmp_path: Path, closer: Any) -> None:
+    s = closer(Server(tmp_path / "a.rr"))
+    assert (s.capacity, s.resp_slots, s.resp_size) == (1024, 64, 4096)
+    assert s.stats()["arena_cap"] == 1024 * 256
+    i = closer(IntServer(tmp_path / "b.rr"))
+    assert (i.capacity, i.resp_slots, i.resp_size) == (1024, 64, 0)
+
+
+@pytest.mark.parametrize("cls", [Server, IntServer])
+def test_mode_sets_new_file_permissions(tmp_path: Path, closer: Any, cls: Any) -> None:
+    old = os.umask(0o077)
+    try:
+        closer(cls(tmp_path / "shared.rr", mode=0o660))
+        closer(cls(tmp_path / "default.rr"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "shared.rr").st_mode) == 0o660
+    assert stat.S_IMODE(os.stat(tmp_path / "default.rr").st_mode) == 0o600
+    # an existing file keeps its permissions
+    closer(cls(tmp_path / "shared.rr", mode=0o600))
+    assert stat.S_IMODE(os.stat(tmp_path / "shared.rr").st_mode) == 0o660
+
+
+def test_mode_is_validated(tmp_path: Path) -> None:
+    for bad in (-1, 0o1000, 1 << 70):
+        with pytest.raises(ValueError, match="mode"):
+            Server(tmp_path / "x.rr", mode=bad)
+    with pytest.raises(TypeError, match="mode"):
+        Server(tmp_path / "x.rr", mode="0600")
+    assert not (tmp_path / "x.rr").exists()
+
+
+CREATOR = """
+import sys, time
+import reqrep
+path, delay, variant = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+time.sleep(delay)
+cls = reqrep.Server if variant == "str" else reqrep.IntServer
+with cls(path, req_cap=4, resp_slots=2) as s:
+    print("created", flush=True)
+    got = s.recv_wait(30)
+    assert got is not None
+    data, rid = got
+    s.reply(rid, data.upper() if variant == "str" else data + 1)
+"""
+
+
+@pytest.mark.parametrize("variant", ["str", "int"])
+def test_client_waits_for_a_creator(tmp_path: Path, variant: str) -> None:
+    """Client(path, wait=...) for a channel whose creator appears 0.3 s later."""
+    path = tmp_path / "late.rr"
+    with reaped(spawn_py(CREATOR, str(path), "0.3", variant)) as creator:
+        ccls = Client if variant == "str" else IntClient
+        with ccls(path, wait=30) as c:
+            assert c.req(b"ping" if variant == "str" else 41, timeout=30) == (
+                b"PING" if variant == "str" else 42)
+        assert creator.wait(timeout=30) == 0
+
+
+def test_client_waits_for_an_unpublished_file(tmp_path: Path) -> None:
+    """An all-zero file (a creator died) that a Server initialises 0.3 s later."""
+    path = tmp_path / "zero.rr"
+    path.write_bytes(bytes(65536))
+    with reaped(spawn_py(CREATOR, str(path), "0.3", "str")) as creator:
+        with Client(path, wait=30) as c:
+            assert c.req("ping", timeout=30) == "PING"
+        assert creator.wait(timeout=30) == 0
+
+
+def test_client_wait_times_out_with_the_error(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.rr"
+    t0 = time.monotonic()
+    with pytest.raises(FileNotFoundError):
+        IntClient(missing, wait=0.3)
+    assert time.monotonic() - t0 >= 0.25  # it did wait
+    zero = tmp_path / "zero.rr"
+    zero.write_bytes(bytes(65536))
+    with pytest.raises(ChannelFormatError, match="never initialised"):
+        Client(zero, wait=0.3)
+    # a file that is not a channel is refused at once, not waited for
+    junk = tmp_path / "junk.rr"
+    junk.write_bytes(b"not a channel" * 1000)
+    t0 = time.monotonic()
+    with pytest.raises(ChannelFormatError):
+        Client(junk, wait=30)
+    assert time.monotonic() - t0 < 20
+
+
+def test_client_wait_arguments(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.rr"
+    with pytest.raises(FileNotFoundError):
+        Client(missing, wait=None)
+    with pytest.raises(FileNotFoundError):
+        Client(missing, wait=0)
+    with pytest.raises(ValueError):
+        Client(missing, wait=-1)
+    with pytest.raises(TypeError):
+        Client(missing, wait="1")
+
+
+def test_client_wait_honours_ctrl_c(tmp_path: Path) -> None:
+    code = """
+    import sys, time
+    import reqrep
+    print("waiting", flush=True)
+    t0 = time.monotonic()
+    try:
+        reqrep.Client(sys.argv[1], wait=60)
+    except KeyboardInterrupt:
+        print("interrupted", round(time.monotonic() - t0, 1))
+    """
+    with reaped(spawn_py(code, str(tmp_path / "never.rr"))) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "waiting"
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out.startswith("interrupted"), out
+    assert float(out.split()[1]) < 20
+
+
+DEAD_CLIENT = """
+import sys, time
+import reqrep
+c = reqrep.Client(sys.argv[1])
+ids = [c.send(b"x%d" % i) for i in range(3)]
+assert all(i is not None for i in ids)
+print("sent", flush=True)
+time.sleep(120)
+"""
+
+
+def test_server_reopen_frees_dead_clients_slots(tmp_path: Path, closer: Any) -> None:
+    """After every process was killed, a Server re-opening the file frees the slots of the
+    dead clients at once (the sweep runs on open)."""
+    path = tmp_path / "chan.rr"
+    Server(path, req_cap=8, resp_slots=4, resp_size=64).close()
+    with reaped(spawn_py(DEAD_CLIENT, str(path))) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "sent"
+        proc.kill()
+        proc.wait(timeout=30)
+    s = closer(Server(path))
+    st = s.stats()
+    assert st["slots_acquired"] == 0, st
+    assert st["slots_free"] == 4, st
