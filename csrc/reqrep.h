@@ -61,6 +61,19 @@ int rr_geometry_normalise(rr_geometry *g, rr_error *err);
  * used when the file is new or all zero (a creator died before publishing). */
 int rr_open_path(const char *path, uint32_t variant, const rr_geometry *create,
                  rr_chan **out, rr_error *err);
+/* rr_open_path with options (NULL: the defaults). */
+typedef struct rr_open_opts {
+    int mode;        /* in: permissions set (exactly, not less the umask) on a file
+                      * this call creates or initialises; -1: 0600 less the umask */
+    int initialised; /* out: 1 if this call initialised the channel (a new file, or
+                      * one a dead creator left unpublished), 0 if it was there */
+} rr_open_opts;
+int rr_open_path_opts(const char *path, uint32_t variant, const rr_geometry *create,
+                      rr_open_opts *opts, rr_chan **out, rr_error *err);
+/* 1 if open failure `rc` only says the channel is not there yet: no such file,
+ * or a file its creator has not published (being created, or the creator
+ * died). For callers that wait for a channel to appear. */
+int rr_open_unready(int rc, const rr_error *err);
 int rr_open_anon(const rr_geometry *g, rr_chan **out, rr_error *err);
 int rr_open_memfd(const char *name, const rr_geometry *g, rr_chan **out, rr_error *err);
 int rr_open_fd(int fd, uint32_t variant, rr_chan **out, rr_error *err);

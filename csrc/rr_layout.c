@@ -14,6 +14,9 @@
 #include <unistd.h>
 
 #define RR_PAGE 4096u
+/* How the reason of a failed open starts when the channel is not published
+ * yet (rr_open_unready). */
+#define RR_UNREADY "channel was never initialised"
 #define RR_MAX_TOTAL ((uint64_t)1 << 42)
 
 static int fail(rr_error *err, int code, const char *fmt, ...)
@@ -129,12 +132,14 @@ int rr_layout_validate(const rr_hdr_geom *h, uint64_t file_size, uint32_t varian
 
 /* ---- handles ---- */
 
-static int chan_new(rr_map *m, rr_chan **out)
+/* A handle on mapping `m` laid out as `h`: the caller's private copy of the
+ * geometry (validated, or computed by the creator), never the shared header,
+ * which another process may rewrite at any moment. */
+static int chan_new(rr_map *m, const rr_hdr_geom *h, rr_chan **out)
 {
     rr_chan *c = calloc(1, sizeof *c);
     if (!c)
         return -ENOMEM;
-    const rr_hdr_geom *h = (const rr_hdr_geom *)m->base;
     c->map = m;
     c->hdr = (rr_header *)m->base;
     c->geom = (rr_geometry){h->variant, h->req_cap, h->resp_slots, h->resp_size, h->arena_cap};
@@ -197,22 +202,48 @@ static void init_header(rr_map *m, const rr_hdr_geom *want)
     atomic_store_explicit(&h->magic, RR_MAGIC, memory_order_release);
 }
 
+/* Allocates the file's blocks now: a sparse file on a full file system (a
+ * small tmpfs) would fail later, on a write to a hole, with SIGBUS. */
+static int reserve(int fd, uint64_t size)
+{
+    int e;
+    do
+        e = posix_fallocate(fd, 0, (off_t)size);
+    while (e == EINTR);
+    /* a file system that cannot allocate ahead: as good as it gets there */
+    return e == EOPNOTSUPP ? 0 : -e;
+}
+
+/* Sizes fd for geometry g, reserves its space and publishes a header. On
+ * failure the file is left empty (its space released), and fd is the caller's. */
 static int create_in_fd(int fd, const rr_geometry *g, int is_memfd, rr_chan **out, rr_error *err)
 {
     rr_hdr_geom want;
     rr_layout_compute(g, &want);
-    if (ftruncate(fd, 0) != 0 || ftruncate(fd, (off_t)want.total_size) != 0)
-        return fail(err, -errno, "cannot size the file: %s", strerror(errno));
+    if (ftruncate(fd, 0) != 0 || ftruncate(fd, (off_t)want.total_size) != 0) {
+        int e = errno;
+        (void)ftruncate(fd, 0);
+        return fail(err, -e, "cannot size the file: %s", strerror(e));
+    }
+    int rc = reserve(fd, want.total_size);
+    if (rc) {
+        (void)ftruncate(fd, 0);
+        return fail(err, rc, "cannot reserve the channel's %llu bytes: %s",
+                    (unsigned long long)want.total_size, strerror(-rc));
+    }
     rr_map *m;
-    int rc = map_new(fd, want.total_size, is_memfd, &m);
-    if (rc)
+    rc = map_new(fd, want.total_size, is_memfd, &m);
+    if (rc) {
+        (void)ftruncate(fd, 0);
         return fail(err, rc, "cannot map %llu bytes: %s", (unsigned long long)want.total_size,
                     strerror(-rc));
+    }
     init_header(m, &want);
-    rc = chan_new(m, out);
+    rc = chan_new(m, &want, out);
     if (rc) {
         m->fd = -1; /* the caller still owns fd on failure */
         map_unref(m);
+        (void)ftruncate(fd, 0);
     }
     return rc;
 }
@@ -284,7 +315,7 @@ static int open_existing(int fd, uint32_t variant, int is_memfd, rr_chan **out, 
         return fail(err, rc, "cannot read the file: %s", strerror(-rc));
     if (rc)
         return fail(err, -RR_EFORMAT,
-                    "channel was never initialised (%s; its creator may have died): "
+                    RR_UNREADY " (%s; its creator may have died): "
                     "open it with a Server to initialise it, or remove the file",
                     st.st_size ? "all zero" : "empty");
     if ((uint64_t)st.st_size < RR_HEADER_SIZE)
@@ -296,7 +327,7 @@ static int open_existing(int fd, uint32_t variant, int is_memfd, rr_chan **out, 
     if (atomic_load_explicit(&h.magic, memory_order_relaxed) == 0)
         return ours_unpublished(fd, (uint64_t)st.st_size) == 1
             ? fail(err, -RR_EFORMAT,
-                   "channel was never initialised (header without magic: its creator "
+                   RR_UNREADY " (header without magic: its creator "
                    "died): open it with a Server to initialise it, or remove the file")
             : fail(err, -RR_EFORMAT, "not a reqrep channel (no magic, not all zero)");
     rc = rr_layout_validate(&h, (uint64_t)st.st_size, variant, err);
@@ -306,8 +337,9 @@ static int open_existing(int fd, uint32_t variant, int is_memfd, rr_chan **out, 
     rc = map_new(fd, h.total_size, is_memfd, &m);
     if (rc)
         return fail(err, rc, "cannot map the channel: %s", strerror(-rc));
-    /* Validate what is mapped too: the file may have changed since pread. From
-     * here on only the private copy of the geometry is used. */
+    /* The file may have changed since pread: refuse a mapping whose header no
+     * longer says what was validated. Even if it changes after this check,
+     * the handle is built from (and only ever uses) the validated copy `h`. */
     rr_hdr_geom *mh = (rr_hdr_geom *)m->base;
     /* acquire ↔ the release store of magic in init_header */
     (void)atomic_load_explicit(&mh->magic, memory_order_acquire);
@@ -316,7 +348,13 @@ static int open_existing(int fd, uint32_t variant, int is_memfd, rr_chan **out, 
         map_unref(m);
         return fail(err, -RR_EFORMAT, "header changed while opening");
     }
-    rc = chan_new(m, out);
+    /* Nor a file shrunk since fstat: its missing pages would SIGBUS. */
+    if (fstat(fd, &st) != 0 || (uint64_t)st.st_size < h.total_size) {
+        m->fd = -1;
+        map_unref(m);
+        return fail(err, -RR_EFORMAT, "file shrank while opening");
+    }
+    rc = chan_new(m, &h, out);
     if (rc) {
         m->fd = -1;
         map_unref(m);
@@ -347,19 +385,38 @@ static int lock_file(int fd, int op, rr_error *err)
 }
 
 static int open_path_once(const char *path, uint32_t variant, const rr_geometry *create,
-                          rr_chan **out, rr_error *err);
+                          rr_open_opts *o, rr_chan **out, rr_error *err);
+#define RR_REOPEN 1 /* open_path_once: the path no longer names the file we locked */
 
 #define RR_UNPUBLISHED_GRACE_NS 250000000LL
+
+int rr_open_unready(int rc, const rr_error *err)
+{
+    return rc == -ENOENT || (rc == -RR_EFORMAT && strstr(err->why, RR_UNREADY) == err->why);
+}
 
 int rr_open_path(const char *path, uint32_t variant, const rr_geometry *create, rr_chan **out,
                  rr_error *err)
 {
+    return rr_open_path_opts(path, variant, create, NULL, out, err);
+}
+
+int rr_open_path_opts(const char *path, uint32_t variant, const rr_geometry *create,
+                      rr_open_opts *opts, rr_chan **out, rr_error *err)
+{
+    rr_open_opts dflt = {-1, 0};
+    rr_open_opts *o = opts ? opts : &dflt;
+    o->initialised = 0;
     /* A client may open the file between its creator's open(O_CREAT) and
      * flock(): it then finds it empty. Give the creator a moment. */
     int64_t give_up = rr_now_ns() + RR_UNPUBLISHED_GRACE_NS;
-    for (;;) {
-        int rc = open_path_once(path, variant, create, out, err);
-        if (rc != -RR_EFORMAT || create || !strstr(err->why, "never initialised")
+    for (int again = 0;; again++) {
+        int rc = open_path_once(path, variant, create, o, out, err);
+        if (rc == RR_REOPEN && again < 1000)
+            continue; /* the path names another file now: open that one */
+        if (rc == RR_REOPEN)
+            return fail(err, -EAGAIN, "the file keeps being replaced");
+        if (rc != -RR_EFORMAT || create || !strstr(err->why, RR_UNREADY)
             || rr_now_ns() >= give_up)
             return rc;
         struct timespec ts = {0, 2000000};
@@ -368,12 +425,39 @@ int rr_open_path(const char *path, uint32_t variant, const rr_geometry *create, 
     }
 }
 
+/* 1 if `path` still names the file whose fstat is `st`. */
+static int same_file(const char *path, const struct stat *st)
+{
+    struct stat now;
+    return lstat(path, &now) == 0 && now.st_dev == st->st_dev && now.st_ino == st->st_ino;
+}
+
+static void unlink_if_same(const char *path, int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) == 0 && same_file(path, &st))
+        (void)unlink(path);
+}
+
 static int open_path_once(const char *path, uint32_t variant, const rr_geometry *create,
-                          rr_chan **out, rr_error *err)
+                          rr_open_opts *o, rr_chan **out, rr_error *err)
 {
     err->why[0] = 0;
     int oflags = O_RDWR | O_NOFOLLOW | O_CLOEXEC;
-    int fd = open(path, create ? oflags | O_CREAT : oflags, 0600);
+    /* created: this call made the file; if it then fails to make a channel
+     * of it, it removes it again (before the magic nobody else uses it). */
+    int created = 0, initialising = 0, fd = -1;
+    if (create) {
+        fd = open(path, oflags | O_CREAT | O_EXCL, 0600);
+        created = fd >= 0;
+        if (fd < 0 && errno == EEXIST) {
+            fd = open(path, oflags);
+            if (fd < 0 && errno == ENOENT)
+                return RR_REOPEN; /* removed in between */
+        }
+    } else {
+        fd = open(path, oflags);
+    }
     if (fd < 0)
         return -errno;
     /* Creators initialise under an exclusive lock, openers read under a shared
@@ -387,6 +471,12 @@ static int open_path_once(const char *path, uint32_t variant, const rr_geometry 
     struct stat st;
     if (fstat(fd, &st) != 0) {
         rc = -errno;
+        goto out;
+    }
+    /* A creator that failed removes its file under the lock we waited for:
+     * initialising what we hold then would make a channel nobody can find. */
+    if (create && !same_file(path, &st)) {
+        rc = RR_REOPEN;
         goto out;
     }
     if (!S_ISREG(st.st_mode)) {
@@ -411,11 +501,20 @@ static int open_path_once(const char *path, uint32_t variant, const rr_geometry 
         }
         rr_geometry g = *create;
         g.variant = variant;
+        initialising = 1;
+        /* exactly the mode asked for: open's is less the umask */
+        if (o->mode >= 0 && fchmod(fd, (mode_t)o->mode) != 0) {
+            rc = fail(err, -errno, "cannot set the file's mode: %s", strerror(errno));
+            goto out;
+        }
         rc = create_in_fd(fd, &g, 0, out, err);
+        o->initialised = rc == 0;
     } else {
         rc = open_existing(fd, variant, 0, out, err);
     }
 out:
+    if (rc && created && initialising)
+        unlink_if_same(path, fd); /* before unlocking: see same_file above */
     flock(fd, LOCK_UN);
     if (rc)
         close(fd);
@@ -433,7 +532,7 @@ int rr_open_anon(const rr_geometry *g, rr_chan **out, rr_error *err)
         return fail(err, rc, "cannot map %llu bytes: %s", (unsigned long long)want.total_size,
                     strerror(-rc));
     init_header(m, &want);
-    rc = chan_new(m, out);
+    rc = chan_new(m, &want, out);
     if (rc)
         map_unref(m);
     return rc;
@@ -445,14 +544,54 @@ int rr_open_memfd(const char *name, const rr_geometry *g, rr_chan **out, rr_erro
     int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0)
         return fail(err, -errno, "memfd_create: %s", strerror(errno));
+    /* Nobody may resize it under a mapping (a shrink would SIGBUS every
+     * user): sealed before anyone else can hold it. */
     int rc = create_in_fd(fd, g, 1, out, err);
-    if (rc) {
-        close(fd);
+    if (rc == 0 && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+        rc = fail(err, -errno, "cannot seal the memfd: %s", strerror(errno));
+        rr_close(*out); /* closes fd with the mapping */
         return rc;
     }
-    /* Nobody may resize it under a mapping (a shrink would SIGBUS every user). */
-    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
-    return 0;
+    if (rc)
+        close(fd);
+    return rc;
+}
+
+/* A memfd (any shmem file) received from elsewhere: whoever else holds it
+ * could shrink it under our mapping, and every user would die of SIGBUS.
+ * Seal it against resizing, as rr_open_memfd does (F_SEAL_SEAL too: the
+ * seals a channel needs are then all there for whoever we pass it on to,
+ * and nobody can add F_SEAL_FUTURE_WRITE, which would lock out new
+ * openers). If it cannot be sealed and has no name, refuse it; a named
+ * tmpfs file can be truncated by path anyway, like any channel file.
+ * 1 if fd is shmem, 0 if not (a regular file), or an error. */
+static int seal_shmem(int fd, rr_error *err)
+{
+    const int need = F_SEAL_SHRINK | F_SEAL_GROW;
+    int seals = fcntl(fd, F_GET_SEALS);
+    if (seals < 0)
+        return 0; /* not shmem: a file as good as one opened by path */
+    if ((seals & need) == need)
+        return 1;
+    if (!(seals & F_SEAL_SEAL)) {
+        if (fcntl(fd, F_ADD_SEALS, need | F_SEAL_SEAL) == 0)
+            return 1;
+        if (errno != EPERM)
+            return fail(err, -errno, "cannot seal the memfd: %s", strerror(errno));
+        seals = fcntl(fd, F_GET_SEALS); /* sealed by someone else meanwhile */
+        if (seals >= 0 && (seals & F_SEAL_SHRINK))
+            return 1;
+    }
+    if (seals & F_SEAL_SHRINK)
+        return 1; /* growing does not fault a mapping */
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return fail(err, -errno, "%s", strerror(errno));
+    if (st.st_nlink > 0)
+        return 1; /* a named tmpfs file */
+    return fail(err, -RR_EFORMAT,
+                "the memfd is not sealed against shrinking and does not allow sealing "
+                "(create it with MFD_ALLOW_SEALING, or seal it with F_SEAL_SHRINK)");
 }
 
 int rr_open_fd(int fd, uint32_t variant, rr_chan **out, rr_error *err)
@@ -461,7 +600,12 @@ int rr_open_fd(int fd, uint32_t variant, rr_chan **out, rr_error *err)
     int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (own < 0)
         return -errno;
-    int is_memfd = fcntl(own, F_GET_SEALS) >= 0;
+    /* sealed first, so that the size validated below cannot change */
+    int is_memfd = seal_shmem(own, err);
+    if (is_memfd < 0) {
+        close(own);
+        return is_memfd;
+    }
     int rc = open_existing(own, variant, is_memfd, out, err);
     if (rc)
         close(own);

@@ -34,7 +34,7 @@ BAD_INT_GEOMETRY: list[dict[str, Any]] = [
     {"resp_slots": 2**63},
 ]
 WRONG_TYPE_GEOMETRY: list[dict[str, Any]] = [
-    {"req_cap": "8"}, {"req_cap": 8.0}, {"req_cap": None}, {"resp_slots": "1"},
+    {"req_cap": "8"}, {"req_cap": 8.0}, {"resp_slots": "1"},
     {"resp_slots": 1.5}, {"resp_size": b"1"}, {"resp_size": [1]}, {"arena": "4096"},
     {"arena": 4096.0},
 ]

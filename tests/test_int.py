@@ -31,7 +31,9 @@ def test_file_create_then_open(chan_path: Path, closer: Closer) -> None:
     assert c.path == str(chan_path) and c.memfd == -1
     ident = c.send(42)
     assert s.recv() == (42, ident)
-    s2 = closer(IntServer(chan_path, req_cap=1024, resp_slots=64))
+    with pytest.raises(ValueError, match="has 8, asked for 1024"):  # SPEC 4: explicit, differs
+        IntServer(chan_path, req_cap=1024, resp_slots=64)
+    s2 = closer(IntServer(chan_path))
     assert (s2.capacity, s2.resp_slots) == (8, 4)
 
 

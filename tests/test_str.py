@@ -67,7 +67,9 @@ def test_path_as_str_bytes_pathlike(tmp_path: Path, closer: Closer) -> None:
 
 def test_second_server_keeps_file_geometry(chan_path: Path, closer: Closer) -> None:
     s1 = closer(Server(chan_path, req_cap=8, resp_slots=4, resp_size=100, arena=8192))
-    s2 = closer(Server(chan_path, req_cap=64, resp_slots=32, resp_size=9000, arena=65536))
+    with pytest.raises(ValueError, match="has 4, asked for 32"):  # SPEC 4: no silent surprise
+        Server(chan_path, req_cap=64, resp_slots=32, resp_size=9000, arena=65536)
+    s2 = closer(Server(chan_path))  # geometry not given: the file's
     assert (s2.capacity, s2.resp_slots, s2.resp_size) == (8, 4, 100)
     assert s2.stats()["arena_cap"] == 8192
     c = closer(Client(chan_path))

@@ -81,23 +81,29 @@ class Server:
     """The worker side of a Str channel (``bytes``/``str`` requests and responses).
 
     ``Server(path, ...)`` creates the channel file, or opens it if it already
-    holds a channel (its geometry is then kept and the arguments ignored).
+    holds a channel. A geometry argument not given (``None``) takes the default
+    for a new channel (``req_cap`` 1024, ``resp_slots`` 64, ``resp_size`` 4096,
+    ``arena`` ``max(req_cap * 256, 4096)``) and the file's for an existing one;
+    one given that differs from the existing file's raises ``ValueError`` naming
+    both. ``mode`` (permission bits, ``0`` to ``0o777``) is set, exactly, on a
+    file this call creates; by default it is ``0o600`` less the umask. The
+    space is reserved at creation (``OSError`` ``ENOSPC`` if it does not fit).
     ``Server(None, ...)`` makes an anonymous shared mapping inherited by
     ``fork()``. Geometry limits (``ValueError`` otherwise): ``1 <= req_cap <= 2**24``
     (rounded up to a power of two), ``1 <= resp_slots <= 2**20``,
-    ``1 <= resp_size <= 2**30``, ``4096 <= arena <= 2**40`` (default
-    ``max(req_cap * 256, 4096)``).
+    ``1 <= resp_size <= 2**30``, ``4096 <= arena <= 2**40``.
     """
 
     def __new__(
         cls,
         path: _StrPath | None,
-        req_cap: int = 1024,
-        resp_slots: int = 64,
-        resp_size: int = 4096,
+        req_cap: int | None = None,
+        resp_slots: int | None = None,
+        resp_size: int | None = None,
         arena: int | None = None,
         *,
         spin: int | None = None,
+        mode: int | None = None,
     ) -> Self: ...
     @classmethod
     def new_memfd(
@@ -115,7 +121,10 @@ class Server:
     @classmethod
     def from_fd(cls, fd: int, *, spin: int | None = None) -> Self:
         """Open the channel held by a memfd or file descriptor. The fd is
-        duplicated: the caller keeps (and still owns) its own."""
+        duplicated: the caller keeps (and still owns) its own. A memfd not
+        sealed against shrinking is sealed (``F_SEAL_SHRINK | F_SEAL_GROW |
+        F_SEAL_SEAL``), or refused with ``ChannelFormatError`` if it does not
+        allow sealing: a peer can never shrink it under the mapping."""
     def client(self) -> Client:
         """A ``Client`` on the same mapping (works for anonymous channels too)."""
     def recv(self) -> tuple[_StrOut, int] | None:
@@ -250,14 +259,20 @@ class Client:
     """The requesting side of a Str channel.
 
     ``Client(path)`` opens an existing channel (``FileNotFoundError`` if the file
-    does not exist, ``ChannelFormatError`` if it is not a Str channel). Closing a
-    client cancels the requests it still has pending.
+    does not exist, ``ChannelFormatError`` if it is not a Str channel). With
+    ``wait`` (seconds) it waits, polling, for a channel that does not exist yet
+    or is still being created, and raises those errors only when the time is up;
+    ``None`` does not wait. Closing a client cancels the requests it still has
+    pending.
     """
 
-    def __new__(cls, path: _StrPath, *, spin: int | None = None) -> Self: ...
+    def __new__(
+        cls, path: _StrPath, *, spin: int | None = None, wait: float | None = None
+    ) -> Self: ...
     @classmethod
     def from_fd(cls, fd: int, *, spin: int | None = None) -> Self:
-        """Open the channel held by a memfd or file descriptor (the fd is duplicated)."""
+        """Open the channel held by a memfd or file descriptor (the fd is duplicated;
+        a memfd is sealed or refused as by ``Server.from_fd``)."""
     def req(self, data: _StrIn, timeout: float | None = None) -> _StrOut | None:
         """Send a request and wait for its response. One deadline covers waiting
         for a free slot and queue space and waiting for the reply. ``None`` on
@@ -371,17 +386,19 @@ class IntServer:
     per response; lock-free request queue).
 
     ``IntServer(path, ...)`` creates or opens the channel file; ``IntServer(None, ...)``
-    makes an anonymous shared mapping inherited by ``fork()``. Limits:
+    makes an anonymous shared mapping inherited by ``fork()``. Geometry and
+    ``mode`` as for ``Server`` (defaults ``req_cap`` 1024, ``resp_slots`` 64). Limits:
     ``1 <= req_cap <= 2**24`` (rounded up to a power of two), ``1 <= resp_slots <= 2**20``.
     """
 
     def __new__(
         cls,
         path: _StrPath | None,
-        req_cap: int = 1024,
-        resp_slots: int = 64,
+        req_cap: int | None = None,
+        resp_slots: int | None = None,
         *,
         spin: int | None = None,
+        mode: int | None = None,
     ) -> Self: ...
     @classmethod
     def new_memfd(
@@ -395,7 +412,8 @@ class IntServer:
         """Create an Int channel in a new memfd (see ``memfd``)."""
     @classmethod
     def from_fd(cls, fd: int, *, spin: int | None = None) -> Self:
-        """Open the channel held by a memfd or file descriptor (the fd is duplicated)."""
+        """Open the channel held by a memfd or file descriptor (the fd is duplicated;
+        a memfd is sealed or refused as by ``Server.from_fd``)."""
     def client(self) -> IntClient:
         """An ``IntClient`` on the same mapping (works for anonymous channels too)."""
     def recv(self) -> tuple[int, int] | None:
@@ -508,14 +526,18 @@ class IntClient:
     """The requesting side of an Int channel.
 
     ``IntClient(path)`` opens an existing channel (``FileNotFoundError`` if the
-    file does not exist, ``ChannelFormatError`` if it is not an Int channel).
-    Values outside the signed 64-bit range raise ``OverflowError``.
+    file does not exist, ``ChannelFormatError`` if it is not an Int channel);
+    ``wait`` as for ``Client``. Values outside the signed 64-bit range raise
+    ``OverflowError``.
     """
 
-    def __new__(cls, path: _StrPath, *, spin: int | None = None) -> Self: ...
+    def __new__(
+        cls, path: _StrPath, *, spin: int | None = None, wait: float | None = None
+    ) -> Self: ...
     @classmethod
     def from_fd(cls, fd: int, *, spin: int | None = None) -> Self:
-        """Open the channel held by a memfd or file descriptor (the fd is duplicated)."""
+        """Open the channel held by a memfd or file descriptor (the fd is duplicated;
+        a memfd is sealed or refused as by ``Server.from_fd``)."""
     def req(self, data: int, timeout: float | None = None) -> int | None:
         """Send a request and wait for its response under one deadline; ``None``
         on timeout (the request is then cancelled) or after ``clear()``;

@@ -584,35 +584,111 @@ static PyObject *chan_exit(Chan *self, PyObject *args)
 
 /* ---- constructors ---- */
 
+/* The geometry arguments, in this order; a Server that opens an existing
+ * channel compares the ones given with the file's. */
+enum { GEO_REQ_CAP, GEO_RESP_SLOTS, GEO_RESP_SIZE, GEO_ARENA, GEO_N };
+static const char *const geo_names[GEO_N] = {"req_cap", "resp_slots", "resp_size", "arena"};
+
+/* What a constructor asks of open_path. */
+typedef struct open_req {
+    rr_geometry g;          /* to create with: defaults where not given, normalised */
+    uint64_t given[GEO_N];  /* the values given, as given (for messages) */
+    unsigned given_mask;    /* bit GEO_x: that argument was given (not absent or None) */
+    int mode;               /* permissions of a new file; -1: the default */
+    int64_t wait_ns;        /* clients: how long to wait for the channel (parse_timeout);
+                             * -1: not at all */
+} open_req;
+
+/* Absent and None both mean "not given": the default for a new channel, the
+ * file's for an existing one. */
 static int parse_geometry(uint32_t variant, PyObject *req_cap, PyObject *resp_slots,
-                          PyObject *resp_size, PyObject *arena, rr_geometry *g)
+                          PyObject *resp_size, PyObject *arena, open_req *r)
 {
-    uint64_t v;
-    *g = (rr_geometry){variant, 1024, 64, variant == RR_VARIANT_STR ? 4096 : 0, 0};
-    if (req_cap) {
-        if (parse_u64_range(req_cap, "req_cap", 1, RR_MAX_REQ_CAP, &v) < 0)
+    static const uint64_t lo[GEO_N] = {1, 1, 1, RR_MIN_ARENA};
+    static const uint64_t hi[GEO_N] = {RR_MAX_REQ_CAP, RR_MAX_RESP_SLOTS, RR_MAX_RESP_SIZE,
+                                       RR_MAX_ARENA};
+    PyObject *args[GEO_N] = {req_cap, resp_slots, resp_size, arena};
+    r->g = (rr_geometry){variant, 1024, 64, variant == RR_VARIANT_STR ? 4096 : 0, 0};
+    r->given_mask = 0;
+    for (int i = 0; i < GEO_N; i++) {
+        if (!args[i] || args[i] == Py_None)
+            continue;
+        if (parse_u64_range(args[i], geo_names[i], lo[i], hi[i], &r->given[i]) < 0)
             return -1;
-        g->req_cap = (uint32_t)v;
+        r->given_mask |= 1u << i;
     }
-    if (resp_slots) {
-        if (parse_u64_range(resp_slots, "resp_slots", 1, RR_MAX_RESP_SLOTS, &v) < 0)
-            return -1;
-        g->resp_slots = (uint32_t)v;
-    }
-    if (resp_size) {
-        if (parse_u64_range(resp_size, "resp_size", 1, RR_MAX_RESP_SIZE, &v) < 0)
-            return -1;
-        g->resp_size = (uint32_t)v;
-    }
-    if (arena && arena != Py_None) {
-        if (parse_u64_range(arena, "arena", RR_MIN_ARENA, RR_MAX_ARENA, &g->arena) < 0)
-            return -1;
-    }
+    if (r->given_mask & 1u << GEO_REQ_CAP)
+        r->g.req_cap = (uint32_t)r->given[GEO_REQ_CAP];
+    if (r->given_mask & 1u << GEO_RESP_SLOTS)
+        r->g.resp_slots = (uint32_t)r->given[GEO_RESP_SLOTS];
+    if (r->given_mask & 1u << GEO_RESP_SIZE)
+        r->g.resp_size = (uint32_t)r->given[GEO_RESP_SIZE];
+    if (r->given_mask & 1u << GEO_ARENA)
+        r->g.arena = r->given[GEO_ARENA];
     rr_error err = {{0}};
-    if (rr_geometry_normalise(g, &err) < 0) {
+    if (rr_geometry_normalise(&r->g, &err) < 0) {
         PyErr_SetString(PyExc_ValueError, err.why);
         return -1;
     }
+    return 0;
+}
+
+/* ValueError naming every given argument that the open channel differs in
+ * (compared as normalised: req_cap 1000 asks for what a 1024 file has).
+ * 0 if none differs. */
+static int check_geometry(const open_req *r, const rr_geometry *have, PyObject *path)
+{
+    const uint64_t want[GEO_N] = {r->g.req_cap, r->g.resp_slots, r->g.resp_size, r->g.arena};
+    const uint64_t got[GEO_N] = {have->req_cap, have->resp_slots, have->resp_size, have->arena};
+    PyObject *parts = PyList_New(0);
+    if (!parts)
+        return -1;
+    for (int i = 0; i < GEO_N; i++) {
+        if (!(r->given_mask & 1u << i) || want[i] == got[i])
+            continue;
+        PyObject *part = PyUnicode_FromFormat("%s: the channel at %R has %llu, asked for %llu",
+                                              geo_names[i], path, (unsigned long long)got[i],
+                                              (unsigned long long)r->given[i]);
+        if (!part || PyList_Append(parts, part) < 0) {
+            Py_XDECREF(part);
+            Py_DECREF(parts);
+            return -1;
+        }
+        Py_DECREF(part);
+    }
+    int rc = 0;
+    if (PyList_GET_SIZE(parts) > 0) {
+        PyObject *sep = PyUnicode_FromString("; ");
+        PyObject *msg = sep ? PyUnicode_Join(sep, parts) : NULL;
+        if (msg)
+            PyErr_SetObject(PyExc_ValueError, msg);
+        Py_XDECREF(msg);
+        Py_XDECREF(sep);
+        rc = -1;
+    }
+    Py_DECREF(parts);
+    return rc;
+}
+
+/* mode=: None (absent) is the default; else permission bits 0 to 0o777. */
+static int parse_mode(PyObject *obj, int *mode)
+{
+    *mode = -1;
+    if (!obj || obj == Py_None)
+        return 0;
+    if (!PyLong_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "mode must be an int, not %.100s", Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    int overflow = 0;
+    long long m = PyLong_AsLongLongAndOverflow(obj, &overflow);
+    if (m == -1 && PyErr_Occurred())
+        return -1;
+    if (overflow || m < 0 || m > 0777) {
+        PyErr_SetString(PyExc_ValueError, "mode must be permission bits, from 0 to 0o777");
+        return -1;
+    }
+    *mode = (int)m;
     return 0;
 }
 
@@ -631,9 +707,50 @@ static uint32_t variant_of_type(module_state *st, PyTypeObject *type, int *kind)
     return RR_VARIANT_INT;
 }
 
-/* Opens or creates the channel at `path`; NULL path: anonymous (servers only). */
-static PyObject *open_path(PyTypeObject *type, PyObject *path, const rr_geometry *create,
-                           uint32_t spin)
+/* raise_core for the open calls: a file system without room for the channel
+ * gets an OSError that says how much room it needed. */
+static PyObject *raise_open(module_state *st, int rc, PyObject *path, const rr_error *err)
+{
+    if ((rc == -ENOSPC || rc == -EDQUOT || rc == -EFBIG) && err->why[0] && !PyErr_Occurred()) {
+        PyObject *args = Py_BuildValue("(isO)", -rc, err->why, path ? path : Py_None);
+        if (args)
+            PyErr_SetObject(PyExc_OSError, args);
+        Py_XDECREF(args);
+        return NULL;
+    }
+    return raise_core(st, rc, path, err);
+}
+
+/* How often a client that waits for a channel looks again. */
+#define OPEN_POLL_NS 10000000
+
+/* rr_open_path_opts, waiting (polling, without the GIL, signal handlers run
+ * between polls) up to r->wait_ns for a channel that is not there yet. */
+static int open_file(const char *cpath, uint32_t variant, const rr_geometry *create,
+                     const open_req *r, rr_open_opts *opts, rr_chan **ch, rr_error *err)
+{
+    int rc;
+    int64_t deadline = r->wait_ns < 0 ? RR_NOWAIT : deadline_in(r->wait_ns);
+    for (;;) {
+        WAIT_NOGIL(rc, rr_open_path_opts(cpath, variant, create, opts, ch, err));
+        if (rc >= 0 || PyErr_Occurred() || !rr_open_unready(rc, err))
+            return rc;
+        int64_t now = rr_now_ns();
+        if (now >= deadline)
+            return rc; /* the error it would have raised without waiting */
+        int64_t ns = deadline - now < OPEN_POLL_NS ? deadline - now : OPEN_POLL_NS;
+        struct timespec ts = {0, (long)ns};
+        Py_BEGIN_ALLOW_THREADS nanosleep(&ts, NULL);
+        Py_END_ALLOW_THREADS
+        if (PyErr_CheckSignals() < 0)
+            return -EINTR;
+    }
+}
+
+/* Opens (create 0: clients) or creates or opens (create 1: servers) the
+ * channel at `path`; a None path: anonymous (servers only). */
+static PyObject *open_path(PyTypeObject *type, PyObject *path, const open_req *r,
+                           int create, uint32_t spin)
 {
     module_state *st = state_of_type(type);
     if (!st)
@@ -642,11 +759,13 @@ static PyObject *open_path(PyTypeObject *type, PyObject *path, const rr_geometry
     uint32_t variant = variant_of_type(st, type, &kind);
     rr_chan *ch = NULL;
     rr_error err = {{0}};
+    rr_open_opts opts = {r->mode, 0};
     int rc;
     PyObject *str_path = NULL;
     if (path == Py_None) {
-        Py_BEGIN_ALLOW_THREADS rc = rr_open_anon(create, &ch, &err);
+        Py_BEGIN_ALLOW_THREADS rc = rr_open_anon(&r->g, &ch, &err);
         Py_END_ALLOW_THREADS
+        opts.initialised = 1;
     } else {
         PyObject *bytes_path = NULL;
         if (!PyUnicode_FSConverter(path, &bytes_path))
@@ -657,14 +776,26 @@ static PyObject *open_path(PyTypeObject *type, PyObject *path, const rr_geometry
             Py_DECREF(bytes_path);
             return NULL;
         }
-        const char *cpath = PyBytes_AS_STRING(bytes_path);
-        WAIT_NOGIL(rc, rr_open_path(cpath, variant, create, &ch, &err));
+        rc = open_file(PyBytes_AS_STRING(bytes_path), variant, create ? &r->g : NULL, r,
+                       &opts, &ch, &err);
         Py_DECREF(bytes_path);
     }
     if (rc < 0) {
-        raise_core(st, rc, str_path, &err);
+        raise_open(st, rc, str_path, &err);
         Py_XDECREF(str_path);
         return NULL;
+    }
+    if (create && !opts.initialised) {
+        /* An existing channel: what was asked of it must be what it is. */
+        if (check_geometry(r, rr_geometry_of(ch), str_path) < 0) {
+            rr_close(ch);
+            Py_XDECREF(str_path);
+            return NULL;
+        }
+        /* A server coming back to a channel whose processes may all have
+         * died: free the slots of dead clients now, not at some later send. */
+        Py_BEGIN_ALLOW_THREADS rr_reclaim(ch);
+        Py_END_ALLOW_THREADS
     }
     rr_set_spin(ch, spin);
     PyObject *self = chan_new_object(type, st, ch, str_path, variant, kind);
@@ -674,50 +805,56 @@ static PyObject *open_path(PyTypeObject *type, PyObject *path, const rr_geometry
 
 static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"path", "req_cap", "resp_slots", "resp_size", "arena", "spin", NULL};
+    static char *kwlist[] = {"path", "req_cap", "resp_slots", "resp_size", "arena", "spin",
+                             "mode", NULL};
     PyObject *path, *req_cap = NULL, *resp_slots = NULL, *resp_size = NULL, *arena = NULL;
-    PyObject *spin_obj = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OOOO$O:Server", kwlist, &path, &req_cap,
-                                     &resp_slots, &resp_size, &arena, &spin_obj))
+    PyObject *spin_obj = NULL, *mode_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OOOO$OO:Server", kwlist, &path, &req_cap,
+                                     &resp_slots, &resp_size, &arena, &spin_obj, &mode_obj))
         return NULL;
-    rr_geometry g;
+    open_req r = {.wait_ns = -1};
     uint32_t spin;
-    if (parse_geometry(RR_VARIANT_STR, req_cap, resp_slots, resp_size, arena, &g) < 0
-        || parse_spin(spin_obj, &spin) < 0)
+    if (parse_geometry(RR_VARIANT_STR, req_cap, resp_slots, resp_size, arena, &r) < 0
+        || parse_spin(spin_obj, &spin) < 0 || parse_mode(mode_obj, &r.mode) < 0)
         return NULL;
-    return open_path(type, path, &g, spin);
+    return open_path(type, path, &r, 1, spin);
 }
 
 static PyObject *int_server_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"path", "req_cap", "resp_slots", "spin", NULL};
-    PyObject *path, *req_cap = NULL, *resp_slots = NULL, *spin_obj = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OO$O:IntServer", kwlist, &path, &req_cap,
-                                     &resp_slots, &spin_obj))
+    static char *kwlist[] = {"path", "req_cap", "resp_slots", "spin", "mode", NULL};
+    PyObject *path, *req_cap = NULL, *resp_slots = NULL, *spin_obj = NULL, *mode_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OO$OO:IntServer", kwlist, &path, &req_cap,
+                                     &resp_slots, &spin_obj, &mode_obj))
         return NULL;
-    rr_geometry g;
+    open_req r = {.wait_ns = -1};
     uint32_t spin;
-    if (parse_geometry(RR_VARIANT_INT, req_cap, resp_slots, NULL, NULL, &g) < 0
-        || parse_spin(spin_obj, &spin) < 0)
+    if (parse_geometry(RR_VARIANT_INT, req_cap, resp_slots, NULL, NULL, &r) < 0
+        || parse_spin(spin_obj, &spin) < 0 || parse_mode(mode_obj, &r.mode) < 0)
         return NULL;
-    return open_path(type, path, &g, spin);
+    return open_path(type, path, &r, 1, spin);
 }
 
 static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"path", "spin", NULL};
-    PyObject *path, *spin_obj = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$O:Client", kwlist, &path, &spin_obj))
+    static char *kwlist[] = {"path", "spin", "wait", NULL};
+    PyObject *path, *spin_obj = NULL, *wait_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$OO:Client", kwlist, &path, &spin_obj,
+                                     &wait_obj))
         return NULL;
     uint32_t spin;
+    open_req r = {.mode = -1, .wait_ns = -1};
     if (parse_spin(spin_obj, &spin) < 0)
+        return NULL;
+    /* wait=None: no waiting (not "forever", as a timeout's None would be) */
+    if (wait_obj && wait_obj != Py_None && parse_timeout(wait_obj, &r.wait_ns) < 0)
         return NULL;
     if (path == Py_None) {
         PyErr_SetString(PyExc_TypeError,
                         "a client needs a path; for an anonymous channel use server.client()");
         return NULL;
     }
-    return open_path(type, path, NULL, spin);
+    return open_path(type, path, &r, 0, spin);
 }
 
 static PyObject *chan_new_memfd(PyTypeObject *type, PyObject *args, PyObject *kwds)
@@ -739,18 +876,18 @@ static PyObject *chan_new_memfd(PyTypeObject *type, PyObject *args, PyObject *kw
                                       &req_cap, &resp_slots, &spin_obj);
     if (!ok)
         return NULL;
-    rr_geometry g;
+    open_req r;
     uint32_t spin;
-    if (parse_geometry(variant, req_cap, resp_slots, resp_size, arena, &g) < 0
+    if (parse_geometry(variant, req_cap, resp_slots, resp_size, arena, &r) < 0
         || parse_spin(spin_obj, &spin) < 0)
         return NULL;
     rr_chan *ch;
     rr_error err = {{0}};
     int rc;
-    Py_BEGIN_ALLOW_THREADS rc = rr_open_memfd(name, &g, &ch, &err);
+    Py_BEGIN_ALLOW_THREADS rc = rr_open_memfd(name, &r.g, &ch, &err);
     Py_END_ALLOW_THREADS
     if (rc < 0)
-        return raise_core(st, rc, NULL, &err);
+        return raise_open(st, rc, NULL, &err);
     rr_set_spin(ch, spin);
     return chan_new_object(type, st, ch, NULL, variant, kind);
 }
@@ -795,7 +932,8 @@ static PyObject *chan_open_existing(PyTypeObject *type, PyObject *args, PyObject
         PyErr_SetString(PyExc_TypeError, "path must not be None");
         return NULL;
     }
-    return open_path(type, path, NULL, spin);
+    open_req r = {.mode = -1, .wait_ns = -1};
+    return open_path(type, path, &r, 0, spin);
 }
 
 /* Pickling is decided in Python (reqrep._pickle): by path, by fd, or not. */
@@ -2038,15 +2176,21 @@ static PyMemberDef chan_members[] = {
     {Py_sq_length, chan_len}, {Py_tp_doc, doc}, {0, NULL}
 
 static PyType_Slot server_slots[] = {TYPE_SLOTS(server_methods, server_new,
-    "Server(path, req_cap=1024, resp_slots=64, resp_size=4096, arena=None, *, spin=None)\n"
-    "--\n\nThe worker side of a bytes/str channel; creates the file or opens it.")};
+    "Server(path, req_cap=None, resp_slots=None, resp_size=None, arena=None, *, spin=None, "
+    "mode=None)\n--\n\nThe worker side of a bytes/str channel; creates the file or opens it.\n"
+    "Geometry not given (None): 1024, 64, 4096 and max(req_cap * 256, 4096) for a new\n"
+    "channel, the file's for an existing one (given and different: ValueError).")};
 static PyType_Slot client_slots[] = {TYPE_SLOTS(client_methods, client_new,
-    "Client(path, *, spin=None)\n--\n\nThe requesting side of a bytes/str channel.")};
+    "Client(path, *, spin=None, wait=None)\n--\n\nThe requesting side of a bytes/str "
+    "channel.\nwait: seconds to wait for a channel that does not exist yet.")};
 static PyType_Slot int_server_slots[] = {TYPE_SLOTS(int_server_methods, int_server_new,
-    "IntServer(path, req_cap=1024, resp_slots=64, *, spin=None)\n"
-    "--\n\nThe worker side of an int64 channel; creates the file or opens it.")};
+    "IntServer(path, req_cap=None, resp_slots=None, *, spin=None, mode=None)\n"
+    "--\n\nThe worker side of an int64 channel; creates the file or opens it.\n"
+    "Geometry not given (None): 1024 and 64 for a new channel, the file's for an\n"
+    "existing one (given and different: ValueError).")};
 static PyType_Slot int_client_slots[] = {TYPE_SLOTS(client_methods, client_new,
-    "IntClient(path, *, spin=None)\n--\n\nThe requesting side of an int64 channel.")};
+    "IntClient(path, *, spin=None, wait=None)\n--\n\nThe requesting side of an int64 "
+    "channel.\nwait: seconds to wait for a channel that does not exist yet.")};
 
 #define SPEC(name, slots)                                                             \
     {"reqrep." name, sizeof(Chan), 0,                                                 \
