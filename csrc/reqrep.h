@@ -72,18 +72,19 @@ void rr_close(rr_chan *c);
 
 /* Ends the waits on this handle, for good: the way to close a handle that
  * other threads are waiting on. Every call on c that is waiting now returns
- * -ECANCELED promptly (well under a millisecond when the threads get a
- * core), and every later call that would wait returns -ECANCELED at once;
- * calls that need not wait still run (so a waiting call that finds its
- * condition met as it wakes may still succeed). A call that returns
+ * -ECANCELED promptly (microseconds once its thread runs; up to 20 ms for
+ * sleepers beyond the first 16 on one handle, which poll), and every later
+ * call that would wait returns -ECANCELED at once; calls that need not wait
+ * still run (so a waiting call that finds its condition met as it wakes may
+ * still succeed). A call that returns
  * -ECANCELED had no effect: a send gives back its slot, a receive takes
  * nothing. Waits on other handles of the same channel go on (sleepers on the
  * same shared words, here or in other processes, wake and sleep again).
- * Returns once none of this process's threads sleeps on c any more: they
- * need nothing from the caller, so it does not block on them, but it must
- * not run in a signal handler that may have interrupted a wait on c. It does
- * not wait for the calls to return: rr_close(c) only after they all have.
- * Thread-safe; idempotent. */
+ * Returns once the sleepers it woke have left their sleep (they need
+ * nothing from the caller, so this is short; but it must not run in a signal
+ * handler that may have interrupted a wait on c). It does not wait for the
+ * calls to return: rr_close(c) only after they all have. Thread-safe;
+ * idempotent. */
 void rr_interrupt(rr_chan *c);
 
 /* Per-handle spin budget before sleeping, in microseconds (0 = never spin). */
