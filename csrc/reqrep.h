@@ -9,6 +9,8 @@
  *   -RR_EFORMAT the file is not a valid channel (reason in rr_error.why)
  *   -EOWNERDEAD the worker that took the request died before replying
  *   -EBUSY      (RR_TRY only) the Str queue lock is held by someone else
+ *   -ECANCELED  a wait ended by rr_interrupt (the call had no effect), or
+ *               rr_wait_request's by rr_wake_receivers
  */
 #ifndef REQREP_H
 #define REQREP_H
@@ -80,6 +82,23 @@ int rr_open_fd(int fd, uint32_t variant, rr_chan **out, rr_error *err);
 /* A second handle on the same mapping (the mapping is reference-counted). */
 int rr_chan_share(rr_chan *c, rr_chan **out);
 void rr_close(rr_chan *c);
+
+/* Ends the waits on this handle, for good: the way to close a handle that
+ * other threads are waiting on. Every call on c that is waiting now returns
+ * -ECANCELED promptly (microseconds once its thread runs; up to 20 ms for
+ * sleepers beyond the first 16 on one handle, which poll), and every later
+ * call that would wait returns -ECANCELED at once; calls that need not wait
+ * still run (so a waiting call that finds its condition met as it wakes may
+ * still succeed). A call that returns
+ * -ECANCELED had no effect: a send gives back its slot, a receive takes
+ * nothing. Waits on other handles of the same channel go on (sleepers on the
+ * same shared words, here or in other processes, wake and sleep again).
+ * Returns once the sleepers it woke have left their sleep (they need
+ * nothing from the caller, so this is short; but it must not run in a signal
+ * handler that may have interrupted a wait on c). It does not wait for the
+ * calls to return: rr_close(c) only after they all have. Thread-safe;
+ * idempotent. */
+void rr_interrupt(rr_chan *c);
 
 /* Per-handle spin budget before sleeping, in microseconds (0 = never spin). */
 void rr_set_spin(rr_chan *c, uint32_t spin_us);

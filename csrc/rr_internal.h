@@ -25,6 +25,11 @@
 /* An Int cell's turn (rr_intq.c): lap << 32 | state << RR_TURN_WHO_BITS | who. */
 #define RR_TURN_WHO_BITS 30
 
+/* Threads of one handle that rr_interrupt can wake at once; more sleep in
+ * stretches of RR_INTERRUPT_POLL_NS at most and look at the flag between. */
+#define RR_SLEEPERS 16
+#define RR_INTERRUPT_POLL_NS 20000000
+
 #define RR_ALIGNED __attribute__((aligned(RR_LINE)))
 #define RR_ROUND_UP(x, a) (((x) + ((a) - 1)) & ~((__typeof__(x))(a) - 1))
 
@@ -178,6 +183,13 @@ struct rr_chan {
     _Atomic int64_t next_worker_check; /* when a waiting client next checks its worker */
     _Atomic uint32_t first_looks; /* counts reply waits (relaxed: a tick, see rr_slots.c) */
     _Atomic uint32_t stop_wait;   /* rr_wake_receivers: end this handle's rr_wait_request */
+    /* rr_interrupt: set once and for good; every wait on this handle ends */
+    _Atomic uint32_t interrupted;
+    /* Who sleeps on which shared word, for rr_interrupt to wake (rr_wait.c):
+     * an entry is claimed by writing this process's pid (another pid is a
+     * leftover of the parent this process was forked from), then its word. */
+    _Atomic int sleep_pid[RR_SLEEPERS];
+    _Atomic uintptr_t sleep_word[RR_SLEEPERS];
     /* Int: the claimed cell this handle last found at the head, and since when
      * (rr_intq.c; relaxed: a heuristic per handle) */
     _Atomic uint64_t stall_pos, stall_turn;
@@ -196,7 +208,8 @@ void rr_futex_wake(_Atomic uint32_t *word, int n);
  * 0 = not now, RR_AGAIN_SOON, < 0 = error); `peek` is a cheap lock-free hint that an attempt
  * may succeed, polled while spinning. rr_wait_until spins (up to the handle's
  * budget), then sleeps on `q` until the attempt succeeds, the deadline passes
- * (-EAGAIN) or a signal arrives (-EINTR). `poll_ns` > 0 bounds each sleep so
+ * (-EAGAIN), a signal arrives (-EINTR) or rr_interrupt(c) was called
+ * (-ECANCELED, also at once if it was before). `poll_ns` > 0 bounds each sleep so
  * that `attempt` can also notice what no waker announces (a dead peer). */
 typedef int (*rr_attempt_fn)(rr_chan *c, void *arg);
 /* An attempt's "not now, and look again within RR_SOON_NS even if nobody
@@ -207,6 +220,30 @@ typedef bool (*rr_peek_fn)(rr_chan *c, void *arg);
 int rr_wait_until(rr_chan *c, _Atomic uint32_t *word, _Atomic uint32_t *waiters,
                   rr_attempt_fn attempt, rr_peek_fn peek, void *arg, int64_t deadline,
                   int64_t poll_ns);
+/* For rr_interrupt: a thread about to sleep on `word` for handle c enters
+ * it in c's table (the entry, or -1 when the table is full: then it sleeps
+ * RR_INTERRUPT_POLL_NS at most at a time). It must then issue a seq_cst
+ * fence before each look at rr_interrupted(c), and leave once awake. */
+int rr_sleep_enter(rr_chan *c, _Atomic uint32_t *word);
+void rr_sleep_leave(rr_chan *c, int entry);
+static inline bool rr_interrupted(rr_chan *c)
+{
+    /* relaxed: the sleep protocol's fences order it (see rr_interrupt) */
+    return atomic_load_explicit(&c->interrupted, memory_order_relaxed) != 0;
+}
+/* Test builds (-DRR_TEST_HOOKS) call these where a race is too narrow to
+ * hit otherwise: rr_test_before_sleep between a sleeper's last look at the
+ * interrupt flag and its futex call. */
+#ifdef RR_TEST_HOOKS
+extern void (*rr_test_before_sleep)(void);
+#define RR_TEST_HOOK(fn) \
+    do {                 \
+        if (fn)          \
+            fn();        \
+    } while (0)
+#else
+#define RR_TEST_HOOK(fn) ((void)0)
+#endif
 /* Wakes sleepers of a word whose value the caller has already changed. */
 void rr_word_wake(_Atomic uint32_t *word, _Atomic uint32_t *waiters, int n);
 /* Wakes sleepers of a waitq (bumps its sequence so that none can miss it). */

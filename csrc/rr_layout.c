@@ -620,6 +620,12 @@ int rr_chan_share(rr_chan *c, rr_chan **out)
     *n = *c;
     n->locked_n = 0;
     n->bell = 0; /* a bell belongs to the handle that claimed it */
+    /* waits and their interruption are per handle */
+    atomic_store_explicit(&n->interrupted, 0, memory_order_relaxed);
+    for (int i = 0; i < RR_SLEEPERS; i++) {
+        atomic_store_explicit(&n->sleep_pid[i], 0, memory_order_relaxed);
+        atomic_store_explicit(&n->sleep_word[i], 0, memory_order_relaxed);
+    }
     /* relaxed: the caller already holds a reference, so the map cannot go away */
     atomic_fetch_add_explicit(&c->map->refs, 1, memory_order_relaxed);
     *out = n;

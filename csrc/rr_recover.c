@@ -118,7 +118,8 @@ static inline _Atomic uint32_t *lock_futex(rr_header *h)
     return (_Atomic uint32_t *)&h->lock;
 }
 
-/* Takes the Str queue lock. A holder that died (SIGKILL anywhere inside a
+/* Takes the Str queue lock (-ECANCELED instead of sleeping for it once
+ * rr_interrupt(c)). A holder that died (SIGKILL anywhere inside a
  * push or pop) is detected within RR_LOCK_POLL_NS and its lock taken over:
  * pushes and pops commit with one store of tail or head, so a half-done
  * operation is invisible and nothing needs repair. */
@@ -161,8 +162,12 @@ int rr_lock(rr_chan *c, int64_t deadline)
         if (now >= deadline)
             return -EAGAIN;
         int64_t until = now + RR_LOCK_POLL_NS < deadline ? now + RR_LOCK_POLL_NS : deadline;
-        int rc = rr_futex_wait(lock_futex(h), (uint32_t)v, until);
-        if (rc == -EINTR)
+        int entry = rr_sleep_enter(c, lock_futex(h));
+        /* seq_cst ↔ the fence in rr_interrupt: it sees our entry or we its flag */
+        atomic_thread_fence(memory_order_seq_cst);
+        int rc = rr_interrupted(c) ? -ECANCELED : rr_futex_wait(lock_futex(h), (uint32_t)v, until);
+        rr_sleep_leave(c, entry);
+        if (rc == -EINTR || rc == -ECANCELED)
             return rc;
         if (atomic_load_explicit(&h->lock, memory_order_relaxed) != v || rr_now_ns() < until)
             continue;

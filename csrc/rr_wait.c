@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "rr_internal.h"
 
+#include <limits.h>
 #include <linux/futex.h>
 #include <sched.h>
 #include <sys/syscall.h>
@@ -162,12 +163,16 @@ static int spin_phase(rr_chan *c, rr_attempt_fn attempt, rr_peek_fn peek, void *
             }
         }
         rr_cpu_relax();
-        if ((i & 63) == 0 && rr_now_ns() >= until) {
+        if ((i & 63) == 0 && (rr_now_ns() >= until || rr_interrupted(c))) {
             spin_paid(c, false);
             return 0;
         }
     }
 }
+
+#ifdef RR_TEST_HOOKS
+void (*rr_test_before_sleep)(void);
+#endif
 
 int rr_wait_until(rr_chan *c, _Atomic uint32_t *word, _Atomic uint32_t *waiters,
                   rr_attempt_fn attempt, rr_peek_fn peek, void *arg, int64_t deadline,
@@ -178,19 +183,23 @@ int rr_wait_until(rr_chan *c, _Atomic uint32_t *word, _Atomic uint32_t *waiters,
         return rc < 0 ? rc : 0;
     if (deadline <= RR_NOWAIT)
         return -EAGAIN;
+    if (rr_interrupted(c))
+        return -ECANCELED;
     int64_t now = rr_now_ns();
     if (now >= deadline)
         return -EAGAIN;
     rc = spin_phase(c, attempt, peek, arg, now, deadline);
     if (rc)
         return rc < 0 ? rc : 0;
+    int entry = rr_sleep_enter(c, word);
     for (;;) {
-        /* relaxed add + seq_cst fence ↔ the fence in rr_word_wake */
+        /* relaxed add + seq_cst fence ↔ the fence in rr_word_wake; the same
+         * fence ↔ the one in rr_interrupt, for our entry and its flag */
         atomic_fetch_add_explicit(waiters, 1, memory_order_relaxed);
         atomic_thread_fence(memory_order_seq_cst);
         /* acquire ↔ the waker's release change of the word */
         uint32_t seen = atomic_load_explicit(word, memory_order_acquire);
-        rc = attempt(c, arg);
+        rc = rr_interrupted(c) ? -ECANCELED : attempt(c, arg);
         bool soon = rc == RR_AGAIN_SOON;
         if (soon)
             rc = 0;
@@ -201,6 +210,9 @@ int rr_wait_until(rr_chan *c, _Atomic uint32_t *word, _Atomic uint32_t *waiters,
                 until = now + poll_ns;
             if (soon && now + RR_SOON_NS < until)
                 until = now + RR_SOON_NS;
+            if (entry < 0 && now + RR_INTERRUPT_POLL_NS < until)
+                until = now + RR_INTERRUPT_POLL_NS; /* rr_interrupt cannot reach us */
+            RR_TEST_HOOK(rr_test_before_sleep);
             rc = rr_futex_wait(word, seen, until);
             if (rc == -EAGAIN)
                 rc = 0; /* a poll tick or the deadline: the loop re-checks both */
@@ -209,7 +221,75 @@ int rr_wait_until(rr_chan *c, _Atomic uint32_t *word, _Atomic uint32_t *waiters,
         }
         /* relaxed: the count is only a hint for wakers; a stale read costs one syscall */
         atomic_fetch_sub_explicit(waiters, 1, memory_order_relaxed);
-        if (rc)
+        if (rc) {
+            rr_sleep_leave(c, entry);
             return rc < 0 ? rc : 0;
+        }
+    }
+}
+
+/* ---- interrupting a handle's waits ----
+ * A sleeper enters the word it sleeps on in its handle's table, then (after
+ * a seq_cst fence) looks at the flag before each sleep; rr_interrupt sets the
+ * flag, then (after a seq_cst fence) wakes every word in the table: either the
+ * sleeper sees the flag, or rr_interrupt sees its entry (Dekker). A wake that
+ * comes between the sleeper's look and its futex call is lost (the word did
+ * not change), so rr_interrupt wakes again until the entries are gone. */
+
+int rr_sleep_enter(rr_chan *c, _Atomic uint32_t *word)
+{
+    int me = rr_self_pid();
+    for (int i = 0; i < RR_SLEEPERS; i++) {
+        /* relaxed: the pid only elects the entry's user among our threads */
+        int pid = atomic_load_explicit(&c->sleep_pid[i], memory_order_relaxed);
+        if (pid == me)
+            continue; /* another thread of ours sleeps there */
+        /* 0 is free; another pid was left by the parent we were forked from,
+         * whose threads do not exist here */
+        if (atomic_compare_exchange_strong_explicit(&c->sleep_pid[i], &pid, me,
+                                                    memory_order_relaxed, memory_order_relaxed)) {
+            /* release ↔ the acquire load in rr_interrupt: who sees the word sees our pid */
+            atomic_store_explicit(&c->sleep_word[i], (uintptr_t)word, memory_order_release);
+            return i;
+        }
+    }
+    return -1;
+}
+
+void rr_sleep_leave(rr_chan *c, int entry)
+{
+    if (entry < 0)
+        return;
+    /* relaxed: rr_interrupt only waits for these to clear; a stale read costs a wake */
+    atomic_store_explicit(&c->sleep_word[entry], 0, memory_order_relaxed);
+    atomic_store_explicit(&c->sleep_pid[entry], 0, memory_order_relaxed);
+}
+
+void rr_interrupt(rr_chan *c)
+{
+    /* relaxed store, then the seq_cst fence below ↔ the sleepers' fences */
+    atomic_store_explicit(&c->interrupted, 1, memory_order_relaxed);
+    int me = rr_self_pid();
+    for (uint32_t round = 0;; round++) {
+        atomic_thread_fence(memory_order_seq_cst);
+        bool asleep = false;
+        for (int i = 0; i < RR_SLEEPERS; i++) {
+            /* acquire ↔ the release store in rr_sleep_enter: the pid is the claimant's */
+            uintptr_t w = atomic_load_explicit(&c->sleep_word[i], memory_order_acquire);
+            if (w && atomic_load_explicit(&c->sleep_pid[i], memory_order_relaxed) == me) {
+                /* other processes' sleepers on the word wake too, and sleep again */
+                rr_futex_wake((_Atomic uint32_t *)w, INT_MAX);
+                asleep = true;
+            }
+        }
+        if (!asleep)
+            return;
+        /* They need nothing from us to leave: let them run, then look again. */
+        if (round < 8) {
+            sched_yield();
+        } else {
+            struct timespec ts = {0, round < 64 ? 20000 : 1000000};
+            nanosleep(&ts, NULL);
+        }
     }
 }

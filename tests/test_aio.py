@@ -441,25 +441,98 @@ def test_one_async_client_per_client_and_per_loop(run: Any) -> None:
         c.close()
 
 
-def test_client_is_bound_to_one_loop() -> None:
-    with Server(None) as server:
+def _echo_thread(server: Any, stop: threading.Event) -> threading.Thread:
+    """A plain worker thread answering with the request itself until `stop`."""
+
+    def work() -> None:
+        while not stop.is_set():
+            got = server.recv_wait(timeout=0.05)
+            if got is not None:
+                server.reply(got[1], got[0])
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    return t
+
+
+def _helpers_alive() -> int:
+    return sum(t.name == "reqrep-aio-client" and t.is_alive() for t in threading.enumerate())
+
+
+def test_client_refuses_another_open_loop_before_sending() -> None:
+    """Issue 10 #11: a request from a second loop while the first is open raises
+    RuntimeError, and nothing is sent (no request queued, no slot taken)."""
+    with Server(None, resp_slots=4) as server:
         c = server.client()
         ac = AsyncClient(c)
+        first = asyncio.new_event_loop()
+        try:
+            stop = threading.Event()
+            worker = _echo_thread(server, stop)
+            assert first.run_until_complete(ac.req(b"a", timeout=LONG)) == b"a"
+            stop.set()
+            worker.join(LONG)
 
-        async def first() -> None:
-            t = asyncio.create_task(serve(server, lambda d: d))
-            assert await ac.req(b"a", timeout=LONG) == b"a"
-            t.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await t
+            async def second() -> None:
+                with pytest.raises(RuntimeError, match="another event loop"):
+                    await ac.req(b"b", timeout=LONG)
 
-        async def second() -> None:
-            with pytest.raises(RuntimeError):
-                await ac.req(b"b")
+            asyncio.run(asyncio.wait_for(second(), WATCHDOG))
+            assert server.size() == 0 and c.pending() == 0 and slots_free(server) == 4
+            assert ac.pending() == 0 and not ac.closed
+            first.run_until_complete(ac.aclose())
+        finally:
+            first.close()
+        c.close()
 
-        asyncio.run(first())
-        asyncio.run(second())
-        ac.close()
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_client_moves_to_a_new_loop_once_the_old_one_is_closed(run: Any, variant: str) -> None:
+    """Issue 10 #11: one AsyncClient through more asyncio.run calls than the channel has
+    slots; each request gets its reply and no slot is left behind."""
+    with new_server(variant, None, resp_slots=4) as server:
+        c = server.client()
+        ac = AsyncClient(c)
+        stop = threading.Event()
+        worker = _echo_thread(server, stop)
+        try:
+            for i in range(8):
+                want = payload(variant, i)
+                assert run(ac.req(want, timeout=LONG)) == want
+                assert slots_free(server) == 4 and c.pending() == 0
+        finally:
+            stop.set()
+            worker.join(LONG)
+        run(ac.aclose())
+        assert ac.closed and slots_free(server) == 4
+        deadline = time.monotonic() + LONG
+        while _helpers_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _helpers_alive() == 0  # each loop's helper thread ended
+        c.close()
+
+
+def test_client_moving_cancels_what_the_closed_loop_left(run: Any) -> None:
+    """A loop closed with a request still in flight (its task never finished): moving to
+    the next loop cancels that request in the channel and frees its slot."""
+    with Server(None, resp_slots=2) as server:
+        c = server.client()
+        ac = AsyncClient(c)
+        first = asyncio.new_event_loop()
+        task = first.create_task(ac.req(b"left behind"))
+        first.run_until_complete(asyncio.sleep(0.05))
+        assert c.pending() == 1 and slots_free(server) == 1
+        first.close()  # the task stays pending for ever
+        stop = threading.Event()
+        worker = _echo_thread(server, stop)
+        try:
+            assert run(ac.req(b"next", timeout=LONG)) == b"next"
+        finally:
+            stop.set()
+            worker.join(LONG)
+        assert c.pending() == 0 and slots_free(server) == 2
+        assert not task.done()
+        run(ac.aclose())
         c.close()
 
 

@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Closer
-from helpers import LONG, IntServer, Server, ThreadCall, echo_worker, reverse
+from helpers import (
+    LONG,
+    Client,
+    IntClient,
+    IntServer,
+    Server,
+    ThreadCall,
+    echo_worker,
+    fork_call,
+    reverse,
+    wait_sleeping,
+)
 
 pytestmark = pytest.mark.timeout(120, method="thread")
 
@@ -115,3 +129,262 @@ def test_threads_each_with_own_client(variant: str, closer: Closer) -> None:
         stop.set()
         for w in ws:
             w.join(LONG)
+
+
+# ------------------------------------------------------------ close from another thread
+
+# How long a blocked call may take to end once close() is called: the property is that
+# it ends (SPEC §4 says within 0.1 s; this bound only keeps a broken build from hanging).
+ENDS = 5.0
+
+# A case's builder: (tmp_path, closer, timeout) -> (the object to close, the blocking
+# call, another object of the channel to look at it afterwards)
+_Builder = Callable[[Path, Closer, "float | None"], tuple[Any, Callable[[], Any], Any]]
+_Chan = Callable[..., tuple[Any, Any]]
+
+
+class _Case:
+    """One blocking call, set up on a fresh channel so that it blocks."""
+
+    def __init__(self, name: str, build: _Builder) -> None:
+        self.name = name
+        self.build = build
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def _str(tmp: Path, closer: Closer, **geometry: Any) -> tuple[Any, Any]:
+    s = closer(Server(tmp / "chan.rr", resp_size=64, **geometry))
+    return s, closer(Client(s.path))
+
+
+def _int(tmp: Path, closer: Closer, **geometry: Any) -> tuple[Any, Any]:
+    s = closer(IntServer(tmp / "chan.rr", **geometry))
+    return s, closer(IntClient(s.path))
+
+
+def _lock_held(tmp: Path, closer: Closer) -> tuple[Any, Any]:
+    """A Str channel whose queue lock this process holds for good (another handle took it),
+    with one request queued: every taker and sender waits for the lock."""
+    s, c = _str(tmp, closer)
+    c.send(b"queued")
+    holder = closer(Server(s.path))
+    holder._test_hold_lock()
+    return s, c
+
+
+def _recv_wait(srv: _Chan) -> _Builder:
+    def build(tmp: Path, closer: Closer, t: float | None) -> tuple[Any, Callable[[], Any], Any]:
+        s, _ = srv(tmp, closer)
+        return s, lambda: s.recv_wait(timeout=t), s
+    return build
+
+
+def _recv_wait_multi(srv: _Chan) -> _Builder:
+    def build(tmp: Path, closer: Closer, t: float | None) -> tuple[Any, Callable[[], Any], Any]:
+        s, _ = srv(tmp, closer)
+        return s, lambda: s.recv_wait_multi(4, timeout=t), s
+    return build
+
+
+def _wait_request(srv: _Chan) -> _Builder:
+    def build(tmp: Path, closer: Closer, t: float | None) -> tuple[Any, Callable[[], Any], Any]:
+        s, _ = srv(tmp, closer)
+        return s, lambda: s._wait_request(timeout=t), s
+    return build
+
+
+def _serve(srv: _Chan) -> _Builder:
+    def build(tmp: Path, closer: Closer, t: float | None) -> tuple[Any, Callable[[], Any], Any]:
+        s, _ = srv(tmp, closer)
+        return s, lambda: s.serve(lambda d: d, timeout=t), s
+    return build
+
+
+def _req(srv: _Chan, val: Any) -> _Builder:
+    def build(tmp: Path, closer: Closer, t: float | None) -> tuple[Any, Callable[[], Any], Any]:
+        s, c = srv(tmp, closer)
+        return c, lambda: c.req(val, timeout=t), s
+    return build
+
+
+def _get_wait(srv: _Chan, val: Any) -> _Builder:
+    def build(tmp: Path, closer: Closer, t: float | None) -> tuple[Any, Callable[[], Any], Any]:
+        s, c = srv(tmp, closer)
+        rid = c.send(val)
+        return c, lambda: c.get_wait(rid, timeout=t), s
+    return build
+
+
+def _send_wait(srv: _Chan, val: Any, **geometry: Any) -> _Builder:
+    """send_wait with no free slot (resp_slots=1) or a full queue (req_cap=1)."""
+    def build(tmp: Path, closer: Closer, t: float | None) -> tuple[Any, Callable[[], Any], Any]:
+        s, c = srv(tmp, closer, **geometry)
+        assert c.send(val) is not None
+        return c, lambda: c.send_wait(val, timeout=t), s
+    return build
+
+
+def _req_no_slot(srv: _Chan, val: Any) -> _Builder:
+    def build(tmp: Path, closer: Closer, t: float | None) -> tuple[Any, Callable[[], Any], Any]:
+        s, c = srv(tmp, closer, resp_slots=1)
+        assert c.send(val) is not None
+        return c, lambda: c.req(val, timeout=t), s
+    return build
+
+
+def _bell_wait(srv: _Chan) -> _Builder:
+    def build(tmp: Path, closer: Closer, t: float | None) -> tuple[Any, Callable[[], Any], Any]:
+        s, c = srv(tmp, closer)
+        seen = c._bell_claim()
+        return c, lambda: c._bell_wait(seen, timeout=t), s
+    return build
+
+
+def _locked(call: str) -> _Builder:
+    def build(tmp: Path, closer: Closer, t: float | None) -> tuple[Any, Callable[[], Any], Any]:
+        s, c = _lock_held(tmp, closer)
+        if call == "recv_wait":
+            return s, lambda: s.recv_wait(timeout=t), c
+        if call == "clear":
+            return s, s.clear, c
+        return c, lambda: c.send_wait(b"late", timeout=t), s
+    return build
+
+
+CASES = [
+    _Case("Server.recv_wait", _recv_wait(_str)),
+    _Case("Server.recv_wait_multi", _recv_wait_multi(_str)),
+    _Case("Server._wait_request", _wait_request(_str)),
+    _Case("Server.serve", _serve(_str)),
+    _Case("Server.recv_wait(lock held)", _locked("recv_wait")),
+    _Case("Server.clear(lock held)", _locked("clear")),
+    _Case("Client.send_wait(lock held)", _locked("send_wait")),
+    _Case("Client.req", _req(_str, b"q")),
+    _Case("Client.req(no slot)", _req_no_slot(_str, b"q")),
+    _Case("Client.get_wait", _get_wait(_str, "q")),
+    _Case("Client.send_wait(no slot)", _send_wait(_str, b"q", resp_slots=1)),
+    _Case("Client.send_wait(queue full)", _send_wait(_str, b"q", req_cap=1, resp_slots=2)),
+    _Case("Client._bell_wait", _bell_wait(_str)),
+    _Case("IntServer.recv_wait", _recv_wait(_int)),
+    _Case("IntServer._wait_request", _wait_request(_int)),
+    _Case("IntServer.serve", _serve(_int)),
+    _Case("IntClient.req", _req(_int, 5)),
+    _Case("IntClient.req(no slot)", _req_no_slot(_int, 5)),
+    _Case("IntClient.get_wait", _get_wait(_int, 5)),
+    _Case("IntClient.send_wait(no slot)", _send_wait(_int, 5, resp_slots=1)),
+    _Case("IntClient.send_wait(queue full)", _send_wait(_int, 5, req_cap=1, resp_slots=2)),
+    _Case("IntClient._bell_wait", _bell_wait(_int)),
+]
+
+
+@pytest.mark.timeout(60, method="thread")
+@pytest.mark.parametrize(
+    ("case", "timeout"),
+    [pytest.param(case, t, id=f"{case.name}-{'timeout' if t else 'no-timeout'}")
+     for case in CASES for t in (None, LONG)
+     if t is None or "clear" not in case.name],  # clear() takes no timeout
+)
+def test_close_from_another_thread_ends_a_blocked_call(
+    case: _Case, timeout: float | None, tmp_path: Path, closer: Closer
+) -> None:
+    """SPEC §4: close() from another thread ends every call blocked on that object; each
+    raises ValueError (serve() returns how many it took, as documented)."""
+    target, call, other = case.build(tmp_path, closer, timeout)
+    blocked = ThreadCall(call)
+    assert wait_sleeping(blocked.thread.native_id or 0), "the call never went to sleep"
+    assert blocked.is_alive(), f"the call returned before close(): {blocked.value!r}"
+    target.close()
+    assert target.closed
+    blocked.thread.join(ENDS)
+    assert not blocked.is_alive(), f"{case.name} still blocked {ENDS} s after close()"
+    if case.name.endswith(".serve"):
+        assert blocked.join() == 0
+    else:
+        with pytest.raises(ValueError, match="closed"):
+            blocked.join()
+    # nothing leaked: a closed client gave back every slot it held (its pending requests
+    # too); requests it sent before stay queued for a worker
+    if isinstance(target, (Client, IntClient)) and "lock held" not in case.name:
+        st = other.stats()
+        assert st["slots_free"] == st["resp_slots"], st
+
+
+@pytest.mark.timeout(60, method="thread")
+@pytest.mark.parametrize("variant", ["str", "int"])
+def test_close_ends_many_blocked_calls_on_one_object(variant: str, closer: Closer) -> None:
+    """More threads than the core's table of sleepers per handle (16), in different calls
+    on one client, and as many on one server: every one ends."""
+    s, c = _chan(variant, closer, req_cap=64, resp_slots=64)
+    idle = closer(Server(None) if variant == "str" else IntServer(None))  # nothing queued
+    val: Any = b"q" if variant == "str" else 5
+    ids = [c.send(val) for _ in range(10)]
+    calls = [ThreadCall(c.get_wait, rid, timeout=None if i % 2 else LONG)
+             for i, rid in enumerate(ids)]
+    calls += [ThreadCall(c.req, val, timeout=None if i % 2 else LONG) for i in range(10)]
+    calls += [ThreadCall(idle.recv_wait, timeout=None if i % 2 else LONG) for i in range(20)]
+    for t in calls:
+        assert wait_sleeping(t.thread.native_id or 0), "a call never went to sleep"
+    c.close()
+    idle.close()
+    deadline = time.monotonic() + ENDS
+    for t in calls:
+        t.thread.join(max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in calls), "calls still blocked after close()"
+    for t in calls:
+        with pytest.raises(ValueError, match="closed"):
+            t.join()
+    st = s.stats()
+    assert st["slots_free"] == st["resp_slots"], st
+
+
+@pytest.mark.parametrize("variant", ["str", "int"])
+def test_close_ends_only_that_objects_calls(variant: str, closer: Closer) -> None:
+    """Closing one client does not touch another object of the same channel."""
+    s, c = _chan(variant, closer, resp_slots=4)
+    other = closer(s.client())
+    val: Any = b"q" if variant == "str" else 5
+    mine, theirs = c.send(val), other.send(val)
+    waits = [ThreadCall(c.get_wait, mine), ThreadCall(other.get_wait, theirs, timeout=LONG)]
+    assert all(wait_sleeping(w.thread.native_id or 0) for w in waits)
+    c.close()
+    with pytest.raises(ValueError, match="closed"):
+        waits[0].join(ENDS)
+    assert waits[1].is_alive()
+    got = s.recv_wait(timeout=LONG)
+    got2 = s.recv_wait(timeout=LONG)
+    assert got is not None and got2 is not None
+    for data, rid in (got, got2):
+        s.reply(rid, data)  # the closed client's reply is refused: its request was cancelled
+    assert waits[1].join(LONG) == val
+
+
+def _fork_with_a_blocked_thread(s: Any) -> dict[str, Any]:
+    """Runs in a child forked while another thread of the parent was blocked on `s`."""
+    t0 = time.monotonic()
+    s.close()
+    out: dict[str, Any] = {"close_took": time.monotonic() - t0, "closed": s.closed}
+    try:
+        s.recv()
+        out["after"] = "no error"
+    except ValueError as e:
+        out["after"] = str(e)
+    return out
+
+
+@pytest.mark.timeout(60, method="thread")
+def test_fork_while_a_thread_is_blocked(closer: Closer) -> None:
+    """The child has the object, not the parent's blocked thread: its close() returns at
+    once (the object is closed in the child; the mapping stays until the child exits),
+    and the parent's thread is not disturbed."""
+    s, c = _chan("str", closer)
+    blocked = ThreadCall(s.recv_wait)
+    assert wait_sleeping(blocked.thread.native_id or 0)
+    kid = fork_call(lambda: _fork_with_a_blocked_thread(s), watchdog=30)
+    out = kid.result(timeout=LONG)
+    assert out["closed"] and "closed" in out["after"], out
+    assert out["close_took"] < ENDS, out
+    assert blocked.is_alive() and not s.closed
+    c.send(b"after the fork")
+    assert blocked.join(LONG)[0] == b"after the fork"

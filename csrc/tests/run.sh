@@ -33,7 +33,7 @@ flags_for() {
 }
 
 # One build: core and tests compiled separately (the tests with -Werror; the
-# core with the warnings its own build uses), then linked.
+# core with the warnings its own build uses, and its test hooks), then linked.
 build() {
     local kind=$1 flags out log
     flags=$(flags_for "$kind") || { echo "unknown build '$kind'"; return 2; }
@@ -46,7 +46,8 @@ build() {
         for src in "${core_srcs[@]}"; do
             obj="$out/core_$(basename "${src%.c}").o"
             # shellcheck disable=SC2086
-            $CC -std=c11 -Wall $flags -pthread -I"$csrc" -c "$src" -o "$obj" || return 1
+            $CC -std=c11 -Wall $flags -DRR_TEST_HOOKS -pthread -I"$csrc" -c "$src" -o "$obj" \
+                || return 1
             objs+=("$obj")
         done
         for src in "${test_srcs[@]}"; do

@@ -8,6 +8,7 @@
 #include "echo.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -1156,4 +1157,52 @@ TEST_T("fork", fork_worker_killed_mid_reply, 60)
 {
     killed_mid_reply(false);
     killed_mid_reply(true);
+}
+
+/* ---- rr_interrupt in a child forked while a thread waits ----
+ * The child inherits the handle's table of sleepers, naming a thread that
+ * does not exist in it: its rr_interrupt must not wait for that thread. */
+typedef struct fork_sleeper {
+    rr_chan *h;
+    _Atomic int rc;
+} fork_sleeper;
+
+static void *fork_sleeper_thread(void *p)
+{
+    fork_sleeper *s = p;
+    atomic_store(&s->rc, rr_wait_request(s->h, RR_FOREVER));
+    return NULL;
+}
+
+static void interrupt_child(void *p)
+{
+    rr_chan *h = p;
+    int64_t t0 = rr_now_ns();
+    rr_interrupt(h); /* the parent's sleeper is not here: returns at once */
+    CHECK(rr_now_ns() - t0 < 5000000000LL);
+    CHECK_EQ(rr_wait_request(h, RR_FOREVER), -ECANCELED);
+    uint64_t id;
+    CHECK_EQ(rr_str_send(h, "c", 1, 0, RR_NOWAIT, &id), 0); /* no wait: still works */
+}
+
+TEST_T("fork", fork_interrupt_with_a_sleeping_thread, 60)
+{
+    rr_chan *c = tu_anon(STR, 4, 4, 16, 0), *h;
+    REQUIRE(c);
+    REQUIRE_EQ(rr_chan_share(c, &h), 0);
+    rr_set_spin(h, 0);
+    fork_sleeper s = {h, 1};
+    pthread_t th;
+    REQUIRE(pthread_create(&th, NULL, fork_sleeper_thread, &s) == 0);
+    struct timespec ts = {0, 50000000};
+    nanosleep(&ts, NULL); /* asleep, most likely (the child must cope either way) */
+    pid_t pid = tu_fork(interrupt_child, h, 20);
+    tu_wait_ok(pid, tu_ms(30000), "interrupting child");
+    /* the child's interrupt was its own: the parent's sleeper ends for the
+     * request the child sent, not cancelled */
+    pthread_join(th, NULL);
+    CHECK_EQ(atomic_load(&s.rc), 0);
+    CHECK_EQ(rr_size(c), 1);
+    rr_close(h);
+    rr_close(c);
 }

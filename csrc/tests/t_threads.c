@@ -9,6 +9,9 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 #define STR RR_VARIANT_STR
 #define INT RR_VARIANT_INT
@@ -623,4 +626,414 @@ TEST_T("threads", threads_clear_under_load, 120)
     uint64_t id;
     CHECK_EQ(rr_str_send(s.c, "ok", 2, 0, RR_NOWAIT, &id), 0);
     rr_close(s.c);
+}
+
+/* ---- rr_interrupt: closing a handle that other threads wait on ----
+ * Each blocking call, asleep in a thread (or spinning), ends with -ECANCELED
+ * once the main thread interrupts its handle, and had no effect. */
+
+enum wait_op {
+    OP_RESP_WAIT,    /* a reply that never comes */
+    OP_STR_RECV,     /* an empty queue */
+    OP_INT_RECV,
+    OP_STR_SEND_SLOT, /* no free response slot */
+    OP_INT_SEND_SLOT,
+    OP_STR_SEND_ROOM, /* a full queue */
+    OP_INT_SEND_ROOM,
+    OP_BELL,         /* a bell nobody rings */
+    OP_WAIT_REQUEST, /* rr_wait_request on an empty queue */
+    OP_LOCK_SETTLE,  /* the Str queue lock held (by another handle of ours) */
+    OP_LOCK_RECV,    /* a queued request behind the held lock */
+    OP_LOCK_SEND,
+    OP_LOCK_CLEAR,
+    OP_COUNT
+};
+
+static const char *const op_names[OP_COUNT] = {
+    "resp_wait", "str_recv", "int_recv", "str_send(slot)", "int_send(slot)", "str_send(room)",
+    "int_send(room)", "bell_wait", "wait_request", "lock_settle", "recv(lock)", "send(lock)",
+    "clear(lock)",
+};
+
+typedef struct blocked {
+    rr_chan *h;
+    enum wait_op op;
+    uint64_t id;      /* OP_RESP_WAIT: the request */
+    int64_t deadline; /* of the call */
+    _Atomic int tid;  /* set when the thread is about to call */
+    _Atomic int rc;   /* the call's result, once it returned */
+    _Atomic int done;
+    int64_t ended;    /* rr_now_ns() when it returned */
+} blocked;
+
+static int run_op(blocked *b)
+{
+    rr_chan *h = b->h;
+    uint64_t id;
+    int64_t v;
+    switch (b->op) {
+    case OP_RESP_WAIT:
+        return rr_resp_wait(h, b->id, b->deadline);
+    case OP_STR_RECV:
+    case OP_LOCK_RECV: {
+        int n = rr_str_recv_begin(h, b->deadline);
+        if (n >= 0)
+            rr_str_recv_end(h, 0);
+        return n;
+    }
+    case OP_INT_RECV:
+        return rr_int_recv(h, b->deadline, &v, &id);
+    case OP_STR_SEND_SLOT:
+    case OP_STR_SEND_ROOM:
+    case OP_LOCK_SEND:
+        return rr_str_send(h, "late", 4, 0, b->deadline, &id);
+    case OP_INT_SEND_SLOT:
+    case OP_INT_SEND_ROOM:
+        return rr_int_send(h, 7, b->deadline, &id);
+    case OP_BELL:
+        return rr_bell_wait(h, rr_bell_seq(h), b->deadline);
+    case OP_WAIT_REQUEST:
+        return rr_wait_request(h, b->deadline);
+    case OP_LOCK_SETTLE:
+        return rr_lock_settle(h, b->deadline);
+    case OP_LOCK_CLEAR:
+        return rr_clear(h);
+    default:
+        return -EINVAL;
+    }
+}
+
+static void *blocked_thread(void *p)
+{
+    blocked *b = p;
+    atomic_store(&b->tid, (int)syscall(SYS_gettid));
+    int rc = run_op(b);
+    b->ended = rr_now_ns();
+    atomic_store(&b->rc, rc);
+    atomic_store(&b->done, 1);
+    return NULL;
+}
+
+/* State letter of one of our threads, from /proc/self/task/TID/stat. */
+static char thread_state(int tid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' ? p[2] : 0;
+}
+
+/* Waits (at most 5 s) until the thread sits in the kernel: asleep in its
+ * wait, as far as anyone can tell from outside. */
+static bool await_asleep(blocked *b)
+{
+    int64_t deadline = tu_ms(5000);
+    while (rr_now_ns() < deadline) {
+        int tid = atomic_load(&b->tid);
+        if (atomic_load(&b->done))
+            return false;
+        if (tid && thread_state(tid) == 'S')
+            return true;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return false;
+}
+
+/* A channel, and the handle `b->h` set up so that b->op blocks on it; the
+ * handle that holds the queue lock (OP_LOCK_*) in *holder. */
+static rr_chan *setup_op(blocked *b, rr_chan **holder)
+{
+    bool is_int = b->op == OP_INT_RECV || b->op == OP_INT_SEND_SLOT || b->op == OP_INT_SEND_ROOM;
+    uint32_t variant = is_int ? INT : STR;
+    uint32_t slots = b->op == OP_STR_SEND_SLOT || b->op == OP_INT_SEND_SLOT ? 1 : 4;
+    rr_chan *c = tu_anon(variant, 1, slots, variant == STR ? 64 : 0, 0);
+    if (!c)
+        return NULL;
+    *holder = NULL;
+    uint64_t id;
+    int rc = 0;
+    if (rr_chan_share(c, &b->h) != 0) {
+        rr_close(c);
+        return NULL;
+    }
+    switch (b->op) {
+    case OP_RESP_WAIT:
+        rc = rr_str_send(c, "q", 1, 0, RR_NOWAIT, &b->id);
+        break;
+    case OP_STR_SEND_SLOT:
+    case OP_STR_SEND_ROOM:
+    case OP_LOCK_RECV:
+        rc = rr_str_send(c, "q", 1, 0, RR_NOWAIT, &id);
+        break;
+    case OP_INT_SEND_SLOT:
+    case OP_INT_SEND_ROOM:
+        rc = rr_int_send(c, 1, RR_NOWAIT, &id);
+        break;
+    case OP_BELL:
+        rc = rr_bell_claim(b->h);
+        break;
+    default:
+        break;
+    }
+    if (rc == 0 && b->op >= OP_LOCK_SETTLE) {
+        rc = rr_chan_share(c, holder);
+        if (rc == 0)
+            rc = rr_test_hold_lock(*holder); /* held by this process, for good */
+    }
+    CHECK_MSG(rc == 0, "%s: setup: %s", op_names[b->op], tu_err(rc));
+    return c;
+}
+
+/* Runs op in a thread, interrupts its handle once it sleeps (or, if
+ * `at_once`, without waiting for that) and checks that the call ended with
+ * -ECANCELED, within a few seconds, and changed nothing. */
+static void interrupt_one(enum wait_op op, int64_t deadline_ms, uint32_t spin_us, bool at_once)
+{
+    blocked b = {.op = op};
+    rr_chan *holder, *c = setup_op(&b, &holder);
+    REQUIRE(c);
+    rr_set_spin(b.h, spin_us);
+    rr_stats before, after;
+    rr_get_stats(c, &before);
+    b.deadline = deadline_ms < 0 ? RR_FOREVER : tu_ms(deadline_ms);
+    pthread_t th;
+    REQUIRE(pthread_create(&th, NULL, blocked_thread, &b) == 0);
+    bool asleep = true;
+    if (spin_us > 0) {
+        struct timespec ts = {0, 20000000}; /* into its spin, most likely */
+        nanosleep(&ts, NULL);
+    } else if (!at_once) {
+        asleep = await_asleep(&b);
+    }
+    CHECK_MSG(asleep, "%s: never went to sleep (rc %d)", op_names[op], atomic_load(&b.rc));
+    int64_t t0 = rr_now_ns();
+    rr_interrupt(b.h);
+    int64_t returned = rr_now_ns();
+    bool ended = tu_await(&b.done, 1, tu_ms(5000));
+    CHECK_MSG(ended, "%s: still blocked 5 s after rr_interrupt", op_names[op]);
+    if (!ended) {
+        /* unblock it the hard way before tearing down */
+        rr_close(c);
+        return;
+    }
+    pthread_join(th, NULL);
+    int rc = atomic_load(&b.rc);
+    /* at_once: the call may not have started waiting yet; it still must not wait */
+    CHECK_MSG(rc == -ECANCELED, "%s: returned %d (%s), not -ECANCELED", op_names[op], rc,
+              tu_err(rc));
+    rr_get_stats(c, &after);
+    CHECK_EQ(after.slots_free, before.slots_free);
+    CHECK_EQ(after.size, before.size);
+    CHECK_EQ(after.requests, before.requests);
+    if (!at_once && spin_us == 0)
+        tu_note("%-15s %s: ended %.3f ms after rr_interrupt (which took %.3f ms)", op_names[op],
+                deadline_ms < 0 ? "forever" : "timed  ", (b.ended - t0) / 1e6,
+                (returned - t0) / 1e6);
+    /* later waits on the handle end at once; calls that need not wait still run */
+    b.done = 0;
+    b.deadline = RR_FOREVER;
+    CHECK_EQ(run_op(&b), -ECANCELED);
+    if (op == OP_STR_RECV)
+        CHECK_EQ(rr_str_recv_begin(b.h, RR_NOWAIT), -EAGAIN);
+    rr_close(b.h);
+    rr_close(holder);
+    rr_close(c);
+}
+
+TEST_T("threads", threads_interrupt_each_wait, 120)
+{
+    for (int op = 0; op < OP_COUNT; op++) {
+        interrupt_one(op, -1, 0, false);     /* asleep, no deadline */
+        interrupt_one(op, 60000, 0, false);  /* asleep, a deadline far off */
+        interrupt_one(op, -1, 2000000, false); /* spinning (a 2 s budget) */
+        interrupt_one(op, -1, 0, true);      /* interrupted as it starts */
+    }
+}
+
+/* More sleepers on one handle than its table holds: those left out sleep in
+ * short stretches, and every one ends. Another handle's waits go on. */
+typedef struct many_arg {
+    rr_chan *h;
+    uint64_t id;
+    int64_t deadline;
+    _Atomic int rc;
+} many_arg;
+
+static void *many_waiter(void *p)
+{
+    many_arg *a = p;
+    atomic_store(&a->rc, rr_resp_wait(a->h, a->id, a->deadline));
+    return NULL;
+}
+
+TEST_T("threads", threads_interrupt_many_sleepers, 120)
+{
+    enum { W = 40 };
+    rr_chan *c = tu_anon(INT, 64, W + 1, 0, 0), *h, *other;
+    REQUIRE(c);
+    REQUIRE_EQ(rr_chan_share(c, &h), 0);
+    REQUIRE_EQ(rr_chan_share(c, &other), 0);
+    rr_set_spin(h, 0);
+    pthread_t th[W + 1];
+    many_arg args[W + 1];
+    for (int i = 0; i <= W; i++) {
+        uint64_t id;
+        REQUIRE_EQ(rr_int_send(c, i, RR_NOWAIT, &id), 0);
+        /* the last one waits on the other handle, with a deadline */
+        args[i] = (many_arg){i < W ? h : other, id, i < W ? RR_FOREVER : tu_ms(300), 1};
+        REQUIRE(pthread_create(&th[i], NULL, many_waiter, &args[i]) == 0);
+    }
+    struct timespec ts = {0, 100000000};
+    nanosleep(&ts, NULL); /* let them fall asleep (not needed for the outcome) */
+    int64_t t0 = rr_now_ns();
+    rr_interrupt(h);
+    for (int i = 0; i < W; i++)
+        pthread_join(th[i], NULL);
+    tu_note("%d sleepers on one handle ended %.1f ms after rr_interrupt", W, tu_elapsed_ms(t0));
+    pthread_join(th[W], NULL);
+    for (int i = 0; i < W; i++)
+        CHECK_EQ(atomic_load(&args[i].rc), -ECANCELED);
+    CHECK_EQ(atomic_load(&args[W].rc), -EAGAIN); /* the other handle's wait ran its course */
+    rr_close(h);
+    rr_close(other);
+    rr_close(c);
+}
+
+/* rr_interrupt at every moment of a wait's start (before the sleeper looks
+ * at the flag, between its look and its futex call, asleep): no wait
+ * survives it. Threads of several handles sleep on the same shared words. */
+typedef struct storm_arg {
+    rr_chan *h;
+    int kind;
+    _Atomic int rc;
+} storm_arg;
+
+static void *storm_waiter(void *p)
+{
+    storm_arg *a = p;
+    int64_t v;
+    uint64_t id;
+    int rc = a->kind == 0 ? rr_int_recv(a->h, RR_FOREVER, &v, &id)
+        : a->kind == 1    ? rr_wait_request(a->h, RR_FOREVER)
+                          : rr_int_send(a->h, 1, RR_FOREVER, &id);
+    atomic_store(&a->rc, rc);
+    return NULL;
+}
+
+TEST_T("threads", threads_interrupt_storm, 120)
+{
+    enum { T = 6 };
+    /* receivers wait on an empty channel, senders on a full one (a queue of
+     * one, and one slot left for two senders) */
+    rr_chan *empty = tu_anon(INT, 4, 4, 0, 0), *full = tu_anon(INT, 1, 2, 0, 0);
+    REQUIRE(empty && full);
+    uint64_t id;
+    REQUIRE_EQ(rr_int_send(full, 0, RR_NOWAIT, &id), 0);
+    uint64_t seed = 11;
+    long rounds = tu_n(300), late = 0;
+    for (long r = 0; r < rounds && tu_failures() == 0; r++) {
+        rr_chan *he, *hf;
+        REQUIRE_EQ(rr_chan_share(empty, &he), 0);
+        REQUIRE_EQ(rr_chan_share(full, &hf), 0);
+        rr_set_spin(he, r % 3 == 0 ? 5 : 0);
+        rr_set_spin(hf, r % 3 == 0 ? 5 : 0);
+        pthread_t th[T];
+        storm_arg args[T];
+        for (int i = 0; i < T; i++) {
+            args[i] = (storm_arg){i % 3 == 2 ? hf : he, i % 3, 1};
+            REQUIRE(pthread_create(&th[i], NULL, storm_waiter, &args[i]) == 0);
+        }
+        struct timespec ts = {0, (long)(tu_rand(&seed) % 300) * 1000};
+        nanosleep(&ts, NULL);
+        int64_t t0 = rr_now_ns();
+        rr_interrupt(he);
+        rr_interrupt(hf);
+        for (int i = 0; i < T; i++) {
+            pthread_join(th[i], NULL);
+            int rc = atomic_load(&args[i].rc);
+            CHECK_MSG(rc == -ECANCELED, "round %ld kind %d: %d", r, args[i].kind, rc);
+        }
+        if (rr_now_ns() - t0 > 100000000)
+            late++;
+        rr_close(he);
+        rr_close(hf);
+    }
+    tu_note("%ld rounds, %ld took over 100 ms to end", rounds, late);
+    rr_stats st;
+    rr_get_stats(full, &st);
+    CHECK_EQ(st.size, 1);
+    CHECK_EQ(st.slots_free, 1);
+    rr_get_stats(empty, &st);
+    CHECK_EQ(st.size, 0);
+    CHECK_EQ(st.slots_free, 4);
+    rr_close(empty);
+    rr_close(full);
+}
+
+/* The narrow race of rr_interrupt: a sleeper that looked at the flag before
+ * it was set, and reaches its futex call only after the first wake-up went
+ * out (held there by a test hook). rr_interrupt must wake it again. */
+extern void (*rr_test_before_sleep)(void);
+static _Thread_local bool late_sleeper;
+static _Atomic int late_in_window;
+
+static void hold_before_sleep(void)
+{
+    if (!late_sleeper || atomic_load(&late_in_window))
+        return;
+    atomic_store(&late_in_window, 1);
+    struct timespec ts = {0, 50000000}; /* while rr_interrupt makes its first rounds */
+    nanosleep(&ts, NULL);
+}
+
+typedef struct late_arg {
+    rr_chan *h;
+    _Atomic int rc, done;
+} late_arg;
+
+static void *late_thread(void *p)
+{
+    late_arg *a = p;
+    late_sleeper = true;
+    int64_t v;
+    uint64_t id;
+    atomic_store(&a->rc, rr_int_recv(a->h, RR_FOREVER, &v, &id));
+    atomic_store(&a->done, 1);
+    return NULL;
+}
+
+TEST_T("threads", threads_interrupt_late_sleeper, 60)
+{
+    rr_chan *c = tu_anon(INT, 4, 4, 0, 0), *h;
+    REQUIRE(c);
+    REQUIRE_EQ(rr_chan_share(c, &h), 0);
+    rr_set_spin(h, 0);
+    atomic_store(&late_in_window, 0);
+    rr_test_before_sleep = hold_before_sleep;
+    late_arg a = {h, 1, 0};
+    pthread_t th;
+    REQUIRE(pthread_create(&th, NULL, late_thread, &a) == 0);
+    bool in_window = tu_await(&late_in_window, 1, tu_ms(5000));
+    CHECK(in_window);
+    int64_t t0 = rr_now_ns();
+    rr_interrupt(h); /* its first wake-up finds nobody asleep */
+    bool ended = tu_await(&a.done, 1, tu_ms(5000));
+    CHECK_MSG(ended, "a sleeper that missed the first wake-up sleeps on");
+    if (!ended) {
+        uint64_t id;
+        rr_int_send(c, 1, RR_NOWAIT, &id); /* wakes it (to see the flag) */
+    }
+    pthread_join(th, NULL);
+    rr_test_before_sleep = NULL;
+    tu_note("the late sleeper ended %.1f ms after rr_interrupt", tu_elapsed_ms(t0));
+    CHECK_EQ(atomic_load(&a.rc), -ECANCELED);
+    rr_close(h);
+    rr_close(c);
 }

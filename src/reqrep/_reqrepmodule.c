@@ -21,6 +21,10 @@
 /* Copies this large run without the GIL. */
 #define GIL_FREE_COPY (256 * 1024)
 
+/* A wait ended because the object was closed (WAIT_SLICED): beyond every
+ * errno, and unlike -ECANCELED from a _wake_request, never to be retried. */
+#define RC_CLOSED (-RR_EFORMAT - 1)
+
 typedef struct {
     PyTypeObject *server_type;
     PyTypeObject *client_type;
@@ -105,6 +109,10 @@ static PyObject *raise_core(module_state *st, int rc, PyObject *path, const rr_e
     case -EMSGSIZE:
         PyErr_SetString(PyExc_ValueError, why ? why : "payload too large for this channel");
         return NULL;
+    case RC_CLOSED:
+    case -ECANCELED: /* a wait that close() interrupted */
+        PyErr_SetString(PyExc_ValueError, "operation on a closed channel");
+        return NULL;
     }
     {
         errno = -rc;
@@ -157,18 +165,28 @@ static int64_t slice_end(int64_t deadline)
     return deadline - now > WAIT_SLICE_NS ? now + WAIT_SLICE_NS : deadline;
 }
 
-/* WAIT_NOGIL for a call whose deadline is the variable `dl`: -EAGAIN from a
- * slice that ended before `deadline` means go on; -EINTR with an exception
- * set means a handler raised. */
+/* WAIT_NOGIL for a call whose deadline is the variable `dl`, in a method of
+ * `Chan *self`: -EAGAIN from a slice that ended before `deadline` means go
+ * on; -EINTR with an exception set means a handler raised; RC_CLOSED means
+ * close() was called meanwhile (it interrupts the handle's waits: the call
+ * returns -ECANCELED at once; between slices the flag is seen here). */
 #define WAIT_SLICED(rc, deadline, call)                                 \
     do {                                                                \
         for (;;) {                                                      \
             int64_t dl = slice_end(deadline);                           \
             Py_BEGIN_ALLOW_THREADS rc = (call);                         \
             Py_END_ALLOW_THREADS                                        \
+            if (rc == -ECANCELED && self->closing) {                    \
+                rc = RC_CLOSED;                                         \
+                break;                                                  \
+            }                                                           \
             if (rc == -EINTR || (rc == -EAGAIN && dl < (deadline))) {   \
                 if (PyErr_CheckSignals() < 0) {                         \
                     rc = -EINTR;                                        \
+                    break;                                              \
+                }                                                       \
+                if (self->closing) {                                    \
+                    rc = RC_CLOSED;                                     \
                     break;                                              \
                 }                                                       \
                 continue;                                               \
@@ -542,12 +560,22 @@ static void really_close(Chan *self)
     self->closing = 0;
 }
 
+/* With calls in progress (other threads waiting, or a handler of serve()),
+ * the last one to leave unmaps: interrupting the handle ends every wait on
+ * it (each call raises ValueError, serve() returns), and rr_interrupt runs
+ * with the GIL held, so no call can leave and unmap under it. (A child
+ * forked while other threads were in calls inherits their count but not
+ * them: its close() only marks the object closed; the mapping stays.) */
 static PyObject *chan_close(Chan *self, PyObject *unused)
 {
-    if (self->busy)
-        self->closing = 1; /* the last call in progress closes it */
-    else
+    if (!self->ch)
+        Py_RETURN_NONE;
+    if (self->busy == 0) {
         really_close(self);
+    } else if (!self->closing) {
+        self->closing = 1;
+        rr_interrupt(self->ch);
+    }
     Py_RETURN_NONE;
 }
 
@@ -1210,6 +1238,8 @@ static PyObject *server_wait_request(Chan *self, PyObject *const *args, Py_ssize
     leave(self);
     if (rc == -EINTR)
         return NULL;
+    if (rc == RC_CLOSED)
+        return raise_core(self->st, rc, NULL, NULL);
     return PyBool_FromLong(rc == 0);
 }
 
@@ -1560,6 +1590,17 @@ static int serve_one(Chan *self, PyObject *handler, PyObject *on_error, PyObject
     return rc < 0 ? -1 : 0;
 }
 
+/* Whether the exception set comes from a wait that close() ended (then
+ * cleared): serve() returns on close, the calls it makes raise. */
+static int closed_under(Chan *self)
+{
+    if (!self->closing || !PyErr_ExceptionMatches(PyExc_ValueError)
+        || PyErr_ExceptionMatches(self->st->format_error))
+        return 0;
+    PyErr_Clear();
+    return 1;
+}
+
 /* serve(handler, *, on_error=None, timeout=None, max_requests=None): the
  * worker loop in C. Returns how many requests it took. */
 static PyObject *server_serve(Chan *self, PyObject *const *args, Py_ssize_t nargs,
@@ -1605,6 +1646,8 @@ static PyObject *server_serve(Chan *self, PyObject *const *args, Py_ssize_t narg
                 break;
             }
         }
+        if (!pair && closed_under(self))
+            pair = Py_NewRef(Py_None); /* the wait was interrupted by close() */
         if (!pair) {
             failed = 1;
             break;

@@ -119,8 +119,11 @@ class AsyncClient(Generic[_C]):
     waits, so ``resp_slots`` bounds them across all clients; the others wait their
     turn, in order, without polling).
 
-    The ``AsyncClient`` binds itself to the running loop on its first request and
-    must only be used from that loop. It owns one helper thread and one eventfd,
+    The ``AsyncClient`` binds itself to the running loop on its first request. A
+    request from another loop raises ``RuntimeError`` (and sends nothing) while the
+    loop it is bound to is open; once that loop is closed (``asyncio.run`` returned),
+    the next request moves it to the new loop, so one ``AsyncClient`` can serve
+    several ``asyncio.run`` calls in turn. It owns one helper thread and one eventfd,
     released by :meth:`close` / :meth:`aclose` / ``async with``. It does not close
     ``client``: that stays the caller's. One ``client`` object can be wrapped by
     one open ``AsyncClient`` at a time, and a channel has at most 64 of them open
@@ -160,7 +163,6 @@ class AsyncClient(Generic[_C]):
         self._shared_fd = -1  # the client's own reply eventfd, if a server signals it
         self._seen = 0  # bell count up to which the loop has looked for replies
         self._thread: threading.Thread | None = None
-        self._stopping = False
 
     # ---- properties
 
@@ -181,13 +183,21 @@ class AsyncClient(Generic[_C]):
     # ---- lifecycle
 
     def _bind(self) -> asyncio.AbstractEventLoop:
+        """The running loop, once this is bound to it (checked before anything is sent)."""
         if self._closed:
             raise ValueError("operation on a closed AsyncClient")
         loop = asyncio.get_running_loop()
         if self._loop is not None:
-            if loop is not self._loop:
-                raise RuntimeError("this AsyncClient is bound to another event loop")
-            return loop
+            if loop is self._loop:
+                return loop
+            if not self._loop.is_closed():
+                raise RuntimeError(
+                    "this AsyncClient is bound to another event loop, which is still open; "
+                    "use it from that loop, or close() it first (nothing was sent)"
+                )
+            # The loop it was bound to has been closed: what it left is abandoned, and
+            # the AsyncClient moves to this loop (keeping its bell).
+            self._unbind("the event loop of the request was closed")
         client = self._client
         owner = _owners.get(client)
         if owner is not None and owner is not self:
@@ -211,6 +221,7 @@ class AsyncClient(Generic[_C]):
         self._thread = threading.Thread(
             target=self._helper, args=(loop, seen), name="reqrep-aio-client", daemon=True
         )
+        self._backoff = _BACKOFF_MIN
         self._thread.start()
         return loop
 
@@ -221,8 +232,18 @@ class AsyncClient(Generic[_C]):
         if self._closed:
             return
         self._closed = True
-        self._stopping = True
-        msg = "the AsyncClient was closed while the request was in flight"
+        client = self._client
+        bound = self._loop is not None
+        self._unbind("the AsyncClient was closed while the request was in flight")
+        if bound:
+            client._bell_release()
+            if _owners.get(client) is self:
+                del _owners[client]
+
+    def _unbind(self, msg: str) -> None:
+        """Leave the loop this is bound to: cancel its timers, cancel the requests in
+        flight in the channel (their ``req`` calls raise ``ValueError(msg)`` if the loop
+        is still alive), and wake the helper thread, which ends."""
         loop = self._loop
         live = loop is None or not loop.is_closed()  # else its futures cannot be resolved
         for handle in (self._retry, self._timer):
@@ -246,10 +267,8 @@ class AsyncClient(Generic[_C]):
                 if self._shared_fd >= 0:
                     loop.remove_reader(self._shared_fd)
             # the helper thread closes the eventfd when it ends: it may still write to it
-            client._bell_ring()  # the helper wakes and sees _stopping
-            client._bell_release()
-            if _owners.get(client) is self:
-                del _owners[client]
+            self._loop, self._efd, self._shared_fd = None, -1, -1
+            client._bell_ring()  # the helper wakes and sees it is no longer bound
 
     async def aclose(self) -> None:
         """:meth:`close`, then wait (in the loop) for the helper thread to end."""
@@ -287,11 +306,12 @@ class AsyncClient(Generic[_C]):
         Cancelling the awaiting task cancels the request and frees its slot.
         Raises :class:`~reqrep.WorkerDiedError` if the worker that took the
         request died, ``ValueError``/``TypeError``/``OverflowError`` for bad data
-        (as the client does), and ``ValueError`` if the ``AsyncClient`` is or
-        gets closed.
+        (as the client does), ``ValueError`` if the ``AsyncClient`` is or
+        gets closed, and ``RuntimeError``, before anything is sent, if called from
+        another event loop while the one it is bound to is still open.
         """
         loop = self._loop
-        if loop is None or self._closed:
+        if loop is None or self._closed or loop is not asyncio.get_running_loop():
             loop = self._bind()
         if timeout is not None and not timeout >= 0:  # also NaN
             raise ValueError("timeout must be None or a number >= 0")
@@ -490,12 +510,12 @@ class AsyncClient(Generic[_C]):
         next_check = time.monotonic() + period if period is not None else math.inf
         previous: set[int] = set()
         try:
-            while not self._stopping and not loop.is_closed():
+            while self._loop is loop and not loop.is_closed():
                 wait = min(_IDLE, max(0.0, next_check - time.monotonic()))  # inf - x: _IDLE
                 now = client._bell_wait(seen, wait)
                 if now != seen:
                     seen = now
-                    if self._stopping:
+                    if self._loop is not loop:  # closed, or moved to another loop
                         break
                     os.eventfd_write(efd, 1)
                 if period is None or time.monotonic() < next_check:
@@ -505,11 +525,13 @@ class AsyncClient(Generic[_C]):
                 suspects = sorted(previous & current)
                 previous = current
                 for rid in suspects:  # cheap: one liveness check each, no wait
+                    if self._loop is not loop:
+                        break
                     self._probe(loop, rid)
         except BaseException as exc:  # noqa: BLE001 - handed to the loop
             # The client was closed under us (ValueError), or worse. Without the
             # helper, replies would go unnoticed: fail what is in flight and close.
-            if not self._stopping and not loop.is_closed():
+            if self._loop is loop and not loop.is_closed():
                 if not isinstance(exc, ValueError):
                     logger.exception("reqrep.aio client helper thread failed")
                 with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
