@@ -220,3 +220,46 @@ TEST_T("slots", review_shared_handle_starves_worker_check, 60)
     CHECK_MSG(rc == -EOWNERDEAD, "dead worker not noticed in %.0f ms (rc %d)", ms, rc);
     rr_close(c);
 }
+
+/* FINDING 5 (design; documented in slots-protocol.md step 3 but not in SPEC).
+ * Str: rr_str_recv_end records the taker, then commits head. A worker killed
+ * in between leaves the request queued under a record naming a dead taker:
+ * its client is told WorkerDied (and frees the slot), yet the request is
+ * then delivered to, and executed by, the next worker, whose reply is
+ * refused. A client that retries on WorkerDiedError runs it twice. */
+static void mark_then_die(void *p)
+{
+    rr_chan *c = p;
+    int n = rr_str_recv_begin(c, tu_ms(5000));
+    if (n != 1) {
+        tu_fail(__FILE__, __LINE__, "recv_begin %d", n);
+        return;
+    }
+    /* rr_str_recv_end's first step, then SIGKILL before the head store */
+    rr_slot_mark_taken(c, ((rr_str_cell *)c->cells)[0].id);
+    tu_child_exit();
+}
+
+TEST_T("slots", review_str_worker_died_before_commit_request_still_delivered, 60)
+{
+    rr_chan *c = tu_anon(STR, 4, 2, 64, 0);
+    REQUIRE(c);
+    uint64_t id;
+    REQUIRE_EQ(rr_str_send(c, "q", 1, 0, RR_NOWAIT, &id), 0);
+    pid_t w = tu_fork(mark_then_die, c, 10);
+    tu_wait_ok(w, tu_ms(10000), "worker");
+    CHECK_EQ(rr_resp_wait(c, id, tu_ms(3000)), -EOWNERDEAD);
+    CHECK_EQ(rr_resp_abandon_dead(c, id), 0); /* the binding raises WorkerDiedError */
+    /* the next worker (takes over the dead holder's lock) */
+    int n = rr_str_recv_begin(c, tu_ms(3000));
+    CHECK_MSG(n == 0 || n == -EAGAIN,
+              "a request reported as lost with its worker was delivered again (n=%d)", n);
+    if (n > 0) {
+        rr_entry e;
+        CHECK_EQ(rr_str_recv_peek(c, 0, &e), 0);
+        CHECK_EQ(e.id, id);
+        rr_str_recv_end(c, (uint32_t)n);
+        CHECK_EQ(rr_str_reply(c, id, "r", 1, 0), -ESTALE);
+    }
+    rr_close(c);
+}
