@@ -234,6 +234,9 @@ typedef struct rr_format_info {
      * | start << pid bits | pid (writing: the record names the reply's writer) */
     uint32_t worker_gen_bits, worker_start_bits, worker_pid_bits, worker_writing_shift,
         worker_gen_shift;
+    /* a slot's owner: generation tag << owner_tag_shift | start << pid bits | pid,
+     * with the worker record's start and pid bits */
+    uint32_t owner_tag_shift;
     /* an Int cell's turn: lap << 32 | state << turn_who_bits | who, where
      * state is free 0, claimed 1, full 2 and who = start bits << pid bits | pid */
     uint32_t turn_who_bits;

@@ -165,6 +165,7 @@ void rr_format(rr_format_info *f)
         .worker_pid_bits = RR_WORKER_PID_BITS,
         .worker_writing_shift = RR_WORKER_WRITING_SHIFT,
         .worker_gen_shift = RR_WORKER_GEN_SHIFT,
+        .owner_tag_shift = RR_OWNER_TAG_SHIFT,
         .turn_who_bits = RR_TURN_WHO_BITS,
     };
 }

@@ -22,6 +22,9 @@
 #define RR_WORKER_PID_BITS 22
 #define RR_WORKER_WRITING_SHIFT (RR_WORKER_START_BITS + RR_WORKER_PID_BITS)
 #define RR_WORKER_GEN_SHIFT (RR_WORKER_WRITING_SHIFT + 1)
+/* A slot's owner word (rr_slots.c): generation tag | start time | pid. */
+#define RR_OWNER_TAG_SHIFT (RR_WORKER_START_BITS + RR_WORKER_PID_BITS)
+#define RR_OWNER_TAG_BITS (64 - RR_OWNER_TAG_SHIFT)
 /* An Int cell's turn (rr_intq.c): lap << 32 | state << RR_TURN_WHO_BITS | who. */
 #define RR_TURN_WHO_BITS 30
 
@@ -121,7 +124,7 @@ _Static_assert(sizeof(rr_str_cell) == RR_LINE && sizeof(rr_int_cell) == RR_LINE,
  * count), so those writes do not pull the line away from the spinning client. */
 typedef struct rr_slot {
     RR_ALIGNED _Atomic uint64_t ctl; /* generation << 32 | futex word (see rr_slots.c) */
-    _Atomic uint64_t owner;   /* client identity while acquired, 0 otherwise */
+    _Atomic uint64_t owner;   /* who acquired it, for which generation (rr_slots.c); 0 = none */
     _Atomic uint32_t waiters; /* clients sleeping on ctl */
     uint32_t len;             /* response length (Str) */
     uint32_t flags;
@@ -181,6 +184,7 @@ struct rr_chan {
     uint32_t locked_n;    /* Str: entries visible to the current recv_begin */
     _Atomic uint32_t sends; /* counts acquires, to look at the sweep clock now and then */
     _Atomic int64_t next_worker_check; /* when a waiting client next checks its worker */
+    _Atomic uint64_t checked_id;       /* ...of this request: another request checks at once */
     _Atomic uint32_t first_looks; /* counts reply waits (relaxed: a tick, see rr_slots.c) */
     _Atomic uint32_t stop_wait;   /* rr_wake_receivers: end this handle's rr_wait_request */
     /* rr_interrupt: set once and for good; every wait on this handle ends */
@@ -318,6 +322,11 @@ static inline int rr_wait_stopped(rr_chan *c)
     return atomic_exchange_explicit(&c->stop_wait, 0, memory_order_relaxed) ? -ECANCELED : 0;
 }
 uint64_t rr_strq_arena_used(rr_chan *c);
+/* Whether request `id` may still be queued (Str: a worker killed between
+ * recording itself as the taker and popping it left it there). A look
+ * without the lock: "no" can be wrong only while a live worker pops it,
+ * which then records itself. */
+bool rr_strq_holds(rr_chan *c, uint64_t id);
 void rr_intq_clear(rr_chan *c);
 
 #endif

@@ -16,12 +16,15 @@
  * reply is refused and it frees the slot. Only a writer found dead lets
  * anyone else free a WRITING or CANCELLED slot.
  *
- * Ownership is two words: `owner` is claimed (0 -> me) before ctl leaves FREE
- * and cleared after ctl is back to FREE, so it is stable while ctl is not
- * FREE, and a FREE slot with a set owner is being acquired or released right
- * now (or its owner died doing so). Whoever frees a slot read its owner after
- * seeing the generation it frees, and clears exactly that owner by a CAS:
- * never a blind store, which could wipe the next acquirer's.
+ * Ownership is two words: `owner` (generation tag (24 bits) << 40 | start
+ * time (18 bits) << 22 | pid) is claimed for the generation being acquired
+ * before ctl leaves FREE, and cleared after ctl is back to FREE, so it is
+ * stable while ctl is not FREE. A FREE(g) slot whose owner is tagged g + 1 is
+ * being acquired right now (or its acquirer died doing so); one tagged
+ * otherwise is a leftover: its freer is about to clear it, or died before it
+ * could, and the next acquirer takes it over. Whoever frees a slot read its
+ * owner after seeing the generation it frees, and clears exactly that owner
+ * by a CAS: never a blind store, which could wipe the next acquirer's.
  *
  * Every CAS that frees a slot is acq_rel: acquire, so that whatever the
  * previous holders wrote or read (the acquirer's bell, the replier's data)
@@ -68,7 +71,7 @@ static rr_slot *slot_of(rr_chan *c, uint64_t id)
     return idx < c->geom.resp_slots ? rr_slot_at(c, idx) : NULL;
 }
 
-/* ---- the worker record ---- */
+/* ---- process words: the worker record and the owner ---- */
 
 #define GEN_MASK ((UINT32_C(1) << RR_WORKER_GEN_BITS) - 1)
 #define START_MASK ((UINT32_C(1) << RR_WORKER_START_BITS) - 1)
@@ -83,13 +86,28 @@ static inline uint64_t worker_word(uint32_t gen, uint64_t ident)
 
 static inline uint32_t worker_gen(uint64_t w) { return (uint32_t)(w >> RR_WORKER_GEN_SHIFT); }
 
+/* A process as the low 40 bits of both words hold it: start time | pid. */
+#define PROC_MASK (((uint64_t)1 << RR_OWNER_TAG_SHIFT) - 1)
+static inline uint64_t proc_of(uint64_t ident) { return worker_word(0, ident); }
+
+#define TAG_MASK ((UINT32_C(1) << RR_OWNER_TAG_BITS) - 1)
+static inline uint64_t owner_word(uint32_t gen, uint64_t ident)
+{
+    return (uint64_t)(gen & TAG_MASK) << RR_OWNER_TAG_SHIFT | proc_of(ident);
+}
+static inline bool owner_of(uint64_t o, uint32_t gen)
+{
+    return (uint32_t)(o >> RR_OWNER_TAG_SHIFT) == (gen & TAG_MASK);
+}
+
 /* The record is of generation `gen` (modulo its bits). */
 static inline bool worker_of(uint64_t w, uint32_t gen)
 {
     return w != 0 && worker_gen(w) == (gen & GEN_MASK);
 }
 
-static inline bool worker_alive(uint64_t w)
+/* Liveness of the process in the low bits of a worker record or owner word. */
+static inline bool proc_alive(uint64_t w)
 {
     return rr_pid_alive((uint32_t)(w & PID_MASK),
                         (uint32_t)(w >> RR_WORKER_PID_BITS) & START_MASK, RR_WORKER_START_BITS);
@@ -130,6 +148,15 @@ static uint64_t worker_for(rr_slot *s, uint32_t gen, uint32_t state)
     return w;
 }
 
+/* Whether request `id`'s worker (as worker_for found it) is dead and gone
+ * with it. A Str taker records itself before it pops: one killed in between
+ * left the request queued, for the next worker (which records itself). */
+static bool worker_lost(rr_chan *c, uint64_t id, uint64_t w)
+{
+    return w && !proc_alive(w)
+        && ((w & WRITING_BIT) || c->geom.variant != RR_VARIANT_STR || !rr_strq_holds(c, id));
+}
+
 /* ---- freeing ---- */
 
 /* Frees the slot from state *v (CAS to FREE of gen + 1) and wakes whoever
@@ -137,7 +164,7 @@ static uint64_t worker_for(rr_slot *s, uint32_t gen, uint32_t state)
  * *v. The owner word is read after seeing *v (acquire ↔ the acquirer's acq_rel
  * CAS that began this generation, whose RMWs since continue its release
  * sequence), so it is this generation's owner, and then cleared by a CAS. */
-static bool free_from(rr_chan *c, rr_slot *s, uint64_t *v)
+static bool free_to(rr_chan *c, rr_slot *s, uint64_t *v, uint32_t gen)
 {
     uint64_t seen = *v;
     *v = atomic_load_explicit(&s->ctl, memory_order_acquire);
@@ -146,7 +173,7 @@ static bool free_from(rr_chan *c, rr_slot *s, uint64_t *v)
     uint64_t owner = atomic_load_explicit(&s->owner, memory_order_relaxed);
     /* acq_rel: see the top of this file; acquire on failure, for a caller
      * that decides again from the value it finds */
-    if (!atomic_compare_exchange_strong_explicit(&s->ctl, v, mk_ctl(ctl_gen(seen) + 1, SLOT_FREE),
+    if (!atomic_compare_exchange_strong_explicit(&s->ctl, v, mk_ctl(gen, SLOT_FREE),
                                                  memory_order_acq_rel, memory_order_acquire))
         return false;
     rr_word_wake_after_rmw(ctl_futex(s), &s->waiters, INT_MAX);
@@ -159,15 +186,21 @@ static bool free_from(rr_chan *c, rr_slot *s, uint64_t *v)
     return true;
 }
 
+static bool free_from(rr_chan *c, rr_slot *s, uint64_t *v)
+{
+    return free_to(c, s, v, ctl_gen(*v) + 1);
+}
+
 /* Hands back an owner word claimed by try_acquire for a slot it did not get. */
-static void give_up_owner(rr_slot *s, uint64_t me)
+static void give_up_owner(rr_slot *s, uint64_t mine)
 {
     /* release ↔ the acquire CAS of owner in try_acquire */
-    atomic_compare_exchange_strong_explicit(&s->owner, &me, 0, memory_order_release,
+    atomic_compare_exchange_strong_explicit(&s->owner, &mine, 0, memory_order_release,
                                             memory_order_relaxed);
 }
 
 #define RR_REUSE_MAX 2048 /* replies up to this size leave their slot to be taken again */
+#define RR_RECORD_REFRESH 0xffffeu /* see try_acquire */
 
 static int try_acquire(rr_chan *c, void *arg)
 {
@@ -185,17 +218,23 @@ static int try_acquire(rr_chan *c, void *arg)
         hint = 0;
     for (uint32_t k = 0, idx = hint; k < n; k++, idx = idx + 1 < n ? idx + 1 : 0) {
         rr_slot *s = rr_slot_at(c, idx);
-        /* relaxed: a hint only, the CASes below decide */
-        if (ctl_state(atomic_load_explicit(&s->ctl, memory_order_relaxed)) != SLOT_FREE)
+        /* relaxed: the CASes below decide */
+        uint64_t v = atomic_load_explicit(&s->ctl, memory_order_relaxed);
+        if (ctl_state(v) != SLOT_FREE)
             continue;
-        uint64_t zero = 0;
-        /* acquire ↔ the release CAS of owner in free_from */
-        if (!atomic_compare_exchange_strong_explicit(&s->owner, &zero, me, memory_order_acquire,
+        uint32_t gen = ctl_gen(v) + 1;
+        uint64_t o = atomic_load_explicit(&s->owner, memory_order_relaxed);
+        if (o != 0 && owner_of(o, gen))
+            continue; /* somebody is acquiring it */
+        uint64_t mine = owner_word(gen, me);
+        /* 0, or a leftover of an earlier generation whose freer has not
+         * cleared it (or died before it could): ours to take over. acquire ↔
+         * the release CAS of owner in free_from and the sweep */
+        if (!atomic_compare_exchange_strong_explicit(&s->owner, &o, mine, memory_order_acquire,
                                                      memory_order_relaxed))
             continue;
-        uint64_t v = atomic_load_explicit(&s->ctl, memory_order_relaxed);
-        if (ctl_state(v) != SLOT_FREE) { /* only a forged file has an ownerless busy slot */
-            give_up_owner(s, me);
+        if (atomic_load_explicit(&s->ctl, memory_order_relaxed) != v) {
+            give_up_owner(s, mine); /* only a forged file moves a slot we own */
             continue;
         }
         /* A FREE slot whose owner word we hold is ours to prepare: nobody reads
@@ -203,14 +242,24 @@ static int try_acquire(rr_chan *c, void *arg)
         s->bell = c->bell;
         /* acq_rel: acquire ↔ the release that freed the slot (the last reader is
          * done with its data); release ↔ the replier's claim CAS */
-        if (atomic_compare_exchange_strong_explicit(&s->ctl, &v,
-                                                    mk_ctl(ctl_gen(v) + 1, SLOT_ACQUIRED),
+        if (atomic_compare_exchange_strong_explicit(&s->ctl, &v, mk_ctl(gen, SLOT_ACQUIRED),
                                                     memory_order_acq_rel, memory_order_relaxed)) {
             atomic_store_explicit(&c->slot_hint, idx, memory_order_relaxed);
-            *(uint64_t *)arg = (uint64_t)(ctl_gen(v) + 1) << 32 | idx;
+            *(uint64_t *)arg = (uint64_t)gen << 32 | idx;
+            if ((gen & RR_RECORD_REFRESH) == 0) {
+                /* Once every 2^20 generations: a worker record (23 bits of
+                 * generation) left from long ago would otherwise come to look
+                 * newer than the requests it is compared with. relaxed: the
+                 * record's readers tolerate a lost or late change */
+                uint64_t w = atomic_load_explicit(&s->worker, memory_order_relaxed);
+                if (w != 0 && !worker_of(w, gen))
+                    atomic_compare_exchange_strong_explicit(&s->worker, &w, 0,
+                                                            memory_order_relaxed,
+                                                            memory_order_relaxed);
+            }
             return 1;
         }
-        give_up_owner(s, me);
+        give_up_owner(s, mine);
     }
     return 0;
 }
@@ -244,11 +293,13 @@ int rr_slot_acquire(rr_chan *c, int64_t deadline, uint64_t *id)
 }
 
 
-/* Gives back a slot whose request never reached the queue. */
+/* Gives back a slot whose request never reached the queue: the acquire is
+ * undone, generation included (the id was never seen by anyone), so that
+ * failed sends do not age the slot's worker record. */
 void rr_slot_abandon(rr_chan *c, uint64_t id)
 {
     uint64_t v = mk_ctl(rr_id_gen(id), SLOT_ACQUIRED);
-    free_from(c, slot_of(c, id), &v);
+    free_to(c, slot_of(c, id), &v, rr_id_gen(id) - 1);
 }
 
 /* Contract: any process holding the id may call it, any number at once;
@@ -367,10 +418,14 @@ static int resp_ready(rr_chan *c, void *arg)
         if (n & 63)
             return 0;
     }
-    /* per handle, so that short waits in a loop still notice a dead worker */
+    /* Kept in the handle, so that short waits in a loop still notice a dead
+     * worker, and for one request: a wait for another (a thread sharing the
+     * handle) checks at once, so no thread's checks starve another's. */
     int64_t now = rr_now_ns();
-    if (now < atomic_load_explicit(&c->next_worker_check, memory_order_relaxed))
+    if (atomic_load_explicit(&c->checked_id, memory_order_relaxed) == w->id
+        && now < atomic_load_explicit(&c->next_worker_check, memory_order_relaxed))
         return 0;
+    atomic_store_explicit(&c->checked_id, w->id, memory_order_relaxed);
     atomic_store_explicit(&c->next_worker_check, now + RR_WORKER_CHECK_NS, memory_order_relaxed);
     return rr_resp_check(c, w->id);
 }
@@ -406,8 +461,7 @@ int rr_resp_check(rr_chan *c, uint64_t id)
         return 1;
     if (!in_flight(ctl_state(v)))
         return -ESTALE;
-    uint64_t w = worker_for(s, gen, ctl_state(v));
-    return w && !worker_alive(w) ? -EOWNERDEAD : 0;
+    return worker_lost(c, id, worker_for(s, gen, ctl_state(v))) ? -EOWNERDEAD : 0;
 }
 
 /* Contract: frees the slot only while the worker recorded for the state it
@@ -427,8 +481,7 @@ int rr_resp_abandon_dead(rr_chan *c, uint64_t id)
             return -EBUSY;
         if (!in_flight(ctl_state(v)))
             return -ESTALE;
-        uint64_t w = worker_for(s, gen, ctl_state(v));
-        if (!w || worker_alive(w))
+        if (!worker_lost(c, id, worker_for(s, gen, ctl_state(v))))
             return -EAGAIN;
         if (free_from(c, s, &v)) {
             atomic_fetch_add_explicit(&c->hdr->recoveries, 1, memory_order_relaxed);
@@ -605,42 +658,32 @@ void rr_slots_count(rr_chan *c, rr_stats *st)
     }
 }
 
-/* Remembers a few verdicts so a sweep asks about each process once. */
-typedef struct ident_cache {
-    uint64_t ident[8];
+/* Remembers a few verdicts so a sweep asks about each process once (by the
+ * low 40 bits of an owner word or worker record: start time | pid). */
+typedef struct proc_cache {
+    uint64_t proc[8];
     bool alive[8];
     int n;
-} ident_cache;
+} proc_cache;
 
-static bool cached_alive(ident_cache *k, uint64_t ident)
+static bool cached_alive(proc_cache *k, uint64_t word)
 {
+    uint64_t proc = word & PROC_MASK;
     for (int i = 0; i < k->n; i++)
-        if (k->ident[i] == ident)
+        if (k->proc[i] == proc)
             return k->alive[i];
-    bool alive = rr_ident_alive(ident);
-    int i = k->n < 8 ? k->n++ : (int)(ident % 8);
-    k->ident[i] = ident;
+    bool alive = proc_alive(proc);
+    int i = k->n < 8 ? k->n++ : (int)(proc % 8);
+    k->proc[i] = proc;
     k->alive[i] = alive;
     return alive;
-}
-
-/* A WRITING or CANCELLED slot of generation gen whose writer is known dead. */
-static bool writer_dead(rr_slot *s, uint32_t gen, uint32_t state, ident_cache *k)
-{
-    uint64_t w = worker_for(s, gen, state);
-    if (!w)
-        return false;
-    uint64_t ident = (w >> RR_WORKER_PID_BITS & START_MASK) << 32 | (w & PID_MASK);
-    for (int i = 0; i < k->n; i++)
-        if ((k->ident[i] & ((uint64_t)START_MASK << 32 | PID_MASK)) == ident)
-            return !k->alive[i];
-    return !worker_alive(w);
 }
 
 /* Contract: any process, any time. A slot is freed only when the process that
  * holds it is dead: its owner (judged before its state is read, so the state
  * is the one the dead owner left, and re-read after, so that it is still the
- * same owner's), or its writer in WRITING and CANCELLED. */
+ * same owner's), or its writer in WRITING and CANCELLED. A FREE slot's owner
+ * word is cleared when it is a leftover or its acquirer died acquiring. */
 void rr_slots_sweep(rr_chan *c, int64_t period_ns)
 {
     rr_header *h = c->hdr;
@@ -655,36 +698,41 @@ void rr_slots_sweep(rr_chan *c, int64_t period_ns)
                                                  memory_order_relaxed, memory_order_relaxed)
         && period_ns > 0)
         return;
-    uint64_t me = rr_self_ident();
-    ident_cache k = {.n = 0};
+    uint64_t me = proc_of(rr_self_ident());
+    proc_cache k = {.n = 0};
     for (uint32_t i = 0; i < c->geom.resp_slots; i++) {
         rr_slot *s = rr_slot_at(c, i);
         /* acquire ↔ the release CAS of owner in free_from (an owner we read
          * is not older than the last free) */
         uint64_t owner = atomic_load_explicit(&s->owner, memory_order_acquire);
-        bool owner_dead = owner != 0 && owner != me && !cached_alive(&k, owner);
+        bool owner_dead = owner != 0 && (owner & PROC_MASK) != me && !cached_alive(&k, owner);
         /* acquire ↔ the acq_rel CASes on ctl: the owner and record we read
          * next are at least as new as this state */
         uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
         uint32_t st = ctl_state(v);
-        if (owner_dead && atomic_load_explicit(&s->owner, memory_order_relaxed) != owner)
-            continue; /* freed and taken again since we judged the owner */
+        if (atomic_load_explicit(&s->owner, memory_order_relaxed) != owner)
+            continue; /* freed and taken again since we read the owner */
+        if (st == SLOT_FREE) {
+            /* a leftover, or an acquirer that died acquiring: ctl stays FREE */
+            if (owner != 0 && (owner_dead || !owner_of(owner, ctl_gen(v) + 1))
+                /* release ↔ the acquire CAS of owner in try_acquire */
+                && atomic_compare_exchange_strong_explicit(&s->owner, &owner, 0,
+                                                           memory_order_release,
+                                                           memory_order_relaxed))
+                rr_waitq_wake_after_rmw(&h->slot_free, 1);
+            continue;
+        }
         if (st == SLOT_WRITING || st == SLOT_CANCELLED) {
             /* the writer holds it; a CANCELLED one nobody else will free */
-            if ((!owner_dead && st == SLOT_WRITING) || !writer_dead(s, ctl_gen(v), st, &k))
+            if (!owner_dead && st == SLOT_WRITING)
+                continue;
+            uint64_t w = worker_for(s, ctl_gen(v), st);
+            if (!w || cached_alive(&k, w))
                 continue;
         } else if (!owner_dead) {
             continue;
         }
-        if (st == SLOT_FREE) {
-            /* died acquiring or releasing: ctl is FREE for good, clear the
-             * word. release ↔ the acquire CAS of owner in try_acquire */
-            if (atomic_compare_exchange_strong_explicit(&s->owner, &owner, 0,
-                                                        memory_order_release,
-                                                        memory_order_relaxed))
-                rr_waitq_wake_after_rmw(&h->slot_free, 1);
-        } else if (free_from(c, s, &v)) {
+        if (free_from(c, s, &v))
             atomic_fetch_add_explicit(&h->recoveries, 1, memory_order_relaxed);
-        }
     }
 }

@@ -291,3 +291,20 @@ int rr_strq_clear(rr_chan *c)
     rr_unlock(c);
     return 0;
 }
+
+bool rr_strq_holds(rr_chan *c, uint64_t id)
+{
+    rr_header *h = c->hdr;
+    /* acquire ↔ the release stores of head and tail: the cells between were
+     * written before */
+    uint64_t head = atomic_load_explicit(&h->head, memory_order_acquire);
+    uint64_t tail = atomic_load_explicit(&h->tail, memory_order_acquire);
+    uint64_t n = tail - head;
+    if (n > c->geom.req_cap)
+        n = c->geom.req_cap; /* a forged or moving queue: look at every cell once */
+    for (uint64_t i = 0; i < n; i++)
+        /* relaxed atomic: a sender may be rewriting a cell we passed */
+        if (__atomic_load_n(&cell_at(c, head + i)->id, __ATOMIC_RELAXED) == id)
+            return true;
+    return false;
+}

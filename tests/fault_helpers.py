@@ -205,6 +205,17 @@ def worker_word(gen: int, pid: int, start: int, writing: bool = False) -> int:
             | start << pid_bits | (pid & ((1 << pid_bits) - 1)))
 
 
+def owner_word(gen: int, pid: int, start: int | None = None) -> int:
+    """A slot's owner word: the client that acquired it for generation `gen` (see
+    csrc/rr_slots.c)."""
+    pid_bits, start_bits = FMT["worker_pid_bits"], FMT["worker_start_bits"]
+    if start is None:
+        start = proc_start_time(pid)
+    tag = gen & ((1 << (64 - FMT["owner_tag_shift"])) - 1)
+    return (tag << FMT["owner_tag_shift"] | (start & ((1 << start_bits) - 1)) << pid_bits
+            | (pid & ((1 << pid_bits) - 1)))
+
+
 TURN_FREE, TURN_CLAIMED, TURN_FULL, TURN_TAKEN = 0, 1, 2, 3
 
 

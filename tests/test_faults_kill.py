@@ -44,6 +44,7 @@ from fault_helpers import (
     live_stranger,
     lock_word_of_holder,
     mk_ctl,
+    owner_word,
     proc_start_time,
     put_u64,
     sigkill,
@@ -936,6 +937,7 @@ def test_nonblocking_calls_do_not_block_on_a_live_holder(tmp_path: Path) -> None
 
 
 def _forge_slots(cm: ChannelMap, indexes: list[int], owner: int) -> None:
+    """Slots acquired (generation 5) by `owner`, an owner word (fault_helpers.owner_word)."""
     for i in indexes:
         off = cm.slot_off(i)
         put_u64(cm.mm, off + SLOT_OWNER, owner)
@@ -952,7 +954,7 @@ def test_pid_reuse_slot_owner(variant: str, tmp_path: Path) -> None:
             live_stranger() as stranger:
         c = _client(variant, path)
         # Dry pool, pid reused: reclaimed at once.
-        _forge_slots(cm, [0, 1], ident_of(stranger.pid, _wrong_start(stranger.pid)))
+        _forge_slots(cm, [0, 1], owner_word(5, stranger.pid, _wrong_start(stranger.pid)))
         assert s.stats()["slots_free"] == 0
         t0 = time.monotonic()
         ident = c.send_wait(_v(variant, 1), timeout=5)
@@ -962,7 +964,7 @@ def test_pid_reuse_slot_owner(variant: str, tmp_path: Path) -> None:
         s.recv()
 
         # Dry pool, owner alive: kept; the send times out.
-        right = ident_of(stranger.pid)
+        right = owner_word(5, stranger.pid)
         _forge_slots(cm, [0, 1], right)
         t0 = time.monotonic()
         assert c.send_wait(_v(variant, 2), timeout=0.3) is None
@@ -993,8 +995,8 @@ def test_pid_reuse_slot_owner_periodic_sweep(variant: str, tmp_path: Path) -> No
         c = _client(variant, path)
         c.cancel(c.send(_v(variant, 0)))  # a first send sweeps: the next one is due in 1 s
         s.recv()
-        _forge_slots(cm, [1], ident_of(stranger.pid))  # alive: must stay
-        _forge_slots(cm, [2], ident_of(stranger.pid, _wrong_start(stranger.pid)))  # reused
+        _forge_slots(cm, [1], owner_word(5, stranger.pid))  # alive: must stay
+        _forge_slots(cm, [2], owner_word(5, stranger.pid, _wrong_start(stranger.pid)))  # reused
         t0 = time.monotonic()
         while s.stats()["slots_free"] < 3 and time.monotonic() - t0 < 10:
             ident = c.send(_v(variant, 1))

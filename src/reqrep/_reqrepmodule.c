@@ -2272,7 +2272,8 @@ static PyObject *format_dict(void)
         FIELD(str_cell_off_mark), FIELD(str_cell_off_beg), FIELD(str_cell_off_len),
         FIELD(str_cell_off_flags), FIELD(str_cell_off_id), FIELD(str_inline),
         FIELD(worker_gen_bits), FIELD(worker_start_bits), FIELD(worker_pid_bits),
-        FIELD(worker_writing_shift), FIELD(worker_gen_shift), FIELD(turn_who_bits),
+        FIELD(worker_writing_shift), FIELD(worker_gen_shift), FIELD(owner_tag_shift),
+        FIELD(turn_who_bits),
     };
 #undef FIELD
     PyObject *d = PyDict_New(), *v = PyLong_FromUnsignedLongLong(f.magic);

@@ -126,6 +126,12 @@ class _Liveness:
             self._seen[key] = pid_alive(pid, start_bits, bits)
         return self._seen[key]
 
+    def process(self, word: int, pid_bits: int, start_bits: int) -> dict[str, Any]:
+        """The process in the low bits of a slot's owner word or worker record (start time
+        << pid bits | pid) as a JSON object."""
+        pid, start = word & ((1 << pid_bits) - 1), (word >> pid_bits) & ((1 << start_bits) - 1)
+        return {"pid": pid, "alive": self(pid, start, start_bits)}
+
     def identity(self, ident: int) -> dict[str, Any]:
         """An identity word (pid | start time low 32 bits << 32) as a JSON object."""
         pid, start = ident & 0xFFFFFFFF, ident >> 32
@@ -280,7 +286,6 @@ def _report(
     off_worker = fmt["slot_off_worker"]
     pid_bits, start_bits = fmt["worker_pid_bits"], fmt["worker_start_bits"]
     gen_shift, gen_mask = fmt["worker_gen_shift"], (1 << fmt["worker_gen_bits"]) - 1
-    pid_mask, start_mask = (1 << pid_bits) - 1, (1 << start_bits) - 1
     for idx in range(resp_slots):
         at = base + idx * stride
         ctl = raw.u64(at + off_ctl)
@@ -296,13 +301,12 @@ def _report(
             "id": gen << 32 | idx,
             "generation": gen,
             "state": state,
-            "owner": alive.identity(owner) if owner else None,
+            "owner": alive.process(owner, pid_bits, start_bits) if owner else None,
             "worker": None,
         }
         w = raw.u64(at + off_worker)
         if w and (w >> gen_shift) == gen & gen_mask:  # a record of this request, not an older one
-            wpid, wstart = w & pid_mask, (w >> pid_bits) & start_mask
-            row["worker"] = {"pid": wpid, "alive": alive(wpid, wstart, start_bits)}
+            row["worker"] = alive.process(w, pid_bits, start_bits)
         busy.append(row)
 
     # -- event-loop bells
