@@ -13,6 +13,8 @@ bounded (a call that hangs in C with the GIL held would also freeze the watchdog
 
 from __future__ import annotations
 
+import ctypes
+import faulthandler
 import mmap
 import os
 import random
@@ -235,35 +237,92 @@ SENT, RECV, CORRUPT, BADREPLY = 1, 2, 3, 4
 MAXREC = 1_000_000  # per killed incarnation (most live a fraction of a second; a few, seconds)
 MAXREC_SURVIVOR = 1_500_000
 MAX_INCARNATIONS = 120
-STOP_OFF = 0
-CTRL = 64
-SURVIVOR_REGION = 32 + REC.size * MAXREC_SURVIVOR
-REGION = 32 + REC.size * MAXREC  # count, in_recv, holding, overflow, records
-LOG_BYTES = CTRL + SURVIVOR_REGION + REGION * MAX_INCARNATIONS
+HEAD = 32  # count, in_recv, holding, overflow; then the records
+PAGE = mmap.PAGESIZE
+
+
+def _pages(n: int) -> int:
+    return -(-n // PAGE) * PAGE
+
+
+# Every region starts on a page and fills whole pages, so that it can be made writable for
+# its owner alone (mprotect works on pages).
+SURVIVOR_REGION = _pages(HEAD + REC.size * MAXREC_SURVIVOR)
+REGION = _pages(HEAD + REC.size * MAXREC)
+LOG_BYTES = SURVIVOR_REGION + REGION * MAX_INCARNATIONS
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+_libc.mprotect.restype = ctypes.c_int
+
+
+class LogMap:
+    """The shared mapping that holds every incarnation's Log. The parent makes it read-only
+    for itself before it forks anyone; a child makes its own region writable and nothing
+    else, so a write into another process's log faults in the writer (SIGSEGV, with the
+    writer's stack from faulthandler) instead of silently changing the record."""
+
+    def __init__(self) -> None:
+        self.mm = mmap.mmap(-1, LOG_BYTES)  # MAP_SHARED | MAP_ANONYMOUS
+        anchor = ctypes.c_char.from_buffer(self.mm)
+        self.addr = ctypes.addressof(anchor)
+        del anchor  # the buffer export would keep mm from ever closing
+        assert self.addr % PAGE == 0
+        self.words = memoryview(self.mm).cast("Q")
+        self._protect(0, LOG_BYTES, mmap.PROT_READ)
+
+    @staticmethod
+    def base(tag: int) -> int:
+        return 0 if tag == 0 else SURVIVOR_REGION + (tag - 1) * REGION
+
+    @staticmethod
+    def size(tag: int) -> int:
+        return SURVIVOR_REGION if tag == 0 else REGION
+
+    def _protect(self, off: int, length: int, prot: int) -> None:
+        if _libc.mprotect(self.addr + off, length, prot) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"mprotect: {os.strerror(err)}")
+
+    def own(self, tag: int) -> None:
+        """In the child of incarnation `tag`: make its region, and only it, writable."""
+        self._protect(self.base(tag), self.size(tag), mmap.PROT_READ | mmap.PROT_WRITE)
 
 
 class Log:
     """An append-only record log of one process incarnation, in shared memory. A record is
-    complete once the count covers it; a SIGKILL can only lose the record being written."""
+    complete once the count covers it; a SIGKILL can only lose the record being written.
+    Only the incarnation itself writes its log (the others, the parent included, map it
+    read-only).
 
-    def __init__(self, mm: mmap.mmap, tag: int) -> None:
-        self.mm = mm
-        self.base = CTRL if tag == 0 else CTRL + SURVIVOR_REGION + (tag - 1) * REGION
+    The header words are stored through a memoryview of u64s: one 8-byte store each, so a
+    SIGKILL leaves the old value or the new one. Not struct.pack_into: it zeroes its
+    destination and then writes the value, and a kill between the two left a count of zero
+    behind (the "zeroed count word" of issue 10, item 13)."""
+
+    def __init__(self, lm: LogMap, tag: int) -> None:
+        self.mm = lm.mm
+        self.words = lm.words
+        self.base = lm.base(tag)
         self.cap = MAXREC_SURVIVOR if tag == 0 else MAXREC
 
     def _word(self, i: int) -> int:
-        return int(struct.unpack_from("<Q", self.mm, self.base + 8 * i)[0])
+        return int(self.words[self.base // 8 + i])
 
     def _set(self, i: int, v: int) -> None:
-        put_u64(self.mm, self.base + 8 * i, v)
+        self.words[self.base // 8 + i] = v
 
     def add(self, kind: int, tag: int, seq: int, ident: int) -> None:
         n = self._word(0)
         if n < self.cap:
-            REC.pack_into(self.mm, self.base + 32 + n * REC.size, kind, tag, seq, 0, ident)
+            REC.pack_into(self.mm, self.base + HEAD + n * REC.size, kind, tag, seq, 0, ident)
             self._set(0, n + 1)
         else:
             self._set(3, 1)
+
+    @property
+    def count(self) -> int:
+        return self._word(0)
 
     @property
     def overflow(self) -> int:
@@ -285,23 +344,20 @@ class Log:
     def holding(self, v: int) -> None:
         self._set(2, v)
 
-    def records(self) -> list[tuple[int, int, int, int, int]]:
-        n = min(self._word(0), self.cap)
-        if n == 0:
-            # Now and then (about one run in ten, with this and the previous version of the
-            # channel alike) a killed incarnation's count word reads back as zero although
-            # its records are intact, and so is a second copy of the count kept elsewhere in
-            # the same mapping (tried while chasing it): something zeroes that one word after
-            # the process died. Read the records up to the first incomplete one instead of
-            # calling the log empty.
-            while n < self.cap and self._complete(n):
-                n += 1
-        return [REC.unpack_from(self.mm, self.base + 32 + i * REC.size) for i in range(n)]
+    def _raw(self, i: int) -> bytes:
+        off = self.base + HEAD + i * REC.size
+        return bytes(self.mm[off:off + REC.size])
 
-    def _complete(self, i: int) -> bool:
-        kind, _, _, spare, ident = REC.unpack_from(self.mm, self.base + 32 + i * REC.size)
-        return kind in (SENT, RECV, CORRUPT, BADREPLY) and spare == 0 and (
-            ident != 0 or kind == BADREPLY)
+    def records(self) -> list[tuple[int, int, int, int, int]]:
+        """The records the count covers. Beyond them at most one record can have been
+        written (by a process killed before it counted it); a nonzero record after that
+        means the count was damaged, and fails the test."""
+        n = min(self.count, self.cap)
+        if n + 1 < self.cap:
+            assert self._raw(n + 1) == bytes(REC.size), (
+                f"log at {self.base:#x}: count {n} but record {n + 1} was written "
+                f"({REC.unpack_from(self.mm, self.base + HEAD + (n + 1) * REC.size)})")
+        return [REC.unpack_from(self.mm, self.base + HEAD + i * REC.size) for i in range(n)]
 
 
 def _make(variant: str, tag: int, seq: int, rnd: random.Random) -> Any:
@@ -332,13 +388,28 @@ def _answer(variant: str, data: Any) -> Any:
     return ~data if variant == "int" else b"R" + data[-4:] + data[:8]
 
 
-def _hammer(variant: str, path: Path, mm: mmap.mmap, tag: int, seed: int, survivor: bool,
-            hold_after: int) -> dict[str, Any]:
+def _stderr_path(errdir: Path, tag: int) -> Path:
+    return errdir / f"incarnation-{tag}.stderr"
+
+
+def _incarnation(variant: str, path: Path, lm: LogMap, stop: Shared, tag: int, seed: int,
+                 survivor: bool, hold_after: int, errdir: Path) -> dict[str, Any]:
+    """Child body: stderr to a file of its own with faulthandler on it, only this
+    incarnation's log region writable, then _hammer."""
+    err = open(_stderr_path(errdir, tag), "w")  # noqa: SIM115 - lives as long as the child
+    os.dup2(err.fileno(), 2)
+    faulthandler.enable(file=err, all_threads=True)
+    lm.own(tag)
+    return _hammer(variant, path, lm, stop, tag, seed, survivor, hold_after)
+
+
+def _hammer(variant: str, path: Path, lm: LogMap, stop: Shared, tag: int, seed: int,
+            survivor: bool, hold_after: int) -> dict[str, Any]:
     """Send, receive, reply, collect and cancel at random until told to stop. Everything
     this process sends or receives goes to its Log first."""
     srv = _server(variant, path)
     cli = _client(variant, path)
-    log = Log(mm, tag)
+    log = Log(lm, tag)
     rnd = random.Random(seed)
     out: deque[tuple[int, int, Any, float]] = deque()  # id, seq, expected answer, sent at
     died: list[tuple[int, int]] = []
@@ -360,7 +431,7 @@ def _hammer(variant: str, path: Path, mm: mmap.mmap, tag: int, seed: int, surviv
             else:
                 log.add(RECV, ts[0], ts[1], rid)
 
-    while not struct.unpack_from("<Q", mm, STOP_OFF)[0]:
+    while not stop[0]:
         ops += 1
         if hold_after and ops == hold_after:
             srv._test_hold_lock()
@@ -440,13 +511,24 @@ def _hammer(variant: str, path: Path, mm: mmap.mmap, tag: int, seed: int, surviv
             "left": srv.size()}
 
 
-def _assert_killed(kid: Child) -> None:
-    """The child must have died of our SIGKILL, not of an error or its own watchdog."""
+def _with_stderr(kid: Child, stderr: Path, timeout: float) -> Any:
+    """kid.result(); a failure carries what the child wrote to its stderr (faulthandler's
+    stacks of a child that faulted)."""
+    try:
+        return kid.result(timeout=timeout)
+    except ChildError as e:
+        text = stderr.read_text(errors="replace") if stderr.exists() else "(no stderr file)"
+        raise ChildError(f"{e}\n--- its stderr ---\n{text}") from None
+
+
+def _assert_killed(kid: Child, stderr: Path) -> None:
+    """The child must have died of our SIGKILL, not of an error, a fault or its own
+    watchdog."""
     status = kid.wait_status(timeout=20)
     if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
         kid.kill()
         return
-    kid.result(timeout=5)  # raises with the child's traceback
+    _with_stderr(kid, stderr, timeout=5)  # raises with the child's traceback
     raise AssertionError(f"child {kid.pid} returned before it was killed")
 
 
@@ -468,11 +550,14 @@ def test_random_kills_keep_the_queue_consistent(variant: str, tmp_path: Path) ->
     if variant == "str":
         geometry["arena"] = 4096
     s = _server(variant, path, **geometry)
-    mm = mmap.mmap(-1, LOG_BYTES)
+    lm = LogMap()  # read-only here from now on; each child makes its own region writable
+    stop = Shared(1)
+    counts: dict[int, int] = {}  # a killed incarnation's record count, read once it is dead
     killed_pids: set[int] = set()
     in_recv_kills = holding_kills = 0
     with s, children() as kids:
-        survivor = fork_call(lambda: _hammer(variant, path, mm, 0, seed, True, 0), watchdog=200)
+        survivor = fork_call(lambda: _incarnation(variant, path, lm, stop, 0, seed, True, 0,
+                                                  tmp_path), watchdog=200)
         kids.append(survivor)
         live: dict[int, Child] = {}
         next_tag = 1
@@ -482,8 +567,8 @@ def test_random_kills_keep_the_queue_consistent(variant: str, tmp_path: Path) ->
             tag = next_tag
             next_tag += 1
             hold = rnd.randint(20, 2000) if variant == "str" and rnd.random() < 0.2 else 0
-            kid = fork_call(lambda: _hammer(variant, path, mm, tag, seed + tag, False, hold),
-                            watchdog=200)
+            kid = fork_call(lambda: _incarnation(variant, path, lm, stop, tag, seed + tag,
+                                                 False, hold, tmp_path), watchdog=200)
             kids.append(kid)
             live[tag] = kid
 
@@ -491,9 +576,10 @@ def test_random_kills_keep_the_queue_consistent(variant: str, tmp_path: Path) ->
             nonlocal in_recv_kills, holding_kills
             kid = live.pop(tag)
             sigkill(kid.pid)
-            _assert_killed(kid)
+            _assert_killed(kid, _stderr_path(tmp_path, tag))
             killed_pids.add(kid.pid)
-            log = Log(mm, tag)
+            log = Log(lm, tag)
+            counts[tag] = log.count
             in_recv_kills += log.in_recv
             holding_kills += log.holding
 
@@ -502,23 +588,26 @@ def test_random_kills_keep_the_queue_consistent(variant: str, tmp_path: Path) ->
         end = time.monotonic() + duration
         while time.monotonic() < end and next_tag <= MAX_INCARNATIONS - 1:
             time.sleep(rnd.uniform(0.02, 0.2))
-            holders = [t for t in live if Log(mm, t).holding]
+            holders = [t for t in live if Log(lm, t).holding]
             kill(holders[0] if holders and rnd.random() < 0.5 else rnd.choice(list(live)))
             spawn()
         for tag in list(live):
             kill(tag)
-        put_u64(mm, STOP_OFF, 1)
-        res = survivor.result(timeout=120)
+        stop[0] = 1
+        res = _with_stderr(survivor, _stderr_path(tmp_path, 0), timeout=120)
         st = s.stats()
 
     sent: dict[tuple[int, int], int] = {}
     received: Counter[tuple[int, int]] = Counter()
     corrupt: list[int] = []
     bad_replies: list[tuple[int, int]] = []
-    overflow = [tag for tag in range(next_tag) if Log(mm, tag).overflow]
+    overflow = [tag for tag in range(next_tag) if Log(lm, tag).overflow]
     assert overflow == [], f"test harness: record logs too small for tags {overflow}"
+    changed = {tag: (n, Log(lm, tag).count) for tag, n in counts.items()
+               if Log(lm, tag).count != n}
+    assert changed == {}, f"logs changed after their process died (tag: then, now): {changed}"
     for tag in range(next_tag):
-        for kind, t, sq, _, ident in Log(mm, tag).records():
+        for kind, t, sq, _, ident in Log(lm, tag).records():
             if kind == SENT:
                 sent[(t, sq)] = ident
             elif kind == RECV:
@@ -585,6 +674,38 @@ def test_random_kills_keep_the_queue_consistent(variant: str, tmp_path: Path) ->
     assert after["broken"] is None, f"the channel no longer works: {after['broken']}"
     assert after["free"] == geometry["resp_slots"], f"slots never came back: {after['stats']}"
     assert after["stats"]["size"] == 0
+
+
+def _store_counts(lm: LogMap, ready: Shared) -> None:
+    """Child body: own log 1 and store ever larger counts into it until killed."""
+    lm.own(1)
+    log = Log(lm, 1)
+    v = 1
+    log._set(0, v)
+    ready[0] = 1
+    while True:
+        v += 1
+        log._set(0, v)
+
+
+def test_random_kill_log_never_shows_a_half_stored_count() -> None:
+    """The random-kill test trusts a dead incarnation's record count, so the count must go
+    from one value to the next in a single store: another process reading it while the
+    owner keeps storing nonzero counts never sees zero. (struct.pack_into, which the log
+    used before, zeroes its destination and then writes the value; a SIGKILL between the
+    two left a count of zero, about one run in ten: issue 10, item 13.) A writer process
+    that never runs alongside the reader proves nothing either way, but cannot fail."""
+    lm = LogMap()
+    ready = Shared(1)
+    with children() as kids:
+        kid = fork_call(lambda: _store_counts(lm, ready), watchdog=60)
+        kids.append(kid)
+        assert ready.wait_for(0, 1), "the writer never started"
+        log = Log(lm, 1)
+        seen = [log.count for _ in range(200_000)]
+    zeros = seen.count(0)
+    print(f"{len(set(seen))} distinct counts seen while the writer ran, {zeros} zeros")
+    assert zeros == 0, f"a count read as zero {zeros} times in {len(seen)} reads"
 
 
 # --------------------------------------------------------------------------- client death
