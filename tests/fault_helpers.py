@@ -120,8 +120,15 @@ def get_u64(buf: bytes | bytearray | mmap.mmap, off: int) -> int:
     return int(struct.unpack_from("<Q", buf, off)[0])
 
 
+def _store(buf: bytearray | mmap.mmap, off: int, fmt: str, size: int, value: int) -> None:
+    # One native store: struct.pack_into zeroes its destination before it writes, so a
+    # process reading the word (or one killed between the two) could see 0.
+    with memoryview(buf) as whole, whole[off:off + size] as part, part.cast(fmt) as word:
+        word[0] = value
+
+
 def put_u64(buf: bytearray | mmap.mmap, off: int, value: int) -> None:
-    struct.pack_into("<Q", buf, off, value & 0xFFFFFFFFFFFFFFFF)
+    _store(buf, off, "Q", 8, value & 0xFFFFFFFFFFFFFFFF)
 
 
 def get_u32(buf: bytes | bytearray | mmap.mmap, off: int) -> int:
@@ -129,7 +136,7 @@ def get_u32(buf: bytes | bytearray | mmap.mmap, off: int) -> int:
 
 
 def put_u32(buf: bytearray | mmap.mmap, off: int, value: int) -> None:
-    struct.pack_into("<I", buf, off, value & 0xFFFFFFFF)
+    _store(buf, off, "I", 4, value & 0xFFFFFFFF)
 
 
 @dataclass
