@@ -129,12 +129,14 @@ int rr_layout_validate(const rr_hdr_geom *h, uint64_t file_size, uint32_t varian
 
 /* ---- handles ---- */
 
-static int chan_new(rr_map *m, rr_chan **out)
+/* A handle on m for the geometry h: the caller's validated (or computed)
+ * private copy, never the mapped header, which another process may be
+ * rewriting right now (SPEC §5). */
+static int chan_new(rr_map *m, const rr_hdr_geom *h, rr_chan **out)
 {
     rr_chan *c = calloc(1, sizeof *c);
     if (!c)
         return -ENOMEM;
-    const rr_hdr_geom *h = (const rr_hdr_geom *)m->base;
     c->map = m;
     c->hdr = (rr_header *)m->base;
     c->geom = (rr_geometry){h->variant, h->req_cap, h->resp_slots, h->resp_size, h->arena_cap};
@@ -209,7 +211,7 @@ static int create_in_fd(int fd, const rr_geometry *g, int is_memfd, rr_chan **ou
         return fail(err, rc, "cannot map %llu bytes: %s", (unsigned long long)want.total_size,
                     strerror(-rc));
     init_header(m, &want);
-    rc = chan_new(m, out);
+    rc = chan_new(m, &want, out);
     if (rc) {
         m->fd = -1; /* the caller still owns fd on failure */
         map_unref(m);
@@ -316,7 +318,7 @@ static int open_existing(int fd, uint32_t variant, int is_memfd, rr_chan **out, 
         map_unref(m);
         return fail(err, -RR_EFORMAT, "header changed while opening");
     }
-    rc = chan_new(m, out);
+    rc = chan_new(m, &h, out);
     if (rc) {
         m->fd = -1;
         map_unref(m);
@@ -433,7 +435,7 @@ int rr_open_anon(const rr_geometry *g, rr_chan **out, rr_error *err)
         return fail(err, rc, "cannot map %llu bytes: %s", (unsigned long long)want.total_size,
                     strerror(-rc));
     init_header(m, &want);
-    rc = chan_new(m, out);
+    rc = chan_new(m, &want, out);
     if (rc)
         map_unref(m);
     return rc;
