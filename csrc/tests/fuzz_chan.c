@@ -260,6 +260,9 @@ static void check_stats(fz *f, rr_chan *c)
     rr_regions_of(c, &r);
     FZ_CHECK(r.total_size == rr_map_size(c) && r.total_size == f->size, "regions");
     FZ_CHECK(r.off_arena + g->arena <= r.total_size, "arena outside");
+    rr_format_info fi;
+    rr_format(&fi);
+    FZ_CHECK(fi.magic == RR_MAGIC && rr_self_pid() == getpid(), "format / pid");
     (void)rr_fd(c);
     (void)rr_memfd(c);
     (void)rr_get_spin(c);
@@ -432,14 +435,14 @@ enum {
     OP_LIVE, OP_RECLAIM, OP_SWEEP, OP_CLEAR, OP_STATS, OP_SYNC, OP_BELL_CLAIM, OP_BELL_RELEASE,
     OP_BELL_WAIT, OP_BELL_POKE, OP_WAIT_REQ, OP_WAKE_RECV, OP_SETTLE, OP_HOLD, OP_UNHOLD,
     OP_SHARE, OP_REOPEN, OP_CLOSE, OP_POKE, OP_POKE_FIELD, OP_SPIN, OP_MARK_TAKEN, OP_CLAIM,
-    OP_COUNT
+    OP_AGE, OP_COUNT
 };
 static const char *const op_names[OP_COUNT] = {
     "send", "recv", "peek", "end", "batch", "reply", "wait", "view", "release",
     "unview", "discard", "int_peek", "get", "cancel", "check", "abandon", "worker",
     "live", "reclaim", "sweep", "clear", "stats", "sync", "bell_claim", "bell_release",
     "bell_wait", "bell_poke", "wait_req", "wake_recv", "settle", "hold", "unhold",
-    "share", "reopen", "close", "poke", "poke_field", "spin", "mark_taken", "claim",
+    "share", "reopen", "close", "poke", "poke_field", "spin", "mark_taken", "claim", "age",
 };
 
 static uint8_t payload[70000];
@@ -792,6 +795,10 @@ static void run_op(fz *f, const fz_op *op)
     case OP_MARK_TAKEN: /* a worker recording its take */
         rr_slot_mark_taken(c, pick_id(f, c, op));
         break;
+    case OP_AGE: /* time passes for this handle's memos: no sleeping 20 ms to see a stall */
+        atomic_fetch_sub_explicit(&c->stall_since, 1000000000, memory_order_relaxed);
+        atomic_store_explicit(&c->next_worker_check, 0, memory_order_relaxed);
+        break;
     case OP_CLAIM: { /* a replier part-way through: claimed, maybe never published */
         id = pick_id(f, c, op);
         rr_slot *s = rr_slot_claim(c, id);
@@ -907,6 +914,32 @@ static void check_unchanged(int fd, const uint8_t *img, size_t len, uint64_t siz
     }
 }
 
+/* The geometry the image's header names, as a server would ask for it:
+ * normalised or refused, and if small enough, created (anonymous). */
+static void try_geometry(const uint8_t *img, size_t len)
+{
+    rr_hdr_geom h = {0};
+    memcpy(&h, img, len < sizeof h ? len : sizeof h);
+    rr_geometry g = {h.variant, h.req_cap, h.resp_slots, h.resp_size, h.arena_cap};
+    rr_error err;
+    if (rr_geometry_normalise(&g, &err) != 0) {
+        FZ_CHECK(err.why[0], "a geometry refused without a reason");
+        return;
+    }
+    FZ_CHECK(g.req_cap && !(g.req_cap & (g.req_cap - 1)) && g.req_cap <= RR_MAX_REQ_CAP
+                 && g.resp_slots >= 1 && g.resp_slots <= RR_MAX_RESP_SLOTS,
+             "normalised geometry out of bounds");
+    rr_hdr_geom want;
+    FZ_CHECK(rr_layout_compute(&g, &want) == 0, "a normalised geometry has no layout");
+    if (want.total_size > (256u << 10))
+        return;
+    rr_chan *c = NULL;
+    if (rr_open_anon(&g, &c, &err) == 0) {
+        FZ_CHECK(rr_map_size(c) == want.total_size, "anon size");
+        rr_close(c);
+    }
+}
+
 static uint32_t header_variant(const uint8_t *img, size_t len)
 {
     uint32_t v = 0;
@@ -929,6 +962,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const uint8_t *img = data + FZ_PREFIX + (size_t)nops * FZ_OP_SIZE;
     size_t img_len = size - FZ_PREFIX - (size_t)nops * FZ_OP_SIZE;
 
+    try_geometry(img, img_len);
     fz f = {.fd = -1, .flags = flags, .holder = -1};
     uint32_t hv = header_variant(img, img_len);
     bool hv_ok = hv == RR_VARIANT_STR || hv == RR_VARIANT_INT;
@@ -1113,6 +1147,10 @@ static void prog_worker(prog *p)
     prog_add(p, OP_STATS, 0, 0, 0, 0);
     prog_add(p, OP_BATCH, 0, 0, 0, 7);
     prog_add(p, OP_RECV, 0, 0, 0, 0);
+    prog_add(p, OP_AGE, 0, 0, 0, 0); /* a claim seen at the head long enough: repaired */
+    prog_add(p, OP_RECV, 0, 0, 0, 0);
+    prog_add(p, OP_SEND, A_SHORT, 1, 0, 0);   /* Str: while we hold the lock */
+    prog_add(p, OP_SETTLE, A_SHORT, 0, 0, 0);
     prog_add(p, OP_PEEK, 0, 0, 0, 0);
     prog_add(p, OP_PEEK, 0, 1, 0, 0);
     prog_add(p, OP_END, 0, 1, 0, 0);
@@ -1141,6 +1179,8 @@ static void prog_client(prog *p)
     prog_add(p, OP_CANCEL, A_LAST, 0, 0, 0);
     prog_add(p, OP_CANCEL, A_STALE, 1, 0, 0);
     prog_add(p, OP_CHECK, A_SLOT, 1, 0, 0);
+    prog_add(p, OP_AGE, 0, 0, 0, 0);
+    prog_add(p, OP_WAIT, A_NOW | A_SLOT, 1, 1, 0); /* a wait that checks the worker */
     prog_add(p, OP_ABANDON, A_SLOT, 1, 1, 0);
     prog_add(p, OP_WORKER, A_SLOT, 1, 1, 0);
     prog_add(p, OP_BELL_WAIT, A_NOW, 0, 0, 0);
@@ -1457,6 +1497,89 @@ static const char *corpus_arg(int argc, char **argv)
             return argv[i] + 14;
     return NULL;
 }
+
+#ifndef FZ_STANDALONE
+/* libFuzzer's own mutations, for parts of an input. */
+size_t LLVMFuzzerMutate(uint8_t *data, size_t size, size_t max_size);
+size_t LLVMFuzzerCustomMutator(uint8_t *data, size_t size, size_t max_size, unsigned int seed);
+
+static uint32_t mut_rand(uint64_t *s)
+{
+    *s = *s * 6364136223846793005u + 1442695040888963407u;
+    return (uint32_t)(*s >> 33);
+}
+
+/* Structure-aware: half the time the program (an operation inserted,
+ * removed, or one of its fields changed; or the flags), else libFuzzer's
+ * mutations of the image. Byte mutations alone rarely touch the program,
+ * which is a small part of most inputs. */
+size_t LLVMFuzzerCustomMutator(uint8_t *data, size_t size, size_t max_size, unsigned int seed)
+{
+    uint64_t r = seed | (uint64_t)seed << 32;
+    if (size < FZ_PREFIX || max_size < FZ_PREFIX + FZ_OP_SIZE)
+        return LLVMFuzzerMutate(data, size, max_size);
+    size_t nops = data[0] % (FZ_MAX_OPS + 1);
+    if ((size - FZ_PREFIX) / FZ_OP_SIZE < nops)
+        nops = (size - FZ_PREFIX) / FZ_OP_SIZE;
+    data[0] = (uint8_t)nops;
+    size_t prog_end = FZ_PREFIX + nops * FZ_OP_SIZE;
+    uint32_t what = mut_rand(&r) % 16;
+    if (what < 8 && max_size > prog_end) { /* the image */
+        size_t n = LLVMFuzzerMutate(data + prog_end, size - prog_end, max_size - prog_end);
+        return prog_end + n;
+    }
+    if (what == 8) { /* the flags */
+        data[1] ^= (uint8_t)(1u << (mut_rand(&r) % 8));
+        return size;
+    }
+    if ((what == 9 || nops == 0) && nops < FZ_MAX_OPS && size + FZ_OP_SIZE <= max_size) {
+        /* insert an operation: a new one, or a copy of another */
+        size_t k = mut_rand(&r) % (nops + 1), at = FZ_PREFIX + k * FZ_OP_SIZE;
+        memmove(data + at + FZ_OP_SIZE, data + at, size - at);
+        uint8_t *op = data + at;
+        if (nops && mut_rand(&r) % 2) { /* a copy of record j (k, where it was, is now k + 1) */
+            size_t j = mut_rand(&r) % nops;
+            memcpy(op, data + FZ_PREFIX + (j < k ? j : j + 1) * FZ_OP_SIZE, FZ_OP_SIZE);
+        } else {
+            for (int i = 0; i < FZ_OP_SIZE; i++)
+                op[i] = (uint8_t)(i < 4 || mut_rand(&r) % 4 == 0 ? mut_rand(&r) : 0);
+            op[0] = (uint8_t)(mut_rand(&r) % OP_COUNT);
+        }
+        data[0] = (uint8_t)(nops + 1);
+        return size + FZ_OP_SIZE;
+    }
+    if (what == 10 && nops > 0) { /* remove one */
+        size_t at = FZ_PREFIX + (mut_rand(&r) % nops) * FZ_OP_SIZE;
+        memmove(data + at, data + at + FZ_OP_SIZE, size - at - FZ_OP_SIZE);
+        data[0] = (uint8_t)(nops - 1);
+        return size - FZ_OP_SIZE;
+    }
+    if (nops == 0)
+        return LLVMFuzzerMutate(data, size, max_size);
+    uint8_t *op = data + FZ_PREFIX + (mut_rand(&r) % nops) * FZ_OP_SIZE;
+    switch (mut_rand(&r) % 6) {
+    case 0:
+        op[0] = (uint8_t)(mut_rand(&r) % OP_COUNT);
+        break;
+    case 1: /* the handle, the deadline or the id's source */
+        op[1] ^= (uint8_t)(1u << (mut_rand(&r) % 8));
+        break;
+    case 2: { /* a small argument */
+        uint16_t b = (uint16_t)(mut_rand(&r) % 64);
+        memcpy(op + 2, &b, 2);
+        break;
+    }
+    case 3: { /* a field to rewrite, or a slot / cell / bell */
+        op[4 + mut_rand(&r) % 4] = (uint8_t)mut_rand(&r);
+        break;
+    }
+    default: /* anything in the record, libFuzzer's way */
+        LLVMFuzzerMutate(op, FZ_OP_SIZE, FZ_OP_SIZE);
+        break;
+    }
+    return size;
+}
+#endif
 
 #ifdef FZ_STANDALONE
 /* Replays inputs without libFuzzer (any compiler): fuzz_chan FILE... */
