@@ -9,6 +9,7 @@
 #include "rr_internal.h" /* rr_hdr_geom: where the header fields are */
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -618,5 +619,109 @@ TEST_T("hostile", hostile_queue_words_at_wrap, 60)
     CHECK_EQ(rr_str_send(c, "x", 1, 0, RR_NOWAIT, &id), 0);
     CHECK_EQ(rr_str_recv_begin(c, tu_ms(1000)), 1);
     rr_str_recv_end(c, 1);
+    rr_close(c);
+}
+
+/* ---- a header rewritten while it is being opened (SPEC §5) ---- */
+
+/* The sanitizers' malloc hook (ASan, TSan; absent from the plain build):
+ * it lets a test act at an exact point inside an open, the allocation of the
+ * handle, which comes after the mapped header was checked. */
+int __sanitizer_install_malloc_and_free_hooks(void (*m)(const volatile void *, size_t),
+                                              void (*f)(const volatile void *))
+    __attribute__((weak));
+
+static _Atomic(uint32_t *) rewrite_at_alloc; /* armed: the word to rewrite */
+static _Atomic uint32_t rewrite_value;
+
+static void rewrite_hook(const volatile void *p, size_t size)
+{
+    (void)p;
+    uint32_t *w = size == sizeof(rr_chan) ? atomic_exchange(&rewrite_at_alloc, NULL) : NULL;
+    if (w)
+        *w = atomic_load(&rewrite_value);
+}
+
+static void rewrite_hook_free(const volatile void *p) { (void)p; }
+
+typedef struct flipper {
+    _Atomic uint32_t *req_cap, *resp_slots;
+    uint32_t cap, slots;
+    _Atomic int stop;
+} flipper;
+
+static void *flip_geometry(void *p)
+{
+    flipper *fl = p;
+    while (!atomic_load_explicit(&fl->stop, memory_order_relaxed)) {
+        atomic_store(fl->req_cap, fl->cap * 4);
+        atomic_store(fl->resp_slots, fl->slots * 4);
+        atomic_store(fl->req_cap, fl->cap);
+        atomic_store(fl->resp_slots, fl->slots);
+    }
+    return NULL;
+}
+
+/* Another process rewrites the geometry while this one opens the file: what
+ * opens must carry the geometry that was validated (the file's true one),
+ * never a value read again from the file afterwards. Where the sanitizers'
+ * hook exists, the rewrite lands exactly after the check; everywhere, a
+ * thread also flips the header while the file is opened again and again. */
+TEST_T("hostile", hostile_header_rewritten_while_opening, 60)
+{
+    rr_geometry g = tu_geom(STR, 16, 8, 200, 4096);
+    rr_chan *c = NULL;
+    rr_error err;
+    REQUIRE_EQ(rr_open_memfd("rr-flip", &g, &c, &err), 0);
+    rr_hdr_geom *h = (rr_hdr_geom *)c->map->base;
+    static bool hooked;
+    if (!hooked && __sanitizer_install_malloc_and_free_hooks)
+        hooked = __sanitizer_install_malloc_and_free_hooks(rewrite_hook, rewrite_hook_free) != 0;
+    if (hooked) {
+        uint32_t *words[2] = {&h->req_cap, &h->resp_slots};
+        for (int k = 0; k < 2; k++) {
+            uint32_t keep = *words[k];
+            atomic_store(&rewrite_value, keep * 4);
+            atomic_store(&rewrite_at_alloc, words[k]);
+            rr_chan *o = NULL;
+            int rc = rr_open_fd(rr_memfd(c), STR, &o, &err);
+            CHECK_MSG(atomic_load(&rewrite_at_alloc) == NULL, "the hook did not fire");
+            atomic_store(&rewrite_at_alloc, NULL);
+            *words[k] = keep;
+            CHECK_MSG(rc == 0, "open: %s (%s)", tu_err(rc), err.why);
+            if (rc == 0) {
+                CHECK_EQ(rr_geometry_of(o)->req_cap, g.req_cap);
+                CHECK_EQ(rr_geometry_of(o)->resp_slots, g.resp_slots);
+                rr_close(o);
+            }
+        }
+    } else {
+        tu_note("no sanitizer malloc hook in this build: the thread race only");
+    }
+    flipper fl = {(_Atomic uint32_t *)&h->req_cap, (_Atomic uint32_t *)&h->resp_slots,
+                  g.req_cap, g.resp_slots, 0};
+    pthread_t t;
+    REQUIRE_EQ(pthread_create(&t, NULL, flip_geometry, &fl), 0);
+    long opened = 0, refused = 0, wrong = 0;
+    int64_t until = tu_ms(1000);
+    for (long i = 0; i < tu_n(100000) && rr_now_ns() < until; i++) {
+        rr_chan *o = NULL;
+        int rc = rr_open_fd(rr_memfd(c), STR, &o, &err);
+        if (rc == 0) {
+            opened++;
+            const rr_geometry *og = rr_geometry_of(o);
+            if (og->req_cap != g.req_cap || og->resp_slots != g.resp_slots)
+                wrong++;
+            rr_close(o);
+        } else {
+            CHECK_EQ(rc, -RR_EFORMAT);
+            refused++;
+        }
+    }
+    atomic_store(&fl.stop, 1);
+    pthread_join(t, NULL);
+    CHECK_MSG(wrong == 0, "%ld of %ld opens took a geometry other than the validated one", wrong,
+              opened);
+    tu_note("%ld opened, %ld refused (changed while opening)", opened, refused);
     rr_close(c);
 }
