@@ -233,7 +233,11 @@ static int try_acquire(rr_chan *c, void *arg)
         if (!atomic_compare_exchange_strong_explicit(&s->owner, &o, mine, memory_order_acquire,
                                                      memory_order_relaxed))
             continue;
-        if (atomic_load_explicit(&s->ctl, memory_order_relaxed) != v) {
+        /* acquire ↔ the acq_rel CAS that freed the slot: a leftover owner we
+         * took over was not cleared with release, so this is what orders the
+         * last holders' reads and writes (the writer's look at bell) before
+         * ours */
+        if (atomic_load_explicit(&s->ctl, memory_order_acquire) != v) {
             give_up_owner(s, mine); /* only a forged file moves a slot we own */
             continue;
         }
