@@ -94,6 +94,9 @@ static int push_attempt(rr_chan *c, void *arg)
                                                          memory_order_relaxed))
                 continue; /* lost the claim: look at the cell again */
             advance(&h->tail, pos);
+            /* release fence ↔ the acquire fence in repair(): a repairer that
+             * reads our id below also sees our claim, and leaves the id alone */
+            atomic_thread_fence(memory_order_release);
             /* relaxed atomics: the publish below orders them */
             __atomic_store_n(&cell->value, op->value, __ATOMIC_RELAXED);
             __atomic_store_n(&cell->id, op->id, __ATOMIC_RELAXED);
@@ -163,8 +166,17 @@ static void repair(rr_chan *c, rr_int_cell *cell, uint64_t t, uint32_t lap)
     if (turn_state(t) == TURN_TAKEN) {
         uint32_t who = turn_who(t);
         uint64_t dead = (uint64_t)(who >> RR_WORKER_PID_BITS) << 32 | (who & WHO_PID_MASK);
-        /* TAKEN: nobody else writes the cell, its id is the taken request's */
-        rr_slot_mark_taken_by(c, __atomic_load_n(&cell->id, __ATOMIC_RELAXED), dead);
+        /* relaxed atomic: checked below, seqlock-style */
+        uint64_t id = __atomic_load_n(&cell->id, __ATOMIC_RELAXED);
+        /* The id is the taken request's only if the cell is still in the turn
+         * we judged: the taker may have released it just before it died, and
+         * the next lap's producer be writing its own id there (found by
+         * rr_intq.pml). acquire fence ↔ the producer's release fence after
+         * its claim. */
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&cell->turn, memory_order_relaxed) != t)
+            return;
+        rr_slot_mark_taken_by(c, id, dead);
     }
     /* release ↔ the next lap's producer's acquire load: nothing to hand over
      * but the position itself */
