@@ -104,12 +104,13 @@ check() {
 #   reply   1 client (deadline or none, view/unview or Int get), 2 workers
 #           handing ids to each other, a server's sweep or clear, 3 deaths
 #   owners  2 clients racing for the slot (each sweeps once when none is
-#           free), 1 worker, a server's sweep or clear, 2 deaths
+#           free), 1 worker, a server's sweep or clear, a queue of one entry
+#           (a push can fail: abandon), 2 deaths
 #   rounds  1 client, 2 requests in a row (stale ids in the queue), 1 worker,
-#           2 server operations, 2 deaths
+#           2 server operations, a queue of one entry, 2 deaths
 reply=(-DROUNDS2=0 -DMAXDEATH=3)
-owners=(-DNWORKER=1 -DC1FULL=0 -DC2FULL=0 -DMAXDEATH=2)
-rounds=(-DROUNDS2=0 -DROUNDS1=2 -DNWORKER=1 -DSERVER_OPS=2 -DMAXDEATH=2)
+owners=(-DNWORKER=1 -DC1FULL=0 -DC2FULL=0 -DQCAP=1 -DMAXDEATH=2)
+rounds=(-DROUNDS2=0 -DROUNDS1=2 -DNWORKER=1 -DSERVER_OPS=2 -DQCAP=1 -DMAXDEATH=2)
 check slots/reply pass rr_slots.pml "${reply[@]}"
 check slots/owners pass rr_slots.pml "${owners[@]}"
 check slots/rounds pass rr_slots.pml "${rounds[@]}"
