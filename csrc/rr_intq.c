@@ -17,7 +17,8 @@
  * names the one worker that has the request. head and tail only say where to
  * look: whoever finds one behind a cell that has moved on advances it, so a
  * process that dies before it advanced them leaves nothing stuck. All-zero is
- * the empty ring at lap 0, and a ring of one cell works too. */
+ * the empty ring at lap 0, and a ring of one cell works too.
+ * Modelled in rr_intq.pml, checked by csrc/tests/spin.sh. */
 #include "rr_internal.h"
 
 #include <limits.h>

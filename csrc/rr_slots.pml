@@ -1,0 +1,669 @@
+/* Promela model of the response-slot protocol of csrc/rr_slots.c (format 4:
+ * states FREE, ACQUIRED, WRITING, READY, READING, CANCELLED; an owner word; a
+ * worker record naming the taker or the writer of a request). Checked with
+ * spin by csrc/tests/spin.sh. Step names ("S4 claim") follow the numbered
+ * transitions of the protocol's description.
+ *
+ * Scope: one slot (every race is on one slot; acquire's scan of the others
+ * repeats the same steps), one or two clients, one or two workers (two hand
+ * ids to each other, so a request can have two repliers), one server process
+ * that sweeps or clears, and a final recovery pass. The request queue is the Str
+ * one: a taker records itself under the queue lock, then pops; the lock of a
+ * dead holder is taken over. Each client sweeps once when it finds no free
+ * slot (acquire_or_sweep).
+ *
+ * Death: before every step on shared memory (DO) a process may be SIGKILLed,
+ * at most MAXDEATH times per run. A dead process stops; dead[] is what the
+ * liveness checks read. A process that is done stays alive (idle). A process
+ * blocked in a wait is not killed while it sleeps (dying just before the wait
+ * is the same to the others), which keeps spin's deadlock check meaningful:
+ * a process blocked for good is an invalid end state.
+ *
+ * Not modelled: futex wake-ups (a wait is a guard on the shared words, i.e. a
+ * perfect wake-up; the C code also polls), memory ordering (every CAS here is
+ * one the C code makes acq_rel or pairs; the model is sequentially
+ * consistent), the wrap of generations (they only grow here: a few rounds),
+ * and the record's generation modulo 2^23.
+ *
+ * Where this model departs from the notes. As the notes have it, the owner
+ * word loses slots (-DNOTES_OWNER, -DNOTES_SWEEP; the trails are in
+ * csrc/tests/README.md). The default here is the protocol with two fixes,
+ * which csrc/rr_slots.c must carry for this model to be its model:
+ *  F1 The owner word holds the generation its owner acquires, OWN(identity,
+ *     g+1), written before ctl goes FREE(g) -> ACQUIRED(g+1). On FREE(g) an
+ *     acquirer may take a word that is 0 or of a generation older than g: the
+ *     word of a freed generation whose freer died between its freeing CAS and
+ *     its release of the owner (a word of g+1 is an acquire in progress; a
+ *     later one means the FREE(g) it saw is old). It CASes that exact word to
+ *     OWN(me, g+1), then ctl FREE(g) -> ACQUIRED(g+1) on that same g (no
+ *     re-load); on failure it CASes its word back to 0. Releasing the owner
+ *     (S12) is unchanged, and now only tidiness.
+ *  F2 Sweep, owner judged dead: after loading ctl v it loads the owner word
+ *     again and goes on only if it is still the word it judged (while ctl is
+ *     not FREE the word is v's acquirer's, and stays so); the CANCELLED
+ *     branch for a live owner releases the word loaded after v.
+ *
+ * Properties:
+ *  (a) a client copies out only data written for its own generation (assert
+ *      in collect); a writer never writes a slot that is at another
+ *      generation (assert in S5 write);
+ *  (b) once every process is done or dead, one recovery pass leaves the slot
+ *      FREE and acquirable (assert in init);
+ *  (c) every waiting client ends: reply, worker-died error or stale; spin's
+ *      invalid-end-state check finds anybody blocked for good. A client whose
+ *      request only dead workers could take would wait for a new worker; in
+ *      the model its deadline then ends the wait;
+ *  (d) a cancel that returned True never sees a reply published for its
+ *      generation; at most one reply is published per generation; a cancel
+ *      that returned False because the reply is there is followed by a get
+ *      that collects it (or finds it cleared), never "not ready". A live
+ *      client that did not cancel finds its request stale only after a clear.
+ *
+ * Switches (spin -DNAME):
+ *  OLD_PUBLISH  publish is an unconditional exchange ctl := READY(g)
+ *  OLD_RECORD   only the taker is recorded; abandon_dead and sweep free a
+ *               WRITING(g) slot whose taker of gen g is dead
+ *  OLD_CANCEL   cancel of WRITING(g) says "busy" and changes nothing; the
+ *               binding's get then finds no reply and the client forgets it
+ *  OLD_SWEEP    sweep loads ctl, then owner, and stores owner := 0 if ctl
+ *               was FREE
+ *  NOTES_OWNER  the owner word and the sweep exactly as the notes: no F1, F2
+ *  NOTES_SWEEP  F1 but not F2: the sweep frees the slot of the owner word it
+ *               loaded before ctl, which may be an earlier acquirer's
+ *  NO_CLIENT_SWEEP  clients do not sweep when no slot is free
+ *  MAXDEATH, ROUNDS1, ROUNDS2, NWORKER, C1FULL, C2FULL, SERVER_OPS, QCAP:
+ *  the scope (csrc/tests/spin.sh runs three).
+ */
+
+#ifndef MAXDEATH
+#define MAXDEATH 2
+#endif
+#ifndef ROUNDS1
+#define ROUNDS1 1   /* requests of client 1 */
+#endif
+#ifndef ROUNDS2
+#define ROUNDS2 1   /* requests of client 2 (0: no client 2) */
+#endif
+#ifndef C1FULL
+#define C1FULL 1    /* 0: client 1 waits without deadline, views, releases */
+#endif
+#ifndef C2FULL
+#define C2FULL 1    /* 0: client 2 waits without deadline, views, releases */
+#endif
+#ifndef NWORKER
+#define NWORKER 2   /* 1 or 2; two hand ids to each other */
+#endif
+#ifndef SERVER_OPS
+#define SERVER_OPS 1 /* sweeps or clears of the server process */
+#endif
+#ifndef QCAP
+#define QCAP 2
+#endif
+
+/* identities: 0 none (and the final pass), clients 1-2, workers 3-4, server 5 */
+#define C1 1
+#define C2 2
+#define W1 3
+#define W2 4
+#define SRV 5
+#if ROUNDS2 > 0
+#define NCLIENT 2
+#else
+#define NCLIENT 1
+#endif
+#define NPROC (NCLIENT + NWORKER + 1)
+
+#define FREE 0
+#define ACQUIRED 1
+#define WRITING 2
+#define READY 3
+#define READING 4
+#define CANCELLED 5
+
+/* ctl = gen * 8 + state, so that a CAS is one comparison */
+#define MK(g, s) ((g) * 8 + (s))
+#define ST(v) ((v) % 8)
+#define GN(v) ((v) / 8)
+
+#define NG (2 * (ROUNDS1 + ROUNDS2) + 4)
+
+byte ctl = 0;   /* FREE(0) */
+byte owner = 0; /* OWN(identity, gen), 0 none */
+/* the worker record (one 64-bit word in C): gen, writing bit, process */
+byte wg = 0;
+bit ww = 0;
+byte wp = 0;
+byte data = 0;  /* the generation the reply data was written for */
+
+/* the request queue (Str): ids (= gens: one slot) and the lock word */
+byte q[QCAP];
+byte qh = 0;
+byte qn = 0;
+byte qlock = 0;
+
+/* an id a taker handed to the other worker */
+byte handoff = 0;
+byte handto = 0;
+
+bit dead[SRV + 1];
+byte deaths = 0;
+byte fin = 0;   /* processes done or dead */
+byte cfin = 0;  /* clients done or dead */
+byte wdead = 0; /* workers dead */
+
+/* ghosts, per generation */
+bit cancel_true[NG]; /* a cancel returned True */
+bit reply_true[NG];  /* a reply was published: reply() returned True */
+bit cleared[NG];     /* clear() moved this generation */
+bit pending_after_cancel_false; /* (d) set where it must never be */
+
+#define CANDIE (deaths < MAXDEATH && me != 0)
+#define DIE \
+    atomic { CANDIE -> deaths++; dead[me] = 1; fin++; \
+             if :: me == C1 || me == C2 -> cfin++ \
+                :: me == W1 || me == W2 -> wdead++ \
+                :: else fi }; \
+    goto died
+/* one step on shared memory, unless SIGKILL comes first. (The "true;":
+ * an `else` in an `if` that opened an option would count DIE as one of its
+ * alternatives.) */
+#define DO(...) if :: DIE :: atomic { true; __VA_ARGS__ } fi
+/* SIGKILL before a step that may block */
+#define MAYDIE if :: DIE :: true fi
+
+#define CAS(var, exp, new, okv) \
+    if :: var == (exp) -> var = (new); okv = 1 :: else -> okv = 0 fi
+
+#ifdef NOTES_OWNER
+#define OWN(id, t) (id)
+#define OTAG(w) 0
+/* an owner word that lets an acquirer in on FREE value v */
+#define ACQUIRABLE(w, v) ((w) == 0)
+#else
+#define OWN(id, t) ((t) * 8 + (id))
+#define OTAG(w) ((w) / 8)
+/* a word of generation GN(v) + 1 is an acquire in progress; one of a later
+ * generation means v is out of date; one of an earlier generation was left
+ * by a freer that died before clearing it */
+#define ACQUIRABLE(w, v) ((w) == 0 || OTAG(w) < GN(v))
+#endif
+#define OID(w) ((w) % 8)
+
+/* S12: release the owner word w (loaded after ctl showed the value the
+ * freeing CAS expects): CAS w -> 0, never a blind store */
+#define RELEASE_OWNER(w) DO(if :: owner == (w) -> owner = 0 :: else fi)
+
+/* Frees the slot from the exact value v the caller has loaded: load owner,
+ * CAS ctl v -> FREE(gen+1), release the owner word; ok: the CAS won. */
+inline free_from(v, o, ok) {
+    DO(o = owner);
+    DO(CAS(ctl, v, MK(GN(v) + 1, FREE), ok));
+    if
+    :: ok -> RELEASE_OWNER(o)
+    :: else
+    fi
+}
+
+/* the record is a writing record of generation GN(v) whose writer is dead
+ * (OLD_RECORD: any record of GN(v), i.e. the taker) */
+#ifdef OLD_RECORD
+#define WRITER_DEAD(v) (srg == GN(v) && srp != 0 && dead[srp])
+#else
+#define WRITER_DEAD(v) (srg == GN(v) && srw && srp != 0 && dead[srp])
+#endif
+
+/* S13 sweep of the slot (any process). */
+inline sweep() {
+#ifdef OLD_SWEEP
+    DO(sv = ctl);
+#endif
+    DO(so = owner);
+    DO(sdead = (so != 0 && dead[OID(so)])); /* the verdict */
+    if
+    :: sdead ->
+#ifndef OLD_SWEEP
+        DO(sv = ctl); /* acquire, after the verdict */
+#if !defined(NOTES_OWNER) && !defined(NOTES_SWEEP)
+        /* F2: the word must still be so once ctl is loaded (while ctl is not
+         * FREE the word is its acquirer's and stays so) */
+        DO(sok = (owner == so));
+        if
+        :: !sok -> goto sweep_done
+        :: else
+        fi;
+#endif
+#endif
+        if
+#ifdef OLD_SWEEP
+        :: ST(sv) == FREE -> DO(owner = 0)
+#else
+        :: ST(sv) == FREE -> RELEASE_OWNER(so) /* died in acquire or release */
+#endif
+        :: ST(sv) == ACQUIRED || ST(sv) == READY || ST(sv) == READING ->
+            DO(CAS(ctl, sv, MK(GN(sv) + 1, FREE), sok));
+            if :: sok -> RELEASE_OWNER(so) :: else fi
+        :: ST(sv) == WRITING || ST(sv) == CANCELLED ->
+            DO(srg = wg; srw = ww; srp = wp);
+            DO(sdead = WRITER_DEAD(sv)); /* the verdict on the writer */
+            if
+            :: sdead ->
+                DO(CAS(ctl, sv, MK(GN(sv) + 1, FREE), sok));
+                if :: sok -> RELEASE_OWNER(so) :: else fi
+            :: else
+            fi
+        fi
+    :: else ->
+        /* owner alive, or none: a CANCELLED slot whose writer died, which
+         * nobody else would free */
+#ifndef OLD_SWEEP
+        DO(sv = ctl);
+#endif
+        if
+        :: ST(sv) == CANCELLED ->
+            DO(srg = wg; srw = ww; srp = wp);
+            DO(sdead = WRITER_DEAD(sv));
+            if
+            :: sdead ->
+#if !defined(NOTES_OWNER) && !defined(NOTES_SWEEP)
+                DO(so = owner); /* F2: the word of v's acquirer, loaded after v */
+#endif
+                DO(CAS(ctl, sv, MK(GN(sv) + 1, FREE), sok));
+                if :: sok -> RELEASE_OWNER(so) :: else fi
+            :: else
+            fi
+        :: else
+        fi
+    fi;
+sweep_done:
+    skip
+}
+
+
+/* S10 clear (server): ACQUIRED/READY -> FREE(g+1), WRITING -> CANCELLED(g) */
+inline clear() {
+    skip;
+clear_again:
+    DO(sv = ctl);
+    if
+    :: ST(sv) == ACQUIRED || ST(sv) == READY ->
+        DO(so = owner);
+        DO(if
+           :: ctl == sv -> ctl = MK(GN(sv) + 1, FREE); sok = 1; cleared[GN(sv)] = 1
+           :: else -> sok = 0
+           fi);
+        if
+        :: sok -> RELEASE_OWNER(so)
+        :: else -> goto clear_again
+        fi
+    :: ST(sv) == WRITING ->
+        DO(if
+           :: ctl == sv -> ctl = MK(GN(sv), CANCELLED); sok = 1; cleared[GN(sv)] = 1
+           :: else -> sok = 0
+           fi);
+        if
+        :: sok
+        :: else -> goto clear_again
+        fi
+    :: else
+    fi
+}
+
+/* ------------------------------------------------------------------ client */
+
+proctype Client(byte me; byte rounds; bit rich)
+{
+    byte r = 0;
+    byte g, v, o, d;
+    byte sv, so, srg, srp;
+    bit srw, sok, sdead, ok, swept;
+    bit deadline; /* this request's wait has a deadline */
+    bit unviewed; /* at most one unview per request */
+    byte rg, rp;
+
+    do
+    :: r < rounds -> r++;
+        swept = 0;
+        /* S1 acquire, and one sweep when no slot is free (acquire_or_sweep) */
+acquire:
+        g = 0;
+        DO(v = ctl); /* a look */
+        if
+        :: ST(v) == FREE ->
+            DO(o = owner);
+            if
+            :: ACQUIRABLE(o, v) ->
+                DO(CAS(owner, o, OWN(me, GN(v) + 1), ok));
+                if
+                :: ok ->
+#ifdef NOTES_OWNER
+                    DO(v = ctl); /* re-load */
+                    if
+                    :: ST(v) != FREE -> DO(owner = 0)
+                    :: else ->
+                        DO(CAS(ctl, v, MK(GN(v) + 1, ACQUIRED), ok));
+                        if
+                        :: ok -> g = GN(v) + 1
+                        :: else -> RELEASE_OWNER(me)
+                        fi
+                    fi
+#else
+                    /* F1: on the generation the owner word names, no re-load */
+                    DO(CAS(ctl, v, MK(GN(v) + 1, ACQUIRED), ok));
+                    if
+                    :: ok -> g = GN(v) + 1
+                    :: else -> RELEASE_OWNER(OWN(me, GN(v) + 1))
+                    fi
+#endif
+                :: else
+                fi
+            :: else
+            fi
+        :: else
+        fi;
+        if
+#ifndef NO_CLIENT_SWEEP
+        :: g == 0 && !swept -> swept = 1; sweep(); goto acquire
+#endif
+        :: g == 0 && swept -> goto next /* send returns None */
+#ifdef NO_CLIENT_SWEEP
+        :: g == 0 -> goto next
+#endif
+        :: else
+        fi;
+
+        /* S2 push, only while the slot is still ours (push_if_ours) */
+        DO(ok = (ctl == MK(g, ACQUIRED)));
+        if
+        :: !ok -> goto next /* cleared meanwhile (C: again, from a new slot) */
+        :: else
+        fi;
+        MAYDIE;
+        atomic {
+            (qlock == 0 || dead[qlock]); /* a dead holder's lock is taken over */
+            if
+            :: qn < QCAP -> q[(qh + qn) % QCAP] = g; qn++; ok = 1
+            :: else -> ok = 0
+            fi
+        };
+        if
+        :: !ok -> /* full: abandon, ACQUIRED(g) -> FREE(g+1) */
+            v = MK(g, ACQUIRED);
+            free_from(v, o, ok);
+            goto next
+        :: else
+        fi;
+
+        if
+        :: deadline = 0
+        :: rich -> deadline = 1
+        fi;
+        unviewed = 0;
+
+        /* S9 wait: woken by a change of ctl (and the periodic worker check) */
+wait:
+        MAYDIE;
+        if
+        :: atomic { (GN(ctl) != g || ST(ctl) == FREE || ST(ctl) == CANCELLED
+                     || ST(ctl) == READY || ST(ctl) == READING) -> v = ctl };
+            if
+            :: GN(v) == g && (ST(v) == READY || ST(v) == READING) -> goto collect
+            :: else -> goto stale
+            fi
+        :: (GN(ctl) == g && (ST(ctl) == ACQUIRED || ST(ctl) == WRITING)
+            && wg == g && wp != 0 && dead[wp]) -> goto abandon
+        :: deadline -> goto timedout
+        :: !deadline && GN(ctl) == g && ST(ctl) == ACQUIRED && wdead == NWORKER ->
+            /* no live worker can take it: the client would wait for a new
+             * one; here its deadline ends the wait */
+            goto timedout
+        fi;
+
+        /* S11 abandon_dead, after the worker check found the worker dead */
+abandon:
+        DO(v = ctl); /* acquire */
+        if
+        :: GN(v) != g || ST(v) == FREE || ST(v) == CANCELLED -> goto stale
+        :: ST(v) == READY || ST(v) == READING -> goto collect /* busy: collect it */
+        :: else
+        fi;
+        DO(rg = wg; rp = wp);
+        DO(ok = (rg == g && rp != 0 && dead[rp])); /* the verdict */
+        if
+        :: ok ->
+            free_from(v, o, ok);
+            if
+            :: ok -> goto next /* WorkerDiedError */
+            :: else -> goto abandon
+            fi
+        :: else -> goto wait /* alive: wait on */
+        fi;
+
+timedout:
+        /* S7 cancel, then (the binding) get if the reply is there */
+        DO(v = ctl);
+        if
+        :: v == MK(g, ACQUIRED) ->
+            DO(o = owner);
+            DO(if
+               :: ctl == v -> ctl = MK(g + 1, FREE); ok = 1; cancel_true[g] = 1
+               :: else -> ok = 0
+               fi);
+            if
+            :: ok -> RELEASE_OWNER(o); goto next
+            :: else -> goto timedout
+            fi
+        :: v == MK(g, WRITING) ->
+#ifdef OLD_CANCEL
+            goto get_after_cancel /* "busy" */
+#else
+            DO(if
+               :: ctl == v -> ctl = MK(g, CANCELLED); ok = 1; cancel_true[g] = 1
+               :: else -> ok = 0
+               fi);
+            if
+            :: ok -> goto next /* the writer frees it, or a sweep once it is dead */
+            :: else -> goto timedout
+            fi
+#endif
+        :: v == MK(g, READY) || v == MK(g, READING) ->
+            assert(reply_true[g]); /* (d) the reply won the race */
+            goto get_after_cancel
+        :: else -> goto next /* stale */
+        fi;
+
+get_after_cancel:
+        /* get, no wait: the reply is there, or the slot was cleared */
+        DO(v = ctl);
+        if
+        :: GN(v) == g && (ST(v) == READY || ST(v) == READING) -> goto collect
+        :: GN(v) != g || ST(v) == FREE || ST(v) == CANCELLED -> goto next
+        :: else -> /* (d) "cancel returned False, then get": still pending */
+            pending_after_cancel_false = 1; assert(!pending_after_cancel_false)
+        fi;
+
+collect:
+        if
+        :: /* S8 view: READY(g) -> READING(g), copy out, release or unview */
+            DO(CAS(ctl, MK(g, READY), MK(g, READING), ok));
+            if
+            :: !ok -> goto wait /* not READY: the wait decides */
+            :: else
+            fi;
+            DO(d = data);
+            assert(d == g); /* (a) our own reply */
+            if
+            :: v = MK(g, READING);
+               free_from(v, o, ok); /* release */
+               assert(ok);
+               goto next
+            :: rich && !unviewed ->
+               unviewed = 1;
+               DO(CAS(ctl, MK(g, READING), MK(g, READY), ok));
+               assert(ok);
+               goto wait
+            fi
+        :: rich -> /* S8 Int get: load READY(g), read, CAS READY(g) -> FREE(g+1) */
+            DO(v = ctl);
+            if
+            :: v != MK(g, READY) -> goto wait
+            :: else
+            fi;
+            DO(d = data);
+            free_from(v, o, ok);
+            if
+            :: ok -> assert(d == g); goto next /* (a) */
+            :: else -> goto wait /* what was read is discarded */
+            fi
+        fi;
+
+stale:
+        assert(cleared[g]); /* (d) stale without a cancel: only after a clear */
+next:
+        skip;
+        /* forget this round (fewer distinct states) */
+        d_step { g = 0; v = 0; o = 0; d = 0; sv = 0; so = 0; srg = 0; srp = 0;
+                 srw = 0; sok = 0; sdead = 0; ok = 0; deadline = 0; unviewed = 0;
+                 rg = 0; rp = 0 }
+    :: else -> break
+    od;
+    atomic { fin++; cfin++ };
+    goto end;
+died:
+    skip;
+end:
+    skip
+}
+
+/* ------------------------------------------------------------------ worker */
+
+/* S4 claim, S5 write, S6 publish, by any process holding the id */
+inline reply(id) {
+#ifdef OLD_RECORD
+    ok = 1;
+#else
+    DO(if /* the CAS loop on the record */
+       :: wg > id || (wg == id && ww) -> ok = 0 /* another replier, or newer */
+       :: else -> wg = id; ww = 1; wp = me; ok = 1
+       fi);
+#endif
+    if
+    :: ok ->
+        DO(CAS(ctl, MK(id, ACQUIRED), MK(id, WRITING), ok));
+        if
+        :: ok ->
+            /* S5; (a) a stale writer never scribbles over a newer request */
+            DO(assert(GN(ctl) == id && (ST(ctl) == WRITING || ST(ctl) == CANCELLED));
+               data = id);
+#ifdef OLD_PUBLISH
+            DO(ctl = MK(id, READY); ok = 1;
+               assert(!cancel_true[id]); assert(!reply_true[id]); reply_true[id] = 1);
+#else
+            DO(if
+               :: ctl == MK(id, WRITING) ->
+                   ctl = MK(id, READY); ok = 1;
+                   assert(!cancel_true[id]); /* (d) */
+                   assert(!reply_true[id]);  /* one reply per request */
+                   reply_true[id] = 1
+               :: else -> ok = 0
+               fi);
+            if
+            :: !ok ->
+                DO(v = ctl);
+                if
+                :: v == MK(id, CANCELLED) -> free_from(v, o, ok)
+                :: else
+                fi
+            :: else
+            fi
+#endif
+        :: else
+        fi
+    :: else
+    fi
+}
+
+proctype Worker(byte me; byte other)
+{
+    byte id, v, o;
+    bit ok;
+
+serve:
+    MAYDIE;
+    if
+    :: /* S3 take (Str): under the queue lock, record, then pop */
+        atomic { (qlock == 0 || dead[qlock]) && qn > 0 -> qlock = me; id = q[qh] };
+        DO(if
+           :: wg > id || (wg == id && ww) -> skip
+           :: else -> wg = id; ww = 0; wp = me
+           fi);
+        DO(qh = (qh + 1) % QCAP; qn--; qlock = 0);
+        /* maybe hand the id to the other worker too; then reply ourselves */
+        if
+        :: handoff == 0 && other != 0 -> handoff = id; handto = other
+        :: true
+        fi;
+        reply(id)
+    :: atomic { handoff != 0 && handto == me -> id = handoff; handoff = 0 };
+        reply(id)
+    :: cfin == NCLIENT && qn == 0 && !(handoff != 0 && handto == me) -> goto done
+    fi;
+    d_step { id = 0; v = 0; o = 0; ok = 0 };
+    goto serve;
+done:
+    atomic { fin++ };
+    goto end;
+died:
+    skip;
+end:
+    skip
+}
+
+/* ------------------------------------------------------------------ server */
+
+proctype Server(byte me)
+{
+    byte n = 0;
+    byte sv, so, srg, srp;
+    bit srw, sok, sdead;
+
+    do
+    :: n < SERVER_OPS -> n++;
+        if
+        :: sweep()
+        :: clear()
+        fi
+    :: else -> break
+    od;
+    atomic { fin++ };
+    goto end;
+died:
+    skip;
+end:
+    skip
+}
+
+init {
+    byte me = 0; /* the final recovery pass: never dies */
+    byte sv, so, srg, srp;
+    bit srw, sok, sdead;
+
+    atomic {
+        run Client(C1, ROUNDS1, C1FULL);
+#if ROUNDS2 > 0
+        run Client(C2, ROUNDS2, C2FULL);
+#endif
+#if NWORKER > 1
+        run Worker(W1, W2);
+        run Worker(W2, W1);
+#else
+        run Worker(W1, 0);
+#endif
+        run Server(SRV)
+    };
+    fin == NPROC;
+    /* (b) everybody done or dead: one recovery pass gives the slot back */
+    sweep();
+    assert(ST(ctl) == FREE && ACQUIRABLE(owner, ctl));
+died:
+    skip
+}
