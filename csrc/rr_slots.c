@@ -20,9 +20,9 @@
  * time (18 bits) << 22 | pid) is claimed for the generation being acquired
  * before ctl leaves FREE, and cleared after ctl is back to FREE, so it is
  * stable while ctl is not FREE. A FREE(g) slot whose owner is tagged g + 1 is
- * being acquired right now (or its acquirer died doing so); one tagged
- * otherwise is a leftover: its freer is about to clear it, or died before it
- * could, and the next acquirer takes it over. Whoever frees a slot read its
+ * being acquired right now (or its acquirer died doing so); one tagged with an
+ * older generation is a leftover: its freer is about to clear it, or died
+ * before it could, and the next acquirer takes it over. Whoever frees a slot read its
  * owner after seeing the generation it frees, and clears exactly that owner
  * by a CAS: never a blind store, which could wipe the next acquirer's.
  *
@@ -95,9 +95,12 @@ static inline uint64_t owner_word(uint32_t gen, uint64_t ident)
 {
     return (uint64_t)(gen & TAG_MASK) << RR_OWNER_TAG_SHIFT | proc_of(ident);
 }
-static inline bool owner_of(uint64_t o, uint32_t gen)
+/* The word was taken for a generation before `gen` (by the sign of the
+ * difference): a freed generation's leftover. */
+static inline bool owner_older(uint64_t o, uint32_t gen)
 {
-    return (uint32_t)(o >> RR_OWNER_TAG_SHIFT) == (gen & TAG_MASK);
+    uint32_t d = (gen - (uint32_t)(o >> RR_OWNER_TAG_SHIFT)) & TAG_MASK;
+    return d != 0 && d <= (TAG_MASK >> 1);
 }
 
 /* The record is of generation `gen` (modulo its bits). */
@@ -224,8 +227,10 @@ static int try_acquire(rr_chan *c, void *arg)
             continue;
         uint32_t gen = ctl_gen(v) + 1;
         uint64_t o = atomic_load_explicit(&s->owner, memory_order_relaxed);
-        if (o != 0 && owner_of(o, gen))
-            continue; /* somebody is acquiring it */
+        /* g + 1: somebody is acquiring it; later: the FREE we read is out of
+         * date, and the word may be an acquire in progress */
+        if (o != 0 && !owner_older(o, gen))
+            continue;
         uint64_t mine = owner_word(gen, me);
         /* 0, or a leftover of an earlier generation whose freer has not
          * cleared it (or died before it could): ours to take over. acquire ↔
@@ -718,7 +723,7 @@ void rr_slots_sweep(rr_chan *c, int64_t period_ns)
             continue; /* freed and taken again since we read the owner */
         if (st == SLOT_FREE) {
             /* a leftover, or an acquirer that died acquiring: ctl stays FREE */
-            if (owner != 0 && (owner_dead || !owner_of(owner, ctl_gen(v) + 1))
+            if (owner != 0 && (owner_dead || owner_older(owner, ctl_gen(v) + 1))
                 /* release ↔ the acquire CAS of owner in try_acquire */
                 && atomic_compare_exchange_strong_explicit(&s->owner, &owner, 0,
                                                            memory_order_release,
