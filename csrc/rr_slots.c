@@ -364,8 +364,13 @@ int rr_slot_publish(rr_chan *c, rr_slot *s, uint64_t id)
      * a slot that left our claim belongs to somebody else now. */
     if (!atomic_compare_exchange_strong_explicit(&s->ctl, &v, mk_ctl(gen, SLOT_READY),
                                                  memory_order_release, memory_order_relaxed)) {
-        if (v == mk_ctl(gen, SLOT_CANCELLED))
+        if (v == mk_ctl(gen, SLOT_CANCELLED)) {
+            /* still ours until freed: the reply is not counted after all */
+            atomic_store_explicit(&s->replies,
+                                  atomic_load_explicit(&s->replies, memory_order_relaxed) - 1,
+                                  memory_order_relaxed);
             free_from(c, s, &v);
+        }
         return -ESTALE;
     }
     rr_word_wake_after_rmw(ctl_futex(s), &s->waiters, INT_MAX);
