@@ -146,3 +146,60 @@ TEST_T("slots", review2_dead_client_slot_swept_control, 60)
     tu_shared_free(sh, sizeof *sh);
     rr_close(c);
 }
+
+/* FINDING B. rr_strq_holds reads cell ids (relaxed atomic loads) without the
+ * lock, from a head and tail that may be stale by the time it reaches a cell;
+ * a sender rewriting that cell a lap later writes cell->id with a plain store
+ * (push_attempt), under a lock the scanner does not take. Mixed atomic and
+ * plain accesses to one location, unordered: a data race in C11 (TSan reports
+ * it). Harmless on x86 (aligned 8-byte store), but the comment's pairing does
+ * not hold: the writer's store must be atomic too (relaxed suffices). */
+typedef struct r2_scan {
+    rr_chan *c;
+    _Atomic int stop;
+    long scans, hits;
+} r2_scan;
+
+static void *r2_scanner(void *p)
+{
+    r2_scan *a = p;
+    while (!atomic_load(&a->stop)) {
+        /* what rr_resp_check does for a Str request whose taker is dead */
+        a->hits += rr_strq_holds(a->c, UINT64_C(1) << 40);
+        a->scans++;
+    }
+    return NULL;
+}
+
+TEST_T("slots", review2_race_strq_holds_vs_push_cell_id, 60)
+{
+    rr_chan *c = tu_anon(STR, 2, 4, 64, 0);
+    REQUIRE(c);
+    r2_scan a = {c, 0, 0, 0};
+    pthread_t th;
+    REQUIRE_EQ(pthread_create(&th, NULL, r2_scanner, &a), 0);
+    long n = tu_n(20000);
+    for (long i = 0; i < n; i++) {
+        uint64_t id[2];
+        rr_resp r;
+        if (rr_str_send(c, "a", 1, 0, tu_ms(5000), &id[0]) != 0
+            || rr_str_send(c, "b", 1, 0, tu_ms(5000), &id[1]) != 0) {
+            tu_fail(__FILE__, __LINE__, "send at %ld", i);
+            break;
+        }
+        if (rr_str_recv_begin(c, tu_ms(5000)) != 2) {
+            tu_fail(__FILE__, __LINE__, "recv at %ld", i);
+            break;
+        }
+        rr_str_recv_end(c, 2);
+        for (int k = 0; k < 2; k++) {
+            CHECK_EQ(rr_str_reply(c, id[k], "r", 1, 0), 0);
+            CHECK_EQ(rr_resp_view(c, id[k], &r), 0);
+            CHECK_EQ(rr_resp_release(c, id[k]), 0);
+        }
+    }
+    atomic_store(&a.stop, 1);
+    pthread_join(th, NULL);
+    tu_note("%ld scans, %ld hits", a.scans, a.hits);
+    rr_close(c);
+}
