@@ -131,7 +131,7 @@ static int push_attempt(rr_chan *c, void *arg)
         __atomic_store_n(&cell->beg, beg, __ATOMIC_RELAXED);
         __atomic_store_n(&cell->len, p->len, __ATOMIC_RELAXED);
         cell->flags = p->flags;
-        cell->id = p->id;
+        __atomic_store_n(&cell->id, p->id, __ATOMIC_RELAXED); /* rr_strq_holds reads it without the lock */
         /* relaxed: a hint for receivers, who read the entry under the lock;
          * the wake-up's fence orders it for a receiver about to sleep */
         atomic_store_explicit(&cell->mark, tail + 1, memory_order_relaxed);
