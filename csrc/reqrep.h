@@ -219,29 +219,21 @@ typedef struct rr_stats {
 /* A snapshot without the lock (arena_used is an estimate while sends run). */
 void rr_get_stats(rr_chan *c, rr_stats *s);
 
-/* ---- the file format, for tools and tests that look inside a channel ---- */
-typedef struct rr_format_info {
-    uint64_t magic;
-    uint32_t version, header_size, cell_size, slot_header;
-    uint32_t off_head, off_tail, off_lock, off_recoveries;  /* in the header */
-    uint32_t off_bells, bells;                              /* after the header */
-    uint32_t slot_off_ctl, slot_off_owner, slot_off_worker; /* in a slot */
-    uint32_t slot_off_len, slot_off_flags, slot_inline;     /* a Str reply's */
-    /* a Str cell: entries of up to str_inline bytes lie in the cell itself */
-    uint32_t str_cell_off_mark, str_cell_off_beg, str_cell_off_len, str_cell_off_flags,
-        str_cell_off_id, str_inline;
-    /* the worker record: generation << gen_shift | writing << writing_shift
-     * | start << pid bits | pid (writing: the record names the reply's writer) */
-    uint32_t worker_gen_bits, worker_start_bits, worker_pid_bits, worker_writing_shift,
-        worker_gen_shift;
-    /* a slot's owner: generation tag << owner_tag_shift | start << pid bits | pid,
-     * with the worker record's start and pid bits */
-    uint32_t owner_tag_shift;
-    /* an Int cell's turn: lap << 32 | state << turn_who_bits | who, where
-     * state is free 0, claimed 1, full 2 and who = start bits << pid bits | pid */
-    uint32_t turn_who_bits;
-} rr_format_info;
-void rr_format(rr_format_info *out);
+/* ---- the file format, for tools and tests that look inside a channel ----
+ * Every field of the shared structs ("header", "str_cell", "int_cell", "slot",
+ * "bell": offset in its struct and size in bytes) and every constant of the
+ * format and its words (size 0), taken from the core's own definitions. */
+typedef struct rr_format_entry {
+    const char *group;
+    const char *name;
+    uint64_t value;  /* a field's offset; a constant's value */
+    uint32_t size;   /* a field's size; 0 for a constant */
+} rr_format_entry;
+const rr_format_entry *rr_format_describe(size_t *n);
+/* 1 if process `pid`, whose start time (in clock ticks since boot) ends in
+ * the low `bits` bits `start_bits` (0: unknown), is alive: the verdict the
+ * core acts on when it takes back what a dead process held. */
+int rr_process_alive(uint32_t pid, uint32_t start_bits, int bits);
 /* Where this channel's regions lie in its file. */
 typedef struct rr_regions {
     uint64_t off_bells, off_cells, off_slots, off_arena, slot_stride, total_size;

@@ -134,42 +134,6 @@ void rr_get_stats(rr_chan *c, rr_stats *st)
     }
 }
 
-void rr_format(rr_format_info *f)
-{
-    *f = (rr_format_info){
-        .magic = RR_MAGIC,
-        .version = RR_FORMAT_VERSION,
-        .header_size = RR_HEADER_SIZE,
-        .cell_size = sizeof(rr_str_cell),
-        .slot_header = RR_SLOT_HEADER,
-        .off_head = offsetof(rr_header, head),
-        .off_tail = offsetof(rr_header, tail),
-        .off_lock = offsetof(rr_header, lock),
-        .off_bells = RR_HEADER_SIZE,
-        .bells = RR_BELLS,
-        .off_recoveries = offsetof(rr_header, recoveries),
-        .slot_off_ctl = offsetof(rr_slot, ctl),
-        .slot_off_owner = offsetof(rr_slot, owner),
-        .slot_off_worker = offsetof(rr_slot, worker),
-        .slot_off_len = offsetof(rr_slot, len),
-        .slot_off_flags = offsetof(rr_slot, flags),
-        .slot_inline = RR_SLOT_INLINE,
-        .str_cell_off_mark = offsetof(rr_str_cell, mark),
-        .str_cell_off_beg = offsetof(rr_str_cell, beg),
-        .str_cell_off_len = offsetof(rr_str_cell, len),
-        .str_cell_off_flags = offsetof(rr_str_cell, flags),
-        .str_cell_off_id = offsetof(rr_str_cell, id),
-        .str_inline = RR_STR_INLINE,
-        .worker_gen_bits = RR_WORKER_GEN_BITS,
-        .worker_start_bits = RR_WORKER_START_BITS,
-        .worker_pid_bits = RR_WORKER_PID_BITS,
-        .worker_writing_shift = RR_WORKER_WRITING_SHIFT,
-        .worker_gen_shift = RR_WORKER_GEN_SHIFT,
-        .owner_tag_shift = RR_OWNER_TAG_SHIFT,
-        .turn_who_bits = RR_TURN_WHO_BITS,
-    };
-}
-
 int rr_test_hold_lock(rr_chan *c)
 {
     return c->geom.variant == RR_VARIANT_STR ? rr_lock(c, RR_FOREVER) : -EINVAL;

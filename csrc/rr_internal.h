@@ -25,8 +25,23 @@
 /* A slot's owner word (rr_slots.c): generation tag | start time | pid. */
 #define RR_OWNER_TAG_SHIFT (RR_WORKER_START_BITS + RR_WORKER_PID_BITS)
 #define RR_OWNER_TAG_BITS (64 - RR_OWNER_TAG_SHIFT)
+/* A slot's ctl word (rr_slots.c): generation << 32 | low generation bits << 4 | state. */
+enum {
+    SLOT_FREE = 0,
+    SLOT_ACQUIRED = 1,
+    SLOT_WRITING = 2,
+    SLOT_READY = 3,
+    SLOT_READING = 4,
+    SLOT_CANCELLED = 5,
+};
+#define RR_CTL_STATE_BITS 4
 /* An Int cell's turn (rr_intq.c): lap << 32 | state << RR_TURN_WHO_BITS | who. */
 #define RR_TURN_WHO_BITS 30
+enum { TURN_FREE = 0, TURN_CLAIMED = 1, TURN_FULL = 2, TURN_TAKEN = 3 };
+/* A process identity word (the Str lock's holder, a bell's owner): start time
+ * (low 32 bits) << 32 | pid. */
+#define RR_PID_LIMIT (1u << 22)            /* the kernel's PID_MAX_LIMIT */
+#define RR_LOCK_WAITERS (UINT64_C(1) << 31) /* in the lock word: above every pid, in the futex half */
 
 /* Threads of one handle that rr_interrupt can wake at once; more sleep in
  * stretches of RR_INTERRUPT_POLL_NS at most and look at the flag between. */
@@ -279,8 +294,6 @@ static inline void rr_cpu_relax(void)
 /* ---- process identity and recovery (rr_recover.c) ---- */
 uint64_t rr_self_ident(void);
 bool rr_ident_alive(uint64_t ident);
-/* Liveness from a pid and the low `bits` bits of its start time. */
-bool rr_pid_alive(uint32_t pid, uint32_t start_bits, int bits);
 int rr_lock(rr_chan *c, int64_t deadline);
 void rr_unlock(rr_chan *c);
 

@@ -31,8 +31,6 @@
  * again. */
 #define RR_CLAIM_STALL_NS 20000000
 
-enum { TURN_FREE = 0, TURN_CLAIMED = 1, TURN_FULL = 2, TURN_TAKEN = 3 };
-
 #define WHO_MASK ((UINT32_C(1) << RR_TURN_WHO_BITS) - 1)
 #define WHO_PID_MASK ((UINT32_C(1) << RR_WORKER_PID_BITS) - 1)
 #define WHO_START_BITS (RR_TURN_WHO_BITS - RR_WORKER_PID_BITS)
@@ -155,7 +153,7 @@ static bool claim_stalled(rr_chan *c, uint64_t pos, uint64_t t)
         return false;
     atomic_store_explicit(&c->stall_since, now, memory_order_relaxed); /* ask again later */
     uint32_t who = turn_who(t);
-    return !rr_pid_alive(who & WHO_PID_MASK, who >> RR_WORKER_PID_BITS, WHO_START_BITS);
+    return !rr_process_alive(who & WHO_PID_MASK, who >> RR_WORKER_PID_BITS, WHO_START_BITS);
 }
 
 /* Frees a cell whose claim or take `t` belongs to a dead process; the slot

@@ -14,11 +14,11 @@
  * dead producer's claim is skipped, a dead consumer's take is recorded as its
  * in the request's slot and the cell released.
  *
- * The stall check. claim_stalled() asks rr_pid_alive() after the cell has
+ * The stall check. claim_stalled() asks rr_process_alive() after the cell has
  * stayed the same for RR_CLAIM_STALL_NS. The time part does not matter to
  * safety, so "the stall timer expired" is a step that may happen at any
  * time, but only when the process named in the cell is dead: that is what
- * rr_pid_alive() answers. A SIGSTOPped claimer or taker is alive (state 'T'
+ * rr_process_alive() answers. A SIGSTOPped claimer or taker is alive (state 'T'
  * is not 'Z'/'X'), so it is never repaired: consumers get "somebody is inside
  * an operation at the head" (RR_AGAIN_SOON / -EINPROGRESS) until it resumes,
  * a stall of the whole queue while it is stopped, but nothing unsafe. With

@@ -17,8 +17,6 @@
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
                "the lock's futex word is the low half of a 64-bit word");
 
-#define RR_PID_LIMIT (1u << 22)            /* the kernel's PID_MAX_LIMIT */
-#define RR_LOCK_WAITERS (UINT64_C(1) << 31) /* above every pid, in the futex half */
 #define RR_LOCK_POLL_NS 10000000           /* liveness check period while blocked */
 
 #define RR_PF_KTHREAD 0x00200000u /* field 9 flags: a kernel thread */
@@ -86,7 +84,7 @@ uint64_t rr_self_ident(void)
 
 int rr_self_pid(void) { return (int)(uint32_t)rr_self_ident(); }
 
-bool rr_pid_alive(uint32_t pid, uint32_t start_bits, int bits)
+int rr_process_alive(uint32_t pid, uint32_t start_bits, int bits)
 {
     if (pid == 0 || pid >= RR_PID_LIMIT)
         return false; /* garbage or a forged file: nobody could hold this */
@@ -110,7 +108,7 @@ bool rr_pid_alive(uint32_t pid, uint32_t start_bits, int bits)
 
 bool rr_ident_alive(uint64_t ident)
 {
-    return rr_pid_alive((uint32_t)ident, (uint32_t)(ident >> 32), 32);
+    return rr_process_alive((uint32_t)ident, (uint32_t)(ident >> 32), 32);
 }
 
 static inline _Atomic uint32_t *lock_futex(rr_header *h)

@@ -48,15 +48,6 @@
 #include <limits.h>
 #include <stdlib.h>
 
-enum {
-    SLOT_FREE = 0,
-    SLOT_ACQUIRED = 1,
-    SLOT_WRITING = 2,
-    SLOT_READY = 3,
-    SLOT_READING = 4,
-    SLOT_CANCELLED = 5,
-};
-
 static inline uint64_t mk_ctl(uint32_t gen, uint32_t state)
 {
     return (uint64_t)gen << 32 | ((gen & 0x0fffffffu) << 4 | state);
@@ -112,7 +103,7 @@ static inline bool worker_of(uint64_t w, uint32_t gen)
 /* Liveness of the process in the low bits of a worker record or owner word. */
 static inline bool proc_alive(uint64_t w)
 {
-    return rr_pid_alive((uint32_t)(w & PID_MASK),
+    return rr_process_alive((uint32_t)(w & PID_MASK),
                         (uint32_t)(w >> RR_WORKER_PID_BITS) & START_MASK, RR_WORKER_START_BITS);
 }
 

@@ -1,8 +1,8 @@
 """Helpers for the fault tests: the on-disk layout, process identities, forging shared words,
 bounded probes in forked children, and the file fuzzer (run as a script in a subprocess).
 
-The layout constants come from the extension (``reqrep._reqrep._format``) and from the
-header itself, so the tests follow the format instead of hard-coding it where they can.
+The layout comes from ``reqrep._format`` (the core's own description of its file), so the
+tests follow the format instead of hard-coding it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import reqrep
+from reqrep import _format
 
 
 def variant_server(variant: str, path: Path, **geometry: Any) -> Any:
@@ -41,60 +42,40 @@ def variant_value(variant: str, n: int) -> Any:
     """Request number n as the variant's payload."""
     return n if variant == "int" else b"v%d" % n
 
-FMT: dict[str, int] = dict(reqrep._reqrep._format)
+FMT = _format.FILE
 HEADER_SIZE = FMT["header_size"]
-OFF_LOCK = FMT["off_lock"]
-OFF_HEAD = FMT["off_head"]
-OFF_TAIL = FMT["off_tail"]
-OFF_RECOVERIES = FMT["off_recoveries"]
-SLOT_CTL = FMT["slot_off_ctl"]
-SLOT_OWNER = FMT["slot_off_owner"]
-SLOT_WORKER = FMT["slot_off_worker"]
-SLOT_LEN = FMT["slot_off_len"]
-SLOT_FLAGS = FMT["slot_off_flags"]
+OFF_LOCK = _format.HEADER.offset("lock")
+OFF_HEAD = _format.HEADER.offset("head")
+OFF_TAIL = _format.HEADER.offset("tail")
+OFF_RECOVERIES = _format.HEADER.offset("recoveries")
+SLOT_CTL = _format.SLOT.offset("ctl")
+SLOT_OWNER = _format.SLOT.offset("owner")
+SLOT_WORKER = _format.SLOT.offset("worker")
+SLOT_LEN = _format.SLOT.offset("len")
+SLOT_FLAGS = _format.SLOT.offset("flags")
 # A Str cell's fields (an entry of up to STR_INLINE bytes lies in the cell itself).
-STR_CELL_MARK = FMT["str_cell_off_mark"]
-STR_CELL_BEG = FMT["str_cell_off_beg"]
-STR_CELL_LEN = FMT["str_cell_off_len"]
-STR_CELL_FLAGS = FMT["str_cell_off_flags"]
-STR_CELL_ID = FMT["str_cell_off_id"]
+STR_CELL_MARK = _format.STR_CELL.offset("mark")
+STR_CELL_BEG = _format.STR_CELL.offset("beg")
+STR_CELL_LEN = _format.STR_CELL.offset("len")
+STR_CELL_FLAGS = _format.STR_CELL.offset("flags")
+STR_CELL_ID = _format.STR_CELL.offset("id")
 STR_INLINE = FMT["str_inline"]
-LOCK_WAITERS = 1 << 31
+LOCK_WAITERS = _format.IDENT["lock_waiters"]
 
-# The fixed geometry at the start of the header: name -> (offset, struct code). The region
-# offsets follow `arena_cap`; where exactly is found from the header itself (see
-# `region_fields`), so a region added in front of the cells does not break the tests.
-FIXED_FIELDS: dict[str, tuple[int, str]] = {
-    "magic": (0, "Q"), "version": (8, "I"), "variant": (12, "I"), "total_size": (16, "Q"),
-    "req_cap": (24, "I"), "resp_slots": (28, "I"), "resp_size": (32, "I"),
-    "slot_stride": (36, "I"), "arena_cap": (40, "Q"),
-}
+# The header's geometry: name -> (offset, struct code), as the core describes it.
+_GEOMETRY = ("magic", "version", "variant", "total_size", "req_cap", "resp_slots", "resp_size",
+             "slot_stride", "arena_cap", "off_cells", "off_slots", "off_arena")
+_CODE = {4: "I", 8: "Q"}
 
 
-def _round_up(x: int, a: int) -> int:
-    return (x + a - 1) // a * a
+def geom_fields(data: bytes | bytearray | mmap.mmap | None = None) -> dict[str, tuple[int, str]]:
+    """Every geometry field of the header: name -> (offset, struct code)."""
+    fields = _format.HEADER.fields
+    return {k: (fields[k].offset, _CODE[fields[k].size]) for k in _GEOMETRY}
 
 
-def region_fields(data: bytes | bytearray | mmap.mmap) -> dict[str, tuple[int, str]]:
-    """Where off_cells, off_slots and off_arena sit in a valid header: the three consecutive
-    u64 words after arena_cap that are consistent with the geometry."""
-    g = {k: struct.unpack_from("<" + f, data, off)[0] for k, (off, f) in FIXED_FIELDS.items()}
-    cells = _round_up(g["req_cap"] * FMT["cell_size"], 64)
-    slots = g["resp_slots"] * g["slot_stride"]
-    for off in range(48, 256 - 16, 8):
-        a, b, c = struct.unpack_from("<QQQ", data, off)
-        if a >= 512 and b == a + cells and c == b + slots:
-            return {"off_cells": (off, "Q"), "off_slots": (off + 8, "Q"),
-                    "off_arena": (off + 16, "Q")}
-    raise AssertionError("cannot find the region offsets in this header")
-
-
-def geom_fields(data: bytes | bytearray | mmap.mmap) -> dict[str, tuple[int, str]]:
-    """Every geometry field of a valid header: name -> (offset, struct code)."""
-    return {**FIXED_FIELDS, **region_fields(data)}
-
-
-SLOT_FREE, SLOT_ACQUIRED, SLOT_WRITING, SLOT_READY = 0, 1, 2, 3
+SLOT_FREE, SLOT_ACQUIRED, SLOT_WRITING, SLOT_READY = (
+    _format.SLOT_STATES[k] for k in ("free", "acquired", "writing", "ready"))
 
 # Generous bounds: two busy cores, CI noise.
 PROBE_TIMEOUT = 30.0
@@ -117,26 +98,19 @@ def write_field(buf: bytearray | mmap.mmap, fields: dict[str, tuple[int, str]], 
 
 
 def get_u64(buf: bytes | bytearray | mmap.mmap, off: int) -> int:
-    return int(struct.unpack_from("<Q", buf, off)[0])
-
-
-def _store(buf: bytearray | mmap.mmap, off: int, fmt: str, size: int, value: int) -> None:
-    # One native store: struct.pack_into zeroes its destination before it writes, so a
-    # process reading the word (or one killed between the two) could see 0.
-    with memoryview(buf) as whole, whole[off:off + size] as part, part.cast(fmt) as word:
-        word[0] = value
+    return _format.get_uint(buf, off, 8)
 
 
 def put_u64(buf: bytearray | mmap.mmap, off: int, value: int) -> None:
-    _store(buf, off, "Q", 8, value & 0xFFFFFFFFFFFFFFFF)
+    _format.put_uint(buf, off, 8, value)
 
 
 def get_u32(buf: bytes | bytearray | mmap.mmap, off: int) -> int:
-    return int(struct.unpack_from("<I", buf, off)[0])
+    return _format.get_uint(buf, off, 4)
 
 
 def put_u32(buf: bytearray | mmap.mmap, off: int, value: int) -> None:
-    _store(buf, off, "I", 4, value & 0xFFFFFFFF)
+    _format.put_uint(buf, off, 4, value)
 
 
 @dataclass
@@ -192,45 +166,20 @@ class ChannelMap:
         return get_u64(self.mm, OFF_TAIL)
 
 
-def mk_ctl(gen: int, state: int) -> int:
-    """A slot control word: generation << 32 | (generation's low 28 bits << 4 | state)."""
-    gen &= 0xFFFFFFFF
-    return gen << 32 | ((gen & 0x0FFFFFFF) << 4 | state)
-
-
-def ctl_state(ctl: int) -> int:
-    return ctl & 0xF
-
-
-def worker_word(gen: int, pid: int, start: int, writing: bool = False) -> int:
-    """The slot's record of the worker that took a request or writes its reply
-    (see csrc/rr_slots.c)."""
-    pid_bits, start_bits = FMT["worker_pid_bits"], FMT["worker_start_bits"]
-    gen &= (1 << FMT["worker_gen_bits"]) - 1
-    start &= (1 << start_bits) - 1
-    return (gen << FMT["worker_gen_shift"] | int(writing) << FMT["worker_writing_shift"]
-            | start << pid_bits | (pid & ((1 << pid_bits) - 1)))
+mk_ctl = _format.ctl_word
+ctl_state = _format.ctl_state
+worker_word = _format.worker_word
 
 
 def owner_word(gen: int, pid: int, start: int | None = None) -> int:
-    """A slot's owner word: the client that acquired it for generation `gen` (see
-    csrc/rr_slots.c)."""
-    pid_bits, start_bits = FMT["worker_pid_bits"], FMT["worker_start_bits"]
-    if start is None:
-        start = proc_start_time(pid)
-    tag = gen & ((1 << (64 - FMT["owner_tag_shift"])) - 1)
-    return (tag << FMT["owner_tag_shift"] | (start & ((1 << start_bits) - 1)) << pid_bits
-            | (pid & ((1 << pid_bits) - 1)))
+    """A slot's owner word: the client that acquired it for generation `gen` (its start
+    time read from /proc unless given)."""
+    return _format.owner_word(gen, pid, proc_start_time(pid) if start is None else start)
 
 
-TURN_FREE, TURN_CLAIMED, TURN_FULL, TURN_TAKEN = 0, 1, 2, 3
-
-
-def turn_word(lap: int, state: int, pid: int = 0, start: int = 0) -> int:
-    """An Int cell's turn: lap << 32 | state << who bits | who (see csrc/rr_intq.c)."""
-    who_bits, pid_bits = FMT["turn_who_bits"], FMT["worker_pid_bits"]
-    who = (start & ((1 << (who_bits - pid_bits)) - 1)) << pid_bits | pid if pid else 0
-    return (lap & 0xFFFFFFFF) << 32 | state << who_bits | who
+TURN_FREE, TURN_CLAIMED, TURN_FULL, TURN_TAKEN = (
+    _format.TURN_STATES[k] for k in ("free", "claimed", "full", "taken"))
+turn_word = _format.turn_word
 
 
 # --------------------------------------------------------------------------- identities
@@ -244,10 +193,8 @@ def proc_start_time(pid: int) -> int:
 
 
 def ident_of(pid: int, start: int | None = None) -> int:
-    """The identity the library stores for a process: pid | (start time & 0xffffffff) << 32."""
-    if start is None:
-        start = proc_start_time(pid)
-    return pid | (start & 0xFFFFFFFF) << 32
+    """The identity the library stores for a process (the lock's holder, a bell's owner)."""
+    return _format.ident_word(pid, proc_start_time(pid) if start is None else start)
 
 
 @contextlib.contextmanager

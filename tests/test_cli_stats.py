@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from helpers import LONG, Child, Client, IntServer, Server, children, fork_call
 
-from reqrep import _reqrep
+from reqrep import _format
 
-FORMAT_VERSION = _reqrep._format["version"]
+FORMAT_VERSION = _format.VERSION
 
 pytestmark = pytest.mark.timeout(120, method="thread")
 
@@ -405,3 +405,29 @@ def test_in_process_matches_subprocess(live: Live) -> None:
     rep = collect(live.path)
     assert {row["id"] for row in rep["slots"]["busy"]} == set(live.ids)
     assert stats_json(live.path)["slots"]["busy"] == rep["slots"]["busy"]
+
+
+def test_every_slot_state_is_named(tmp_path: Path) -> None:
+    """A slot in each state the format has (READING included) is reported by its name."""
+    import mmap
+
+    from reqrep._stats_cli import collect
+
+    path = tmp_path / "states.rr"
+    states = list(_format.SLOT_STATES.items())
+    with Server(path, resp_slots=len(states), resp_size=64):
+        pass
+    with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as mm:
+        base = _format.HEADER.get(mm, 0, "off_slots")
+        stride = _format.HEADER.get(mm, 0, "slot_stride")
+        for idx, (_, state) in enumerate(states):
+            _format.SLOT.put(mm, base + idx * stride, "ctl", _format.ctl_word(1, state))
+    rep = collect(path)
+    for name, _ in states:
+        assert rep["slots"][name] == 1, name
+    assert not [k for k in rep["slots"] if k.startswith("invalid")]
+    assert [row["state"] for row in rep["slots"]["busy"]] == [n for n, _ in states[1:]]
+    human = subprocess.run([sys.executable, "-m", "reqrep", "stats", str(path)],
+                           capture_output=True, text=True, timeout=CLI_TIMEOUT)
+    assert human.returncode == 0 and "invalid" not in human.stdout
+    assert "reading" in human.stdout

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from conftest import Closer
-from fault_helpers import FMT, ChannelMap, ctl_state, get_u64
+from fault_helpers import SLOT_CTL, ChannelMap, ctl_state, get_u64
 from helpers import Child, fork_call, id_index
 
 from reqrep import Client, Server, WorkerDiedError
@@ -46,7 +46,7 @@ class StoppedWriter:
 
 
 def _slot_state(cm: ChannelMap, ident: int) -> int:
-    return ctl_state(get_u64(cm.mm, cm.slot_off(id_index(ident)) + FMT["slot_off_ctl"]))
+    return ctl_state(get_u64(cm.mm, cm.slot_off(id_index(ident)) + SLOT_CTL))
 
 
 def stop_in_writing(cm: ChannelMap, pid: int, ident: int, timeout: float = 20.0) -> bool:

@@ -34,6 +34,7 @@
 #define _GNU_SOURCE
 #endif
 #include "reqrep.h"
+#include "format_info.h"
 #include "rr_internal.h"
 
 #include <dirent.h>

@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #endif
 #include "echo.h"
+#include "format_info.h"
 
 #include <fcntl.h>
 #include <pthread.h>

@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #endif
 #include "tu.h"
+#include "format_info.h"
 #include "rr_internal.h" /* rr_hdr_geom: where the header fields are */
 
 #include <fcntl.h>

@@ -9,6 +9,7 @@
 #endif
 #include "rr_internal.h"
 #include "tu.h"
+#include "format_info.h"
 
 #include <signal.h>
 #include <stdlib.h>

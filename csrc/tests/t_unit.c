@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #endif
 #include "tu.h"
+#include "format_info.h"
 
 #include <fcntl.h>
 #include <pthread.h>

@@ -59,9 +59,12 @@ class _Layout(TypedDict):
     slot_stride: int
     total_size: int
 
-_format: dict[str, int]
-"""Private: constants of the file format (magic, version, header and slot field
-offsets) for tools that read a channel file, such as ``python -m reqrep stats``."""
+_format: tuple[tuple[str, str, int, int], ...]
+"""Private: the file format as the core describes it, as (group, name, value, size)
+entries; ``reqrep._format`` builds on it."""
+
+def _process_alive(pid: int, start_bits: int = 0, bits: int = 32, /) -> bool:
+    """Private: the core's verdict on whether a process is alive."""
 
 class ChannelFormatError(ValueError):
     """The file is not a valid channel (foreign, truncated, corrupt, other variant

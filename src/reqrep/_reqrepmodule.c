@@ -2254,43 +2254,52 @@ static int add_type(PyObject *mod, PyType_Spec *spec, PyTypeObject **out)
     return PyModule_AddType(mod, *out);
 }
 
-/* The file format's constants, for tools and tests that look inside a channel:
- * reqrep._reqrep._format. */
-static PyObject *format_dict(void)
+/* The file format as the core describes it, for tools and tests that look
+ * inside a channel (reqrep._format builds on it): reqrep._reqrep._format, a
+ * tuple of (group, name, value, size). */
+static PyObject *format_entries(void)
 {
-    rr_format_info f;
-    rr_format(&f);
-#define FIELD(name) {#name, f.name}
-    const struct {
-        const char *name;
-        uint32_t value;
-    } fields[] = {
-        FIELD(version), FIELD(header_size), FIELD(cell_size), FIELD(slot_header),
-        FIELD(off_head), FIELD(off_tail), FIELD(off_lock), FIELD(off_recoveries),
-        FIELD(off_bells), FIELD(bells), FIELD(slot_off_ctl), FIELD(slot_off_owner),
-        FIELD(slot_off_worker), FIELD(slot_off_len), FIELD(slot_off_flags), FIELD(slot_inline),
-        FIELD(str_cell_off_mark), FIELD(str_cell_off_beg), FIELD(str_cell_off_len),
-        FIELD(str_cell_off_flags), FIELD(str_cell_off_id), FIELD(str_inline),
-        FIELD(worker_gen_bits), FIELD(worker_start_bits), FIELD(worker_pid_bits),
-        FIELD(worker_writing_shift), FIELD(worker_gen_shift), FIELD(owner_tag_shift),
-        FIELD(turn_who_bits),
-    };
-#undef FIELD
-    PyObject *d = PyDict_New(), *v = PyLong_FromUnsignedLongLong(f.magic);
-    if (!d || !v || PyDict_SetItemString(d, "magic", v) < 0)
-        goto fail;
-    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
-        Py_SETREF(v, PyLong_FromUnsignedLong(fields[i].value));
-        if (!v || PyDict_SetItemString(d, fields[i].name, v) < 0)
-            goto fail;
+    size_t n;
+    const rr_format_entry *e = rr_format_describe(&n);
+    PyObject *t = PyTuple_New((Py_ssize_t)n);
+    for (size_t i = 0; t && i < n; i++) {
+        PyObject *item = Py_BuildValue("(ssKI)", e[i].group, e[i].name,
+                                       (unsigned long long)e[i].value, (unsigned)e[i].size);
+        if (!item) {
+            Py_CLEAR(t);
+            break;
+        }
+        PyTuple_SET_ITEM(t, (Py_ssize_t)i, item);
     }
-    Py_DECREF(v);
-    return d;
-fail:
-    Py_XDECREF(v);
-    Py_XDECREF(d);
-    return NULL;
+    return t;
 }
+
+PyDoc_STRVAR(process_alive_doc,
+"_process_alive(pid, start_bits=0, bits=32, /)\n--\n\n"
+"Whether process pid, whose start time ends in start_bits (its low `bits`\n"
+"bits; 0 = unknown), is alive: the verdict the core acts on.");
+
+static PyObject *module_process_alive(PyObject *mod, PyObject *args)
+{
+    unsigned long pid, start_bits = 0;
+    int bits = 32;
+    if (!PyArg_ParseTuple(args, "k|ki:_process_alive", &pid, &start_bits, &bits))
+        return NULL;
+    if (pid > UINT32_MAX || start_bits > UINT32_MAX || bits < 1 || bits > 32) {
+        PyErr_SetString(PyExc_ValueError, "pid and start_bits are 32-bit, bits 1 to 32");
+        return NULL;
+    }
+    int alive;
+    Py_BEGIN_ALLOW_THREADS
+    alive = rr_process_alive((uint32_t)pid, (uint32_t)start_bits, bits);
+    Py_END_ALLOW_THREADS
+    return PyBool_FromLong(alive);
+}
+
+static PyMethodDef module_methods[] = {
+    {"_process_alive", module_process_alive, METH_VARARGS, process_alive_doc},
+    {NULL},
+};
 
 static int module_exec(PyObject *mod)
 {
@@ -2308,7 +2317,7 @@ static int module_exec(PyObject *mod)
         PyExc_RuntimeError, NULL);
     if (!st->worker_died || PyModule_AddObjectRef(mod, "WorkerDiedError", st->worker_died))
         return -1;
-    PyObject *fmt = format_dict();
+    PyObject *fmt = format_entries();
     int rc = fmt ? PyModule_AddObjectRef(mod, "_format", fmt) : -1;
     Py_XDECREF(fmt);
     if (rc < 0)
@@ -2357,6 +2366,7 @@ static struct PyModuleDef reqrep_module = {
     .m_name = "reqrep._reqrep",
     .m_doc = "Shared-memory request/response channels (the C core's binding).",
     .m_size = sizeof(module_state),
+    .m_methods = module_methods,
     .m_slots = module_slots,
     .m_traverse = module_traverse,
     .m_clear = module_clear,

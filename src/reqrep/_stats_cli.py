@@ -28,33 +28,14 @@ import mmap
 import os
 import re
 import stat
-import struct
 import sys
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-# ---------------------------------------------------------------- the file format
-#
-# Offsets that reqrep._reqrep._format does not export (they are part of format
-# version 1 and checked against the exported ones where possible).
-_HDR_VARIANT = 12  # u32 in the header: 1 = Str, 2 = Int
-_BELL_OFF_OWNER = 8  # u64 in a bell: identity of the claiming process, 0 = free
-_LOCK_WAITERS = 1 << 31  # flag in the lock word: someone sleeps on the lock
-_PID_LIMIT = 1 << 22  # the kernel's PID_MAX_LIMIT: no pid is at or above it
+from . import _format
 
-VARIANT_STR = 1
-VARIANT_INT = 2
-_VARIANT_NAMES = {VARIANT_STR: "str", VARIANT_INT: "int"}
-
-SLOT_FREE, SLOT_ACQUIRED, SLOT_WRITING, SLOT_READY, SLOT_READING, SLOT_CANCELLED = range(6)
-STATE_NAMES = {
-    SLOT_FREE: "free",
-    SLOT_ACQUIRED: "acquired",
-    SLOT_WRITING: "writing",
-    SLOT_READY: "ready",
-    SLOT_READING: "reading",
-    SLOT_CANCELLED: "cancelled",
-}
+VARIANT_STR = _format.VARIANTS["str"]
+VARIANT_INT = _format.VARIANTS["int"]
 _STATE_HELP = {
     "acquired": "awaiting a reply",
     "writing": "a worker is writing the reply",
@@ -78,42 +59,6 @@ class StatsError(Exception):
 # ---------------------------------------------------------------- process liveness
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, start time in clock ticks) of pid, or None if it has gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read(4096)
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # comm may hold spaces and parentheses: the fields resume after the last ')'
-    rest = raw[raw.rindex(b")") + 2 :].split()
-    return rest[0].decode("ascii", "replace"), int(rest[19])  # fields 3 and 22
-
-
-def pid_alive(pid: int, start_bits: int = 0, bits: int = 32) -> bool:
-    """Whether process ``pid`` whose start time ends in ``start_bits`` (its low
-    ``bits`` bits; 0 = unknown) is alive: the same verdict as the C core's, so a
-    pid reused by a new process does not count as the old one."""
-    if pid <= 0 or pid >= _PID_LIMIT:
-        return False  # garbage: nobody could hold this
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    try:
-        st = _proc_stat(pid)
-    except (OSError, ValueError, IndexError):
-        return True  # cannot tell: the core never steals from such an owner either
-    if st is None:
-        return False
-    state, start = st
-    if state in ("Z", "X"):
-        return False
-    return start_bits == 0 or start_bits == start & ((1 << bits) - 1)
-
-
 class _Liveness:
     """Asks about each (pid, start time) once per report."""
 
@@ -123,19 +68,18 @@ class _Liveness:
     def __call__(self, pid: int, start_bits: int, bits: int) -> bool:
         key = (pid, start_bits, bits)
         if key not in self._seen:
-            self._seen[key] = pid_alive(pid, start_bits, bits)
+            self._seen[key] = _format.process_alive(pid, start_bits, bits)
         return self._seen[key]
 
-    def process(self, word: int, pid_bits: int, start_bits: int) -> dict[str, Any]:
-        """The process in the low bits of a slot's owner word or worker record (start time
-        << pid bits | pid) as a JSON object."""
-        pid, start = word & ((1 << pid_bits) - 1), (word >> pid_bits) & ((1 << start_bits) - 1)
-        return {"pid": pid, "alive": self(pid, start, start_bits)}
+    def process(self, word: int) -> dict[str, Any]:
+        """The process in a slot's owner word or worker record as a JSON object."""
+        pid, start = _format.proc_of(word)
+        return {"pid": pid, "alive": self(pid, start, _format.WORKER["start_bits"])}
 
     def identity(self, ident: int) -> dict[str, Any]:
-        """An identity word (pid | start time low 32 bits << 32) as a JSON object."""
-        pid, start = ident & 0xFFFFFFFF, ident >> 32
-        return {"pid": pid, "alive": self(pid, start, 32)}
+        """An identity word (the lock's holder, a bell's owner) as a JSON object."""
+        pid, start = _format.ident_of(ident)
+        return {"pid": pid, "alive": self(pid, start, _format.IDENT["pid_bits"])}
 
 
 # ---------------------------------------------------------------- reading the channel
@@ -143,17 +87,13 @@ class _Liveness:
 
 @dataclass
 class _Raw:
-    """A read-only view of the channel file plus the offsets to read it with."""
+    """A read-only view of the channel file plus where its regions lie."""
 
     buf: mmap.mmap
-    fmt: dict[str, int]
     layout: dict[str, int]
 
-    def u64(self, off: int) -> int:
-        return int(struct.unpack_from("<Q", self.buf, off)[0])
-
-    def u32(self, off: int) -> int:
-        return int(struct.unpack_from("<I", self.buf, off)[0])
+    def header(self, field: str) -> int:
+        return _format.HEADER.get(self.buf, 0, field)
 
 
 def _open_readonly(path: str) -> int:
@@ -187,7 +127,7 @@ def _open_channel(path: str, variant: int) -> Any:
                 try:
                     return first.from_fd(fd)
                 except ChannelFormatError:
-                    if variant in _VARIANT_NAMES:
+                    if variant in _format.VARIANT_NAMES:
                         raise
                     return second.from_fd(fd)
             finally:
@@ -195,7 +135,7 @@ def _open_channel(path: str, variant: int) -> Any:
         try:
             return first._open_existing(path)
         except ChannelFormatError:
-            if variant in _VARIANT_NAMES:
+            if variant in _format.VARIANT_NAMES:
                 raise
             return second._open_existing(path)
     except ChannelFormatError as e:
@@ -210,7 +150,7 @@ def collect(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The whole report for the channel at ``path`` as a JSON-ready dict.
 
     Raises :class:`StatsError` for a missing, unreadable or invalid file."""
-    from reqrep import IntClient, _reqrep
+    from reqrep import IntClient
 
     path = os.fspath(path)
     fd = _open_readonly(path)
@@ -218,8 +158,10 @@ def collect(path: str | os.PathLike[str]) -> dict[str, Any]:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise StatsError(f"{path}: not a regular file")
-        head = os.pread(fd, 16, 0)
-        variant = struct.unpack_from("<I", head, _HDR_VARIANT)[0] if len(head) >= 16 else 0
+        at = _format.HEADER.fields["variant"]
+        head = os.pread(fd, at.offset + at.size, 0)
+        whole = len(head) == at.offset + at.size
+        variant = _format.get_uint(head, at.offset, at.size) if whole else 0
         chan = _open_channel(path, variant)
         try:
             stats = dict(chan.stats())
@@ -239,7 +181,7 @@ def collect(path: str | os.PathLike[str]) -> dict[str, Any]:
                 f"{path}: file is {st.st_size} bytes, the channel needs {layout['total_size']}"
             )
         with mmap.mmap(fd, st.st_size, mmap.MAP_SHARED, mmap.PROT_READ) as buf:
-            raw = _Raw(buf, dict(_reqrep._format), layout)
+            raw = _Raw(buf, layout)
             return _report(path, raw, variant, stats, st.st_size)
     finally:
         os.close(fd)
@@ -248,7 +190,7 @@ def collect(path: str | os.PathLike[str]) -> dict[str, Any]:
 def _report(
     path: str, raw: _Raw, variant: int, stats: dict[str, int], file_size: int
 ) -> dict[str, Any]:
-    fmt, layout = raw.fmt, raw.layout
+    layout = raw.layout
     alive = _Liveness()
     resp_slots, capacity = stats["resp_slots"], stats["capacity"]
 
@@ -262,7 +204,7 @@ def _report(
         "regions": {k: layout[k] for k in ("off_bells", "off_cells", "off_slots", "off_arena")},
     }
 
-    head, tail = raw.u64(fmt["off_head"]), raw.u64(fmt["off_tail"])
+    head, tail = raw.header("head"), raw.header("tail")
     queue: dict[str, Any] = {"size": stats["size"], "capacity": capacity}
     if variant == VARIANT_STR:
         queue.update(head=head, tail=tail)
@@ -271,57 +213,54 @@ def _report(
     # -- the Str queue lock
     lock: dict[str, Any] | None = None
     if variant == VARIANT_STR:
-        word = raw.u64(fmt["off_lock"])
-        holder = word & ~_LOCK_WAITERS
-        lock = {"held": word != 0, "waiters": bool(word & _LOCK_WAITERS)}
+        word = raw.header("lock")
+        waiters = _format.IDENT["lock_waiters"]
+        lock = {"held": word != 0, "waiters": bool(word & waiters)}
         if word != 0:
-            lock["holder"] = alive.identity(holder)
+            lock["holder"] = alive.identity(word)
 
     # -- response slots
-    counts = dict.fromkeys(STATE_NAMES.values(), 0)
+    counts = dict.fromkeys(_format.SLOT_STATES, 0)
     busy: list[dict[str, Any]] = []
     owner_left = 0  # free slots whose owner word is set: being acquired/released right now
     base, stride = layout["off_slots"], layout["slot_stride"]
-    off_ctl, off_owner = fmt["slot_off_ctl"], fmt["slot_off_owner"]
-    off_worker = fmt["slot_off_worker"]
-    pid_bits, start_bits = fmt["worker_pid_bits"], fmt["worker_start_bits"]
-    gen_shift, gen_mask = fmt["worker_gen_shift"], (1 << fmt["worker_gen_bits"]) - 1
+    slot, gen_mask = _format.SLOT, (1 << _format.WORKER["gen_bits"]) - 1
     for idx in range(resp_slots):
         at = base + idx * stride
-        ctl = raw.u64(at + off_ctl)
-        state = STATE_NAMES.get(ctl & 0xF, f"invalid({ctl & 0xF})")
+        ctl = slot.get(raw.buf, at, "ctl")
+        state = _format.slot_state_name(_format.ctl_state(ctl))
         counts[state] = counts.get(state, 0) + 1
-        owner = raw.u64(at + off_owner)
+        owner = slot.get(raw.buf, at, "owner")
         if state == "free":
             owner_left += owner != 0
             continue
-        gen = ctl >> 32
+        gen = _format.ctl_gen(ctl)
         row: dict[str, Any] = {
             "index": idx,
             "id": gen << 32 | idx,
             "generation": gen,
             "state": state,
-            "owner": alive.process(owner, pid_bits, start_bits) if owner else None,
+            "owner": alive.process(owner) if owner else None,
             "worker": None,
         }
-        w = raw.u64(at + off_worker)
-        if w and (w >> gen_shift) == gen & gen_mask:  # a record of this request, not an older one
-            row["worker"] = alive.process(w, pid_bits, start_bits)
+        w = slot.get(raw.buf, at, "worker")
+        if w and _format.worker_gen(w) == gen & gen_mask:  # this request's, not an older one
+            row["worker"] = alive.process(w)
         busy.append(row)
 
     # -- event-loop bells
     bells: list[dict[str, Any]] = []
-    nbells, off_bells = fmt["bells"], layout["off_bells"]
-    bell_stride = (layout["off_cells"] - off_bells) // nbells if nbells else 0
+    nbells, off_bells = _format.FILE["bells"], layout["off_bells"]
+    bell_size = _format.FILE["bell_size"]
     for i in range(nbells):
-        owner = raw.u64(off_bells + i * bell_stride + _BELL_OFF_OWNER)
+        owner = _format.BELL.get(raw.buf, off_bells + i * bell_size, "owner")
         if owner:
             bells.append({"index": i, **alive.identity(owner)})
 
     return {
         "path": path,
-        "variant": _VARIANT_NAMES[variant],
-        "format_version": raw.u32(8),
+        "variant": _format.VARIANT_NAMES[variant],
+        "format_version": raw.header("version"),
         "geometry": geometry,
         "counters": stats,
         "queue": queue,
@@ -426,7 +365,7 @@ def render(rep: dict[str, Any], out: TextIO) -> None:
 
     add("")
     parts = [f"{s['free']:,} free"]
-    for state in ("acquired", "writing", "ready"):
+    for state in _STATE_HELP:
         if s.get(state):
             parts.append(f"{s[state]:,} {_STATE_HELP[state]}")
     for state, n in s.items():
