@@ -225,7 +225,8 @@ class MpPipe(Transport):
 
         def op(msg: bytes) -> bytes:
             send(msg)
-            return recv()
+            reply: bytes = recv()
+            return reply
 
         return op
 
@@ -325,7 +326,8 @@ class ZmqReqRep(Transport):
 
         def op(msg: bytes) -> bytes:
             send(msg)
-            return recv()
+            reply: bytes = recv()
+            return reply
 
         return op
 

@@ -84,7 +84,8 @@ class _Reqrep(Transport):
         c = self._server().client()
         if self.spin is not None:
             c.spin = self.spin
-        return c.req
+        op: Op = c.req
+        return op
 
     def close(self) -> None:
         if self.server is not None:
