@@ -10,10 +10,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TextIO
 
+from reqrep.bench.aio import aio_rate
 from reqrep.bench.procs import BenchError, Gate, Group, busy_loop
 from reqrep.bench.rows import Case
 from reqrep.bench.transports import Transport
-from reqrep.bench.workloads import WORKLOADS, Timing
+from reqrep.bench.workloads import Timing, latency, rate
+
+# What a row's client loop does (see rows.Case.workload).
+WORKLOADS = {"rate": rate, "latency": latency, "aio_rate": aio_rate}
 
 
 @dataclass(frozen=True)

@@ -101,12 +101,3 @@ def latency(op: Op, msg: Any, timing: Timing, gate: GateLike) -> dict[str, float
         "p99_us": percentile(samples, 0.99) / 1e3,
         "ops": float(len(samples)),
     }
-
-
-def aio_rate(op: Op, msg: Any, timing: Timing, gate: GateLike) -> dict[str, float]:
-    from reqrep.bench.aio import aio_rate as run
-
-    return run(op, msg, timing, gate)
-
-
-WORKLOADS = {"rate": rate, "latency": latency, "aio_rate": aio_rate}
