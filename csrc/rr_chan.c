@@ -54,7 +54,7 @@ int rr_str_reply(rr_chan *c, uint64_t id, const void *data, size_t len, uint32_t
         return -ESTALE;
     memcpy(rr_slot_data_for(s, len), data, len);
     /* relaxed atomic: try_acquire peeks at it as a hint without owning the slot */
-    __atomic_store_n(&s->len, (uint32_t)len, __ATOMIC_RELAXED);
+    RR_WRITE_ONCE(s->len, (uint32_t)len);
     s->flags = flags;
     return rr_slot_publish(c, s, id);
 }
@@ -65,7 +65,7 @@ int rr_int_reply(rr_chan *c, uint64_t id, int64_t value)
     if (!s)
         return -ESTALE;
     /* relaxed atomic: rr_int_peek may read it after losing to clear() */
-    __atomic_store_n(&s->value, value, __ATOMIC_RELAXED);
+    RR_WRITE_ONCE(s->value, value);
     return rr_slot_publish(c, s, id);
 }
 

@@ -31,18 +31,6 @@
  * again. */
 #define RR_CLAIM_STALL_NS 20000000
 
-#define WHO_MASK ((UINT32_C(1) << RR_TURN_WHO_BITS) - 1)
-#define WHO_PID_MASK ((UINT32_C(1) << RR_WORKER_PID_BITS) - 1)
-#define WHO_START_BITS (RR_TURN_WHO_BITS - RR_WORKER_PID_BITS)
-
-static inline uint64_t mk_turn(uint32_t lap, uint32_t state, uint32_t who)
-{
-    return (uint64_t)lap << 32 | (uint64_t)state << RR_TURN_WHO_BITS | who;
-}
-static inline uint32_t turn_lap(uint64_t t) { return (uint32_t)(t >> 32); }
-static inline uint32_t turn_state(uint64_t t) { return (uint32_t)(t >> RR_TURN_WHO_BITS) & 3u; }
-static inline uint32_t turn_who(uint64_t t) { return (uint32_t)t & WHO_MASK; }
-
 static inline rr_int_cell *cell_at(rr_chan *c, uint64_t pos)
 {
     return (rr_int_cell *)c->cells + (pos & c->mask);
@@ -52,8 +40,7 @@ static inline uint32_t lap_of(rr_chan *c, uint64_t pos) { return (uint32_t)(pos 
 /* This process as a claimant: pid and the low bits of its start time. */
 static uint32_t self_who(void)
 {
-    uint64_t me = rr_self_ident();
-    return ((uint32_t)(me >> 32) << RR_WORKER_PID_BITS | ((uint32_t)me & WHO_PID_MASK)) & WHO_MASK;
+    return rr_who(rr_self_ident());
 }
 
 /* Moves a position counter from pos to pos + 1 unless somebody already did.
@@ -84,9 +71,9 @@ static int push_attempt(rr_chan *c, void *arg)
         /* acquire ↔ the release of the cell by the last lap's consumer (or
          * its repairer): it is done with the cell before we write it */
         uint64_t t = atomic_load_explicit(&cell->turn, memory_order_acquire);
-        int32_t ahead = (int32_t)(turn_lap(t) - lap);
-        if (t == mk_turn(lap, TURN_FREE, 0)) {
-            uint64_t claimed = mk_turn(lap, TURN_CLAIMED, who);
+        int32_t ahead = (int32_t)(rr_turn_lap(t) - lap);
+        if (t == rr_turn(lap, RR_TURN_FREE, 0)) {
+            uint64_t claimed = rr_turn(lap, RR_TURN_CLAIMED, who);
             /* the claim makes the position ours; acquire as for the load */
             if (!atomic_compare_exchange_strong_explicit(&cell->turn, &t, claimed,
                                                          memory_order_acquire,
@@ -95,24 +82,24 @@ static int push_attempt(rr_chan *c, void *arg)
             advance(&h->tail, pos);
             /* release fence ↔ the acquire fence in repair(): a repairer that
              * reads our id below also sees our claim, and leaves the id alone */
-            atomic_thread_fence(memory_order_release);
+            rr_fence_release();
             /* relaxed atomics: the publish below orders them */
-            __atomic_store_n(&cell->value, op->value, __ATOMIC_RELAXED);
-            __atomic_store_n(&cell->id, op->id, __ATOMIC_RELAXED);
+            RR_WRITE_ONCE(cell->value, op->value);
+            RR_WRITE_ONCE(cell->id, op->id);
             /* release ↔ the consumer's acquire load of turn: the entry is
              * visible before FULL is. A CAS, not a store: a claim taken for
              * dead (see claim_stalled) must not be overwritten. */
             if (atomic_compare_exchange_strong_explicit(&cell->turn, &claimed,
-                                                        mk_turn(lap, TURN_FULL, 0),
+                                                        rr_turn(lap, RR_TURN_FULL, 0),
                                                         memory_order_release,
                                                         memory_order_relaxed))
                 return 1;
             pos = atomic_load_explicit(&h->tail, memory_order_relaxed);
             continue; /* our claim was revoked: the request is not queued, go again */
         }
-        if ((ahead == 0 && turn_state(t) != TURN_FREE) || ahead >= 1)
+        if ((ahead == 0 && rr_turn_state(t) != RR_TURN_FREE) || ahead >= 1)
             advance(&h->tail, pos); /* taken at this lap, or done with: tail is behind */
-        else if (ahead == -1 && turn_state(t) != TURN_FREE)
+        else if (ahead == -1 && rr_turn_state(t) != RR_TURN_FREE)
             return 0; /* the previous lap's entry is still here: full */
         pos = atomic_load_explicit(&h->tail, memory_order_relaxed);
     }
@@ -124,7 +111,7 @@ static bool has_room(rr_chan *c, void *arg)
     rr_header *h = c->hdr;
     uint64_t pos = atomic_load_explicit(&h->tail, memory_order_relaxed);
     return atomic_load_explicit(&cell_at(c, pos)->turn, memory_order_relaxed)
-        == mk_turn(lap_of(c, pos), TURN_FREE, 0);
+        == rr_turn(lap_of(c, pos), RR_TURN_FREE, 0);
 }
 
 int rr_int_send(rr_chan *c, int64_t value, int64_t deadline, uint64_t *id)
@@ -152,8 +139,8 @@ static bool claim_stalled(rr_chan *c, uint64_t pos, uint64_t t)
     if (now - atomic_load_explicit(&c->stall_since, memory_order_relaxed) < RR_CLAIM_STALL_NS)
         return false;
     atomic_store_explicit(&c->stall_since, now, memory_order_relaxed); /* ask again later */
-    uint32_t who = turn_who(t);
-    return !rr_process_alive(who & WHO_PID_MASK, who >> RR_WORKER_PID_BITS, WHO_START_BITS);
+    uint32_t who = rr_turn_who(t);
+    return !rr_process_alive(rr_who_pid(who), rr_who_start(who), RR_WHO_START_BITS);
 }
 
 /* Frees a cell whose claim or take `t` belongs to a dead process; the slot
@@ -162,24 +149,24 @@ static bool claim_stalled(rr_chan *c, uint64_t pos, uint64_t t)
 static void repair(rr_chan *c, rr_int_cell *cell, uint64_t t, uint32_t lap)
 {
     rr_header *h = c->hdr;
-    if (turn_state(t) == TURN_TAKEN) {
-        uint32_t who = turn_who(t);
-        uint64_t dead = (uint64_t)(who >> RR_WORKER_PID_BITS) << 32 | (who & WHO_PID_MASK);
+    if (rr_turn_state(t) == RR_TURN_TAKEN) {
+        uint32_t who = rr_turn_who(t);
+        uint64_t dead = rr_ident(rr_who_pid(who), rr_who_start(who));
         /* relaxed atomic: checked below, seqlock-style */
-        uint64_t id = __atomic_load_n(&cell->id, __ATOMIC_RELAXED);
+        uint64_t id = RR_READ_ONCE(cell->id);
         /* The id is the taken request's only if the cell is still in the turn
          * we judged: the taker may have released it just before it died, and
          * the next lap's producer be writing its own id there (found by
          * rr_intq.pml). acquire fence ↔ the producer's release fence after
          * its claim. */
-        atomic_thread_fence(memory_order_acquire);
+        rr_fence_acquire();
         if (atomic_load_explicit(&cell->turn, memory_order_relaxed) != t)
             return;
         rr_slot_mark_taken_by(c, id, dead);
     }
     /* release ↔ the next lap's producer's acquire load: nothing to hand over
      * but the position itself */
-    if (atomic_compare_exchange_strong_explicit(&cell->turn, &t, mk_turn(lap + 1, TURN_FREE, 0),
+    if (atomic_compare_exchange_strong_explicit(&cell->turn, &t, rr_turn(lap + 1, RR_TURN_FREE, 0),
                                                 memory_order_release, memory_order_relaxed)) {
         atomic_fetch_add_explicit(&h->recoveries, 1, memory_order_relaxed);
         rr_waitq_wake(&h->not_full, INT_MAX);
@@ -199,15 +186,15 @@ static int head_entry(rr_chan *c, uint64_t *pos_out, uint64_t *turn_out)
         uint32_t lap = lap_of(c, pos);
         /* acquire ↔ the producer's release CAS to FULL */
         uint64_t t = atomic_load_explicit(&cell->turn, memory_order_acquire);
-        int32_t ahead = (int32_t)(turn_lap(t) - lap);
+        int32_t ahead = (int32_t)(rr_turn_lap(t) - lap);
         if (ahead == 0) {
-            uint32_t state = turn_state(t);
-            if (state == TURN_FULL) {
+            uint32_t state = rr_turn_state(t);
+            if (state == RR_TURN_FULL) {
                 *pos_out = pos;
                 *turn_out = t;
                 return 1;
             }
-            if (state == TURN_FREE)
+            if (state == RR_TURN_FREE)
                 return 0;
             /* claimed or taken: somebody is inside a push or a pop here */
             if (!claim_stalled(c, pos, t))
@@ -238,18 +225,18 @@ static int pop_attempt(rr_chan *c, void *arg)
         /* The take: the entry is ours alone from here. acquire ↔ the
          * producer's release CAS to FULL (as for the load in head_entry) */
         if (!atomic_compare_exchange_strong_explicit(&cell->turn, &t,
-                                                     mk_turn(lap, TURN_TAKEN, who),
+                                                     rr_turn(lap, RR_TURN_TAKEN, who),
                                                      memory_order_acquire,
                                                      memory_order_relaxed))
             continue;
-        int64_t value = __atomic_load_n(&cell->value, __ATOMIC_RELAXED);
-        uint64_t id = __atomic_load_n(&cell->id, __ATOMIC_RELAXED);
+        int64_t value = RR_READ_ONCE(cell->value);
+        uint64_t id = RR_READ_ONCE(cell->id);
         /* Record ourselves as the taker before the request leaves the ring: a
          * worker killed from here on is named either here or in the cell. */
         rr_slot_mark_taken(c, id);
         /* release ↔ the next lap's producer's acquire load of turn: we are
          * done reading the cell */
-        atomic_store_explicit(&cell->turn, mk_turn(lap + 1, TURN_FREE, 0), memory_order_release);
+        atomic_store_explicit(&cell->turn, rr_turn(lap + 1, RR_TURN_FREE, 0), memory_order_release);
         advance(&h->head, pos);
         op->value = value;
         op->id = id;
@@ -263,7 +250,7 @@ static bool has_entry(rr_chan *c, void *arg)
     rr_header *h = c->hdr;
     uint64_t pos = atomic_load_explicit(&h->head, memory_order_relaxed);
     return atomic_load_explicit(&cell_at(c, pos)->turn, memory_order_relaxed)
-        == mk_turn(lap_of(c, pos), TURN_FULL, 0);
+        == rr_turn(lap_of(c, pos), RR_TURN_FULL, 0);
 }
 
 static int entry_attempt(rr_chan *c, void *arg)

@@ -13,11 +13,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define RR_PAGE 4096u
 /* How the reason of a failed open starts when the channel is not published
  * yet (rr_open_unready). */
 #define RR_UNREADY "channel was never initialised"
-#define RR_MAX_TOTAL ((uint64_t)1 << 42)
 
 static int fail(rr_error *err, int code, const char *fmt, ...)
 {

@@ -14,9 +14,6 @@
 #include <string.h>
 #include <unistd.h>
 
-_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
-               "the lock's futex word is the low half of a 64-bit word");
-
 #define RR_LOCK_POLL_NS 10000000           /* liveness check period while blocked */
 
 #define RR_PF_KTHREAD 0x00200000u /* field 9 flags: a kernel thread */
@@ -77,7 +74,7 @@ uint64_t rr_self_ident(void)
     uint64_t start = 0;
     if (read_proc_stat(pid, &state, &start) != 0)
         start = 0;
-    v = (start & 0xffffffffu) << 32 | pid;
+    v = rr_ident(pid, (uint32_t)start);
     atomic_store_explicit(&self_ident_cache, v, memory_order_relaxed);
     return v;
 }
@@ -108,12 +105,7 @@ int rr_process_alive(uint32_t pid, uint32_t start_bits, int bits)
 
 bool rr_ident_alive(uint64_t ident)
 {
-    return rr_process_alive((uint32_t)ident, (uint32_t)(ident >> 32), 32);
-}
-
-static inline _Atomic uint32_t *lock_futex(rr_header *h)
-{
-    return (_Atomic uint32_t *)&h->lock;
+    return rr_process_alive(rr_ident_pid(ident), rr_ident_start(ident), RR_IDENT_PID_BITS);
 }
 
 /* Takes the Str queue lock (-ECANCELED instead of sleeping for it once
@@ -160,10 +152,10 @@ int rr_lock(rr_chan *c, int64_t deadline)
         if (now >= deadline)
             return -EAGAIN;
         int64_t until = now + RR_LOCK_POLL_NS < deadline ? now + RR_LOCK_POLL_NS : deadline;
-        int entry = rr_sleep_enter(c, lock_futex(h));
+        int entry = rr_sleep_enter(c, rr_lock_futex(h));
         /* seq_cst ↔ the fence in rr_interrupt: it sees our entry or we its flag */
-        atomic_thread_fence(memory_order_seq_cst);
-        int rc = rr_interrupted(c) ? -ECANCELED : rr_futex_wait(lock_futex(h), (uint32_t)v, until);
+        rr_fence_full();
+        int rc = rr_interrupted(c) ? -ECANCELED : rr_futex_wait(rr_lock_futex(h), (uint32_t)v, until);
         rr_sleep_leave(c, entry);
         if (rc == -EINTR || rc == -ECANCELED)
             return rc;
@@ -195,5 +187,5 @@ void rr_unlock(rr_chan *c)
     /* release ↔ the acquire CAS of the next holder in rr_lock */
     uint64_t v = atomic_exchange_explicit(&h->lock, 0, memory_order_release);
     if (v & RR_LOCK_WAITERS)
-        rr_futex_wake(lock_futex(h), 1);
+        rr_futex_wake(rr_lock_futex(h), 1);
 }

@@ -48,70 +48,18 @@
 #include <limits.h>
 #include <stdlib.h>
 
-static inline uint64_t mk_ctl(uint32_t gen, uint32_t state)
-{
-    return (uint64_t)gen << 32 | ((gen & 0x0fffffffu) << 4 | state);
-}
-static inline uint32_t ctl_gen(uint64_t v) { return (uint32_t)(v >> 32); }
-static inline uint32_t ctl_state(uint64_t v) { return (uint32_t)v & 0xfu; }
-static inline _Atomic uint32_t *ctl_futex(rr_slot *s) { return (_Atomic uint32_t *)&s->ctl; }
-
 static rr_slot *slot_of(rr_chan *c, uint64_t id)
 {
     uint32_t idx = rr_id_index(id);
     return idx < c->geom.resp_slots ? rr_slot_at(c, idx) : NULL;
 }
 
-/* ---- process words: the worker record and the owner ---- */
-
-#define GEN_MASK ((UINT32_C(1) << RR_WORKER_GEN_BITS) - 1)
-#define START_MASK ((UINT32_C(1) << RR_WORKER_START_BITS) - 1)
-#define PID_MASK ((UINT32_C(1) << RR_WORKER_PID_BITS) - 1)
-#define WRITING_BIT ((uint64_t)1 << RR_WORKER_WRITING_SHIFT)
-
-static inline uint64_t worker_word(uint32_t gen, uint64_t ident)
-{
-    return (uint64_t)(gen & GEN_MASK) << RR_WORKER_GEN_SHIFT
-        | ((ident >> 32) & START_MASK) << RR_WORKER_PID_BITS | (ident & PID_MASK);
-}
-
-static inline uint32_t worker_gen(uint64_t w) { return (uint32_t)(w >> RR_WORKER_GEN_SHIFT); }
-
-/* A process as the low 40 bits of both words hold it: start time | pid. */
-#define PROC_MASK (((uint64_t)1 << RR_OWNER_TAG_SHIFT) - 1)
-static inline uint64_t proc_of(uint64_t ident) { return worker_word(0, ident); }
-
-#define TAG_MASK ((UINT32_C(1) << RR_OWNER_TAG_BITS) - 1)
-static inline uint64_t owner_word(uint32_t gen, uint64_t ident)
-{
-    return (uint64_t)(gen & TAG_MASK) << RR_OWNER_TAG_SHIFT | proc_of(ident);
-}
-/* The word was taken for a generation before `gen` (by the sign of the
- * difference): a freed generation's leftover. */
-static inline bool owner_older(uint64_t o, uint32_t gen)
-{
-    uint32_t d = (gen - (uint32_t)(o >> RR_OWNER_TAG_SHIFT)) & TAG_MASK;
-    return d != 0 && d <= (TAG_MASK >> 1);
-}
-
-/* The record is of generation `gen` (modulo its bits). */
-static inline bool worker_of(uint64_t w, uint32_t gen)
-{
-    return w != 0 && worker_gen(w) == (gen & GEN_MASK);
-}
+/* ---- process words: the worker record and the owner (rr_format.h) ---- */
 
 /* Liveness of the process in the low bits of a worker record or owner word. */
 static inline bool proc_alive(uint64_t w)
 {
-    return rr_process_alive((uint32_t)(w & PID_MASK),
-                        (uint32_t)(w >> RR_WORKER_PID_BITS) & START_MASK, RR_WORKER_START_BITS);
-}
-
-/* The record is of a generation before `gen` (by the sign of the difference). */
-static inline bool worker_older(uint64_t w, uint32_t gen)
-{
-    uint32_t d = (gen - worker_gen(w)) & GEN_MASK;
-    return d != 0 && d < (GEN_MASK >> 1) + 1;
+    return rr_process_alive(rr_proc_pid(w), rr_proc_start(w), RR_WORKER_START_BITS);
 }
 
 /* Writes record `want` (of generation gen) unless a writer of gen or a newer
@@ -122,7 +70,7 @@ static bool record(rr_slot *s, uint32_t gen, uint64_t want)
 {
     uint64_t cur = atomic_load_explicit(&s->worker, memory_order_relaxed);
     do {
-        if (worker_of(cur, gen) ? (cur & WRITING_BIT) != 0 : cur != 0 && !worker_older(cur, gen))
+        if (rr_worker_of(cur, gen) ? (cur & RR_WORKER_WRITING) != 0 : cur != 0 && !rr_worker_older(cur, gen))
             return false;
     } while (!atomic_compare_exchange_weak_explicit(&s->worker, &cur, want, memory_order_relaxed,
                                                     memory_order_relaxed));
@@ -135,9 +83,9 @@ static bool record(rr_slot *s, uint32_t gen, uint64_t want)
 static uint64_t worker_for(rr_slot *s, uint32_t gen, uint32_t state)
 {
     uint64_t w = atomic_load_explicit(&s->worker, memory_order_relaxed);
-    if (!worker_of(w, gen))
+    if (!rr_worker_of(w, gen))
         return 0;
-    if ((state == SLOT_WRITING || state == SLOT_CANCELLED) && !(w & WRITING_BIT))
+    if ((state == RR_SLOT_WRITING || state == RR_SLOT_CANCELLED) && !(w & RR_WORKER_WRITING))
         return 0;
     return w;
 }
@@ -148,7 +96,7 @@ static uint64_t worker_for(rr_slot *s, uint32_t gen, uint32_t state)
 static bool worker_lost(rr_chan *c, uint64_t id, uint64_t w)
 {
     return w && !proc_alive(w)
-        && ((w & WRITING_BIT) || c->geom.variant != RR_VARIANT_STR || !rr_strq_holds(c, id));
+        && ((w & RR_WORKER_WRITING) || c->geom.variant != RR_VARIANT_STR || !rr_strq_holds(c, id));
 }
 
 /* ---- freeing ---- */
@@ -162,15 +110,15 @@ static bool free_to(rr_chan *c, rr_slot *s, uint64_t *v, uint32_t gen)
 {
     uint64_t seen = *v;
     *v = atomic_load_explicit(&s->ctl, memory_order_acquire);
-    if (*v != seen || ctl_state(seen) == SLOT_FREE)
+    if (*v != seen || rr_ctl_state(seen) == RR_SLOT_FREE)
         return false;
     uint64_t owner = atomic_load_explicit(&s->owner, memory_order_relaxed);
     /* acq_rel: see the top of this file; acquire on failure, for a caller
      * that decides again from the value it finds */
-    if (!atomic_compare_exchange_strong_explicit(&s->ctl, v, mk_ctl(gen, SLOT_FREE),
+    if (!atomic_compare_exchange_strong_explicit(&s->ctl, v, rr_ctl(gen, RR_SLOT_FREE),
                                                  memory_order_acq_rel, memory_order_acquire))
         return false;
-    rr_word_wake_after_rmw(ctl_futex(s), &s->waiters, INT_MAX);
+    rr_word_wake_after_rmw(rr_ctl_futex(s), &s->waiters, INT_MAX);
     /* release ↔ the acquire CAS of owner in try_acquire. A failure means a
      * sweeper already cleared a dead owner: the word is not ours to touch. */
     atomic_compare_exchange_strong_explicit(&s->owner, &owner, 0, memory_order_release,
@@ -182,7 +130,7 @@ static bool free_to(rr_chan *c, rr_slot *s, uint64_t *v, uint32_t gen)
 
 static bool free_from(rr_chan *c, rr_slot *s, uint64_t *v)
 {
-    return free_to(c, s, v, ctl_gen(*v) + 1);
+    return free_to(c, s, v, rr_ctl_gen(*v) + 1);
 }
 
 /* Hands back an owner word claimed by try_acquire for a slot it did not get. */
@@ -206,7 +154,7 @@ static int try_acquire(rr_chan *c, void *arg)
      * reply, though: its bytes are cached here, and the next replier would
      * have to take every one of those lines back. (relaxed atomic read of
      * len: a hint, written by repliers) */
-    if (hint < n && __atomic_load_n(&rr_slot_at(c, hint)->len, __ATOMIC_RELAXED) > RR_REUSE_MAX)
+    if (hint < n && RR_READ_ONCE(rr_slot_at(c, hint)->len) > RR_REUSE_MAX)
         hint++;
     if (hint >= n)
         hint = 0;
@@ -214,15 +162,15 @@ static int try_acquire(rr_chan *c, void *arg)
         rr_slot *s = rr_slot_at(c, idx);
         /* relaxed: the CASes below decide */
         uint64_t v = atomic_load_explicit(&s->ctl, memory_order_relaxed);
-        if (ctl_state(v) != SLOT_FREE)
+        if (rr_ctl_state(v) != RR_SLOT_FREE)
             continue;
-        uint32_t gen = ctl_gen(v) + 1;
+        uint32_t gen = rr_ctl_gen(v) + 1;
         uint64_t o = atomic_load_explicit(&s->owner, memory_order_relaxed);
         /* g + 1: somebody is acquiring it; later: the FREE we read is out of
          * date, and the word may be an acquire in progress */
-        if (o != 0 && !owner_older(o, gen))
+        if (o != 0 && !rr_owner_older(o, gen))
             continue;
-        uint64_t mine = owner_word(gen, me);
+        uint64_t mine = rr_owner_word(gen, me);
         /* 0, or a leftover of an earlier generation whose freer has not
          * cleared it (or died before it could): ours to take over. acquire ↔
          * the release CAS of owner in free_from and the sweep */
@@ -242,17 +190,17 @@ static int try_acquire(rr_chan *c, void *arg)
         s->bell = c->bell;
         /* acq_rel: acquire ↔ the release that freed the slot (the last reader is
          * done with its data); release ↔ the replier's claim CAS */
-        if (atomic_compare_exchange_strong_explicit(&s->ctl, &v, mk_ctl(gen, SLOT_ACQUIRED),
+        if (atomic_compare_exchange_strong_explicit(&s->ctl, &v, rr_ctl(gen, RR_SLOT_ACQUIRED),
                                                     memory_order_acq_rel, memory_order_relaxed)) {
             atomic_store_explicit(&c->slot_hint, idx, memory_order_relaxed);
-            *(uint64_t *)arg = (uint64_t)gen << 32 | idx;
+            *(uint64_t *)arg = rr_id(gen, idx);
             if ((gen & RR_RECORD_REFRESH) == 0) {
                 /* Once every 2^20 generations: a worker record (23 bits of
                  * generation) left from long ago would otherwise come to look
                  * newer than the requests it is compared with. relaxed: the
                  * record's readers tolerate a lost or late change */
                 uint64_t w = atomic_load_explicit(&s->worker, memory_order_relaxed);
-                if (w != 0 && !worker_of(w, gen))
+                if (w != 0 && !rr_worker_of(w, gen))
                     atomic_compare_exchange_strong_explicit(&s->worker, &w, 0,
                                                             memory_order_relaxed,
                                                             memory_order_relaxed);
@@ -298,7 +246,7 @@ int rr_slot_acquire(rr_chan *c, int64_t deadline, uint64_t *id)
  * failed sends do not age the slot's worker record. */
 void rr_slot_abandon(rr_chan *c, uint64_t id)
 {
-    uint64_t v = mk_ctl(rr_id_gen(id), SLOT_ACQUIRED);
+    uint64_t v = rr_ctl(rr_id_gen(id), RR_SLOT_ACQUIRED);
     free_to(c, slot_of(c, id), &v, rr_id_gen(id) - 1);
 }
 
@@ -311,16 +259,16 @@ rr_slot *rr_slot_claim(rr_chan *c, uint64_t id)
     if (!s)
         return NULL;
     uint32_t gen = rr_id_gen(id);
-    uint64_t v = mk_ctl(gen, SLOT_ACQUIRED);
-    uint64_t want = worker_word(gen, rr_self_ident()) | WRITING_BIT;
+    uint64_t v = rr_ctl(gen, RR_SLOT_ACQUIRED);
+    uint64_t want = rr_worker_word(gen, rr_self_ident()) | RR_WORKER_WRITING;
     /* relaxed: the claim CAS below orders the record (release) */
     uint64_t cur = atomic_load_explicit(&s->worker, memory_order_relaxed);
     do {
-        if (worker_of(cur, gen)) {
-            if (cur & WRITING_BIT)
+        if (rr_worker_of(cur, gen)) {
+            if (cur & RR_WORKER_WRITING)
                 return NULL; /* another replier has it */
         } else if (atomic_load_explicit(&s->ctl, memory_order_relaxed) != v
-                   || (cur != 0 && !worker_older(cur, gen))) {
+                   || (cur != 0 && !rr_worker_older(cur, gen))) {
             /* No take of this generation is recorded: a reply to an id never
              * taken, or a stale or future one. Only while ctl says the id is
              * current (relaxed: the CAS below decides), or a future id's
@@ -332,7 +280,7 @@ rr_slot *rr_slot_claim(rr_chan *c, uint64_t id)
     /* acq_rel: acquire ↔ the client's acq_rel acquire CAS (the slot's data is
      * ours now); release ↔ the acquire loads of ctl in rr_resp_check,
      * rr_resp_abandon_dead and the sweep: whoever sees WRITING sees our record */
-    if (!atomic_compare_exchange_strong_explicit(&s->ctl, &v, mk_ctl(gen, SLOT_WRITING),
+    if (!atomic_compare_exchange_strong_explicit(&s->ctl, &v, rr_ctl(gen, RR_SLOT_WRITING),
                                                  memory_order_acq_rel, memory_order_relaxed))
         return NULL;
     return s;
@@ -349,13 +297,13 @@ int rr_slot_publish(rr_chan *c, rr_slot *s, uint64_t id)
     atomic_store_explicit(&s->replies,
                           atomic_load_explicit(&s->replies, memory_order_relaxed) + 1,
                           memory_order_relaxed);
-    uint64_t v = mk_ctl(gen, SLOT_WRITING);
+    uint64_t v = rr_ctl(gen, RR_SLOT_WRITING);
     /* release ↔ the client's acquire of ctl in rr_resp_view / rr_int_peek: the
      * response bytes are visible before READY is. A CAS, never a blind store:
      * a slot that left our claim belongs to somebody else now. */
-    if (!atomic_compare_exchange_strong_explicit(&s->ctl, &v, mk_ctl(gen, SLOT_READY),
+    if (!atomic_compare_exchange_strong_explicit(&s->ctl, &v, rr_ctl(gen, RR_SLOT_READY),
                                                  memory_order_release, memory_order_relaxed)) {
-        if (v == mk_ctl(gen, SLOT_CANCELLED)) {
+        if (v == rr_ctl(gen, RR_SLOT_CANCELLED)) {
             /* still ours until freed: the reply is not counted after all */
             atomic_store_explicit(&s->replies,
                                   atomic_load_explicit(&s->replies, memory_order_relaxed) - 1,
@@ -364,7 +312,7 @@ int rr_slot_publish(rr_chan *c, rr_slot *s, uint64_t id)
         }
         return -ESTALE;
     }
-    rr_word_wake_after_rmw(ctl_futex(s), &s->waiters, INT_MAX);
+    rr_word_wake_after_rmw(rr_ctl_futex(s), &s->waiters, INT_MAX);
     if (bell == 0 || bell > RR_BELLS)
         return 0;
     rr_bell_ring(c, bell - 1);
@@ -375,7 +323,7 @@ void rr_slot_mark_taken_by(rr_chan *c, uint64_t id, uint64_t ident)
 {
     rr_slot *s = slot_of(c, id);
     if (s)
-        record(s, rr_id_gen(id), worker_word(rr_id_gen(id), ident));
+        record(s, rr_id_gen(id), rr_worker_word(rr_id_gen(id), ident));
 }
 
 void rr_slot_mark_taken(rr_chan *c, uint64_t id) { rr_slot_mark_taken_by(c, id, rr_self_ident()); }
@@ -386,13 +334,13 @@ int rr_resp_worker(rr_chan *c, uint64_t id)
     if (!s)
         return 0;
     uint64_t w = atomic_load_explicit(&s->worker, memory_order_relaxed);
-    return worker_of(w, rr_id_gen(id)) ? (int)(w & PID_MASK) : 0;
+    return rr_worker_of(w, rr_id_gen(id)) ? (int)rr_proc_pid(w) : 0;
 }
 
 /* Still awaiting its reply (taken or not) or being answered. */
 static inline bool in_flight(uint32_t state)
 {
-    return state == SLOT_ACQUIRED || state == SLOT_WRITING;
+    return state == RR_SLOT_ACQUIRED || state == RR_SLOT_WRITING;
 }
 
 #define RR_WORKER_CHECK_NS 250000000 /* how often a waiting client checks its worker */
@@ -408,11 +356,11 @@ static int resp_ready(rr_chan *c, void *arg)
     rr_slot *s = slot_of(c, w->id);
     /* acquire ↔ the release CAS in rr_slot_publish */
     uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
-    if (ctl_gen(v) != rr_id_gen(w->id))
+    if (rr_ctl_gen(v) != rr_id_gen(w->id))
         return -ESTALE;
-    if (ctl_state(v) == SLOT_READY || ctl_state(v) == SLOT_READING)
+    if (rr_ctl_state(v) == RR_SLOT_READY || rr_ctl_state(v) == RR_SLOT_READING)
         return 1; /* READING: pinned by a view, and there to be seen */
-    if (!in_flight(ctl_state(v)))
+    if (!in_flight(rr_ctl_state(v)))
         return -ESTALE; /* FREE, CANCELLED */
     if (w->first) {
         /* A wait that goes on comes back here before it sleeps: the first look
@@ -439,7 +387,7 @@ static bool resp_peek(rr_chan *c, void *arg)
 {
     resp_wait *w = arg;
     uint64_t v = atomic_load_explicit(&slot_of(c, w->id)->ctl, memory_order_relaxed);
-    return ctl_gen(v) != rr_id_gen(w->id) || !in_flight(ctl_state(v));
+    return rr_ctl_gen(v) != rr_id_gen(w->id) || !in_flight(rr_ctl_state(v));
 }
 
 int rr_resp_wait(rr_chan *c, uint64_t id, int64_t deadline)
@@ -448,7 +396,7 @@ int rr_resp_wait(rr_chan *c, uint64_t id, int64_t deadline)
     if (!s)
         return -ESTALE;
     resp_wait w = {id, true};
-    return rr_wait_until(c, ctl_futex(s), &s->waiters, resp_ready, resp_peek, &w, deadline,
+    return rr_wait_until(c, rr_ctl_futex(s), &s->waiters, resp_ready, resp_peek, &w, deadline,
                          RR_WORKER_CHECK_NS);
 }
 
@@ -460,13 +408,13 @@ int rr_resp_check(rr_chan *c, uint64_t id)
     uint32_t gen = rr_id_gen(id);
     /* acquire ↔ the release CAS in rr_slot_publish, and the claim's (its record) */
     uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
-    if (ctl_gen(v) != gen)
+    if (rr_ctl_gen(v) != gen)
         return -ESTALE;
-    if (ctl_state(v) == SLOT_READY || ctl_state(v) == SLOT_READING)
+    if (rr_ctl_state(v) == RR_SLOT_READY || rr_ctl_state(v) == RR_SLOT_READING)
         return 1;
-    if (!in_flight(ctl_state(v)))
+    if (!in_flight(rr_ctl_state(v)))
         return -ESTALE;
-    return worker_lost(c, id, worker_for(s, gen, ctl_state(v))) ? -EOWNERDEAD : 0;
+    return worker_lost(c, id, worker_for(s, gen, rr_ctl_state(v))) ? -EOWNERDEAD : 0;
 }
 
 /* Contract: frees the slot only while the worker recorded for the state it
@@ -480,13 +428,13 @@ int rr_resp_abandon_dead(rr_chan *c, uint64_t id)
     /* acquire ↔ the claim's release CAS: a WRITING we see comes with its record */
     uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
     for (;;) {
-        if (ctl_gen(v) != gen)
+        if (rr_ctl_gen(v) != gen)
             return -ESTALE;
-        if (ctl_state(v) == SLOT_READY || ctl_state(v) == SLOT_READING)
+        if (rr_ctl_state(v) == RR_SLOT_READY || rr_ctl_state(v) == RR_SLOT_READING)
             return -EBUSY;
-        if (!in_flight(ctl_state(v)))
+        if (!in_flight(rr_ctl_state(v)))
             return -ESTALE;
-        if (!worker_lost(c, id, worker_for(s, gen, ctl_state(v))))
+        if (!worker_lost(c, id, worker_for(s, gen, rr_ctl_state(v))))
             return -EAGAIN;
         if (free_from(c, s, &v)) {
             atomic_fetch_add_explicit(&c->hdr->recoveries, 1, memory_order_relaxed);
@@ -501,13 +449,13 @@ int rr_resp_view(rr_chan *c, uint64_t id, rr_resp *r)
     if (!s)
         return -ESTALE;
     uint32_t gen = rr_id_gen(id);
-    uint64_t v = mk_ctl(gen, SLOT_READY);
+    uint64_t v = rr_ctl(gen, RR_SLOT_READY);
     /* acquire ↔ the release CAS in rr_slot_publish: the reply is visible.
      * Already pinned (READING) is fine too: a second look at the same reply. */
-    if (!atomic_compare_exchange_strong_explicit(&s->ctl, &v, mk_ctl(gen, SLOT_READING),
+    if (!atomic_compare_exchange_strong_explicit(&s->ctl, &v, rr_ctl(gen, RR_SLOT_READING),
                                                  memory_order_acquire, memory_order_acquire)
-        && v != mk_ctl(gen, SLOT_READING))
-        return ctl_gen(v) == gen && in_flight(ctl_state(v)) ? -EAGAIN : -ESTALE;
+        && v != rr_ctl(gen, RR_SLOT_READING))
+        return rr_ctl_gen(v) == gen && in_flight(rr_ctl_state(v)) ? -EAGAIN : -ESTALE;
     /* Bound what a hostile writer could have put in len. */
     uint32_t len = s->len;
     r->len = len <= c->geom.resp_size ? len : c->geom.resp_size;
@@ -525,13 +473,13 @@ int rr_int_peek(rr_chan *c, uint64_t id, int64_t *value)
     uint32_t gen = rr_id_gen(id);
     /* acquire ↔ the release CAS in rr_slot_publish: the value is visible */
     uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
-    if (v != mk_ctl(gen, SLOT_READY)) /* READING too: pinned by a view, not ours */
-        return ctl_gen(v) == gen && (in_flight(ctl_state(v)) || ctl_state(v) == SLOT_READING)
+    if (v != rr_ctl(gen, RR_SLOT_READY)) /* READING too: pinned by a view, not ours */
+        return rr_ctl_gen(v) == gen && (in_flight(rr_ctl_state(v)) || rr_ctl_state(v) == RR_SLOT_READING)
             ? -EAGAIN
             : -ESTALE;
     /* relaxed atomic: if clear() frees the slot now, a new replier may write
      * it; the caller's rr_resp_discard then fails and drops what we read */
-    *value = __atomic_load_n(&s->value, __ATOMIC_RELAXED);
+    *value = RR_READ_ONCE(s->value);
     return 0;
 }
 
@@ -539,30 +487,30 @@ int rr_int_peek(rr_chan *c, uint64_t id, int64_t *value)
 static int free_id(rr_chan *c, uint64_t id, uint32_t from)
 {
     rr_slot *s = slot_of(c, id);
-    uint64_t v = mk_ctl(rr_id_gen(id), from);
+    uint64_t v = rr_ctl(rr_id_gen(id), from);
     return s && free_from(c, s, &v) ? 0 : -ESTALE;
 }
 
 int rr_resp_release(rr_chan *c, uint64_t id)
 {
     /* pinned by rr_resp_view, or (a caller that read nothing) still READY */
-    return free_id(c, id, SLOT_READING) == 0 ? 0 : free_id(c, id, SLOT_READY);
+    return free_id(c, id, RR_SLOT_READING) == 0 ? 0 : free_id(c, id, RR_SLOT_READY);
 }
 
 int rr_resp_unview(rr_chan *c, uint64_t id)
 {
     rr_slot *s = slot_of(c, id);
-    uint64_t v = mk_ctl(rr_id_gen(id), SLOT_READING);
+    uint64_t v = rr_ctl(rr_id_gen(id), RR_SLOT_READING);
     /* release ↔ the next viewer's acquire CAS: our reads are done */
     if (!s || !atomic_compare_exchange_strong_explicit(&s->ctl, &v,
-                                                       mk_ctl(rr_id_gen(id), SLOT_READY),
+                                                       rr_ctl(rr_id_gen(id), RR_SLOT_READY),
                                                        memory_order_release, memory_order_relaxed))
         return -ESTALE;
-    rr_word_wake_after_rmw(ctl_futex(s), &s->waiters, INT_MAX);
+    rr_word_wake_after_rmw(rr_ctl_futex(s), &s->waiters, INT_MAX);
     return 0;
 }
 
-int rr_resp_discard(rr_chan *c, uint64_t id) { return free_id(c, id, SLOT_READY); }
+int rr_resp_discard(rr_chan *c, uint64_t id) { return free_id(c, id, RR_SLOT_READY); }
 
 /* Ends a reply being written: the writer's publish then fails and frees the
  * slot. false, with *v updated, if the slot moved. */
@@ -571,10 +519,10 @@ static bool cancel_writing(rr_slot *s, uint64_t *v)
     /* release ↔ the acquire in free_from, which the writer (or a sweep, its
      * writer dead) runs on CANCELLED; acquire on failure: the caller decides
      * again from what it finds */
-    if (!atomic_compare_exchange_strong_explicit(&s->ctl, v, mk_ctl(ctl_gen(*v), SLOT_CANCELLED),
+    if (!atomic_compare_exchange_strong_explicit(&s->ctl, v, rr_ctl(rr_ctl_gen(*v), RR_SLOT_CANCELLED),
                                                  memory_order_release, memory_order_acquire))
         return false;
-    rr_word_wake_after_rmw(ctl_futex(s), &s->waiters, INT_MAX);
+    rr_word_wake_after_rmw(rr_ctl_futex(s), &s->waiters, INT_MAX);
     return true;
 }
 
@@ -586,19 +534,19 @@ int rr_cancel(rr_chan *c, uint64_t id)
     uint32_t gen = rr_id_gen(id);
     uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
     for (;;) {
-        if (ctl_gen(v) != gen)
+        if (rr_ctl_gen(v) != gen)
             return -ESTALE;
-        switch (ctl_state(v)) {
-        case SLOT_ACQUIRED: /* a claim then fails on the new generation */
+        switch (rr_ctl_state(v)) {
+        case RR_SLOT_ACQUIRED: /* a claim then fails on the new generation */
             if (free_from(c, s, &v))
                 return 0;
             break;
-        case SLOT_WRITING:
+        case RR_SLOT_WRITING:
             if (cancel_writing(s, &v))
                 return 0;
             break;
-        case SLOT_READY:
-        case SLOT_READING:
+        case RR_SLOT_READY:
+        case RR_SLOT_READING:
             return -EBUSY; /* the reply won */
         default:
             return -ESTALE;
@@ -612,7 +560,7 @@ bool rr_slot_is_acquired(rr_chan *c, uint64_t id)
     /* relaxed: a check before the push; clear() racing past it is a clear
      * that came just after the send */
     return s && atomic_load_explicit(&s->ctl, memory_order_relaxed)
-        == mk_ctl(rr_id_gen(id), SLOT_ACQUIRED);
+        == rr_ctl(rr_id_gen(id), RR_SLOT_ACQUIRED);
 }
 
 int rr_id_live(rr_chan *c, uint64_t id)
@@ -621,9 +569,9 @@ int rr_id_live(rr_chan *c, uint64_t id)
     if (!s)
         return 0;
     uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
-    return ctl_gen(v) == rr_id_gen(id)
-        && (in_flight(ctl_state(v)) || ctl_state(v) == SLOT_READY
-            || ctl_state(v) == SLOT_READING);
+    return rr_ctl_gen(v) == rr_id_gen(id)
+        && (in_flight(rr_ctl_state(v)) || rr_ctl_state(v) == RR_SLOT_READY
+            || rr_ctl_state(v) == RR_SLOT_READING);
 }
 
 void rr_slots_clear(rr_chan *c)
@@ -632,11 +580,11 @@ void rr_slots_clear(rr_chan *c)
         rr_slot *s = rr_slot_at(c, i);
         uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
         for (;;) {
-            uint32_t st = ctl_state(v);
-            if (st == SLOT_WRITING) {
+            uint32_t st = rr_ctl_state(v);
+            if (st == RR_SLOT_WRITING) {
                 if (cancel_writing(s, &v))
                     break;
-            } else if (st == SLOT_ACQUIRED || st == SLOT_READY) {
+            } else if (st == RR_SLOT_ACQUIRED || st == RR_SLOT_READY) {
                 if (free_from(c, s, &v))
                     break;
             } else {
@@ -652,10 +600,10 @@ void rr_slots_count(rr_chan *c, rr_stats *st)
     for (uint32_t i = 0; i < c->geom.resp_slots; i++) {
         rr_slot *s = rr_slot_at(c, i);
         /* relaxed: a snapshot for statistics */
-        uint32_t state = ctl_state(atomic_load_explicit(&s->ctl, memory_order_relaxed));
-        if (state == SLOT_FREE)
+        uint32_t state = rr_ctl_state(atomic_load_explicit(&s->ctl, memory_order_relaxed));
+        if (state == RR_SLOT_FREE)
             st->slots_free++;
-        else if (state == SLOT_READY || state == SLOT_READING)
+        else if (state == RR_SLOT_READY || state == RR_SLOT_READING)
             st->slots_ready++;
         else
             st->slots_acquired++;
@@ -673,7 +621,7 @@ typedef struct proc_cache {
 
 static bool cached_alive(proc_cache *k, uint64_t word)
 {
-    uint64_t proc = word & PROC_MASK;
+    uint64_t proc = word & RR_PROC_MASK;
     for (int i = 0; i < k->n; i++)
         if (k->proc[i] == proc)
             return k->alive[i];
@@ -703,23 +651,23 @@ void rr_slots_sweep(rr_chan *c, int64_t period_ns)
                                                  memory_order_relaxed, memory_order_relaxed)
         && period_ns > 0)
         return;
-    uint64_t me = proc_of(rr_self_ident());
+    uint64_t me = rr_proc_bits(rr_self_ident());
     proc_cache k = {.n = 0};
     for (uint32_t i = 0; i < c->geom.resp_slots; i++) {
         rr_slot *s = rr_slot_at(c, i);
         /* acquire ↔ the release CAS of owner in free_from (an owner we read
          * is not older than the last free) */
         uint64_t owner = atomic_load_explicit(&s->owner, memory_order_acquire);
-        bool owner_dead = owner != 0 && (owner & PROC_MASK) != me && !cached_alive(&k, owner);
+        bool owner_dead = owner != 0 && (owner & RR_PROC_MASK) != me && !cached_alive(&k, owner);
         /* acquire ↔ the acq_rel CASes on ctl: the owner and record we read
          * next are at least as new as this state */
         uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
-        uint32_t st = ctl_state(v);
+        uint32_t st = rr_ctl_state(v);
         if (atomic_load_explicit(&s->owner, memory_order_relaxed) != owner)
             continue; /* freed and taken again since we read the owner */
-        if (st == SLOT_FREE) {
+        if (st == RR_SLOT_FREE) {
             /* a leftover, or an acquirer that died acquiring: ctl stays FREE */
-            if (owner != 0 && (owner_dead || owner_older(owner, ctl_gen(v) + 1))
+            if (owner != 0 && (owner_dead || rr_owner_older(owner, rr_ctl_gen(v) + 1))
                 /* release ↔ the acquire CAS of owner in try_acquire */
                 && atomic_compare_exchange_strong_explicit(&s->owner, &owner, 0,
                                                            memory_order_release,
@@ -727,11 +675,11 @@ void rr_slots_sweep(rr_chan *c, int64_t period_ns)
                 rr_waitq_wake_after_rmw(&h->slot_free, 1);
             continue;
         }
-        if (st == SLOT_WRITING || st == SLOT_CANCELLED) {
+        if (st == RR_SLOT_WRITING || st == RR_SLOT_CANCELLED) {
             /* the writer holds it; a CANCELLED one nobody else will free */
-            if (!owner_dead && st == SLOT_WRITING)
+            if (!owner_dead && st == RR_SLOT_WRITING)
                 continue;
-            uint64_t w = worker_for(s, ctl_gen(v), st);
+            uint64_t w = worker_for(s, rr_ctl_gen(v), st);
             if (!w || cached_alive(&k, w))
                 continue;
         } else if (!owner_dead) {

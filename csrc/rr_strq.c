@@ -36,9 +36,9 @@ static uint64_t arena_used(rr_chan *c, uint64_t head, uint64_t tail)
     rr_str_cell *last = cell_at(c, tail - 1);
     uint64_t start, end;
     /* relaxed atomic reads: statistics may read cells without the lock */
-    entry_span(c, __atomic_load_n(&last->beg, __ATOMIC_RELAXED),
-               __atomic_load_n(&last->len, __ATOMIC_RELAXED), &start, &end);
-    uint64_t used = end - __atomic_load_n(&cell_at(c, head)->beg, __ATOMIC_RELAXED);
+    entry_span(c, RR_READ_ONCE(last->beg),
+               RR_READ_ONCE(last->len), &start, &end);
+    uint64_t used = end - RR_READ_ONCE(cell_at(c, head)->beg);
     return used <= c->geom.arena ? used : c->geom.arena;
 }
 
@@ -128,10 +128,10 @@ static int push_attempt(rr_chan *c, void *arg)
         memcpy(p->len <= RR_STR_INLINE ? cell->small : c->arena + start % c->geom.arena, p->data,
                p->len);
         /* beg and len atomically: statistics read them without the lock */
-        __atomic_store_n(&cell->beg, beg, __ATOMIC_RELAXED);
-        __atomic_store_n(&cell->len, p->len, __ATOMIC_RELAXED);
+        RR_WRITE_ONCE(cell->beg, beg);
+        RR_WRITE_ONCE(cell->len, p->len);
         cell->flags = p->flags;
-        __atomic_store_n(&cell->id, p->id, __ATOMIC_RELAXED); /* rr_strq_holds reads it without the lock */
+        RR_WRITE_ONCE(cell->id, p->id); /* rr_strq_holds reads it without the lock */
         /* relaxed: a hint for receivers, who read the entry under the lock;
          * the wake-up's fence orders it for a receiver about to sleep */
         atomic_store_explicit(&cell->mark, tail + 1, memory_order_relaxed);
@@ -304,7 +304,7 @@ bool rr_strq_holds(rr_chan *c, uint64_t id)
         n = c->geom.req_cap; /* a forged or moving queue: look at every cell once */
     for (uint64_t i = 0; i < n; i++)
         /* relaxed atomic: a sender may be rewriting a cell we passed */
-        if (__atomic_load_n(&cell_at(c, head + i)->id, __ATOMIC_RELAXED) == id)
+        if (RR_READ_ONCE(cell_at(c, head + i)->id) == id)
             return true;
     return false;
 }

@@ -39,18 +39,6 @@ void rr_futex_wake(_Atomic uint32_t *word, int n)
     syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, n, NULL, NULL, 0);
 }
 
-/* A full barrier after an atomic read-modify-write: on x86 every locked
- * instruction is one already, so only the compiler must be kept from moving
- * later loads above the RMW; elsewhere a real fence. */
-static inline void fence_after_rmw(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    atomic_signal_fence(memory_order_seq_cst);
-#else
-    atomic_thread_fence(memory_order_seq_cst);
-#endif
-}
-
 static inline void word_wake_fenced(_Atomic uint32_t *word, _Atomic uint32_t *waiters, int n)
 {
     if (atomic_load_explicit(waiters, memory_order_relaxed) != 0)
@@ -72,25 +60,25 @@ void rr_word_wake(_Atomic uint32_t *word, _Atomic uint32_t *waiters, int n)
     /* seq_cst fence ↔ the fence in rr_wait_until after waiters++: either this
      * load sees the sleeper, or the sleeper's re-check sees our change.
      * Without it, store-load reordering loses the wake-up. */
-    atomic_thread_fence(memory_order_seq_cst);
+    rr_fence_full();
     word_wake_fenced(word, waiters, n);
 }
 
 void rr_waitq_wake(rr_waitq *q, int n)
 {
-    atomic_thread_fence(memory_order_seq_cst); /* as in rr_word_wake */
+    rr_fence_full(); /* as in rr_word_wake */
     waitq_wake_fenced(q, n);
 }
 
 void rr_word_wake_after_rmw(_Atomic uint32_t *word, _Atomic uint32_t *waiters, int n)
 {
-    fence_after_rmw(); /* the caller's RMW ↔ the fence in rr_wait_until, as in rr_word_wake */
+    rr_fence_after_rmw(); /* the caller's RMW ↔ the fence in rr_wait_until, as in rr_word_wake */
     word_wake_fenced(word, waiters, n);
 }
 
 void rr_waitq_wake_after_rmw(rr_waitq *q, int n)
 {
-    fence_after_rmw(); /* as in rr_word_wake_after_rmw */
+    rr_fence_after_rmw(); /* as in rr_word_wake_after_rmw */
     waitq_wake_fenced(q, n);
 }
 
@@ -196,7 +184,7 @@ int rr_wait_until(rr_chan *c, _Atomic uint32_t *word, _Atomic uint32_t *waiters,
         /* relaxed add + seq_cst fence ↔ the fence in rr_word_wake; the same
          * fence ↔ the one in rr_interrupt, for our entry and its flag */
         atomic_fetch_add_explicit(waiters, 1, memory_order_relaxed);
-        atomic_thread_fence(memory_order_seq_cst);
+        rr_fence_full();
         /* acquire ↔ the waker's release change of the word */
         uint32_t seen = atomic_load_explicit(word, memory_order_acquire);
         rc = rr_interrupted(c) ? -ECANCELED : attempt(c, arg);
@@ -271,7 +259,7 @@ void rr_interrupt(rr_chan *c)
     atomic_store_explicit(&c->interrupted, 1, memory_order_relaxed);
     int me = rr_self_pid();
     for (uint32_t round = 0;; round++) {
-        atomic_thread_fence(memory_order_seq_cst);
+        rr_fence_full();
         bool asleep = false;
         for (int i = 0; i < RR_SLEEPERS; i++) {
             /* acquire ↔ the release store in rr_sleep_enter: the pid is the claimant's */
