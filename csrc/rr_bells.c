@@ -85,5 +85,5 @@ int rr_bell_wait(rr_chan *c, uint32_t seen, int64_t deadline)
     if (!b)
         return -EINVAL;
     bell_wait w = {b, seen};
-    return rr_wait_until(c, &b->seq, &b->waiters, bell_moved, bell_peek, &w, deadline, 0);
+    return rr_chan_wait(c, &b->seq, &b->waiters, bell_moved, bell_peek, &w, deadline, 0);
 }

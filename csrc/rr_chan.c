@@ -5,10 +5,40 @@
 #include <stddef.h>
 #include <string.h>
 
+typedef struct chan_closure {
+    rr_chan *c;
+    rr_chan_attempt_fn attempt;
+    rr_chan_peek_fn peek;
+    void *arg;
+} chan_closure;
+
+static int closure_attempt(void *p)
+{
+    chan_closure *k = p;
+    return k->attempt(k->c, k->arg);
+}
+
+static bool closure_peek(void *p)
+{
+    chan_closure *k = p;
+    return k->peek(k->c, k->arg);
+}
+
+int rr_chan_wait(rr_chan *c, _Atomic uint32_t *word, _Atomic uint32_t *waiters,
+                 rr_chan_attempt_fn attempt, rr_chan_peek_fn peek, void *arg, int64_t deadline,
+                 int64_t poll_ns)
+{
+    chan_closure k = {c, attempt, peek, arg};
+    return rr_wait_until(&c->wait, word, waiters, closure_attempt, closure_peek, &k, deadline,
+                         poll_ns);
+}
+
+void rr_interrupt(rr_chan *c) { rr_waiter_interrupt(&c->wait); }
+
 #define RR_FULL_POLL_NS 50000000 /* how often a sender waiting for room looks anyway */
 
 typedef struct send_op {
-    rr_attempt_fn push;
+    rr_chan_attempt_fn push;
     void *arg;
     const uint64_t *id;
 } send_op;
@@ -21,8 +51,8 @@ static int push_if_ours(rr_chan *c, void *p)
     return rr_slot_is_acquired(c, *op->id) ? op->push(c, op->arg) : -ESTALE;
 }
 
-int rr_send_common(rr_chan *c, rr_attempt_fn push, rr_peek_fn room, void *arg, uint64_t *id,
-                   int64_t deadline)
+int rr_send_common(rr_chan *c, rr_chan_attempt_fn push, rr_chan_peek_fn room, void *arg,
+                   uint64_t *id, int64_t deadline)
 {
     rr_header *h = c->hdr;
     send_op op = {push, arg, id};
@@ -32,7 +62,7 @@ int rr_send_common(rr_chan *c, rr_attempt_fn push, rr_peek_fn room, void *arg, u
         if (rc == 0) {
             /* Poll: a receiver killed between freeing a cell and waking us
              * leaves room that no waker announces. */
-            rc = rr_wait_until(c, &h->not_full.seq, &h->not_full.waiters, push_if_ours, room,
+            rc = rr_chan_wait(c, &h->not_full.seq, &h->not_full.waiters, push_if_ours, room,
                                &op, deadline, RR_FULL_POLL_NS);
             if (rc && rc != -ESTALE)
                 rr_slot_abandon(c, *id); /* the request never became visible */

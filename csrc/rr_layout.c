@@ -148,7 +148,7 @@ static int chan_new(rr_map *m, const rr_hdr_geom *h, rr_chan **out)
     c->cells = m->base + h->off_cells;
     c->slots = m->base + h->off_slots;
     c->arena = m->base + h->off_arena;
-    c->spin_us = RR_DEFAULT_SPIN_US;
+    rr_waiter_init(&c->wait, RR_DEFAULT_SPIN_US);
     atomic_init(&c->slot_hint, (uint32_t)(rr_self_ident() * 2654435761u) % h->resp_slots);
     *out = c;
     return 0;
@@ -618,12 +618,8 @@ int rr_chan_share(rr_chan *c, rr_chan **out)
     *n = *c;
     n->locked_n = 0;
     n->bell = 0; /* a bell belongs to the handle that claimed it */
-    /* waits and their interruption are per handle */
-    atomic_store_explicit(&n->interrupted, 0, memory_order_relaxed);
-    for (int i = 0; i < RR_SLEEPERS; i++) {
-        atomic_store_explicit(&n->sleep_pid[i], 0, memory_order_relaxed);
-        atomic_store_explicit(&n->sleep_word[i], 0, memory_order_relaxed);
-    }
+    /* waits and their interruption are per handle; the spin budget is copied */
+    rr_waiter_init(&n->wait, c->wait.spin_us);
     /* relaxed: the caller already holds a reference, so the map cannot go away */
     atomic_fetch_add_explicit(&c->map->refs, 1, memory_order_relaxed);
     *out = n;
@@ -639,8 +635,8 @@ void rr_close(rr_chan *c)
     free(c);
 }
 
-void rr_set_spin(rr_chan *c, uint32_t spin_us) { c->spin_us = spin_us; }
-uint32_t rr_get_spin(const rr_chan *c) { return c->spin_us; }
+void rr_set_spin(rr_chan *c, uint32_t spin_us) { c->wait.spin_us = spin_us; }
+uint32_t rr_get_spin(const rr_chan *c) { return c->wait.spin_us; }
 const rr_geometry *rr_geometry_of(const rr_chan *c) { return &c->geom; }
 uint64_t rr_map_size(const rr_chan *c) { return c->map->size; }
 int rr_memfd(const rr_chan *c) { return c->map->is_memfd ? c->map->fd : -1; }

@@ -152,11 +152,11 @@ int rr_lock(rr_chan *c, int64_t deadline)
         if (now >= deadline)
             return -EAGAIN;
         int64_t until = now + RR_LOCK_POLL_NS < deadline ? now + RR_LOCK_POLL_NS : deadline;
-        int entry = rr_sleep_enter(c, rr_lock_futex(h));
+        int entry = rr_sleep_enter(&c->wait, rr_lock_futex(h));
         /* seq_cst ↔ the fence in rr_interrupt: it sees our entry or we its flag */
         rr_fence_full();
-        int rc = rr_interrupted(c) ? -ECANCELED : rr_futex_wait(rr_lock_futex(h), (uint32_t)v, until);
-        rr_sleep_leave(c, entry);
+        int rc = rr_interrupted(&c->wait) ? -ECANCELED : rr_futex_wait(rr_lock_futex(h), (uint32_t)v, until);
+        rr_sleep_leave(&c->wait, entry);
         if (rc == -EINTR || rc == -ECANCELED)
             return rc;
         if (atomic_load_explicit(&h->lock, memory_order_relaxed) != v || rr_now_ns() < until)

@@ -236,7 +236,7 @@ int rr_slot_acquire(rr_chan *c, int64_t deadline, uint64_t *id)
         rr_slots_sweep(c, RR_SWEEP_PERIOD_NS);
     /* Poll: a dead client's slots come back by a sweep, which no waker announces. */
     rr_waitq *q = &c->hdr->slot_free;
-    return rr_wait_until(c, &q->seq, &q->waiters, acquire_or_sweep, any_slot, id, deadline,
+    return rr_chan_wait(c, &q->seq, &q->waiters, acquire_or_sweep, any_slot, id, deadline,
                          RR_SWEEP_DRY_NS * 2);
 }
 
@@ -396,7 +396,7 @@ int rr_resp_wait(rr_chan *c, uint64_t id, int64_t deadline)
     if (!s)
         return -ESTALE;
     resp_wait w = {id, true};
-    return rr_wait_until(c, rr_ctl_futex(s), &s->waiters, resp_ready, resp_peek, &w, deadline,
+    return rr_chan_wait(c, rr_ctl_futex(s), &s->waiters, resp_ready, resp_peek, &w, deadline,
                          RR_WORKER_CHECK_NS);
 }
 
