@@ -166,5 +166,10 @@ void rr_get_stats(rr_chan *c, rr_stats *st)
 
 int rr_test_hold_lock(rr_chan *c)
 {
-    return c->geom.variant == RR_VARIANT_STR ? rr_lock(c, RR_FOREVER) : -EINVAL;
+    return c->geom.variant == RR_VARIANT_STR ? rr_lock(c->hdr, &c->wait, RR_FOREVER) : -EINVAL;
+}
+
+int rr_lock_settle(rr_chan *c, int64_t deadline)
+{
+    return rr_lock_settle_on(c->hdr, &c->wait, deadline);
 }

@@ -55,6 +55,8 @@ static inline uint64_t rr_ident(uint32_t pid, uint32_t start)
     return (uint64_t)start << RR_IDENT_PID_BITS | pid;
 }
 static inline uint32_t rr_ident_pid(uint64_t ident) { return (uint32_t)ident; }
+/* The identity in a lock word (its waiters flag dropped). */
+static inline uint64_t rr_lock_holder(uint64_t lock) { return lock & ~RR_LOCK_WAITERS; }
 static inline uint32_t rr_ident_start(uint64_t ident)
 {
     return (uint32_t)(ident >> RR_IDENT_PID_BITS);

@@ -5,6 +5,8 @@
 #include "reqrep.h"
 #include "rr_barrier.h"
 #include "rr_format.h"
+#include "rr_lock.h"
+#include "rr_proc.h"
 #include "rr_test_hooks.h"
 #include "rr_wait.h"
 
@@ -73,11 +75,6 @@ static inline int rr_recv_wait(rr_chan *c, rr_chan_attempt_fn attempt, rr_chan_p
     return rr_chan_wait(c, &q->seq, &q->waiters, attempt, peek, arg, deadline, RR_RECV_POLL_NS);
 }
 
-/* ---- process identity and recovery (rr_recover.c) ---- */
-uint64_t rr_self_ident(void);
-bool rr_ident_alive(uint64_t ident);
-int rr_lock(rr_chan *c, int64_t deadline);
-void rr_unlock(rr_chan *c);
 
 /* ---- slots (rr_slots.c) ---- */
 static inline rr_slot *rr_slot_at(rr_chan *c, uint32_t idx)

@@ -140,7 +140,7 @@ static bool claim_stalled(rr_chan *c, uint64_t pos, uint64_t t)
         return false;
     atomic_store_explicit(&c->stall_since, now, memory_order_relaxed); /* ask again later */
     uint32_t who = rr_turn_who(t);
-    return !rr_process_alive(rr_who_pid(who), rr_who_start(who), RR_WHO_START_BITS);
+    return !rr_who_alive(who);
 }
 
 /* Frees a cell whose claim or take `t` belongs to a dead process; the slot

@@ -56,12 +56,6 @@ static rr_slot *slot_of(rr_chan *c, uint64_t id)
 
 /* ---- process words: the worker record and the owner (rr_format.h) ---- */
 
-/* Liveness of the process in the low bits of a worker record or owner word. */
-static inline bool proc_alive(uint64_t w)
-{
-    return rr_process_alive(rr_proc_pid(w), rr_proc_start(w), RR_WORKER_START_BITS);
-}
-
 /* Writes record `want` (of generation gen) unless a writer of gen or a newer
  * request owns the record; false then. relaxed: a writer's record is ordered
  * by its claim CAS that follows (release); a taker's is read only by liveness
@@ -95,7 +89,7 @@ static uint64_t worker_for(rr_slot *s, uint32_t gen, uint32_t state)
  * left the request queued, for the next worker (which records itself). */
 static bool worker_lost(rr_chan *c, uint64_t id, uint64_t w)
 {
-    return w && !proc_alive(w)
+    return w && !rr_proc_alive(w)
         && ((w & RR_WORKER_WRITING) || c->geom.variant != RR_VARIANT_STR || !rr_strq_holds(c, id));
 }
 
@@ -625,7 +619,7 @@ static bool cached_alive(proc_cache *k, uint64_t word)
     for (int i = 0; i < k->n; i++)
         if (k->proc[i] == proc)
             return k->alive[i];
-    bool alive = proc_alive(proc);
+    bool alive = rr_proc_alive(proc);
     int i = k->n < 8 ? k->n++ : (int)(proc % 8);
     k->proc[i] = proc;
     k->alive[i] = alive;

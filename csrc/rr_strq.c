@@ -1,5 +1,5 @@
 /* The Str request queue: a ring of cells pointing into a circular arena, both
- * guarded by the queue lock (rr_recover.c). A push commits with its store of
+ * guarded by the queue lock (rr_lock.c). A push commits with its store of
  * tail and a pop with its store of head, so an operation cut short by the
  * death of its process leaves no trace. Small entries live in their cell, so
  * that a round trip moves one line for the request, not a cell and arena.
@@ -103,7 +103,7 @@ static int push_attempt(rr_chan *c, void *arg)
 {
     str_push *p = arg;
     rr_header *h = c->hdr;
-    int rc = rr_lock(c, lock_deadline(p->deadline));
+    int rc = rr_lock(c->hdr, &c->wait, lock_deadline(p->deadline));
     if (rc)
         return rc == -EAGAIN ? 0 : rc;
     /* relaxed: both only change under the lock we hold */
@@ -139,7 +139,7 @@ static int push_attempt(rr_chan *c, void *arg)
          * and its bytes are visible before the entry is */
         atomic_store_explicit(&h->tail, tail + 1, memory_order_release);
     }
-    rr_unlock(c);
+    rr_unlock(c->hdr);
     return rc;
 }
 
@@ -196,7 +196,7 @@ static int pop_attempt(rr_chan *c, void *arg)
      * and tail and our look pair through the fences of the sleep protocol. */
     if (!queued(c))
         return 0;
-    int rc = rr_lock(c, lock_deadline(p->deadline));
+    int rc = rr_lock(c->hdr, &c->wait, lock_deadline(p->deadline));
     if (rc)
         return rc == -EAGAIN ? 0 : rc;
     uint64_t head = atomic_load_explicit(&h->head, memory_order_relaxed);
@@ -206,7 +206,7 @@ static int pop_attempt(rr_chan *c, void *arg)
          * lock, or spinning receivers would keep taking the lock for nothing.
          * To head, which is never head + 1 (0 is, for a head of 2^64 - 1). */
         atomic_store_explicit(&cell_at(c, head)->mark, head, memory_order_relaxed);
-        rr_unlock(c);
+        rr_unlock(c->hdr);
         return 0;
     }
     c->locked_n = n < c->geom.req_cap ? (uint32_t)n : c->geom.req_cap;
@@ -275,7 +275,7 @@ void rr_str_recv_end(rr_chan *c, uint32_t n)
      * consumed only once fully read */
     atomic_store_explicit(&h->head, head + n, memory_order_release);
     c->locked_n = 0;
-    rr_unlock(c);
+    rr_unlock(c->hdr);
     if (n) /* the unlock is an exchange */
         rr_waitq_wake_after_rmw(&h->not_full, INT_MAX);
 }
@@ -283,12 +283,12 @@ void rr_str_recv_end(rr_chan *c, uint32_t n)
 int rr_strq_clear(rr_chan *c)
 {
     rr_header *h = c->hdr;
-    int rc = rr_lock(c, RR_FOREVER);
+    int rc = rr_lock(c->hdr, &c->wait, RR_FOREVER);
     if (rc)
         return rc; /* a signal: nothing changed, the caller retries */
     atomic_store_explicit(&h->head, atomic_load_explicit(&h->tail, memory_order_relaxed),
                           memory_order_release);
-    rr_unlock(c);
+    rr_unlock(c->hdr);
     return 0;
 }
 

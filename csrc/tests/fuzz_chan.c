@@ -53,7 +53,6 @@
 #define FZ_MAX_FIT (4u << 20) /* "fit" grows a file to at most this */
 #define FZ_HANDLES 4
 #define FZ_IDS 32
-#define FZ_LOCK_WAITERS (UINT64_C(1) << 31) /* the lock word's waiters bit (rr_recover.c) */
 /* An identity no process has: a pid under the kernel's limit, a start time. */
 #define FZ_DEAD_IDENT ((UINT64_C(12345) << 32) | 4194301u)
 
@@ -218,7 +217,7 @@ static void lock_safe(fz *f)
     if (f->holder >= 0) {
         rr_chan *c = f->h[f->holder];
         if (f->hold_test)
-            rr_unlock(c);
+            rr_unlock(c->hdr);
         else
             rr_str_recv_end(c, 0);
         f->holder = -1;
@@ -230,7 +229,7 @@ static void lock_safe(fz *f)
     uint64_t v = atomic_load_explicit(&hdr->lock, memory_order_relaxed);
     if (v == 0)
         return;
-    if (!(f->flags & FZ_KEEP_DEAD_LOCK) || rr_ident_alive(v & ~FZ_LOCK_WAITERS))
+    if (!(f->flags & FZ_KEEP_DEAD_LOCK) || rr_ident_alive(v & ~RR_LOCK_WAITERS))
         atomic_store_explicit(&hdr->lock, 0, memory_order_relaxed);
 }
 
@@ -395,7 +394,7 @@ static void poke_field(fz *f, rr_chan *c, const fz_op *op)
         v = self_value(fld->kind, cur);
         break;
     case 2:
-        v = rr_self_ident() | FZ_LOCK_WAITERS;
+        v = rr_self_ident() | RR_LOCK_WAITERS;
         break;
     case 3:
         v = FZ_DEAD_IDENT;
@@ -754,7 +753,7 @@ static void run_op(fz *f, const fz_op *op)
         break;
     case OP_UNHOLD:
         if (f->holder >= 0 && f->hold_test) {
-            rr_unlock(f->h[f->holder]);
+            rr_unlock(f->h[f->holder]->hdr);
             f->holder = -1;
             f->hold_test = false;
         }
@@ -1088,8 +1087,8 @@ static void scrub(rr_chan *c, uint8_t *img)
     rr_header *h = (rr_header *)img;
     atomic_store(&h->last_sweep, 0);
     uint64_t lock = atomic_load(&h->lock);
-    if (lock && (lock & ~FZ_LOCK_WAITERS) == me)
-        atomic_store(&h->lock, FZ_DEAD_IDENT | (lock & FZ_LOCK_WAITERS));
+    if (lock && (lock & ~RR_LOCK_WAITERS) == me)
+        atomic_store(&h->lock, FZ_DEAD_IDENT | (lock & RR_LOCK_WAITERS));
     rr_bell *bells = (rr_bell *)(img + ((uint8_t *)c->bells - c->map->base));
     for (int i = 0; i < RR_BELLS; i++)
         if (atomic_load(&bells[i].owner) == me)
@@ -1472,7 +1471,7 @@ static int make_corpus(const char *dir)
             send_str(c, 5);
             rr_test_hold_lock(c); /* scrubbed to a dead holder */
             SEED("dead-holder", FZ_OPEN_MEMFD | FZ_KEEP_DEAD_LOCK, &pw);
-            rr_unlock(c);
+            rr_unlock(c->hdr);
         } else {
             rr_int_send(c, 1, RR_NOWAIT, &ids[0]);
             rr_int_cell *cell = (rr_int_cell *)c->cells + 1;
