@@ -18,9 +18,12 @@
  * look: whoever finds one behind a cell that has moved on advances it, so a
  * process that dies before it advanced them leaves nothing stuck. All-zero is
  * the empty ring at lap 0, and a ring of one cell works too.
- * Modelled in rr_intq.pml, checked by csrc/tests/spin.sh. */
-#include "rr_internal.h"
+ * Modelled in rr_intq.pml, checked by csrc/tests/spin.sh. Its interface:
+ * rr_intq.h, rr_queue.h. */
+#include "rr_intq.h"
+#include "rr_proc.h"
 
+#include <errno.h>
 #include <limits.h>
 
 /* Retries after which a position that never becomes usable (a forged file)
@@ -31,11 +34,14 @@
  * again. */
 #define RR_CLAIM_STALL_NS 20000000
 
-static inline rr_int_cell *cell_at(rr_chan *c, uint64_t pos)
+static inline rr_int_cell *cell_at(const rr_intq *q, uint64_t pos)
 {
-    return (rr_int_cell *)c->cells + (pos & c->mask);
+    return (rr_int_cell *)q->ring.cells + (pos & q->ring.mask);
 }
-static inline uint32_t lap_of(rr_chan *c, uint64_t pos) { return (uint32_t)(pos >> c->shift); }
+static inline uint32_t lap_of(const rr_intq *q, uint64_t pos)
+{
+    return (uint32_t)(pos >> q->ring.shift);
+}
 
 /* This process as a claimant: pid and the low bits of its start time. */
 static uint32_t self_who(void)
@@ -46,7 +52,7 @@ static uint32_t self_who(void)
 /* Moves a position counter from pos to pos + 1 unless somebody already did.
  * The cells' turns order the data; head and tail only say where to look, and
  * every reader checks the cell it finds there. release, though, keeps a
- * receiver's free of its cell before this RMW, which rr_int_recv's wake-up
+ * receiver's free of its cell before this RMW, which rr_intq_recv's wake-up
  * counts on as its barrier (rr_waitq_wake_after_rmw). */
 static void advance(_Atomic uint64_t *ctr, uint64_t pos)
 {
@@ -54,20 +60,15 @@ static void advance(_Atomic uint64_t *ctr, uint64_t pos)
                                             memory_order_relaxed);
 }
 
-typedef struct int_op {
-    int64_t value;
-    uint64_t id;
-} int_op;
-
-static int push_attempt(rr_chan *c, void *arg)
+static int push_attempt(void *qv, const rr_request *op)
 {
-    int_op *op = arg;
-    rr_header *h = c->hdr;
+    rr_intq *q = qv;
+    rr_header *h = q->ring.hdr;
     uint32_t who = self_who();
     uint64_t pos = atomic_load_explicit(&h->tail, memory_order_relaxed);
     for (int i = 0; i < RR_INTQ_RETRIES; i++) {
-        rr_int_cell *cell = cell_at(c, pos);
-        uint32_t lap = lap_of(c, pos);
+        rr_int_cell *cell = cell_at(q, pos);
+        uint32_t lap = lap_of(q, pos);
         /* acquire ↔ the release of the cell by the last lap's consumer (or
          * its repairer): it is done with the cell before we write it */
         uint64_t t = atomic_load_explicit(&cell->turn, memory_order_acquire);
@@ -106,39 +107,31 @@ static int push_attempt(rr_chan *c, void *arg)
     return RR_AGAIN_SOON; /* contention or a forged ring: not now, look again soon */
 }
 
-static bool has_room(rr_chan *c, void *arg)
+static bool has_room(void *qv)
 {
-    rr_header *h = c->hdr;
+    rr_intq *q = qv;
+    rr_header *h = q->ring.hdr;
     uint64_t pos = atomic_load_explicit(&h->tail, memory_order_relaxed);
-    return atomic_load_explicit(&cell_at(c, pos)->turn, memory_order_relaxed)
-        == rr_turn(lap_of(c, pos), RR_TURN_FREE, 0);
-}
-
-int rr_int_send(rr_chan *c, int64_t value, int64_t deadline, uint64_t *id)
-{
-    int_op op = {value, 0};
-    int rc = rr_send_common(c, push_attempt, has_room, &op, &op.id, deadline);
-    if (rc == 0)
-        *id = op.id;
-    return rc;
+    return atomic_load_explicit(&cell_at(q, pos)->turn, memory_order_relaxed)
+        == rr_turn(lap_of(q, pos), RR_TURN_FREE, 0);
 }
 
 /* True once this handle has seen the turn `t` (claimed or taken) at `pos` for
  * RR_CLAIM_STALL_NS and the process it names is dead. The memo is per handle
  * and relaxed: threads sharing a handle at worst delay the verdict. */
-static bool claim_stalled(rr_chan *c, uint64_t pos, uint64_t t)
+static bool claim_stalled(rr_intq *q, uint64_t pos, uint64_t t)
 {
     int64_t now = rr_now_ns();
-    if (atomic_load_explicit(&c->stall_pos, memory_order_relaxed) != pos
-        || atomic_load_explicit(&c->stall_turn, memory_order_relaxed) != t) {
-        atomic_store_explicit(&c->stall_pos, pos, memory_order_relaxed);
-        atomic_store_explicit(&c->stall_turn, t, memory_order_relaxed);
-        atomic_store_explicit(&c->stall_since, now, memory_order_relaxed);
+    if (atomic_load_explicit(&q->stall_pos, memory_order_relaxed) != pos
+        || atomic_load_explicit(&q->stall_turn, memory_order_relaxed) != t) {
+        atomic_store_explicit(&q->stall_pos, pos, memory_order_relaxed);
+        atomic_store_explicit(&q->stall_turn, t, memory_order_relaxed);
+        atomic_store_explicit(&q->stall_since, now, memory_order_relaxed);
         return false;
     }
-    if (now - atomic_load_explicit(&c->stall_since, memory_order_relaxed) < RR_CLAIM_STALL_NS)
+    if (now - atomic_load_explicit(&q->stall_since, memory_order_relaxed) < RR_CLAIM_STALL_NS)
         return false;
-    atomic_store_explicit(&c->stall_since, now, memory_order_relaxed); /* ask again later */
+    atomic_store_explicit(&q->stall_since, now, memory_order_relaxed); /* ask again later */
     uint32_t who = rr_turn_who(t);
     return !rr_who_alive(who);
 }
@@ -146,9 +139,9 @@ static bool claim_stalled(rr_chan *c, uint64_t pos, uint64_t t)
 /* Frees a cell whose claim or take `t` belongs to a dead process; the slot
  * of a request a dead consumer took records that consumer as its taker, so
  * its client learns of the death. */
-static void repair(rr_chan *c, rr_int_cell *cell, uint64_t t, uint32_t lap)
+static void repair(rr_intq *q, rr_int_cell *cell, uint64_t t, uint32_t lap)
 {
-    rr_header *h = c->hdr;
+    rr_header *h = q->ring.hdr;
     if (rr_turn_state(t) == RR_TURN_TAKEN) {
         uint32_t who = rr_turn_who(t);
         uint64_t dead = rr_ident(rr_who_pid(who), rr_who_start(who));
@@ -162,7 +155,7 @@ static void repair(rr_chan *c, rr_int_cell *cell, uint64_t t, uint32_t lap)
         rr_fence_acquire();
         if (atomic_load_explicit(&cell->turn, memory_order_relaxed) != t)
             return;
-        rr_slot_mark_taken_by(c, id, dead);
+        rr_slot_mark_taken_by(q->ring.slots, id, dead);
     }
     /* release ↔ the next lap's producer's acquire load: nothing to hand over
      * but the position itself */
@@ -177,13 +170,13 @@ static void repair(rr_chan *c, rr_int_cell *cell, uint64_t t, uint32_t lap)
  * nothing, RR_AGAIN_SOON nothing while a producer or consumer is inside its
  * operation there. On the way it advances head past cells that have moved on
  * and repairs the cells of dead processes. */
-static int head_entry(rr_chan *c, uint64_t *pos_out, uint64_t *turn_out)
+static int head_entry(rr_intq *q, uint64_t *pos_out, uint64_t *turn_out)
 {
-    rr_header *h = c->hdr;
+    rr_header *h = q->ring.hdr;
     uint64_t pos = atomic_load_explicit(&h->head, memory_order_relaxed);
     for (int i = 0; i < RR_INTQ_RETRIES; i++) {
-        rr_int_cell *cell = cell_at(c, pos);
-        uint32_t lap = lap_of(c, pos);
+        rr_int_cell *cell = cell_at(q, pos);
+        uint32_t lap = lap_of(q, pos);
         /* acquire ↔ the producer's release CAS to FULL */
         uint64_t t = atomic_load_explicit(&cell->turn, memory_order_acquire);
         int32_t ahead = (int32_t)(rr_turn_lap(t) - lap);
@@ -197,9 +190,9 @@ static int head_entry(rr_chan *c, uint64_t *pos_out, uint64_t *turn_out)
             if (state == RR_TURN_FREE)
                 return 0;
             /* claimed or taken: somebody is inside a push or a pop here */
-            if (!claim_stalled(c, pos, t))
+            if (!claim_stalled(q, pos, t))
                 return RR_AGAIN_SOON;
-            repair(c, cell, t, lap);
+            repair(q, cell, t, lap);
             continue; /* look at the cell again */
         }
         if (ahead < 0)
@@ -210,18 +203,25 @@ static int head_entry(rr_chan *c, uint64_t *pos_out, uint64_t *turn_out)
     return RR_AGAIN_SOON; /* contention or a forged ring: not now, look again soon */
 }
 
-static int pop_attempt(rr_chan *c, void *arg)
+typedef struct int_pop {
+    rr_intq *q;
+    int64_t value;
+    uint64_t id;
+} int_pop;
+
+static int pop_attempt(void *arg)
 {
-    int_op *op = arg;
-    rr_header *h = c->hdr;
+    int_pop *op = arg;
+    rr_intq *q = op->q;
+    rr_header *h = q->ring.hdr;
     uint32_t who = self_who();
     for (int i = 0; i < RR_INTQ_RETRIES; i++) {
         uint64_t pos, t;
-        int rc = head_entry(c, &pos, &t);
+        int rc = head_entry(q, &pos, &t);
         if (rc != 1)
             return rc;
-        rr_int_cell *cell = cell_at(c, pos);
-        uint32_t lap = lap_of(c, pos);
+        rr_int_cell *cell = cell_at(q, pos);
+        uint32_t lap = lap_of(q, pos);
         /* The take: the entry is ours alone from here. acquire ↔ the
          * producer's release CAS to FULL (as for the load in head_entry) */
         if (!atomic_compare_exchange_strong_explicit(&cell->turn, &t,
@@ -233,7 +233,7 @@ static int pop_attempt(rr_chan *c, void *arg)
         uint64_t id = RR_READ_ONCE(cell->id);
         /* Record ourselves as the taker before the request leaves the ring: a
          * worker killed from here on is named either here or in the cell. */
-        rr_slot_mark_taken(c, id);
+        rr_slot_mark_taken(q->ring.slots, id);
         /* release ↔ the next lap's producer's acquire load of turn: we are
          * done reading the cell */
         atomic_store_explicit(&cell->turn, rr_turn(lap + 1, RR_TURN_FREE, 0), memory_order_release);
@@ -245,54 +245,74 @@ static int pop_attempt(rr_chan *c, void *arg)
     return RR_AGAIN_SOON;
 }
 
-static bool has_entry(rr_chan *c, void *arg)
+static bool has_entry(rr_intq *q)
 {
-    rr_header *h = c->hdr;
+    rr_header *h = q->ring.hdr;
     uint64_t pos = atomic_load_explicit(&h->head, memory_order_relaxed);
-    return atomic_load_explicit(&cell_at(c, pos)->turn, memory_order_relaxed)
-        == rr_turn(lap_of(c, pos), RR_TURN_FULL, 0);
+    return atomic_load_explicit(&cell_at(q, pos)->turn, memory_order_relaxed)
+        == rr_turn(lap_of(q, pos), RR_TURN_FULL, 0);
 }
 
-static int entry_attempt(rr_chan *c, void *arg)
+static bool pop_peek(void *arg)
+{
+    int_pop *op = arg;
+    return has_entry(op->q);
+}
+
+static int queued(void *q)
 {
     uint64_t pos, t;
-    int rc = rr_wait_stopped(c);
-    return rc ? rc : head_entry(c, &pos, &t);
+    return head_entry(q, &pos, &t);
 }
 
-int rr_intq_wait_request(rr_chan *c, int64_t deadline)
-{
-    return rr_recv_wait(c, entry_attempt, has_entry, NULL, deadline);
-}
+static bool queued_hint(void *q) { return has_entry(q); }
 
-int rr_int_recv(rr_chan *c, int64_t deadline, int64_t *value, uint64_t *id)
+int rr_intq_recv(rr_intq *q, int64_t deadline, int64_t *value, uint64_t *id)
 {
-    int_op op = {0, 0};
+    int_pop op = {q, 0, 0};
     int rc;
     if (deadline <= RR_NOWAIT) {
         /* one look; say so when somebody is inside an operation at the head */
-        rc = pop_attempt(c, &op);
+        rc = pop_attempt(&op);
         rc = rc == 1 ? 0 : rc == RR_AGAIN_SOON ? -EINPROGRESS : rc < 0 ? rc : -EAGAIN;
         if (rc == -EAGAIN || rc == -EINPROGRESS)
-            atomic_fetch_add_explicit(&c->hdr->recv_empty, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&q->ring.hdr->recv_empty, 1, memory_order_relaxed);
     } else {
-        rc = rr_recv_wait(c, pop_attempt, has_entry, &op, deadline);
+        rc = rr_recv_wait(&q->ring, pop_attempt, pop_peek, &op, deadline);
     }
     if (rc)
         return rc;
     *value = op.value;
     *id = op.id;
-    rr_waitq_wake_after_rmw(&c->hdr->not_full, 1); /* after the head's advance CAS */
+    rr_waitq_wake_after_rmw(&q->ring.hdr->not_full, 1); /* after the head's advance CAS */
     /* A wake-up we used may have been meant for the next entry too (its
      * sender woke one receiver, us): pass it on while entries remain. */
-    if (has_entry(c, NULL))
-        rr_waitq_wake(&c->hdr->not_empty, 1);
+    if (has_entry(q))
+        rr_waitq_wake(&q->ring.hdr->not_empty, 1);
     return 0;
 }
 
-void rr_intq_clear(rr_chan *c)
+static int clear(void *q)
 {
-    int_op op;
-    for (uint32_t i = 0; i < c->geom.req_cap && pop_attempt(c, &op) == 1; i++)
+    int_pop op = {q, 0, 0};
+    for (uint32_t i = 0; i < op.q->ring.cap && pop_attempt(&op) == 1; i++)
         ;
+    return 0;
 }
+
+/* A taker records itself only after its take (a CAS): a request whose taker
+ * is recorded has left the queue. */
+static bool holds(const void *q, uint64_t id) { return false; }
+
+static uint64_t arena_used(void *q) { return 0; }
+
+const rr_queue_ops rr_intq_ops = {
+    .push = push_attempt,
+    .room = has_room,
+    .queued = queued,
+    .queued_hint = queued_hint,
+    .clear = clear,
+    .holds = holds,
+    .arena_used = arena_used,
+    .hold_lock = NULL, /* lock-free */
+};

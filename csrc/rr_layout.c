@@ -1,6 +1,10 @@
 /* File layout: geometry, header validation, creating, opening and mapping. */
 #define _GNU_SOURCE
-#include "rr_internal.h"
+#include "rr_chan.h"
+#include "rr_layout.h"
+#include "rr_proc.h"
+
+#include <errno.h>
 
 #include <fcntl.h>
 #include <stdarg.h>
@@ -130,26 +134,58 @@ int rr_layout_validate(const rr_hdr_geom *h, uint64_t file_size, uint32_t varian
 
 /* ---- handles ---- */
 
-/* A handle on mapping `m` laid out as `h`: the caller's private copy of the
- * geometry (validated, or computed by the creator), never the shared header,
- * which another process may rewrite at any moment. */
+/* Builds handle c (zeroed) on mapping m laid out as h: each part pointed at
+ * its region of the mapping and at the handle's waiter, and the request
+ * queue's ops picked by variant (the one place that looks at it). h is the
+ * caller's private copy of the geometry (validated, or computed by the
+ * creator), never the shared header, which another process may rewrite at
+ * any moment. */
+static void chan_init(rr_chan *c, rr_map *m, const rr_hdr_geom *h)
+{
+    uint8_t *base = m->base;
+    c->map = m;
+    c->hdr = (rr_header *)base;
+    c->geom = (rr_geometry){h->variant, h->req_cap, h->resp_slots, h->resp_size, h->arena_cap};
+    rr_waiter_init(&c->wait, RR_DEFAULT_SPIN_US);
+    rr_ring ring = {
+        .hdr = c->hdr,
+        .cells = base + h->off_cells,
+        .mask = h->req_cap - 1,
+        .cap = h->req_cap,
+        .shift = (uint32_t)__builtin_ctz(h->req_cap),
+        .wait = &c->wait,
+        .slots = &c->slots,
+    };
+    if (h->variant == RR_VARIANT_STR) {
+        c->ops = &rr_strq_ops;
+        c->q.strq.ring = ring;
+        c->q.strq.arena = base + h->off_arena;
+        c->q.strq.arena_cap = h->arena_cap;
+    } else {
+        c->ops = &rr_intq_ops;
+        c->q.intq.ring = ring;
+    }
+    c->bells.base = (rr_bell *)(base + h->off_bells);
+    c->bells.wait = &c->wait;
+    rr_slots *pool = &c->slots;
+    pool->base = base + h->off_slots;
+    pool->stride = h->slot_stride;
+    pool->n = h->resp_slots;
+    pool->resp_size = h->resp_size;
+    pool->hdr = c->hdr;
+    pool->bells = c->bells.base;
+    pool->wait = &c->wait;
+    pool->holds = c->ops->holds;
+    pool->queue = &c->q;
+    atomic_init(&pool->hint, (uint32_t)(rr_self_ident() * 2654435761u) % h->resp_slots);
+}
+
 static int chan_new(rr_map *m, const rr_hdr_geom *h, rr_chan **out)
 {
     rr_chan *c = calloc(1, sizeof *c);
     if (!c)
         return -ENOMEM;
-    c->map = m;
-    c->hdr = (rr_header *)m->base;
-    c->geom = (rr_geometry){h->variant, h->req_cap, h->resp_slots, h->resp_size, h->arena_cap};
-    c->mask = h->req_cap - 1;
-    c->shift = (uint32_t)__builtin_ctz(h->req_cap);
-    c->slot_stride = h->slot_stride;
-    c->bells = (rr_bell *)(m->base + h->off_bells);
-    c->cells = m->base + h->off_cells;
-    c->slots = m->base + h->off_slots;
-    c->arena = m->base + h->off_arena;
-    rr_waiter_init(&c->wait, RR_DEFAULT_SPIN_US);
-    atomic_init(&c->slot_hint, (uint32_t)(rr_self_ident() * 2654435761u) % h->resp_slots);
+    chan_init(c, m, h);
     *out = c;
     return 0;
 }
@@ -612,14 +648,18 @@ int rr_open_fd(int fd, uint32_t variant, rr_chan **out, rr_error *err)
 
 int rr_chan_share(rr_chan *c, rr_chan **out)
 {
-    rr_chan *n = malloc(sizeof *n);
-    if (!n)
-        return -ENOMEM;
-    *n = *c;
-    n->locked_n = 0;
-    n->bell = 0; /* a bell belongs to the handle that claimed it */
-    /* waits and their interruption are per handle; the spin budget is copied */
-    rr_waiter_init(&n->wait, c->wait.spin_us);
+    rr_hdr_geom h;
+    rr_layout_compute(&c->geom, &h); /* what c was built from */
+    rr_chan *n;
+    int rc = chan_new(c->map, &h, &n);
+    if (rc)
+        return rc;
+    /* A new handle on the same mapping, with c's spin budget and its place
+     * in the slot scan; a bell, a receive under way, the waits and their
+     * interruption belong to the handle that has them. */
+    n->wait.spin_us = c->wait.spin_us;
+    atomic_store_explicit(&n->slots.hint, atomic_load_explicit(&c->slots.hint, memory_order_relaxed),
+                          memory_order_relaxed); /* relaxed: a hint */
     /* relaxed: the caller already holds a reference, so the map cannot go away */
     atomic_fetch_add_explicit(&c->map->refs, 1, memory_order_relaxed);
     *out = n;
@@ -630,13 +670,11 @@ void rr_close(rr_chan *c)
 {
     if (!c)
         return;
-    rr_bell_release(c);
+    rr_bells_release(&c->bells);
     map_unref(c->map);
     free(c);
 }
 
-void rr_set_spin(rr_chan *c, uint32_t spin_us) { c->wait.spin_us = spin_us; }
-uint32_t rr_get_spin(const rr_chan *c) { return c->wait.spin_us; }
 const rr_geometry *rr_geometry_of(const rr_chan *c) { return &c->geom; }
 uint64_t rr_map_size(const rr_chan *c) { return c->map->size; }
 int rr_memfd(const rr_chan *c) { return c->map->is_memfd ? c->map->fd : -1; }

@@ -48,30 +48,27 @@ static int read_proc_stat(uint32_t pid, char *state, uint64_t *start)
 }
 
 /* The identity is per process: cached, and forgotten in a forked child. */
-static _Atomic uint64_t self_ident_cache;
+_Atomic uint64_t rr_self_ident_cache; /* rr_proc.h */
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 static void forget_ident(void)
 {
-    atomic_store_explicit(&self_ident_cache, 0, memory_order_relaxed);
+    atomic_store_explicit(&rr_self_ident_cache, 0, memory_order_relaxed);
 }
 
 static void register_atfork(void) { pthread_atfork(NULL, NULL, forget_ident); }
 
-uint64_t rr_self_ident(void)
+uint64_t rr_self_ident_compute(void)
 {
-    /* relaxed: each thread computes the same value, any copy is right */
-    uint64_t v = atomic_load_explicit(&self_ident_cache, memory_order_relaxed);
-    if (v)
-        return v;
     pthread_once(&atfork_once, register_atfork);
     uint32_t pid = (uint32_t)getpid();
     char state;
     uint64_t start = 0;
     if (read_proc_stat(pid, &state, &start) != 0)
         start = 0;
-    v = rr_ident(pid, (uint32_t)start);
-    atomic_store_explicit(&self_ident_cache, v, memory_order_relaxed);
+    uint64_t v = rr_ident(pid, (uint32_t)start);
+    /* relaxed: each thread computes the same value, any copy is right */
+    atomic_store_explicit(&rr_self_ident_cache, v, memory_order_relaxed);
     return v;
 }
 

@@ -9,13 +9,21 @@
 
 #include "rr_format.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 /* This process's identity word (rr_ident: start time << 32 | pid). Cached,
  * and recomputed in a forked child. Thread-safe, async-signal-unsafe on the
- * first call (reads /proc). */
-uint64_t rr_self_ident(void);
+ * first call (reads /proc). Inline: every lock, acquire and claim asks. */
+extern _Atomic uint64_t rr_self_ident_cache; /* 0 until computed (again after a fork) */
+uint64_t rr_self_ident_compute(void);
+static inline uint64_t rr_self_ident(void)
+{
+    /* relaxed: each thread computes the same value, any copy is right */
+    uint64_t v = atomic_load_explicit(&rr_self_ident_cache, memory_order_relaxed);
+    return v ? v : rr_self_ident_compute();
+}
 
 /* Whether the process of an identity word (a lock holder, a bell owner) is
  * alive. A syscall or two; never "dead" for a process that lives (when in
