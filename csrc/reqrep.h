@@ -52,6 +52,7 @@ typedef struct rr_geometry {
 
 typedef struct rr_error {
     char why[256];       /* filled on -RR_EFORMAT and on failures of open calls */
+    int unready;         /* set by a failed open call: see rr_open_unready */
 } rr_error;
 
 typedef struct rr_chan rr_chan; /* one process-local handle on a mapping */

@@ -7,6 +7,10 @@
 
 #include "rr_format.h"
 
+/* Fails with `code` and its reason (printf-style) in err, if err is not
+ * NULL (err->unready cleared): `return rr_fail(err, -EINVAL, "...")`. */
+int rr_fail(rr_error *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* The header a normalised geometry lays out (offsets, stride, total size):
  * 0, or -EFBIG beyond RR_MAX_TOTAL. A pure function. */
 int rr_layout_compute(const rr_geometry *g, rr_hdr_geom *out);
