@@ -206,7 +206,6 @@ int rr_clear(rr_chan *c)
     if (rc)
         return rc; /* a signal or an interrupt: nothing changed, the caller retries */
     rr_slots_clear(&c->slots);
-    atomic_fetch_add_explicit(&h->clears, 1, memory_order_relaxed); /* a statistic */
     rr_waitq_wake(&h->not_full, INT_MAX);
     return 0;
 }

@@ -25,7 +25,7 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 
 #define RR_LINE 64
 #define RR_MAGIC UINT64_C(0x31504552514552ff) /* "\xffRREQPE1" little-endian */
-#define RR_FORMAT_VERSION 4u
+#define RR_FORMAT_VERSION 5u /* 5: the header's unused `clears` counter dropped */
 #define RR_HEADER_SIZE 1024u
 #define RR_PAGE 4096u                         /* the file's size is a multiple of it */
 #define RR_MAX_TOTAL ((uint64_t)1 << 42)      /* no file is larger */
@@ -232,7 +232,6 @@ typedef struct rr_header {
     RR_ALIGNED _Atomic uint64_t send_full;
     _Atomic uint64_t recv_empty;
     _Atomic uint64_t recoveries;
-    _Atomic uint64_t clears;
     _Atomic int64_t last_sweep; /* monotonic ns of the last sweep for dead clients' slots */
 } rr_header;
 

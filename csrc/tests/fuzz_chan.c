@@ -288,7 +288,7 @@ static const fz_field hdr_fields[] = {
     HF(not_empty.waiters, 4, K_PLAIN), HF(not_full.seq, 4, K_PLAIN),
     HF(not_full.waiters, 4, K_PLAIN), HF(slot_free.seq, 4, K_PLAIN),
     HF(slot_free.waiters, 4, K_PLAIN), HF(send_full, 8, K_PLAIN), HF(recv_empty, 8, K_PLAIN),
-    HF(recoveries, 8, K_PLAIN), HF(clears, 8, K_PLAIN), HF(last_sweep, 8, K_PLAIN),
+    HF(recoveries, 8, K_PLAIN), HF(last_sweep, 8, K_PLAIN),
     HF(geom.magic, 8, K_PLAIN), HF(geom.version, 4, K_PLAIN), HF(geom.variant, 4, K_PLAIN),
     HF(geom.total_size, 8, K_PLAIN), HF(geom.req_cap, 4, K_PLAIN),
     HF(geom.resp_slots, 4, K_PLAIN), HF(geom.resp_size, 4, K_PLAIN),

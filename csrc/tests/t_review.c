@@ -1,4 +1,4 @@
-/* Adversarial review of the format-4 slot protocol (rr_slots.c) and the
+/* Adversarial review of the slot protocol of format 4 (rr_slots.c) and the
  * client paths. Each test is an exact interleaving forced through the core's
  * internal steps or a plain API sequence; the ones named in the review
  * report FAIL on the build they were written against. */
