@@ -2,7 +2,8 @@
  * a slot, then pushes through the queue's ops table; a reply claims, fills and
  * publishes the slot; clear, statistics and the waits for a request reach the
  * queue through the same table. The rest hands a call to the part it is
- * about. Nothing here depends on the variant but what the ops table says.
+ * about: the variant's own calls (rr_str_*, rr_int_*) to its queue, the
+ * others to the slots, the bells, the waiter. No test of the variant here.
  * Contracts: reqrep.h. */
 #include "rr_chan.h"
 #include "rr_lock.h"

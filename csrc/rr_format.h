@@ -48,7 +48,8 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
  * that reuses a dead one's pid has another start time. */
 #define RR_IDENT_PID_BITS 32
 #define RR_PID_LIMIT (1u << 22)             /* the kernel's PID_MAX_LIMIT */
-#define RR_LOCK_WAITERS (UINT64_C(1) << 31) /* in the lock word: above every pid, in the futex half */
+/* In the lock word: somebody sleeps on it. Above every pid, in the futex half. */
+#define RR_LOCK_WAITERS (UINT64_C(1) << 31)
 
 static inline uint64_t rr_ident(uint32_t pid, uint32_t start)
 {

@@ -61,7 +61,8 @@ int rr_geometry_normalise(rr_geometry *g, rr_error *err)
     }
     rr_hdr_geom h;
     return rr_layout_compute(g, &h) == 0 ? 0
-        : rr_fail(err, -EINVAL, "channel too large (over %llu bytes)", (unsigned long long)RR_MAX_TOTAL);
+        : rr_fail(err, -EINVAL, "channel too large (over %llu bytes)",
+                  (unsigned long long)RR_MAX_TOTAL);
 }
 
 int rr_layout_compute(const rr_geometry *g, rr_hdr_geom *h)

@@ -559,8 +559,9 @@ int rr_chan_share(rr_chan *c, rr_chan **out)
      * in the slot scan; a bell, a receive under way, the waits and their
      * interruption belong to the handle that has them. */
     n->wait.spin_us = c->wait.spin_us;
-    atomic_store_explicit(&n->slots.hint, atomic_load_explicit(&c->slots.hint, memory_order_relaxed),
-                          memory_order_relaxed); /* relaxed: a hint */
+    /* relaxed: a hint */
+    uint32_t hint = atomic_load_explicit(&c->slots.hint, memory_order_relaxed);
+    atomic_store_explicit(&n->slots.hint, hint, memory_order_relaxed);
     /* relaxed: the caller already holds a reference, so the map cannot go away */
     atomic_fetch_add_explicit(&c->map->refs, 1, memory_order_relaxed);
     *out = n;

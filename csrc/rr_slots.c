@@ -1,4 +1,5 @@
-/* Response slots. Modelled in rr_slots.pml, checked by csrc/tests/spin.sh.
+/* Response slots (their interface: rr_slots.h). Modelled in rr_slots.pml,
+ * checked by csrc/tests/spin.sh. The words below are encoded in rr_format.h.
  *
  * Each slot's ctl word holds its generation in the high half and, in the low
  * half (the futex word), the state plus the generation's low bits, so every
@@ -22,9 +23,10 @@
  * stable while ctl is not FREE. A FREE(g) slot whose owner is tagged g + 1 is
  * being acquired right now (or its acquirer died doing so); one tagged with an
  * older generation is a leftover: its freer is about to clear it, or died
- * before it could, and the next acquirer takes it over. Whoever frees a slot read its
- * owner after seeing the generation it frees, and clears exactly that owner
- * by a CAS: never a blind store, which could wipe the next acquirer's.
+ * before it could, and the next acquirer takes it over. Whoever frees a slot
+ * read its owner after seeing the generation it frees, and clears exactly
+ * that owner by a CAS: never a blind store, which could wipe the next
+ * acquirer's.
  *
  * Every CAS that frees a slot is acq_rel: acquire, so that whatever the
  * previous holders wrote or read (the acquirer's bell, the replier's data)
@@ -483,10 +485,10 @@ int rr_slot_int_peek(rr_slots *pool, uint64_t id, int64_t *value)
     uint32_t gen = rr_id_gen(id);
     /* acquire ↔ the release CAS in rr_slot_publish: the value is visible */
     uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
-    if (v != rr_ctl(gen, RR_SLOT_READY)) /* READING too: pinned by a view, not ours */
-        return rr_ctl_gen(v) == gen && (in_flight(rr_ctl_state(v)) || rr_ctl_state(v) == RR_SLOT_READING)
-            ? -EAGAIN
-            : -ESTALE;
+    if (v != rr_ctl(gen, RR_SLOT_READY)) { /* READING too: pinned by a view, not ours */
+        bool coming = in_flight(rr_ctl_state(v)) || rr_ctl_state(v) == RR_SLOT_READING;
+        return rr_ctl_gen(v) == gen && coming ? -EAGAIN : -ESTALE;
+    }
     /* relaxed atomic: if clear() frees the slot now, a new replier may write
      * it; the caller's rr_resp_discard then fails and drops what we read */
     *value = RR_READ_ONCE(s->value);
@@ -529,7 +531,8 @@ static bool cancel_writing(rr_slot *s, uint64_t *v)
     /* release ↔ the acquire in free_from, which the writer (or a sweep, its
      * writer dead) runs on CANCELLED; acquire on failure: the caller decides
      * again from what it finds */
-    if (!atomic_compare_exchange_strong_explicit(&s->ctl, v, rr_ctl(rr_ctl_gen(*v), RR_SLOT_CANCELLED),
+    uint64_t cancelled = rr_ctl(rr_ctl_gen(*v), RR_SLOT_CANCELLED);
+    if (!atomic_compare_exchange_strong_explicit(&s->ctl, v, cancelled,
                                                  memory_order_release, memory_order_acquire))
         return false;
     rr_word_wake_after_rmw(rr_ctl_futex(s), &s->waiters, INT_MAX);

@@ -132,8 +132,9 @@ static int push_attempt(void *qv, const rr_request *p)
         /* relaxed: a hint for receivers, who read the entry under the lock;
          * the wake-up's fence orders it for a receiver about to sleep */
         atomic_store_explicit(&cell->mark, tail + 1, memory_order_relaxed);
-        /* release ↔ the acquire loads of tail in recv_peek/size: the cell
-         * and its bytes are visible before the entry is */
+        /* release ↔ the acquire loads of tail in rr_size, rr_strq_holds and
+         * arena_used_op (a receiver reads it under the lock, whose acquire
+         * orders it): the cell and its bytes are visible before the entry is */
         atomic_store_explicit(&h->tail, tail + 1, memory_order_release);
     }
     rr_unlock(h);

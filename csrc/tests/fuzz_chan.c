@@ -381,11 +381,13 @@ static void poke_field(fz *f, rr_chan *c, const fz_op *op)
         break;
     case 2:
         fld = &slot_fields[sel % NF(slot_fields)];
-        base = (uint64_t)(c->slots.base - base0) + (uint64_t)(elem % g->resp_slots) * c->slots.stride;
+        base = (uint64_t)(c->slots.base - base0)
+            + (uint64_t)(elem % g->resp_slots) * c->slots.stride;
         break;
     default:
         fld = &bell_fields[sel % NF(bell_fields)];
-        base = (uint64_t)((uint8_t *)c->bells.base - base0) + (uint64_t)(elem % RR_BELLS) * sizeof(rr_bell);
+        base = (uint64_t)((uint8_t *)c->bells.base - base0)
+            + (uint64_t)(elem % RR_BELLS) * sizeof(rr_bell);
         break;
     }
     uint64_t off = base + fld->off, cur = 0, v;
@@ -1101,7 +1103,8 @@ static void scrub(rr_chan *c, uint8_t *img)
             << RR_WORKER_PID_BITS
         | (FZ_DEAD_IDENT & ((1u << RR_WORKER_PID_BITS) - 1));
     for (uint32_t i = 0; i < c->geom.resp_slots; i++) {
-        rr_slot *s = (rr_slot *)(img + (c->slots.base - c->map->base) + (uint64_t)i * c->slots.stride);
+        rr_slot *s = (rr_slot *)(img + (c->slots.base - c->map->base)
+                                 + (uint64_t)i * c->slots.stride);
         if (atomic_load(&s->owner) == me)
             atomic_store(&s->owner, FZ_DEAD_IDENT);
         uint64_t w = atomic_load(&s->worker);

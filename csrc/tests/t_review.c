@@ -43,7 +43,7 @@ TEST_T("slots", review_gen_window_failed_sends_lock_out_replies, 120)
 {
     rr_chan *c = tu_anon(STR, 1, 2, 64, 0);
     REQUIRE(c);
-    /* both slots get a taker record: a round trip on each (slot_hint picks it) */
+    /* both slots get a taker record: a round trip on each (the pool's hint picks it) */
     rr_resp r;
     for (uint32_t i = 0; i < 2; i++) {
         uint64_t id;

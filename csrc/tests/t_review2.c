@@ -80,7 +80,7 @@ TEST_T("slots", review2_stale_acquirer_wipes_live_owner_slot_leaks, 60)
     /* the stale acquirer D: try_acquire's first load, then D is preempted */
     uint64_t v = atomic_load(&s->ctl);
     REQUIRE_EQ(v, r2_ctl(0, 0));
-    uint32_t gen = rr_id_gen(v) + 1; /* ctl_gen(v) + 1 */
+    uint32_t gen = rr_id_gen(v) + 1; /* rr_ctl_gen(v) + 1 */
     /* meanwhile: the slot serves a request and is taken by client B */
     r2_round_trip(c);
     r2_sh *sh = tu_shared(sizeof *sh);
@@ -95,7 +95,7 @@ TEST_T("slots", review2_stale_acquirer_wipes_live_owner_slot_leaks, 60)
     REQUIRE_EQ(atomic_load(&s->ctl), r2_ctl(rr_id_gen(sh->id), 1 /* ACQUIRED */));
     /* D resumes: o = owner. The fix: only a word tagged with an older
      * generation than D's is a leftover; B's is newer, so D skips the slot
-     * (as try_acquire's owner_older check does) and B keeps its owner. */
+     * (as try_acquire's rr_owner_older check does) and B keeps its owner. */
     uint64_t o = atomic_load(&s->owner);
     uint32_t d = (gen - (uint32_t)(o >> RR_OWNER_TAG_SHIFT)) & 0xffffffu;
     CHECK(!(d != 0 && d <= 0x7fffffu)); /* not older: no takeover */
