@@ -74,6 +74,8 @@ typedef struct bell_wait {
 static int bell_moved(void *arg)
 {
     bell_wait *w = arg;
+    /* seq_cst ↔ the seq_cst RMW of seq in rr_bell_ring, which follows the
+     * reply's release publish */
     return atomic_load_explicit(&w->b->seq, memory_order_seq_cst) != w->seen;
 }
 

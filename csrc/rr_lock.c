@@ -20,6 +20,7 @@ int rr_lock(rr_header *h, rr_waiter *w, int64_t deadline)
     for (int i = 0; i < RR_LOCK_SPINS; i++) {
         rr_cpu_relax();
         v = 0;
+        /* acquire: as above */
         if (atomic_load_explicit(&h->lock, memory_order_relaxed) == 0
             && atomic_compare_exchange_weak_explicit(&h->lock, &v, me, memory_order_acquire,
                                                      memory_order_relaxed))
@@ -30,7 +31,8 @@ int rr_lock(rr_header *h, rr_waiter *w, int64_t deadline)
     for (;;) {
         v = atomic_load_explicit(&h->lock, memory_order_relaxed);
         if (v == 0) {
-            /* Take it marked contended: we cannot know whether others sleep. */
+            /* Take it marked contended: we cannot know whether others sleep.
+             * acquire: as above */
             if (atomic_compare_exchange_weak_explicit(&h->lock, &v, me | RR_LOCK_WAITERS,
                                                       memory_order_acquire, memory_order_relaxed))
                 return 0;

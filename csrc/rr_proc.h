@@ -17,6 +17,7 @@
  * and recomputed in a forked child. Thread-safe, async-signal-unsafe on the
  * first call (reads /proc). Inline: every lock, acquire and claim asks. */
 extern _Atomic uint64_t rr_self_ident_cache; /* 0 until computed (again after a fork) */
+/* The slow path: reads /proc/self's start time, fills the cache. */
 uint64_t rr_self_ident_compute(void);
 static inline uint64_t rr_self_ident(void)
 {

@@ -545,6 +545,8 @@ int rr_slot_cancel(rr_slots *pool, uint64_t id)
     if (!s)
         return -ESTALE;
     uint32_t gen = rr_id_gen(id);
+    /* acquire ↔ the release CASes of ctl (the claim, the publish): we decide
+     * from the state they left */
     uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
     for (;;) {
         if (rr_ctl_gen(v) != gen)
@@ -581,6 +583,7 @@ int rr_slot_id_live(rr_slots *pool, uint64_t id)
     rr_slot *s = slot_of(pool, id);
     if (!s)
         return 0;
+    /* acquire ↔ the release CASes of ctl, as in rr_slot_cancel */
     uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
     return rr_ctl_gen(v) == rr_id_gen(id)
         && (in_flight(rr_ctl_state(v)) || rr_ctl_state(v) == RR_SLOT_READY
@@ -591,6 +594,7 @@ void rr_slots_clear(rr_slots *pool)
 {
     for (uint32_t i = 0; i < pool->n; i++) {
         rr_slot *s = rr_slot_at(pool, i);
+        /* acquire ↔ the release CASes of ctl, as in rr_slot_cancel */
         uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
         for (;;) {
             uint32_t st = rr_ctl_state(v);

@@ -56,6 +56,8 @@ static uint64_t arena_used_op(void *qv)
 {
     rr_strq *q = qv;
     rr_header *h = q->ring.hdr;
+    /* acquire ↔ the release stores of head (rr_strq_recv_end, clear) and tail
+     * (push_attempt): the cells between were written before */
     return arena_used(q, atomic_load_explicit(&h->head, memory_order_acquire),
                       atomic_load_explicit(&h->tail, memory_order_acquire));
 }
@@ -273,7 +275,10 @@ static int clear(void *qv)
     rr_header *h = q->ring.hdr;
     int rc = rr_lock(h, q->ring.wait, RR_FOREVER);
     if (rc)
-        return rc; /* a signal: nothing changed, the caller retries */
+        return rc; /* a signal or an interrupt: nothing changed, the caller retries */
+    /* release ↔ the acquire loads of head without the lock (rr_size,
+     * rr_strq_holds, arena_used_op); the next holder of the lock sees it
+     * through the lock */
     atomic_store_explicit(&h->head, atomic_load_explicit(&h->tail, memory_order_relaxed),
                           memory_order_release);
     rr_unlock(h);
