@@ -237,8 +237,7 @@ void rr_get_stats(rr_chan *c, rr_stats *st)
     st->resp_slots = c->geom.resp_slots;
     st->resp_size = c->geom.resp_size;
     rr_slots_count(&c->slots, st);
-    st->arena_cap = c->geom.arena; /* 0 for Int */
-    st->arena_used = c->ops->arena_used(&c->q);
+    c->ops->arena(&c->q, &st->arena_cap, &st->arena_used);
 }
 
 int rr_lock_settle(rr_chan *c, int64_t deadline)

@@ -304,7 +304,7 @@ static int clear(void *q)
  * is recorded has left the queue. */
 static bool holds(const void *q, uint64_t id) { return false; }
 
-static uint64_t arena_used(void *q) { return 0; }
+static void arena(void *q, uint64_t *cap, uint64_t *used) { *cap = *used = 0; }
 
 const rr_queue_ops rr_intq_ops = {
     .push = push_attempt,
@@ -313,6 +313,6 @@ const rr_queue_ops rr_intq_ops = {
     .queued_hint = queued_hint,
     .clear = clear,
     .holds = holds,
-    .arena_used = arena_used,
+    .arena = arena,
     .hold_lock = NULL, /* lock-free */
 };

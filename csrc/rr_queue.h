@@ -55,8 +55,9 @@ typedef struct rr_queue_ops {
     int (*clear)(void *q);
     /* Whether request `id` may still be queued (rr_holds_fn, rr_slots.h). */
     bool (*holds)(const void *q, uint64_t id);
-    /* Arena bytes in use (0 without an arena); an estimate while sends run. */
-    uint64_t (*arena_used)(void *q);
+    /* The arena's size and the bytes in use (an estimate while sends run);
+     * 0 and 0 for a queue without one. For statistics. */
+    void (*arena)(void *q, uint64_t *cap, uint64_t *used);
     /* Testing: takes the queue's lock and keeps it; NULL for a queue without. */
     int (*hold_lock)(void *q);
 } rr_queue_ops;

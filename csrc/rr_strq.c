@@ -52,14 +52,15 @@ static int64_t lock_deadline(int64_t deadline)
     return deadline == RR_TRY ? RR_TRY : deadline > RR_NOWAIT ? deadline : RR_FOREVER;
 }
 
-static uint64_t arena_used_op(void *qv)
+static void arena_op(void *qv, uint64_t *cap, uint64_t *used)
 {
     rr_strq *q = qv;
     rr_header *h = q->ring.hdr;
+    *cap = q->arena_cap;
     /* acquire ↔ the release stores of head (rr_strq_recv_end, clear) and tail
      * (push_attempt): the cells between were written before */
-    return arena_used(q, atomic_load_explicit(&h->head, memory_order_acquire),
-                      atomic_load_explicit(&h->tail, memory_order_acquire));
+    *used = arena_used(q, atomic_load_explicit(&h->head, memory_order_acquire),
+                       atomic_load_explicit(&h->tail, memory_order_acquire));
 }
 
 /* Whether an entry's data at virtual offset `start` lies inside the arena.
@@ -135,7 +136,7 @@ static int push_attempt(void *qv, const rr_request *p)
          * the wake-up's fence orders it for a receiver about to sleep */
         atomic_store_explicit(&cell->mark, tail + 1, memory_order_relaxed);
         /* release ↔ the acquire loads of tail in rr_size, rr_strq_holds and
-         * arena_used_op (a receiver reads it under the lock, whose acquire
+         * arena_op (a receiver reads it under the lock, whose acquire
          * orders it): the cell and its bytes are visible before the entry is */
         atomic_store_explicit(&h->tail, tail + 1, memory_order_release);
     }
@@ -277,7 +278,7 @@ static int clear(void *qv)
     if (rc)
         return rc; /* a signal or an interrupt: nothing changed, the caller retries */
     /* release ↔ the acquire loads of head without the lock (rr_size,
-     * rr_strq_holds, arena_used_op); the next holder of the lock sees it
+     * rr_strq_holds, arena_op); the next holder of the lock sees it
      * through the lock */
     atomic_store_explicit(&h->head, atomic_load_explicit(&h->tail, memory_order_relaxed),
                           memory_order_release);
@@ -317,6 +318,6 @@ const rr_queue_ops rr_strq_ops = {
     .queued_hint = queued_hint,
     .clear = clear,
     .holds = holds_op,
-    .arena_used = arena_used_op,
+    .arena = arena_op,
     .hold_lock = hold_lock,
 };
