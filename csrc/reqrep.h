@@ -11,6 +11,15 @@
  *   -EBUSY      (RR_TRY only) the Str queue lock is held by someone else
  *   -ECANCELED  a wait ended by rr_interrupt (the call had no effect), or
  *               rr_wait_request's by rr_wake_receivers
+ * This is the one error convention of the core: its internal headers follow it.
+ *
+ * Concurrency: unless its comment says otherwise, a call may run in any
+ * thread, at the same time as any other call on the same handle, on other
+ * handles of the channel, and in other processes. The exceptions: rr_close
+ * (only once no call on the handle is under way), a Str receive (begin,
+ * peeks, end: the handle holds the queue lock in between, so end it), and
+ * rr_bell_claim / rr_bell_release (not while other threads send on the
+ * handle). The internals: csrc/README.md.
  */
 #ifndef REQREP_H
 #define REQREP_H
@@ -52,6 +61,7 @@ typedef struct rr_geometry {
 
 typedef struct rr_error {
     char why[256];       /* filled on -RR_EFORMAT and on failures of open calls */
+    int unready;         /* set by a failed open call: see rr_open_unready */
 } rr_error;
 
 typedef struct rr_chan rr_chan; /* one process-local handle on a mapping */

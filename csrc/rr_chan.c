@@ -1,41 +1,57 @@
-/* What both variants share: the shape of a send, replies, clear and statistics. */
-#include "rr_internal.h"
+/* The channel's operations (reqrep.h), composed from its parts: a send takes
+ * a slot, then pushes through the queue's ops table; a reply claims, fills and
+ * publishes the slot; clear, statistics and the waits for a request reach the
+ * queue through the same table. The rest hands a call to the part it is
+ * about: the variant's own calls (rr_str_*, rr_int_*) to its queue, the
+ * others to the slots, the bells, the waiter. No test of the variant here.
+ * Contracts: reqrep.h. */
+#include "rr_chan.h"
+#include "rr_lock.h"
 
+#include <errno.h>
 #include <limits.h>
-#include <stddef.h>
 #include <string.h>
+
+/* ---- sends ---- */
 
 #define RR_FULL_POLL_NS 50000000 /* how often a sender waiting for room looks anyway */
 
 typedef struct send_op {
-    rr_attempt_fn push;
-    void *arg;
-    const uint64_t *id;
+    rr_chan *c;
+    const rr_request *r;
 } send_op;
 
 /* Pushes only while the slot is still ours: clear() may free it while we
  * wait for room, and a request queued under a freed id could never be answered. */
-static int push_if_ours(rr_chan *c, void *p)
+static int push_if_ours(void *arg)
 {
-    send_op *op = p;
-    return rr_slot_is_acquired(c, *op->id) ? op->push(c, op->arg) : -ESTALE;
+    send_op *op = arg;
+    rr_chan *c = op->c;
+    return rr_slot_is_acquired(&c->slots, op->r->id) ? c->ops->push(&c->q, op->r) : -ESTALE;
 }
 
-int rr_send_common(rr_chan *c, rr_attempt_fn push, rr_peek_fn room, void *arg, uint64_t *id,
-                   int64_t deadline)
+static bool room(void *arg)
+{
+    send_op *op = arg;
+    return op->c->ops->room(&op->c->q);
+}
+
+/* Takes a slot, then queues r (its id filled in) through the queue's push. */
+static int send(rr_chan *c, rr_request *r)
 {
     rr_header *h = c->hdr;
-    send_op op = {push, arg, id};
+    send_op op = {c, r};
+    int64_t deadline = r->deadline;
     int rc;
     do {
-        rc = rr_slot_acquire(c, deadline, id);
+        rc = rr_slot_acquire(&c->slots, c->bells.mine, deadline, &r->id);
         if (rc == 0) {
             /* Poll: a receiver killed between freeing a cell and waking us
              * leaves room that no waker announces. */
-            rc = rr_wait_until(c, &h->not_full.seq, &h->not_full.waiters, push_if_ours, room,
-                               &op, deadline, RR_FULL_POLL_NS);
+            rc = rr_waitq_wait(&c->wait, &h->not_full, push_if_ours, room, &op, deadline,
+                               RR_FULL_POLL_NS);
             if (rc && rc != -ESTALE)
-                rr_slot_abandon(c, *id); /* the request never became visible */
+                rr_slot_abandon(&c->slots, r->id); /* the request never became visible */
         }
     } while (rc == -ESTALE); /* cleared while waiting: start again, from a new slot */
     if (rc == -EAGAIN && deadline <= RR_NOWAIT)
@@ -45,50 +61,66 @@ int rr_send_common(rr_chan *c, rr_attempt_fn push, rr_peek_fn room, void *arg, u
     return rc;
 }
 
-int rr_str_reply(rr_chan *c, uint64_t id, const void *data, size_t len, uint32_t flags)
+int rr_str_send(rr_chan *c, const void *data, size_t len, uint32_t flags, int64_t deadline,
+                uint64_t *id)
 {
-    if (len > c->geom.resp_size)
+    if (!rr_strq_fits(&c->q.strq, len))
         return -EMSGSIZE;
-    rr_slot *s = rr_slot_claim(c, id);
-    if (!s)
-        return -ESTALE;
-    memcpy(rr_slot_data_for(s, len), data, len);
-    /* relaxed atomic: try_acquire peeks at it as a hint without owning the slot */
-    __atomic_store_n(&s->len, (uint32_t)len, __ATOMIC_RELAXED);
-    s->flags = flags;
-    return rr_slot_publish(c, s, id);
+    rr_request r = {.data = data, .len = (uint32_t)len, .flags = flags, .deadline = deadline};
+    int rc = send(c, &r);
+    if (rc == 0)
+        *id = r.id;
+    return rc;
 }
 
-int rr_int_reply(rr_chan *c, uint64_t id, int64_t value)
+int rr_int_send(rr_chan *c, int64_t value, int64_t deadline, uint64_t *id)
 {
-    rr_slot *s = rr_slot_claim(c, id);
-    if (!s)
-        return -ESTALE;
-    /* relaxed atomic: rr_int_peek may read it after losing to clear() */
-    __atomic_store_n(&s->value, value, __ATOMIC_RELAXED);
-    return rr_slot_publish(c, s, id);
+    rr_request r = {.value = value, .deadline = deadline};
+    int rc = send(c, &r);
+    if (rc == 0)
+        *id = r.id;
+    return rc;
 }
 
-int rr_clear(rr_chan *c)
+/* ---- receives ---- */
+
+int rr_str_recv_begin(rr_chan *c, int64_t deadline)
 {
-    rr_header *h = c->hdr;
-    if (c->geom.variant == RR_VARIANT_STR) {
-        int rc = rr_strq_clear(c);
-        if (rc)
-            return rc;
-    } else {
-        rr_intq_clear(c);
-    }
-    rr_slots_clear(c);
-    atomic_fetch_add_explicit(&h->clears, 1, memory_order_relaxed); /* a statistic */
-    rr_waitq_wake(&h->not_full, INT_MAX);
-    return 0;
+    return rr_strq_recv_begin(&c->q.strq, deadline);
+}
+
+int rr_str_recv_peek(rr_chan *c, uint32_t i, rr_entry *e)
+{
+    return rr_strq_recv_peek(&c->q.strq, i, e);
+}
+
+void rr_str_recv_end(rr_chan *c, uint32_t n) { rr_strq_recv_end(&c->q.strq, n); }
+
+int rr_int_recv(rr_chan *c, int64_t deadline, int64_t *value, uint64_t *id)
+{
+    return rr_intq_recv(&c->q.intq, deadline, value, id);
+}
+
+/* rr_wait_request's attempt: -ECANCELED once after rr_wake_receivers, else
+ * the queue's look. */
+static int request_queued(void *arg)
+{
+    rr_chan *c = arg;
+    /* relaxed: the waitq's fences order it against the waker's store */
+    if (atomic_exchange_explicit(&c->stop_wait, 0, memory_order_relaxed))
+        return -ECANCELED;
+    return c->ops->queued(&c->q);
+}
+
+static bool request_hint(void *arg)
+{
+    rr_chan *c = arg;
+    return c->ops->queued_hint(&c->q);
 }
 
 int rr_wait_request(rr_chan *c, int64_t deadline)
 {
-    return c->geom.variant == RR_VARIANT_STR ? rr_strq_wait_request(c, deadline)
-                                             : rr_intq_wait_request(c, deadline);
+    return rr_recv_wait(&c->q.ring, request_queued, request_hint, c, deadline);
 }
 
 void rr_wake_receivers(rr_chan *c)
@@ -97,9 +129,86 @@ void rr_wake_receivers(rr_chan *c)
     rr_waitq_wake(&c->hdr->not_empty, INT_MAX);
 }
 
-void rr_reclaim(rr_chan *c)
+/* ---- replies ---- */
+
+int rr_str_reply(rr_chan *c, uint64_t id, const void *data, size_t len, uint32_t flags)
 {
-    rr_slots_sweep(c, 0);
+    if (len > c->geom.resp_size)
+        return -EMSGSIZE;
+    rr_slot *s = rr_slot_claim(&c->slots, id);
+    if (!s)
+        return -ESTALE;
+    memcpy(rr_slot_data_for(s, len), data, len);
+    /* relaxed atomic: try_acquire peeks at it as a hint without owning the slot */
+    RR_WRITE_ONCE(s->len, (uint32_t)len);
+    s->flags = flags;
+    return rr_slot_publish(&c->slots, s, id);
+}
+
+int rr_int_reply(rr_chan *c, uint64_t id, int64_t value)
+{
+    rr_slot *s = rr_slot_claim(&c->slots, id);
+    if (!s)
+        return -ESTALE;
+    /* relaxed atomic: rr_int_peek may read it after losing to clear() */
+    RR_WRITE_ONCE(s->value, value);
+    return rr_slot_publish(&c->slots, s, id);
+}
+
+/* ---- responses ---- */
+
+int rr_resp_wait(rr_chan *c, uint64_t id, int64_t deadline)
+{
+    return rr_slot_wait(&c->slots, id, deadline);
+}
+
+int rr_resp_view(rr_chan *c, uint64_t id, rr_resp *r) { return rr_slot_view(&c->slots, id, r); }
+int rr_resp_release(rr_chan *c, uint64_t id) { return rr_slot_release(&c->slots, id); }
+int rr_resp_unview(rr_chan *c, uint64_t id) { return rr_slot_unview(&c->slots, id); }
+int rr_resp_discard(rr_chan *c, uint64_t id) { return rr_slot_discard(&c->slots, id); }
+
+int rr_int_peek(rr_chan *c, uint64_t id, int64_t *value)
+{
+    return rr_slot_int_peek(&c->slots, id, value);
+}
+
+int rr_cancel(rr_chan *c, uint64_t id) { return rr_slot_cancel(&c->slots, id); }
+int rr_resp_check(rr_chan *c, uint64_t id) { return rr_slot_check(&c->slots, id); }
+int rr_resp_abandon_dead(rr_chan *c, uint64_t id) { return rr_slot_abandon_dead(&c->slots, id); }
+int rr_resp_worker(rr_chan *c, uint64_t id) { return rr_slot_worker(&c->slots, id); }
+int rr_id_live(rr_chan *c, uint64_t id) { return rr_slot_id_live(&c->slots, id); }
+void rr_reclaim(rr_chan *c) { rr_slots_sweep(&c->slots, 0); }
+
+/* ---- bells ---- */
+
+int rr_bell_claim(rr_chan *c) { return rr_bells_claim(&c->bells); }
+void rr_bell_release(rr_chan *c) { rr_bells_release(&c->bells); }
+uint32_t rr_bell_seq(rr_chan *c) { return rr_bells_seq(&c->bells); }
+
+int rr_bell_wait(rr_chan *c, uint32_t seen, int64_t deadline)
+{
+    return rr_bells_wait(&c->bells, seen, deadline);
+}
+
+void rr_bell_poke(rr_chan *c) { rr_bells_poke(&c->bells); }
+
+/* ---- the handle's waits ---- */
+
+void rr_interrupt(rr_chan *c) { rr_waiter_interrupt(&c->wait); }
+void rr_set_spin(rr_chan *c, uint32_t spin_us) { c->wait.spin_us = spin_us; }
+uint32_t rr_get_spin(const rr_chan *c) { return c->wait.spin_us; }
+
+/* ---- management ---- */
+
+int rr_clear(rr_chan *c)
+{
+    rr_header *h = c->hdr;
+    int rc = c->ops->clear(&c->q);
+    if (rc)
+        return rc; /* a signal or an interrupt: nothing changed, the caller retries */
+    rr_slots_clear(&c->slots);
+    rr_waitq_wake(&h->not_full, INT_MAX);
+    return 0;
 }
 
 uint64_t rr_size(rr_chan *c)
@@ -127,14 +236,16 @@ void rr_get_stats(rr_chan *c, rr_stats *st)
     st->capacity = c->geom.req_cap;
     st->resp_slots = c->geom.resp_slots;
     st->resp_size = c->geom.resp_size;
-    rr_slots_count(c, st);
-    if (c->geom.variant == RR_VARIANT_STR) {
-        st->arena_cap = c->geom.arena;
-        st->arena_used = rr_strq_arena_used(c);
-    }
+    rr_slots_count(&c->slots, st);
+    c->ops->arena(&c->q, &st->arena_cap, &st->arena_used);
+}
+
+int rr_lock_settle(rr_chan *c, int64_t deadline)
+{
+    return rr_lock_settle_on(c->hdr, &c->wait, deadline);
 }
 
 int rr_test_hold_lock(rr_chan *c)
 {
-    return c->geom.variant == RR_VARIANT_STR ? rr_lock(c, RR_FOREVER) : -EINVAL;
+    return c->ops->hold_lock ? c->ops->hold_lock(&c->q) : -EINVAL;
 }

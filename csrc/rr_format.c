@@ -1,7 +1,7 @@
 /* The file format described for tools and tests that look inside a channel:
  * every offset and constant below is taken from the definitions the core
- * itself uses (rr_internal.h), so no reader keeps a copy of its own. */
-#include "rr_internal.h"
+ * itself uses (rr_format.h), so no reader keeps a copy of its own. */
+#include "rr_format.h"
 
 #define FIELD(group, type, member, name) \
     {group, name, offsetof(type, member), sizeof(((type *)0)->member)}
@@ -74,17 +74,18 @@ static const rr_format_entry entries[] = {
     CONST("file", "str_inline", RR_STR_INLINE),
     CONST("file", "bells", RR_BELLS),
     CONST("file", "bell_size", sizeof(rr_bell)),
+    CONST("file", "page", RR_PAGE), /* the file's size is a multiple of it */
     CONST("variant", "str", RR_VARIANT_STR),
     CONST("variant", "int", RR_VARIANT_INT),
     /* a slot's ctl word: generation << gen_shift | (generation << state_bits | state) */
-    CONST("ctl", "gen_shift", 32),
+    CONST("ctl", "gen_shift", RR_CTL_GEN_SHIFT),
     CONST("ctl", "state_bits", RR_CTL_STATE_BITS),
-    CONST("slot_state", "free", SLOT_FREE),
-    CONST("slot_state", "acquired", SLOT_ACQUIRED),
-    CONST("slot_state", "writing", SLOT_WRITING),
-    CONST("slot_state", "ready", SLOT_READY),
-    CONST("slot_state", "reading", SLOT_READING),
-    CONST("slot_state", "cancelled", SLOT_CANCELLED),
+    CONST("slot_state", "free", RR_SLOT_FREE),
+    CONST("slot_state", "acquired", RR_SLOT_ACQUIRED),
+    CONST("slot_state", "writing", RR_SLOT_WRITING),
+    CONST("slot_state", "ready", RR_SLOT_READY),
+    CONST("slot_state", "reading", RR_SLOT_READING),
+    CONST("slot_state", "cancelled", RR_SLOT_CANCELLED),
     /* the worker record: generation << gen_shift | writing << writing_shift
      * | start << pid_bits | pid */
     CONST("worker", "gen_bits", RR_WORKER_GEN_BITS),
@@ -98,15 +99,15 @@ static const rr_format_entry entries[] = {
     CONST("owner", "tag_bits", RR_OWNER_TAG_BITS),
     /* an Int cell's turn: lap << lap_shift | state << who_bits | who, where
      * who = start << worker pid_bits | pid */
-    CONST("turn", "lap_shift", 32),
+    CONST("turn", "lap_shift", RR_TURN_LAP_SHIFT),
     CONST("turn", "who_bits", RR_TURN_WHO_BITS),
-    CONST("turn_state", "free", TURN_FREE),
-    CONST("turn_state", "claimed", TURN_CLAIMED),
-    CONST("turn_state", "full", TURN_FULL),
-    CONST("turn_state", "taken", TURN_TAKEN),
+    CONST("turn_state", "free", RR_TURN_FREE),
+    CONST("turn_state", "claimed", RR_TURN_CLAIMED),
+    CONST("turn_state", "full", RR_TURN_FULL),
+    CONST("turn_state", "taken", RR_TURN_TAKEN),
     /* an identity word (the Str lock's holder, a bell's owner): start << 32 | pid;
      * the lock word adds its waiters flag */
-    CONST("ident", "pid_bits", 32),
+    CONST("ident", "pid_bits", RR_IDENT_PID_BITS),
     CONST("ident", "pid_limit", RR_PID_LIMIT),
     CONST("ident", "lock_waiters", RR_LOCK_WAITERS),
 };

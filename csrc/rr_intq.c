@@ -18,9 +18,12 @@
  * look: whoever finds one behind a cell that has moved on advances it, so a
  * process that dies before it advanced them leaves nothing stuck. All-zero is
  * the empty ring at lap 0, and a ring of one cell works too.
- * Modelled in rr_intq.pml, checked by csrc/tests/spin.sh. */
-#include "rr_internal.h"
+ * Modelled in rr_intq.pml, checked by csrc/tests/spin.sh. Its interface:
+ * rr_intq.h, rr_queue.h. */
+#include "rr_intq.h"
+#include "rr_proc.h"
 
+#include <errno.h>
 #include <limits.h>
 
 /* Retries after which a position that never becomes usable (a forged file)
@@ -31,35 +34,25 @@
  * again. */
 #define RR_CLAIM_STALL_NS 20000000
 
-#define WHO_MASK ((UINT32_C(1) << RR_TURN_WHO_BITS) - 1)
-#define WHO_PID_MASK ((UINT32_C(1) << RR_WORKER_PID_BITS) - 1)
-#define WHO_START_BITS (RR_TURN_WHO_BITS - RR_WORKER_PID_BITS)
-
-static inline uint64_t mk_turn(uint32_t lap, uint32_t state, uint32_t who)
+static inline rr_int_cell *cell_at(const rr_intq *q, uint64_t pos)
 {
-    return (uint64_t)lap << 32 | (uint64_t)state << RR_TURN_WHO_BITS | who;
+    return (rr_int_cell *)q->ring.cells + (pos & q->ring.mask);
 }
-static inline uint32_t turn_lap(uint64_t t) { return (uint32_t)(t >> 32); }
-static inline uint32_t turn_state(uint64_t t) { return (uint32_t)(t >> RR_TURN_WHO_BITS) & 3u; }
-static inline uint32_t turn_who(uint64_t t) { return (uint32_t)t & WHO_MASK; }
-
-static inline rr_int_cell *cell_at(rr_chan *c, uint64_t pos)
+static inline uint32_t lap_of(const rr_intq *q, uint64_t pos)
 {
-    return (rr_int_cell *)c->cells + (pos & c->mask);
+    return (uint32_t)(pos >> q->ring.shift);
 }
-static inline uint32_t lap_of(rr_chan *c, uint64_t pos) { return (uint32_t)(pos >> c->shift); }
 
 /* This process as a claimant: pid and the low bits of its start time. */
 static uint32_t self_who(void)
 {
-    uint64_t me = rr_self_ident();
-    return ((uint32_t)(me >> 32) << RR_WORKER_PID_BITS | ((uint32_t)me & WHO_PID_MASK)) & WHO_MASK;
+    return rr_who(rr_self_ident());
 }
 
 /* Moves a position counter from pos to pos + 1 unless somebody already did.
  * The cells' turns order the data; head and tail only say where to look, and
  * every reader checks the cell it finds there. release, though, keeps a
- * receiver's free of its cell before this RMW, which rr_int_recv's wake-up
+ * receiver's free of its cell before this RMW, which rr_intq_recv's wake-up
  * counts on as its barrier (rr_waitq_wake_after_rmw). */
 static void advance(_Atomic uint64_t *ctr, uint64_t pos)
 {
@@ -67,26 +60,21 @@ static void advance(_Atomic uint64_t *ctr, uint64_t pos)
                                             memory_order_relaxed);
 }
 
-typedef struct int_op {
-    int64_t value;
-    uint64_t id;
-} int_op;
-
-static int push_attempt(rr_chan *c, void *arg)
+static int push_attempt(void *qv, const rr_request *op)
 {
-    int_op *op = arg;
-    rr_header *h = c->hdr;
+    rr_intq *q = qv;
+    rr_header *h = q->ring.hdr;
     uint32_t who = self_who();
     uint64_t pos = atomic_load_explicit(&h->tail, memory_order_relaxed);
     for (int i = 0; i < RR_INTQ_RETRIES; i++) {
-        rr_int_cell *cell = cell_at(c, pos);
-        uint32_t lap = lap_of(c, pos);
+        rr_int_cell *cell = cell_at(q, pos);
+        uint32_t lap = lap_of(q, pos);
         /* acquire ↔ the release of the cell by the last lap's consumer (or
          * its repairer): it is done with the cell before we write it */
         uint64_t t = atomic_load_explicit(&cell->turn, memory_order_acquire);
-        int32_t ahead = (int32_t)(turn_lap(t) - lap);
-        if (t == mk_turn(lap, TURN_FREE, 0)) {
-            uint64_t claimed = mk_turn(lap, TURN_CLAIMED, who);
+        int32_t ahead = (int32_t)(rr_turn_lap(t) - lap);
+        if (t == rr_turn(lap, RR_TURN_FREE, 0)) {
+            uint64_t claimed = rr_turn(lap, RR_TURN_CLAIMED, who);
             /* the claim makes the position ours; acquire as for the load */
             if (!atomic_compare_exchange_strong_explicit(&cell->turn, &t, claimed,
                                                          memory_order_acquire,
@@ -95,91 +83,83 @@ static int push_attempt(rr_chan *c, void *arg)
             advance(&h->tail, pos);
             /* release fence ↔ the acquire fence in repair(): a repairer that
              * reads our id below also sees our claim, and leaves the id alone */
-            atomic_thread_fence(memory_order_release);
+            rr_fence_release();
             /* relaxed atomics: the publish below orders them */
-            __atomic_store_n(&cell->value, op->value, __ATOMIC_RELAXED);
-            __atomic_store_n(&cell->id, op->id, __ATOMIC_RELAXED);
+            RR_WRITE_ONCE(cell->value, op->value);
+            RR_WRITE_ONCE(cell->id, op->id);
             /* release ↔ the consumer's acquire load of turn: the entry is
              * visible before FULL is. A CAS, not a store: a claim taken for
              * dead (see claim_stalled) must not be overwritten. */
             if (atomic_compare_exchange_strong_explicit(&cell->turn, &claimed,
-                                                        mk_turn(lap, TURN_FULL, 0),
+                                                        rr_turn(lap, RR_TURN_FULL, 0),
                                                         memory_order_release,
                                                         memory_order_relaxed))
                 return 1;
             pos = atomic_load_explicit(&h->tail, memory_order_relaxed);
             continue; /* our claim was revoked: the request is not queued, go again */
         }
-        if ((ahead == 0 && turn_state(t) != TURN_FREE) || ahead >= 1)
+        if ((ahead == 0 && rr_turn_state(t) != RR_TURN_FREE) || ahead >= 1)
             advance(&h->tail, pos); /* taken at this lap, or done with: tail is behind */
-        else if (ahead == -1 && turn_state(t) != TURN_FREE)
+        else if (ahead == -1 && rr_turn_state(t) != RR_TURN_FREE)
             return 0; /* the previous lap's entry is still here: full */
         pos = atomic_load_explicit(&h->tail, memory_order_relaxed);
     }
     return RR_AGAIN_SOON; /* contention or a forged ring: not now, look again soon */
 }
 
-static bool has_room(rr_chan *c, void *arg)
+static bool has_room(void *qv)
 {
-    rr_header *h = c->hdr;
+    rr_intq *q = qv;
+    rr_header *h = q->ring.hdr;
     uint64_t pos = atomic_load_explicit(&h->tail, memory_order_relaxed);
-    return atomic_load_explicit(&cell_at(c, pos)->turn, memory_order_relaxed)
-        == mk_turn(lap_of(c, pos), TURN_FREE, 0);
-}
-
-int rr_int_send(rr_chan *c, int64_t value, int64_t deadline, uint64_t *id)
-{
-    int_op op = {value, 0};
-    int rc = rr_send_common(c, push_attempt, has_room, &op, &op.id, deadline);
-    if (rc == 0)
-        *id = op.id;
-    return rc;
+    return atomic_load_explicit(&cell_at(q, pos)->turn, memory_order_relaxed)
+        == rr_turn(lap_of(q, pos), RR_TURN_FREE, 0);
 }
 
 /* True once this handle has seen the turn `t` (claimed or taken) at `pos` for
  * RR_CLAIM_STALL_NS and the process it names is dead. The memo is per handle
  * and relaxed: threads sharing a handle at worst delay the verdict. */
-static bool claim_stalled(rr_chan *c, uint64_t pos, uint64_t t)
+static bool claim_stalled(rr_intq *q, uint64_t pos, uint64_t t)
 {
     int64_t now = rr_now_ns();
-    if (atomic_load_explicit(&c->stall_pos, memory_order_relaxed) != pos
-        || atomic_load_explicit(&c->stall_turn, memory_order_relaxed) != t) {
-        atomic_store_explicit(&c->stall_pos, pos, memory_order_relaxed);
-        atomic_store_explicit(&c->stall_turn, t, memory_order_relaxed);
-        atomic_store_explicit(&c->stall_since, now, memory_order_relaxed);
+    if (atomic_load_explicit(&q->stall_pos, memory_order_relaxed) != pos
+        || atomic_load_explicit(&q->stall_turn, memory_order_relaxed) != t) {
+        atomic_store_explicit(&q->stall_pos, pos, memory_order_relaxed);
+        atomic_store_explicit(&q->stall_turn, t, memory_order_relaxed);
+        atomic_store_explicit(&q->stall_since, now, memory_order_relaxed);
         return false;
     }
-    if (now - atomic_load_explicit(&c->stall_since, memory_order_relaxed) < RR_CLAIM_STALL_NS)
+    if (now - atomic_load_explicit(&q->stall_since, memory_order_relaxed) < RR_CLAIM_STALL_NS)
         return false;
-    atomic_store_explicit(&c->stall_since, now, memory_order_relaxed); /* ask again later */
-    uint32_t who = turn_who(t);
-    return !rr_process_alive(who & WHO_PID_MASK, who >> RR_WORKER_PID_BITS, WHO_START_BITS);
+    atomic_store_explicit(&q->stall_since, now, memory_order_relaxed); /* ask again later */
+    uint32_t who = rr_turn_who(t);
+    return !rr_who_alive(who);
 }
 
 /* Frees a cell whose claim or take `t` belongs to a dead process; the slot
  * of a request a dead consumer took records that consumer as its taker, so
  * its client learns of the death. */
-static void repair(rr_chan *c, rr_int_cell *cell, uint64_t t, uint32_t lap)
+static void repair(rr_intq *q, rr_int_cell *cell, uint64_t t, uint32_t lap)
 {
-    rr_header *h = c->hdr;
-    if (turn_state(t) == TURN_TAKEN) {
-        uint32_t who = turn_who(t);
-        uint64_t dead = (uint64_t)(who >> RR_WORKER_PID_BITS) << 32 | (who & WHO_PID_MASK);
+    rr_header *h = q->ring.hdr;
+    if (rr_turn_state(t) == RR_TURN_TAKEN) {
+        uint32_t who = rr_turn_who(t);
+        uint64_t dead = rr_ident(rr_who_pid(who), rr_who_start(who));
         /* relaxed atomic: checked below, seqlock-style */
-        uint64_t id = __atomic_load_n(&cell->id, __ATOMIC_RELAXED);
+        uint64_t id = RR_READ_ONCE(cell->id);
         /* The id is the taken request's only if the cell is still in the turn
          * we judged: the taker may have released it just before it died, and
          * the next lap's producer be writing its own id there (found by
          * rr_intq.pml). acquire fence ↔ the producer's release fence after
          * its claim. */
-        atomic_thread_fence(memory_order_acquire);
+        rr_fence_acquire();
         if (atomic_load_explicit(&cell->turn, memory_order_relaxed) != t)
             return;
-        rr_slot_mark_taken_by(c, id, dead);
+        rr_slot_mark_taken_by(q->ring.slots, id, dead);
     }
     /* release ↔ the next lap's producer's acquire load: nothing to hand over
      * but the position itself */
-    if (atomic_compare_exchange_strong_explicit(&cell->turn, &t, mk_turn(lap + 1, TURN_FREE, 0),
+    if (atomic_compare_exchange_strong_explicit(&cell->turn, &t, rr_turn(lap + 1, RR_TURN_FREE, 0),
                                                 memory_order_release, memory_order_relaxed)) {
         atomic_fetch_add_explicit(&h->recoveries, 1, memory_order_relaxed);
         rr_waitq_wake(&h->not_full, INT_MAX);
@@ -190,29 +170,29 @@ static void repair(rr_chan *c, rr_int_cell *cell, uint64_t t, uint32_t lap)
  * nothing, RR_AGAIN_SOON nothing while a producer or consumer is inside its
  * operation there. On the way it advances head past cells that have moved on
  * and repairs the cells of dead processes. */
-static int head_entry(rr_chan *c, uint64_t *pos_out, uint64_t *turn_out)
+static int head_entry(rr_intq *q, uint64_t *pos_out, uint64_t *turn_out)
 {
-    rr_header *h = c->hdr;
+    rr_header *h = q->ring.hdr;
     uint64_t pos = atomic_load_explicit(&h->head, memory_order_relaxed);
     for (int i = 0; i < RR_INTQ_RETRIES; i++) {
-        rr_int_cell *cell = cell_at(c, pos);
-        uint32_t lap = lap_of(c, pos);
+        rr_int_cell *cell = cell_at(q, pos);
+        uint32_t lap = lap_of(q, pos);
         /* acquire ↔ the producer's release CAS to FULL */
         uint64_t t = atomic_load_explicit(&cell->turn, memory_order_acquire);
-        int32_t ahead = (int32_t)(turn_lap(t) - lap);
+        int32_t ahead = (int32_t)(rr_turn_lap(t) - lap);
         if (ahead == 0) {
-            uint32_t state = turn_state(t);
-            if (state == TURN_FULL) {
+            uint32_t state = rr_turn_state(t);
+            if (state == RR_TURN_FULL) {
                 *pos_out = pos;
                 *turn_out = t;
                 return 1;
             }
-            if (state == TURN_FREE)
+            if (state == RR_TURN_FREE)
                 return 0;
             /* claimed or taken: somebody is inside a push or a pop here */
-            if (!claim_stalled(c, pos, t))
+            if (!claim_stalled(q, pos, t))
                 return RR_AGAIN_SOON;
-            repair(c, cell, t, lap);
+            repair(q, cell, t, lap);
             continue; /* look at the cell again */
         }
         if (ahead < 0)
@@ -223,33 +203,40 @@ static int head_entry(rr_chan *c, uint64_t *pos_out, uint64_t *turn_out)
     return RR_AGAIN_SOON; /* contention or a forged ring: not now, look again soon */
 }
 
-static int pop_attempt(rr_chan *c, void *arg)
+typedef struct int_pop {
+    rr_intq *q;
+    int64_t value;
+    uint64_t id;
+} int_pop;
+
+static int pop_attempt(void *arg)
 {
-    int_op *op = arg;
-    rr_header *h = c->hdr;
+    int_pop *op = arg;
+    rr_intq *q = op->q;
+    rr_header *h = q->ring.hdr;
     uint32_t who = self_who();
     for (int i = 0; i < RR_INTQ_RETRIES; i++) {
         uint64_t pos, t;
-        int rc = head_entry(c, &pos, &t);
+        int rc = head_entry(q, &pos, &t);
         if (rc != 1)
             return rc;
-        rr_int_cell *cell = cell_at(c, pos);
-        uint32_t lap = lap_of(c, pos);
+        rr_int_cell *cell = cell_at(q, pos);
+        uint32_t lap = lap_of(q, pos);
         /* The take: the entry is ours alone from here. acquire ↔ the
          * producer's release CAS to FULL (as for the load in head_entry) */
         if (!atomic_compare_exchange_strong_explicit(&cell->turn, &t,
-                                                     mk_turn(lap, TURN_TAKEN, who),
+                                                     rr_turn(lap, RR_TURN_TAKEN, who),
                                                      memory_order_acquire,
                                                      memory_order_relaxed))
             continue;
-        int64_t value = __atomic_load_n(&cell->value, __ATOMIC_RELAXED);
-        uint64_t id = __atomic_load_n(&cell->id, __ATOMIC_RELAXED);
+        int64_t value = RR_READ_ONCE(cell->value);
+        uint64_t id = RR_READ_ONCE(cell->id);
         /* Record ourselves as the taker before the request leaves the ring: a
          * worker killed from here on is named either here or in the cell. */
-        rr_slot_mark_taken(c, id);
+        rr_slot_mark_taken(q->ring.slots, id);
         /* release ↔ the next lap's producer's acquire load of turn: we are
          * done reading the cell */
-        atomic_store_explicit(&cell->turn, mk_turn(lap + 1, TURN_FREE, 0), memory_order_release);
+        atomic_store_explicit(&cell->turn, rr_turn(lap + 1, RR_TURN_FREE, 0), memory_order_release);
         advance(&h->head, pos);
         op->value = value;
         op->id = id;
@@ -258,54 +245,74 @@ static int pop_attempt(rr_chan *c, void *arg)
     return RR_AGAIN_SOON;
 }
 
-static bool has_entry(rr_chan *c, void *arg)
+static bool has_entry(rr_intq *q)
 {
-    rr_header *h = c->hdr;
+    rr_header *h = q->ring.hdr;
     uint64_t pos = atomic_load_explicit(&h->head, memory_order_relaxed);
-    return atomic_load_explicit(&cell_at(c, pos)->turn, memory_order_relaxed)
-        == mk_turn(lap_of(c, pos), TURN_FULL, 0);
+    return atomic_load_explicit(&cell_at(q, pos)->turn, memory_order_relaxed)
+        == rr_turn(lap_of(q, pos), RR_TURN_FULL, 0);
 }
 
-static int entry_attempt(rr_chan *c, void *arg)
+static bool pop_peek(void *arg)
+{
+    int_pop *op = arg;
+    return has_entry(op->q);
+}
+
+static int queued(void *q)
 {
     uint64_t pos, t;
-    int rc = rr_wait_stopped(c);
-    return rc ? rc : head_entry(c, &pos, &t);
+    return head_entry(q, &pos, &t);
 }
 
-int rr_intq_wait_request(rr_chan *c, int64_t deadline)
-{
-    return rr_recv_wait(c, entry_attempt, has_entry, NULL, deadline);
-}
+static bool queued_hint(void *q) { return has_entry(q); }
 
-int rr_int_recv(rr_chan *c, int64_t deadline, int64_t *value, uint64_t *id)
+int rr_intq_recv(rr_intq *q, int64_t deadline, int64_t *value, uint64_t *id)
 {
-    int_op op = {0, 0};
+    int_pop op = {q, 0, 0};
     int rc;
     if (deadline <= RR_NOWAIT) {
         /* one look; say so when somebody is inside an operation at the head */
-        rc = pop_attempt(c, &op);
+        rc = pop_attempt(&op);
         rc = rc == 1 ? 0 : rc == RR_AGAIN_SOON ? -EINPROGRESS : rc < 0 ? rc : -EAGAIN;
         if (rc == -EAGAIN || rc == -EINPROGRESS)
-            atomic_fetch_add_explicit(&c->hdr->recv_empty, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&q->ring.hdr->recv_empty, 1, memory_order_relaxed);
     } else {
-        rc = rr_recv_wait(c, pop_attempt, has_entry, &op, deadline);
+        rc = rr_recv_wait(&q->ring, pop_attempt, pop_peek, &op, deadline);
     }
     if (rc)
         return rc;
     *value = op.value;
     *id = op.id;
-    rr_waitq_wake_after_rmw(&c->hdr->not_full, 1); /* after the head's advance CAS */
+    rr_waitq_wake_after_rmw(&q->ring.hdr->not_full, 1); /* after the head's advance CAS */
     /* A wake-up we used may have been meant for the next entry too (its
      * sender woke one receiver, us): pass it on while entries remain. */
-    if (has_entry(c, NULL))
-        rr_waitq_wake(&c->hdr->not_empty, 1);
+    if (has_entry(q))
+        rr_waitq_wake(&q->ring.hdr->not_empty, 1);
     return 0;
 }
 
-void rr_intq_clear(rr_chan *c)
+static int clear(void *q)
 {
-    int_op op;
-    for (uint32_t i = 0; i < c->geom.req_cap && pop_attempt(c, &op) == 1; i++)
+    int_pop op = {q, 0, 0};
+    for (uint32_t i = 0; i < op.q->ring.cap && pop_attempt(&op) == 1; i++)
         ;
+    return 0;
 }
+
+/* A taker records itself only after its take (a CAS): a request whose taker
+ * is recorded has left the queue. */
+static bool holds(const void *q, uint64_t id) { return false; }
+
+static void arena(void *q, uint64_t *cap, uint64_t *used) { *cap = *used = 0; }
+
+const rr_queue_ops rr_intq_ops = {
+    .push = push_attempt,
+    .room = has_room,
+    .queued = queued,
+    .queued_hint = queued_hint,
+    .clear = clear,
+    .holds = holds,
+    .arena = arena,
+    .hold_lock = NULL, /* lock-free */
+};

@@ -146,7 +146,7 @@ proctype Producer(byte me; byte first; byte nreq)
     :: k < nreq ->
         r = first + k;
         k++;
-        /* push_attempt, repeated (rr_send_common waits and tries again) */
+        /* push_attempt, repeated (the send in rr_chan.c waits and tries again) */
         DO(pos = tail);
 look:
         DO(t = turn[pos % NCELL]);

@@ -1,31 +1,22 @@
-/* File layout: geometry, header validation, creating, opening and mapping. */
-#define _GNU_SOURCE
-#include "rr_internal.h"
+/* Layout: a geometry's checks and normal form, where it puts each region of
+ * the file, and the validation of a header read from a file (contracts in
+ * rr_layout.h and reqrep.h). Pure functions of their arguments. */
+#include "rr_layout.h"
 
-#include <fcntl.h>
+#include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
-#define RR_PAGE 4096u
-/* How the reason of a failed open starts when the channel is not published
- * yet (rr_open_unready). */
-#define RR_UNREADY "channel was never initialised"
-#define RR_MAX_TOTAL ((uint64_t)1 << 42)
-
-static int fail(rr_error *err, int code, const char *fmt, ...)
+int rr_fail(rr_error *err, int code, const char *fmt, ...)
 {
     if (err) {
         va_list ap;
         va_start(ap, fmt);
         vsnprintf(err->why, sizeof err->why, fmt, ap);
         va_end(ap);
+        err->unready = 0;
     }
     return code;
 }
@@ -46,31 +37,32 @@ static uint32_t pow2_ceil(uint32_t x)
 int rr_geometry_normalise(rr_geometry *g, rr_error *err)
 {
     if (g->variant != RR_VARIANT_STR && g->variant != RR_VARIANT_INT)
-        return fail(err, -EINVAL, "unknown variant %u", g->variant);
+        return rr_fail(err, -EINVAL, "unknown variant %u", g->variant);
     if (g->req_cap < 1 || g->req_cap > RR_MAX_REQ_CAP)
-        return fail(err, -EINVAL, "req_cap must be between 1 and %u", RR_MAX_REQ_CAP);
+        return rr_fail(err, -EINVAL, "req_cap must be between 1 and %u", RR_MAX_REQ_CAP);
     if (g->resp_slots < 1 || g->resp_slots > RR_MAX_RESP_SLOTS)
-        return fail(err, -EINVAL, "resp_slots must be between 1 and %u", RR_MAX_RESP_SLOTS);
+        return rr_fail(err, -EINVAL, "resp_slots must be between 1 and %u", RR_MAX_RESP_SLOTS);
     g->req_cap = pow2_ceil(g->req_cap);
     if (g->variant == RR_VARIANT_INT) {
         g->resp_size = 0;
         g->arena = 0;
     } else {
         if (g->resp_size < 1 || g->resp_size > RR_MAX_RESP_SIZE)
-            return fail(err, -EINVAL, "resp_size must be between 1 and %u", RR_MAX_RESP_SIZE);
+            return rr_fail(err, -EINVAL, "resp_size must be between 1 and %u", RR_MAX_RESP_SIZE);
         if (g->arena == 0) {
             g->arena = (uint64_t)g->req_cap * 256;
             if (g->arena < RR_MIN_ARENA)
                 g->arena = RR_MIN_ARENA;
         }
         if (g->arena < RR_MIN_ARENA || g->arena > RR_MAX_ARENA)
-            return fail(err, -EINVAL, "arena must be between %u and %llu bytes", RR_MIN_ARENA,
+            return rr_fail(err, -EINVAL, "arena must be between %u and %llu bytes", RR_MIN_ARENA,
                         (unsigned long long)RR_MAX_ARENA);
         g->arena = RR_ROUND_UP(g->arena, (uint64_t)RR_LINE);
     }
     rr_hdr_geom h;
     return rr_layout_compute(g, &h) == 0 ? 0
-        : fail(err, -EINVAL, "channel too large (over %llu bytes)", (unsigned long long)RR_MAX_TOTAL);
+        : rr_fail(err, -EINVAL, "channel too large (over %llu bytes)",
+                  (unsigned long long)RR_MAX_TOTAL);
 }
 
 int rr_layout_compute(const rr_geometry *g, rr_hdr_geom *h)
@@ -97,14 +89,14 @@ int rr_layout_validate(const rr_hdr_geom *h, uint64_t file_size, uint32_t varian
 {
     uint64_t magic = atomic_load_explicit(&h->magic, memory_order_relaxed);
     if (magic != RR_MAGIC)
-        return fail(err, -RR_EFORMAT, "not a reqrep channel (bad magic)");
+        return rr_fail(err, -RR_EFORMAT, "not a reqrep channel (bad magic)");
     if (h->version != RR_FORMAT_VERSION)
-        return fail(err, -RR_EFORMAT, "format version %u, this reqrep reads version %u",
+        return rr_fail(err, -RR_EFORMAT, "format version %u, this reqrep reads version %u",
                     h->version, RR_FORMAT_VERSION);
     if (h->variant != RR_VARIANT_STR && h->variant != RR_VARIANT_INT)
-        return fail(err, -RR_EFORMAT, "unknown channel variant %u", h->variant);
+        return rr_fail(err, -RR_EFORMAT, "unknown channel variant %u", h->variant);
     if (variant && h->variant != variant)
-        return fail(err, -RR_EFORMAT, "is a %s channel, opened as %s", variant_name(h->variant),
+        return rr_fail(err, -RR_EFORMAT, "is a %s channel, opened as %s", variant_name(h->variant),
                     variant_name(variant));
     rr_geometry g = {h->variant, h->req_cap, h->resp_slots, h->resp_size, h->arena_cap};
     bool geom_ok = h->req_cap >= 1 && h->req_cap <= RR_MAX_REQ_CAP
@@ -118,547 +110,14 @@ int rr_layout_validate(const rr_hdr_geom *h, uint64_t file_size, uint32_t varian
         geom_ok = geom_ok && h->resp_size == 0 && h->arena_cap == 0;
     rr_hdr_geom want;
     if (!geom_ok || rr_layout_compute(&g, &want) != 0)
-        return fail(err, -RR_EFORMAT, "impossible geometry in header");
+        return rr_fail(err, -RR_EFORMAT, "impossible geometry in header");
     if (h->slot_stride != want.slot_stride || h->off_bells != want.off_bells
         || h->off_cells != want.off_cells
         || h->off_slots != want.off_slots || h->off_arena != want.off_arena
         || h->total_size != want.total_size)
-        return fail(err, -RR_EFORMAT, "region offsets do not match the geometry");
+        return rr_fail(err, -RR_EFORMAT, "region offsets do not match the geometry");
     if (h->total_size != file_size)
-        return fail(err, -RR_EFORMAT, "file is %llu bytes, header says %llu",
+        return rr_fail(err, -RR_EFORMAT, "file is %llu bytes, header says %llu",
                     (unsigned long long)file_size, (unsigned long long)h->total_size);
     return 0;
-}
-
-/* ---- handles ---- */
-
-/* A handle on mapping `m` laid out as `h`: the caller's private copy of the
- * geometry (validated, or computed by the creator), never the shared header,
- * which another process may rewrite at any moment. */
-static int chan_new(rr_map *m, const rr_hdr_geom *h, rr_chan **out)
-{
-    rr_chan *c = calloc(1, sizeof *c);
-    if (!c)
-        return -ENOMEM;
-    c->map = m;
-    c->hdr = (rr_header *)m->base;
-    c->geom = (rr_geometry){h->variant, h->req_cap, h->resp_slots, h->resp_size, h->arena_cap};
-    c->mask = h->req_cap - 1;
-    c->shift = (uint32_t)__builtin_ctz(h->req_cap);
-    c->slot_stride = h->slot_stride;
-    c->bells = (rr_bell *)(m->base + h->off_bells);
-    c->cells = m->base + h->off_cells;
-    c->slots = m->base + h->off_slots;
-    c->arena = m->base + h->off_arena;
-    c->spin_us = RR_DEFAULT_SPIN_US;
-    atomic_init(&c->slot_hint, (uint32_t)(rr_self_ident() * 2654435761u) % h->resp_slots);
-    *out = c;
-    return 0;
-}
-
-static void map_unref(rr_map *m)
-{
-    /* acq_rel: the last dropper must see every other holder's use of the map */
-    if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1)
-        return;
-    munmap(m->base, m->size);
-    if (m->fd >= 0)
-        close(m->fd);
-    free(m);
-}
-
-/* Maps `size` bytes of fd (or anonymous memory when fd < 0); takes the fd. */
-static int map_new(int fd, uint64_t size, int is_memfd, rr_map **out)
-{
-    rr_map *m = calloc(1, sizeof *m);
-    if (!m)
-        return -ENOMEM;
-    int flags = MAP_SHARED | (fd < 0 ? MAP_ANONYMOUS : 0);
-    void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, flags, fd, 0);
-    if (base == MAP_FAILED) {
-        int e = -errno;
-        free(m);
-        return e;
-    }
-    atomic_init(&m->refs, 1);
-    m->base = base;
-    m->size = size;
-    m->fd = fd;
-    m->is_memfd = is_memfd;
-    *out = m;
-    return 0;
-}
-
-/* Writes the geometry into a zero-filled mapping and publishes the magic last,
- * so an opener that sees the magic sees a complete header. Every other region
- * is valid when all zero. */
-static void init_header(rr_map *m, const rr_hdr_geom *want)
-{
-    rr_hdr_geom *h = (rr_hdr_geom *)m->base;
-    memset(m->base, 0, RR_HEADER_SIZE);
-    memcpy((uint8_t *)h + sizeof h->magic, (const uint8_t *)want + sizeof want->magic,
-           sizeof *h - sizeof h->magic);
-    /* release ↔ the acquire load of magic in open_fd_common */
-    atomic_store_explicit(&h->magic, RR_MAGIC, memory_order_release);
-}
-
-/* Allocates the file's blocks now: a sparse file on a full file system (a
- * small tmpfs) would fail later, on a write to a hole, with SIGBUS. */
-static int reserve(int fd, uint64_t size)
-{
-    int e;
-    do
-        e = posix_fallocate(fd, 0, (off_t)size);
-    while (e == EINTR);
-    /* a file system that cannot allocate ahead: as good as it gets there */
-    return e == EOPNOTSUPP ? 0 : -e;
-}
-
-/* Sizes fd for geometry g, reserves its space and publishes a header. On
- * failure the file is left empty (its space released), and fd is the caller's. */
-static int create_in_fd(int fd, const rr_geometry *g, int is_memfd, rr_chan **out, rr_error *err)
-{
-    rr_hdr_geom want;
-    rr_layout_compute(g, &want);
-    if (ftruncate(fd, 0) != 0 || ftruncate(fd, (off_t)want.total_size) != 0) {
-        int e = errno;
-        (void)ftruncate(fd, 0);
-        return fail(err, -e, "cannot size the file: %s", strerror(e));
-    }
-    int rc = reserve(fd, want.total_size);
-    if (rc) {
-        (void)ftruncate(fd, 0);
-        return fail(err, rc, "cannot reserve the channel's %llu bytes: %s",
-                    (unsigned long long)want.total_size, strerror(-rc));
-    }
-    rr_map *m;
-    rc = map_new(fd, want.total_size, is_memfd, &m);
-    if (rc) {
-        (void)ftruncate(fd, 0);
-        return fail(err, rc, "cannot map %llu bytes: %s", (unsigned long long)want.total_size,
-                    strerror(-rc));
-    }
-    init_header(m, &want);
-    rc = chan_new(m, &want, out);
-    if (rc) {
-        m->fd = -1; /* the caller still owns fd on failure */
-        map_unref(m);
-        (void)ftruncate(fd, 0);
-    }
-    return rc;
-}
-
-static int read_full(int fd, void *buf, size_t len, off_t off)
-{
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = pread(fd, (uint8_t *)buf + done, len - done, off + (off_t)done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? -errno : -EIO;
-        done += (size_t)n;
-    }
-    return 0;
-}
-
-static int all_zero_from(int fd, uint64_t from, uint64_t size)
-{
-    uint8_t buf[65536];
-    for (uint64_t off = from; off < size;) {
-        size_t n = size - off < sizeof buf ? (size_t)(size - off) : sizeof buf;
-        int rc = read_full(fd, buf, n, (off_t)off);
-        if (rc)
-            return rc;
-        for (size_t i = 0; i < n; i++)
-            if (buf[i])
-                return 0;
-        off += n;
-    }
-    return 1;
-}
-
-/* 1 if the file holds a header of ours that a dead creator never published:
- * our geometry, no magic, and nothing but zeros after the header (a channel
- * that was ever used has more; one whose magic got lost is not ours to wipe). */
-static int ours_unpublished(int fd, uint64_t size)
-{
-    rr_hdr_geom h;
-    if (size < RR_HEADER_SIZE)
-        return 0;
-    int rc = read_full(fd, &h, sizeof h, 0);
-    if (rc)
-        return rc;
-    if (h.version != RR_FORMAT_VERSION
-        || (h.variant != RR_VARIANT_STR && h.variant != RR_VARIANT_INT)
-        || h.off_cells != RR_HEADER_SIZE + RR_BELLS * sizeof(rr_bell))
-        return 0;
-    return all_zero_from(fd, RR_HEADER_SIZE, size);
-}
-
-/* Opens the channel in fd after validating its header; takes fd on success. */
-static int all_zero(int fd, uint64_t size) { return all_zero_from(fd, 0, size); }
-
-static int open_existing(int fd, uint32_t variant, int is_memfd, rr_chan **out, rr_error *err)
-{
-    struct stat st;
-    if (fstat(fd, &st) != 0)
-        return fail(err, -errno, "%s", strerror(errno));
-    if (!S_ISREG(st.st_mode))
-        return fail(err, -RR_EFORMAT, "not a regular file");
-    rr_hdr_geom h;
-    uint64_t first = 0;
-    int rc = st.st_size >= 8 ? read_full(fd, &first, sizeof first, 0) : 0;
-    if (rc == 0)
-        rc = st.st_size == 0 ? 1 : first != 0 ? 0 : all_zero(fd, (uint64_t)st.st_size);
-    if (rc < 0)
-        return fail(err, rc, "cannot read the file: %s", strerror(-rc));
-    if (rc)
-        return fail(err, -RR_EFORMAT,
-                    RR_UNREADY " (%s; its creator may have died): "
-                    "open it with a Server to initialise it, or remove the file",
-                    st.st_size ? "all zero" : "empty");
-    if ((uint64_t)st.st_size < RR_HEADER_SIZE)
-        return fail(err, -RR_EFORMAT, "file too small for a channel (%lld bytes)",
-                    (long long)st.st_size);
-    rc = read_full(fd, &h, sizeof h, 0);
-    if (rc)
-        return fail(err, rc, "cannot read the header: %s", strerror(-rc));
-    if (atomic_load_explicit(&h.magic, memory_order_relaxed) == 0)
-        return ours_unpublished(fd, (uint64_t)st.st_size) == 1
-            ? fail(err, -RR_EFORMAT,
-                   RR_UNREADY " (header without magic: its creator "
-                   "died): open it with a Server to initialise it, or remove the file")
-            : fail(err, -RR_EFORMAT, "not a reqrep channel (no magic, not all zero)");
-    rc = rr_layout_validate(&h, (uint64_t)st.st_size, variant, err);
-    if (rc)
-        return rc;
-    rr_map *m;
-    rc = map_new(fd, h.total_size, is_memfd, &m);
-    if (rc)
-        return fail(err, rc, "cannot map the channel: %s", strerror(-rc));
-    /* The file may have changed since pread: refuse a mapping whose header no
-     * longer says what was validated. Even if it changes after this check,
-     * the handle is built from (and only ever uses) the validated copy `h`. */
-    rr_hdr_geom *mh = (rr_hdr_geom *)m->base;
-    /* acquire ↔ the release store of magic in init_header */
-    (void)atomic_load_explicit(&mh->magic, memory_order_acquire);
-    if (memcmp((uint8_t *)mh + 8, (uint8_t *)&h + 8, sizeof h - 8) != 0) {
-        m->fd = -1;
-        map_unref(m);
-        return fail(err, -RR_EFORMAT, "header changed while opening");
-    }
-    /* Nor a file shrunk since fstat: its missing pages would SIGBUS. */
-    if (fstat(fd, &st) != 0 || (uint64_t)st.st_size < h.total_size) {
-        m->fd = -1;
-        map_unref(m);
-        return fail(err, -RR_EFORMAT, "file shrank while opening");
-    }
-    rc = chan_new(m, &h, out);
-    if (rc) {
-        m->fd = -1;
-        map_unref(m);
-    }
-    return rc;
-}
-
-#define RR_FLOCK_WAIT_NS 5000000000LL /* a creator takes microseconds; a stuck one, forever */
-
-/* flock, bounded: a creator stopped (not dead) while initialising must not
- * hang every opener. EINTR goes to the caller, who checks signals and retries. */
-static int lock_file(int fd, int op, rr_error *err)
-{
-    int64_t give_up = rr_now_ns() + RR_FLOCK_WAIT_NS;
-    for (;;) {
-        if (flock(fd, op | LOCK_NB) == 0)
-            return 0;
-        if (errno != EWOULDBLOCK)
-            return -errno;
-        if (rr_now_ns() >= give_up)
-            return fail(err, -ETIMEDOUT,
-                        "timed out waiting for the file lock: another process is "
-                        "initialising the channel, or is stuck doing so");
-        struct timespec ts = {0, 1000000};
-        if (nanosleep(&ts, NULL) != 0 && errno == EINTR)
-            return -EINTR;
-    }
-}
-
-static int open_path_once(const char *path, uint32_t variant, const rr_geometry *create,
-                          rr_open_opts *o, rr_chan **out, rr_error *err);
-#define RR_REOPEN 1 /* open_path_once: the path no longer names the file we locked */
-
-#define RR_UNPUBLISHED_GRACE_NS 250000000LL
-
-int rr_open_unready(int rc, const rr_error *err)
-{
-    return rc == -ENOENT || (rc == -RR_EFORMAT && strstr(err->why, RR_UNREADY) == err->why);
-}
-
-int rr_open_path(const char *path, uint32_t variant, const rr_geometry *create, rr_chan **out,
-                 rr_error *err)
-{
-    return rr_open_path_opts(path, variant, create, NULL, out, err);
-}
-
-int rr_open_path_opts(const char *path, uint32_t variant, const rr_geometry *create,
-                      rr_open_opts *opts, rr_chan **out, rr_error *err)
-{
-    rr_open_opts dflt = {-1, 0};
-    rr_open_opts *o = opts ? opts : &dflt;
-    o->initialised = 0;
-    /* A client may open the file between its creator's open(O_CREAT) and
-     * flock(): it then finds it empty. Give the creator a moment. */
-    int64_t give_up = rr_now_ns() + RR_UNPUBLISHED_GRACE_NS;
-    for (int again = 0;; again++) {
-        int rc = open_path_once(path, variant, create, o, out, err);
-        if (rc == RR_REOPEN && again < 1000)
-            continue; /* the path names another file now: open that one */
-        if (rc == RR_REOPEN)
-            return fail(err, -EAGAIN, "the file keeps being replaced");
-        if (rc != -RR_EFORMAT || create || !strstr(err->why, RR_UNREADY)
-            || rr_now_ns() >= give_up)
-            return rc;
-        struct timespec ts = {0, 2000000};
-        if (nanosleep(&ts, NULL) != 0 && errno == EINTR)
-            return -EINTR;
-    }
-}
-
-/* 1 if `path` still names the file whose fstat is `st`. */
-static int same_file(const char *path, const struct stat *st)
-{
-    struct stat now;
-    return lstat(path, &now) == 0 && now.st_dev == st->st_dev && now.st_ino == st->st_ino;
-}
-
-static void unlink_if_same(const char *path, int fd)
-{
-    struct stat st;
-    if (fstat(fd, &st) == 0 && same_file(path, &st))
-        (void)unlink(path);
-}
-
-static int open_path_once(const char *path, uint32_t variant, const rr_geometry *create,
-                          rr_open_opts *o, rr_chan **out, rr_error *err)
-{
-    err->why[0] = 0;
-    int oflags = O_RDWR | O_NOFOLLOW | O_CLOEXEC;
-    /* created: this call made the file; if it then fails to make a channel
-     * of it, it removes it again (before the magic nobody else uses it). */
-    int created = 0, initialising = 0, fd = -1;
-    if (create) {
-        fd = open(path, oflags | O_CREAT | O_EXCL, 0600);
-        created = fd >= 0;
-        if (fd < 0 && errno == EEXIST) {
-            fd = open(path, oflags);
-            if (fd < 0 && errno == ENOENT)
-                return RR_REOPEN; /* removed in between */
-        }
-    } else {
-        fd = open(path, oflags);
-    }
-    if (fd < 0)
-        return -errno;
-    /* Creators initialise under an exclusive lock, openers read under a shared
-     * one: an opener never sees a half-built header, and a creator that dies
-     * mid-way releases the lock with its file descriptors. */
-    int rc = lock_file(fd, create ? LOCK_EX : LOCK_SH, err);
-    if (rc) {
-        close(fd);
-        return rc;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        rc = -errno;
-        goto out;
-    }
-    /* A creator that failed removes its file under the lock we waited for:
-     * initialising what we hold then would make a channel nobody can find. */
-    if (create && !same_file(path, &st)) {
-        rc = RR_REOPEN;
-        goto out;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        rc = fail(err, -RR_EFORMAT, "not a regular file");
-        goto out;
-    }
-    uint64_t magic = 0;
-    if (st.st_size >= 8 && (rc = read_full(fd, &magic, sizeof magic, 0)) != 0)
-        goto out;
-    if (create && magic == 0) {
-        /* Never published, so nobody uses it: all zero (a creator died after
-         * sizing it) or our header without its magic (died after writing
-         * it). Anything else may be somebody's data: refuse. */
-        rc = st.st_size == 0 ? 1 : all_zero(fd, (uint64_t)st.st_size);
-        if (rc == 0)
-            rc = ours_unpublished(fd, (uint64_t)st.st_size);
-        if (rc < 0)
-            goto out;
-        if (rc == 0) {
-            rc = fail(err, -RR_EFORMAT, "not a reqrep channel (no magic, not empty)");
-            goto out;
-        }
-        rr_geometry g = *create;
-        g.variant = variant;
-        initialising = 1;
-        /* exactly the mode asked for: open's is less the umask */
-        if (o->mode >= 0 && fchmod(fd, (mode_t)o->mode) != 0) {
-            rc = fail(err, -errno, "cannot set the file's mode: %s", strerror(errno));
-            goto out;
-        }
-        rc = create_in_fd(fd, &g, 0, out, err);
-        o->initialised = rc == 0;
-    } else {
-        rc = open_existing(fd, variant, 0, out, err);
-    }
-out:
-    if (rc && created && initialising)
-        unlink_if_same(path, fd); /* before unlocking: see same_file above */
-    flock(fd, LOCK_UN);
-    if (rc)
-        close(fd);
-    return rc;
-}
-
-int rr_open_anon(const rr_geometry *g, rr_chan **out, rr_error *err)
-{
-    err->why[0] = 0;
-    rr_hdr_geom want;
-    rr_layout_compute(g, &want);
-    rr_map *m;
-    int rc = map_new(-1, want.total_size, 0, &m);
-    if (rc)
-        return fail(err, rc, "cannot map %llu bytes: %s", (unsigned long long)want.total_size,
-                    strerror(-rc));
-    init_header(m, &want);
-    rc = chan_new(m, &want, out);
-    if (rc)
-        map_unref(m);
-    return rc;
-}
-
-int rr_open_memfd(const char *name, const rr_geometry *g, rr_chan **out, rr_error *err)
-{
-    err->why[0] = 0;
-    int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
-    if (fd < 0)
-        return fail(err, -errno, "memfd_create: %s", strerror(errno));
-    /* Nobody may resize it under a mapping (a shrink would SIGBUS every
-     * user): sealed before anyone else can hold it. */
-    int rc = create_in_fd(fd, g, 1, out, err);
-    if (rc == 0 && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
-        rc = fail(err, -errno, "cannot seal the memfd: %s", strerror(errno));
-        rr_close(*out); /* closes fd with the mapping */
-        return rc;
-    }
-    if (rc)
-        close(fd);
-    return rc;
-}
-
-/* A memfd (any shmem file) received from elsewhere: whoever else holds it
- * could shrink it under our mapping, and every user would die of SIGBUS.
- * Seal it against resizing, as rr_open_memfd does (F_SEAL_SEAL too: the
- * seals a channel needs are then all there for whoever we pass it on to,
- * and nobody can add F_SEAL_FUTURE_WRITE, which would lock out new
- * openers). If it cannot be sealed and has no name, refuse it; a named
- * tmpfs file can be truncated by path anyway, like any channel file.
- * 1 if fd is shmem, 0 if not (a regular file), or an error. */
-static int seal_shmem(int fd, rr_error *err)
-{
-    const int need = F_SEAL_SHRINK | F_SEAL_GROW;
-    int seals = fcntl(fd, F_GET_SEALS);
-    if (seals < 0)
-        return 0; /* not shmem: a file as good as one opened by path */
-    if ((seals & need) == need)
-        return 1;
-    if (!(seals & F_SEAL_SEAL)) {
-        if (fcntl(fd, F_ADD_SEALS, need | F_SEAL_SEAL) == 0)
-            return 1;
-        if (errno != EPERM)
-            return fail(err, -errno, "cannot seal the memfd: %s", strerror(errno));
-        seals = fcntl(fd, F_GET_SEALS); /* sealed by someone else meanwhile */
-        if (seals >= 0 && (seals & F_SEAL_SHRINK))
-            return 1;
-    }
-    if (seals & F_SEAL_SHRINK)
-        return 1; /* growing does not fault a mapping */
-    struct stat st;
-    if (fstat(fd, &st) != 0)
-        return fail(err, -errno, "%s", strerror(errno));
-    if (st.st_nlink > 0)
-        return 1; /* a named tmpfs file */
-    return fail(err, -RR_EFORMAT,
-                "the memfd is not sealed against shrinking and does not allow sealing "
-                "(create it with MFD_ALLOW_SEALING, or seal it with F_SEAL_SHRINK)");
-}
-
-int rr_open_fd(int fd, uint32_t variant, rr_chan **out, rr_error *err)
-{
-    err->why[0] = 0;
-    int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (own < 0)
-        return -errno;
-    /* sealed first, so that the size validated below cannot change */
-    int is_memfd = seal_shmem(own, err);
-    if (is_memfd < 0) {
-        close(own);
-        return is_memfd;
-    }
-    int rc = open_existing(own, variant, is_memfd, out, err);
-    if (rc)
-        close(own);
-    return rc;
-}
-
-int rr_chan_share(rr_chan *c, rr_chan **out)
-{
-    rr_chan *n = malloc(sizeof *n);
-    if (!n)
-        return -ENOMEM;
-    *n = *c;
-    n->locked_n = 0;
-    n->bell = 0; /* a bell belongs to the handle that claimed it */
-    /* waits and their interruption are per handle */
-    atomic_store_explicit(&n->interrupted, 0, memory_order_relaxed);
-    for (int i = 0; i < RR_SLEEPERS; i++) {
-        atomic_store_explicit(&n->sleep_pid[i], 0, memory_order_relaxed);
-        atomic_store_explicit(&n->sleep_word[i], 0, memory_order_relaxed);
-    }
-    /* relaxed: the caller already holds a reference, so the map cannot go away */
-    atomic_fetch_add_explicit(&c->map->refs, 1, memory_order_relaxed);
-    *out = n;
-    return 0;
-}
-
-void rr_close(rr_chan *c)
-{
-    if (!c)
-        return;
-    rr_bell_release(c);
-    map_unref(c->map);
-    free(c);
-}
-
-void rr_set_spin(rr_chan *c, uint32_t spin_us) { c->spin_us = spin_us; }
-uint32_t rr_get_spin(const rr_chan *c) { return c->spin_us; }
-const rr_geometry *rr_geometry_of(const rr_chan *c) { return &c->geom; }
-uint64_t rr_map_size(const rr_chan *c) { return c->map->size; }
-int rr_memfd(const rr_chan *c) { return c->map->is_memfd ? c->map->fd : -1; }
-int rr_fd(const rr_chan *c) { return c->map->fd; }
-
-int rr_sync(rr_chan *c)
-{
-    if (c->map->fd < 0)
-        return 0;
-    return msync(c->map->base, c->map->size, MS_SYNC) == 0 ? 0 : -errno;
-}
-
-void rr_regions_of(const rr_chan *c, rr_regions *r)
-{
-    rr_hdr_geom h;
-    rr_layout_compute(&c->geom, &h);
-    *r = (rr_regions){h.off_bells, h.off_cells, h.off_slots, h.off_arena, h.slot_stride,
-                      h.total_size};
 }

@@ -1,4 +1,5 @@
-/* Response slots. Modelled in rr_slots.pml, checked by csrc/tests/spin.sh.
+/* Response slots (their interface: rr_slots.h). Modelled in rr_slots.pml,
+ * checked by csrc/tests/spin.sh. The words below are encoded in rr_format.h.
  *
  * Each slot's ctl word holds its generation in the high half and, in the low
  * half (the futex word), the state plus the generation's low bits, so every
@@ -22,9 +23,10 @@
  * stable while ctl is not FREE. A FREE(g) slot whose owner is tagged g + 1 is
  * being acquired right now (or its acquirer died doing so); one tagged with an
  * older generation is a leftover: its freer is about to clear it, or died
- * before it could, and the next acquirer takes it over. Whoever frees a slot read its
- * owner after seeing the generation it frees, and clears exactly that owner
- * by a CAS: never a blind store, which could wipe the next acquirer's.
+ * before it could, and the next acquirer takes it over. Whoever frees a slot
+ * read its owner after seeing the generation it frees, and clears exactly
+ * that owner by a CAS: never a blind store, which could wipe the next
+ * acquirer's.
  *
  * Every CAS that frees a slot is acq_rel: acquire, so that whatever the
  * previous holders wrote or read (the acquirer's bell, the replier's data)
@@ -43,76 +45,20 @@
  * acquire (that would pull its line, see rr_slot, away from the next worker
  * on every request). A stale record could be taken for a new one only after
  * 2^23 generations of the slot without a single take. */
-#include "rr_internal.h"
+#include "rr_slots.h"
+#include "rr_bells.h"
+#include "rr_proc.h"
 
+#include <errno.h>
 #include <limits.h>
-#include <stdlib.h>
 
-static inline uint64_t mk_ctl(uint32_t gen, uint32_t state)
-{
-    return (uint64_t)gen << 32 | ((gen & 0x0fffffffu) << 4 | state);
-}
-static inline uint32_t ctl_gen(uint64_t v) { return (uint32_t)(v >> 32); }
-static inline uint32_t ctl_state(uint64_t v) { return (uint32_t)v & 0xfu; }
-static inline _Atomic uint32_t *ctl_futex(rr_slot *s) { return (_Atomic uint32_t *)&s->ctl; }
-
-static rr_slot *slot_of(rr_chan *c, uint64_t id)
+static rr_slot *slot_of(rr_slots *pool, uint64_t id)
 {
     uint32_t idx = rr_id_index(id);
-    return idx < c->geom.resp_slots ? rr_slot_at(c, idx) : NULL;
+    return idx < pool->n ? rr_slot_at(pool, idx) : NULL;
 }
 
-/* ---- process words: the worker record and the owner ---- */
-
-#define GEN_MASK ((UINT32_C(1) << RR_WORKER_GEN_BITS) - 1)
-#define START_MASK ((UINT32_C(1) << RR_WORKER_START_BITS) - 1)
-#define PID_MASK ((UINT32_C(1) << RR_WORKER_PID_BITS) - 1)
-#define WRITING_BIT ((uint64_t)1 << RR_WORKER_WRITING_SHIFT)
-
-static inline uint64_t worker_word(uint32_t gen, uint64_t ident)
-{
-    return (uint64_t)(gen & GEN_MASK) << RR_WORKER_GEN_SHIFT
-        | ((ident >> 32) & START_MASK) << RR_WORKER_PID_BITS | (ident & PID_MASK);
-}
-
-static inline uint32_t worker_gen(uint64_t w) { return (uint32_t)(w >> RR_WORKER_GEN_SHIFT); }
-
-/* A process as the low 40 bits of both words hold it: start time | pid. */
-#define PROC_MASK (((uint64_t)1 << RR_OWNER_TAG_SHIFT) - 1)
-static inline uint64_t proc_of(uint64_t ident) { return worker_word(0, ident); }
-
-#define TAG_MASK ((UINT32_C(1) << RR_OWNER_TAG_BITS) - 1)
-static inline uint64_t owner_word(uint32_t gen, uint64_t ident)
-{
-    return (uint64_t)(gen & TAG_MASK) << RR_OWNER_TAG_SHIFT | proc_of(ident);
-}
-/* The word was taken for a generation before `gen` (by the sign of the
- * difference): a freed generation's leftover. */
-static inline bool owner_older(uint64_t o, uint32_t gen)
-{
-    uint32_t d = (gen - (uint32_t)(o >> RR_OWNER_TAG_SHIFT)) & TAG_MASK;
-    return d != 0 && d <= (TAG_MASK >> 1);
-}
-
-/* The record is of generation `gen` (modulo its bits). */
-static inline bool worker_of(uint64_t w, uint32_t gen)
-{
-    return w != 0 && worker_gen(w) == (gen & GEN_MASK);
-}
-
-/* Liveness of the process in the low bits of a worker record or owner word. */
-static inline bool proc_alive(uint64_t w)
-{
-    return rr_process_alive((uint32_t)(w & PID_MASK),
-                        (uint32_t)(w >> RR_WORKER_PID_BITS) & START_MASK, RR_WORKER_START_BITS);
-}
-
-/* The record is of a generation before `gen` (by the sign of the difference). */
-static inline bool worker_older(uint64_t w, uint32_t gen)
-{
-    uint32_t d = (gen - worker_gen(w)) & GEN_MASK;
-    return d != 0 && d < (GEN_MASK >> 1) + 1;
-}
+/* ---- process words: the worker record and the owner (rr_format.h) ---- */
 
 /* Writes record `want` (of generation gen) unless a writer of gen or a newer
  * request owns the record; false then. relaxed: a writer's record is ordered
@@ -122,7 +68,8 @@ static bool record(rr_slot *s, uint32_t gen, uint64_t want)
 {
     uint64_t cur = atomic_load_explicit(&s->worker, memory_order_relaxed);
     do {
-        if (worker_of(cur, gen) ? (cur & WRITING_BIT) != 0 : cur != 0 && !worker_older(cur, gen))
+        if (rr_worker_of(cur, gen) ? (cur & RR_WORKER_WRITING) != 0
+                                   : cur != 0 && !rr_worker_older(cur, gen))
             return false;
     } while (!atomic_compare_exchange_weak_explicit(&s->worker, &cur, want, memory_order_relaxed,
                                                     memory_order_relaxed));
@@ -135,9 +82,9 @@ static bool record(rr_slot *s, uint32_t gen, uint64_t want)
 static uint64_t worker_for(rr_slot *s, uint32_t gen, uint32_t state)
 {
     uint64_t w = atomic_load_explicit(&s->worker, memory_order_relaxed);
-    if (!worker_of(w, gen))
+    if (!rr_worker_of(w, gen))
         return 0;
-    if ((state == SLOT_WRITING || state == SLOT_CANCELLED) && !(w & WRITING_BIT))
+    if ((state == RR_SLOT_WRITING || state == RR_SLOT_CANCELLED) && !(w & RR_WORKER_WRITING))
         return 0;
     return w;
 }
@@ -145,10 +92,10 @@ static uint64_t worker_for(rr_slot *s, uint32_t gen, uint32_t state)
 /* Whether request `id`'s worker (as worker_for found it) is dead and gone
  * with it. A Str taker records itself before it pops: one killed in between
  * left the request queued, for the next worker (which records itself). */
-static bool worker_lost(rr_chan *c, uint64_t id, uint64_t w)
+static bool worker_lost(rr_slots *pool, uint64_t id, uint64_t w)
 {
-    return w && !proc_alive(w)
-        && ((w & WRITING_BIT) || c->geom.variant != RR_VARIANT_STR || !rr_strq_holds(c, id));
+    return w && !rr_proc_alive(w)
+        && ((w & RR_WORKER_WRITING) || !pool->holds(pool->queue, id));
 }
 
 /* ---- freeing ---- */
@@ -158,31 +105,31 @@ static bool worker_lost(rr_chan *c, uint64_t id, uint64_t w)
  * *v. The owner word is read after seeing *v (acquire ↔ the acquirer's acq_rel
  * CAS that began this generation, whose RMWs since continue its release
  * sequence), so it is this generation's owner, and then cleared by a CAS. */
-static bool free_to(rr_chan *c, rr_slot *s, uint64_t *v, uint32_t gen)
+static bool free_to(rr_slots *pool, rr_slot *s, uint64_t *v, uint32_t gen)
 {
     uint64_t seen = *v;
     *v = atomic_load_explicit(&s->ctl, memory_order_acquire);
-    if (*v != seen || ctl_state(seen) == SLOT_FREE)
+    if (*v != seen || rr_ctl_state(seen) == RR_SLOT_FREE)
         return false;
     uint64_t owner = atomic_load_explicit(&s->owner, memory_order_relaxed);
     /* acq_rel: see the top of this file; acquire on failure, for a caller
      * that decides again from the value it finds */
-    if (!atomic_compare_exchange_strong_explicit(&s->ctl, v, mk_ctl(gen, SLOT_FREE),
+    if (!atomic_compare_exchange_strong_explicit(&s->ctl, v, rr_ctl(gen, RR_SLOT_FREE),
                                                  memory_order_acq_rel, memory_order_acquire))
         return false;
-    rr_word_wake_after_rmw(ctl_futex(s), &s->waiters, INT_MAX);
+    rr_word_wake_after_rmw(rr_ctl_futex(s), &s->waiters, INT_MAX);
     /* release ↔ the acquire CAS of owner in try_acquire. A failure means a
      * sweeper already cleared a dead owner: the word is not ours to touch. */
     atomic_compare_exchange_strong_explicit(&s->owner, &owner, 0, memory_order_release,
                                             memory_order_relaxed);
     /* the CAS is an RMW even when it fails */
-    rr_waitq_wake_after_rmw(&c->hdr->slot_free, 1);
+    rr_waitq_wake_after_rmw(&pool->hdr->slot_free, 1);
     return true;
 }
 
-static bool free_from(rr_chan *c, rr_slot *s, uint64_t *v)
+static bool free_from(rr_slots *pool, rr_slot *s, uint64_t *v)
 {
-    return free_to(c, s, v, ctl_gen(*v) + 1);
+    return free_to(pool, s, v, rr_ctl_gen(*v) + 1);
 }
 
 /* Hands back an owner word claimed by try_acquire for a slot it did not get. */
@@ -196,33 +143,41 @@ static void give_up_owner(rr_slot *s, uint64_t mine)
 #define RR_REUSE_MAX 2048 /* replies up to this size leave their slot to be taken again */
 #define RR_RECORD_REFRESH 0xffffeu /* see try_acquire */
 
-static int try_acquire(rr_chan *c, void *arg)
+/* An acquire in progress: the pool, the bell the request will ring, where
+ * its id goes. */
+typedef struct acquire_op {
+    rr_slots *pool;
+    uint32_t bell;
+    uint64_t *id;
+} acquire_op;
+
+static int try_acquire(rr_slots *pool, uint32_t bell, uint64_t *id)
 {
     uint64_t me = rr_self_ident();
-    uint32_t n = c->geom.resp_slots;
-    uint32_t hint = atomic_load_explicit(&c->slot_hint, memory_order_relaxed);
+    uint32_t n = pool->n;
+    uint32_t hint = atomic_load_explicit(&pool->hint, memory_order_relaxed);
     /* From the slot this handle took last: with one request at a time that
      * is the one it just freed, still in this core's cache. Not after a large
      * reply, though: its bytes are cached here, and the next replier would
      * have to take every one of those lines back. (relaxed atomic read of
      * len: a hint, written by repliers) */
-    if (hint < n && __atomic_load_n(&rr_slot_at(c, hint)->len, __ATOMIC_RELAXED) > RR_REUSE_MAX)
+    if (hint < n && RR_READ_ONCE(rr_slot_at(pool, hint)->len) > RR_REUSE_MAX)
         hint++;
     if (hint >= n)
         hint = 0;
     for (uint32_t k = 0, idx = hint; k < n; k++, idx = idx + 1 < n ? idx + 1 : 0) {
-        rr_slot *s = rr_slot_at(c, idx);
+        rr_slot *s = rr_slot_at(pool, idx);
         /* relaxed: the CASes below decide */
         uint64_t v = atomic_load_explicit(&s->ctl, memory_order_relaxed);
-        if (ctl_state(v) != SLOT_FREE)
+        if (rr_ctl_state(v) != RR_SLOT_FREE)
             continue;
-        uint32_t gen = ctl_gen(v) + 1;
+        uint32_t gen = rr_ctl_gen(v) + 1;
         uint64_t o = atomic_load_explicit(&s->owner, memory_order_relaxed);
         /* g + 1: somebody is acquiring it; later: the FREE we read is out of
          * date, and the word may be an acquire in progress */
-        if (o != 0 && !owner_older(o, gen))
+        if (o != 0 && !rr_owner_older(o, gen))
             continue;
-        uint64_t mine = owner_word(gen, me);
+        uint64_t mine = rr_owner_word(gen, me);
         /* 0, or a leftover of an earlier generation whose freer has not
          * cleared it (or died before it could): ours to take over. acquire ↔
          * the release CAS of owner in free_from and the sweep */
@@ -239,20 +194,20 @@ static int try_acquire(rr_chan *c, void *arg)
         }
         /* A FREE slot whose owner word we hold is ours to prepare: nobody reads
          * it until it is acquired, and the CAS below publishes it. */
-        s->bell = c->bell;
+        s->bell = bell;
         /* acq_rel: acquire ↔ the release that freed the slot (the last reader is
          * done with its data); release ↔ the replier's claim CAS */
-        if (atomic_compare_exchange_strong_explicit(&s->ctl, &v, mk_ctl(gen, SLOT_ACQUIRED),
+        if (atomic_compare_exchange_strong_explicit(&s->ctl, &v, rr_ctl(gen, RR_SLOT_ACQUIRED),
                                                     memory_order_acq_rel, memory_order_relaxed)) {
-            atomic_store_explicit(&c->slot_hint, idx, memory_order_relaxed);
-            *(uint64_t *)arg = (uint64_t)gen << 32 | idx;
+            atomic_store_explicit(&pool->hint, idx, memory_order_relaxed);
+            *id = rr_id(gen, idx);
             if ((gen & RR_RECORD_REFRESH) == 0) {
                 /* Once every 2^20 generations: a worker record (23 bits of
                  * generation) left from long ago would otherwise come to look
                  * newer than the requests it is compared with. relaxed: the
                  * record's readers tolerate a lost or late change */
                 uint64_t w = atomic_load_explicit(&s->worker, memory_order_relaxed);
-                if (w != 0 && !worker_of(w, gen))
+                if (w != 0 && !rr_worker_of(w, gen))
                     atomic_compare_exchange_strong_explicit(&s->worker, &w, 0,
                                                             memory_order_relaxed,
                                                             memory_order_relaxed);
@@ -264,63 +219,63 @@ static int try_acquire(rr_chan *c, void *arg)
     return 0;
 }
 
-static bool any_slot(rr_chan *c, void *arg) { return true; }
+static bool any_slot(void *arg) { return true; }
 
 #define RR_SWEEP_PERIOD_NS 1000000000 /* dead clients' slots come back within this */
 #define RR_SWEEP_DRY_NS 10000000      /* and as often as this when the pool is dry */
 
-static int acquire_or_sweep(rr_chan *c, void *arg)
+static int acquire_or_sweep(void *arg)
 {
-    int rc = try_acquire(c, arg);
+    acquire_op *op = arg;
+    int rc = try_acquire(op->pool, op->bell, op->id);
     if (rc == 0) {
-        rr_slots_sweep(c, RR_SWEEP_DRY_NS);
-        rc = try_acquire(c, arg);
+        rr_slots_sweep(op->pool, RR_SWEEP_DRY_NS);
+        rc = try_acquire(op->pool, op->bell, op->id);
     }
     return rc;
 }
 
-int rr_slot_acquire(rr_chan *c, int64_t deadline, uint64_t *id)
+int rr_slot_acquire(rr_slots *pool, uint32_t bell, int64_t deadline, uint64_t *id)
 {
     /* relaxed, no RMW: a tick count that may lose ticks between threads */
-    uint32_t tick = atomic_load_explicit(&c->sends, memory_order_relaxed);
-    atomic_store_explicit(&c->sends, tick + 1, memory_order_relaxed);
+    uint32_t tick = atomic_load_explicit(&pool->sends, memory_order_relaxed);
+    atomic_store_explicit(&pool->sends, tick + 1, memory_order_relaxed);
     if ((tick & 63) == 0) /* look at the sweep clock on every 64th send */
-        rr_slots_sweep(c, RR_SWEEP_PERIOD_NS);
+        rr_slots_sweep(pool, RR_SWEEP_PERIOD_NS);
     /* Poll: a dead client's slots come back by a sweep, which no waker announces. */
-    rr_waitq *q = &c->hdr->slot_free;
-    return rr_wait_until(c, &q->seq, &q->waiters, acquire_or_sweep, any_slot, id, deadline,
-                         RR_SWEEP_DRY_NS * 2);
+    acquire_op op = {pool, bell, id};
+    return rr_waitq_wait(pool->wait, &pool->hdr->slot_free, acquire_or_sweep, any_slot, &op,
+                         deadline, RR_SWEEP_DRY_NS * 2);
 }
-
 
 /* Gives back a slot whose request never reached the queue: the acquire is
  * undone, generation included (the id was never seen by anyone), so that
  * failed sends do not age the slot's worker record. */
-void rr_slot_abandon(rr_chan *c, uint64_t id)
+void rr_slot_abandon(rr_slots *pool, uint64_t id)
 {
-    uint64_t v = mk_ctl(rr_id_gen(id), SLOT_ACQUIRED);
-    free_to(c, slot_of(c, id), &v, rr_id_gen(id) - 1);
+    uint64_t v = rr_ctl(rr_id_gen(id), RR_SLOT_ACQUIRED);
+    free_to(pool, slot_of(pool, id), &v, rr_id_gen(id) - 1);
 }
 
 /* Contract: any process holding the id may call it, any number at once;
  * exactly one claim of a generation succeeds, and only while nobody
  * cancelled, cleared or took the slot back. */
-rr_slot *rr_slot_claim(rr_chan *c, uint64_t id)
+rr_slot *rr_slot_claim(rr_slots *pool, uint64_t id)
 {
-    rr_slot *s = slot_of(c, id);
+    rr_slot *s = slot_of(pool, id);
     if (!s)
         return NULL;
     uint32_t gen = rr_id_gen(id);
-    uint64_t v = mk_ctl(gen, SLOT_ACQUIRED);
-    uint64_t want = worker_word(gen, rr_self_ident()) | WRITING_BIT;
+    uint64_t v = rr_ctl(gen, RR_SLOT_ACQUIRED);
+    uint64_t want = rr_worker_word(gen, rr_self_ident()) | RR_WORKER_WRITING;
     /* relaxed: the claim CAS below orders the record (release) */
     uint64_t cur = atomic_load_explicit(&s->worker, memory_order_relaxed);
     do {
-        if (worker_of(cur, gen)) {
-            if (cur & WRITING_BIT)
+        if (rr_worker_of(cur, gen)) {
+            if (cur & RR_WORKER_WRITING)
                 return NULL; /* another replier has it */
         } else if (atomic_load_explicit(&s->ctl, memory_order_relaxed) != v
-                   || (cur != 0 && !worker_older(cur, gen))) {
+                   || (cur != 0 && !rr_worker_older(cur, gen))) {
             /* No take of this generation is recorded: a reply to an id never
              * taken, or a stale or future one. Only while ctl says the id is
              * current (relaxed: the CAS below decides), or a future id's
@@ -330,9 +285,9 @@ rr_slot *rr_slot_claim(rr_chan *c, uint64_t id)
     } while (!atomic_compare_exchange_weak_explicit(&s->worker, &cur, want, memory_order_relaxed,
                                                     memory_order_relaxed));
     /* acq_rel: acquire ↔ the client's acq_rel acquire CAS (the slot's data is
-     * ours now); release ↔ the acquire loads of ctl in rr_resp_check,
-     * rr_resp_abandon_dead and the sweep: whoever sees WRITING sees our record */
-    if (!atomic_compare_exchange_strong_explicit(&s->ctl, &v, mk_ctl(gen, SLOT_WRITING),
+     * ours now); release ↔ the acquire loads of ctl in rr_slot_check,
+     * rr_slot_abandon_dead and the sweep: whoever sees WRITING sees our record */
+    if (!atomic_compare_exchange_strong_explicit(&s->ctl, &v, rr_ctl(gen, RR_SLOT_WRITING),
                                                  memory_order_acq_rel, memory_order_relaxed))
         return NULL;
     return s;
@@ -341,7 +296,7 @@ rr_slot *rr_slot_claim(rr_chan *c, uint64_t id)
 /* Returns 1 if the requester waits in an event loop (its bell was rung), 0,
  * or -ESTALE if the request was cancelled or cleared while we wrote (then we
  * free the slot: nobody else may) or taken back from us for dead. */
-int rr_slot_publish(rr_chan *c, rr_slot *s, uint64_t id)
+int rr_slot_publish(rr_slots *pool, rr_slot *s, uint64_t id)
 {
     uint32_t gen = rr_id_gen(id);
     uint32_t bell = s->bell; /* read while we own the slot */
@@ -349,77 +304,82 @@ int rr_slot_publish(rr_chan *c, rr_slot *s, uint64_t id)
     atomic_store_explicit(&s->replies,
                           atomic_load_explicit(&s->replies, memory_order_relaxed) + 1,
                           memory_order_relaxed);
-    uint64_t v = mk_ctl(gen, SLOT_WRITING);
-    /* release ↔ the client's acquire of ctl in rr_resp_view / rr_int_peek: the
+    uint64_t v = rr_ctl(gen, RR_SLOT_WRITING);
+    /* release ↔ the client's acquire of ctl in rr_slot_view / rr_slot_int_peek: the
      * response bytes are visible before READY is. A CAS, never a blind store:
      * a slot that left our claim belongs to somebody else now. */
-    if (!atomic_compare_exchange_strong_explicit(&s->ctl, &v, mk_ctl(gen, SLOT_READY),
+    if (!atomic_compare_exchange_strong_explicit(&s->ctl, &v, rr_ctl(gen, RR_SLOT_READY),
                                                  memory_order_release, memory_order_relaxed)) {
-        if (v == mk_ctl(gen, SLOT_CANCELLED)) {
+        if (v == rr_ctl(gen, RR_SLOT_CANCELLED)) {
             /* still ours until freed: the reply is not counted after all */
             atomic_store_explicit(&s->replies,
                                   atomic_load_explicit(&s->replies, memory_order_relaxed) - 1,
                                   memory_order_relaxed);
-            free_from(c, s, &v);
+            free_from(pool, s, &v);
         }
         return -ESTALE;
     }
-    rr_word_wake_after_rmw(ctl_futex(s), &s->waiters, INT_MAX);
+    rr_word_wake_after_rmw(rr_ctl_futex(s), &s->waiters, INT_MAX);
     if (bell == 0 || bell > RR_BELLS)
         return 0;
-    rr_bell_ring(c, bell - 1);
+    rr_bell_ring(pool->bells, bell - 1);
     return 1;
 }
 
-void rr_slot_mark_taken_by(rr_chan *c, uint64_t id, uint64_t ident)
+void rr_slot_mark_taken_by(rr_slots *pool, uint64_t id, uint64_t ident)
 {
-    rr_slot *s = slot_of(c, id);
+    rr_slot *s = slot_of(pool, id);
     if (s)
-        record(s, rr_id_gen(id), worker_word(rr_id_gen(id), ident));
+        record(s, rr_id_gen(id), rr_worker_word(rr_id_gen(id), ident));
 }
 
-void rr_slot_mark_taken(rr_chan *c, uint64_t id) { rr_slot_mark_taken_by(c, id, rr_self_ident()); }
-
-int rr_resp_worker(rr_chan *c, uint64_t id)
+void rr_slot_mark_taken(rr_slots *pool, uint64_t id)
 {
-    rr_slot *s = slot_of(c, id);
+    rr_slot_mark_taken_by(pool, id, rr_self_ident());
+}
+
+int rr_slot_worker(rr_slots *pool, uint64_t id)
+{
+    rr_slot *s = slot_of(pool, id);
     if (!s)
         return 0;
     uint64_t w = atomic_load_explicit(&s->worker, memory_order_relaxed);
-    return worker_of(w, rr_id_gen(id)) ? (int)(w & PID_MASK) : 0;
+    return rr_worker_of(w, rr_id_gen(id)) ? (int)rr_proc_pid(w) : 0;
 }
 
 /* Still awaiting its reply (taken or not) or being answered. */
 static inline bool in_flight(uint32_t state)
 {
-    return state == SLOT_ACQUIRED || state == SLOT_WRITING;
+    return state == RR_SLOT_ACQUIRED || state == RR_SLOT_WRITING;
 }
 
 #define RR_WORKER_CHECK_NS 250000000 /* how often a waiting client checks its worker */
 
 typedef struct resp_wait {
+    rr_slots *pool;
     uint64_t id;
     bool first; /* the attempt before any spin or sleep: no worker check yet */
 } resp_wait;
 
-static int resp_ready(rr_chan *c, void *arg)
+static int resp_ready(void *arg)
 {
     resp_wait *w = arg;
-    rr_slot *s = slot_of(c, w->id);
+    rr_slots *pool = w->pool;
+    rr_slot *s = slot_of(pool, w->id);
     /* acquire ↔ the release CAS in rr_slot_publish */
     uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
-    if (ctl_gen(v) != rr_id_gen(w->id))
+    if (rr_ctl_gen(v) != rr_id_gen(w->id))
         return -ESTALE;
-    if (ctl_state(v) == SLOT_READY || ctl_state(v) == SLOT_READING)
+    if (rr_ctl_state(v) == RR_SLOT_READY || rr_ctl_state(v) == RR_SLOT_READING)
         return 1; /* READING: pinned by a view, and there to be seen */
-    if (!in_flight(ctl_state(v)))
+    if (!in_flight(rr_ctl_state(v)))
         return -ESTALE; /* FREE, CANCELLED */
     if (w->first) {
         /* A wait that goes on comes back here before it sleeps: the first look
          * reads no clock, but for one in 64 (a loop of waits that end at once) */
         w->first = false;
-        uint32_t n = atomic_load_explicit(&c->first_looks, memory_order_relaxed);
-        atomic_store_explicit(&c->first_looks, n + 1, memory_order_relaxed); /* a tick, no RMW */
+        uint32_t n = atomic_load_explicit(&pool->first_looks, memory_order_relaxed);
+        atomic_store_explicit(&pool->first_looks, n + 1, memory_order_relaxed); /* a tick, no RMW */
         if (n & 63)
             return 0;
     }
@@ -427,142 +387,142 @@ static int resp_ready(rr_chan *c, void *arg)
      * worker, and for one request: a wait for another (a thread sharing the
      * handle) checks at once, so no thread's checks starve another's. */
     int64_t now = rr_now_ns();
-    if (atomic_load_explicit(&c->checked_id, memory_order_relaxed) == w->id
-        && now < atomic_load_explicit(&c->next_worker_check, memory_order_relaxed))
+    if (atomic_load_explicit(&pool->checked_id, memory_order_relaxed) == w->id
+        && now < atomic_load_explicit(&pool->next_worker_check, memory_order_relaxed))
         return 0;
-    atomic_store_explicit(&c->checked_id, w->id, memory_order_relaxed);
-    atomic_store_explicit(&c->next_worker_check, now + RR_WORKER_CHECK_NS, memory_order_relaxed);
-    return rr_resp_check(c, w->id);
+    atomic_store_explicit(&pool->checked_id, w->id, memory_order_relaxed);
+    atomic_store_explicit(&pool->next_worker_check, now + RR_WORKER_CHECK_NS, memory_order_relaxed);
+    return rr_slot_check(pool, w->id);
 }
 
-static bool resp_peek(rr_chan *c, void *arg)
+static bool resp_peek(void *arg)
 {
     resp_wait *w = arg;
-    uint64_t v = atomic_load_explicit(&slot_of(c, w->id)->ctl, memory_order_relaxed);
-    return ctl_gen(v) != rr_id_gen(w->id) || !in_flight(ctl_state(v));
+    uint64_t v = atomic_load_explicit(&slot_of(w->pool, w->id)->ctl, memory_order_relaxed);
+    return rr_ctl_gen(v) != rr_id_gen(w->id) || !in_flight(rr_ctl_state(v));
 }
 
-int rr_resp_wait(rr_chan *c, uint64_t id, int64_t deadline)
+int rr_slot_wait(rr_slots *pool, uint64_t id, int64_t deadline)
 {
-    rr_slot *s = slot_of(c, id);
+    rr_slot *s = slot_of(pool, id);
     if (!s)
         return -ESTALE;
-    resp_wait w = {id, true};
-    return rr_wait_until(c, ctl_futex(s), &s->waiters, resp_ready, resp_peek, &w, deadline,
-                         RR_WORKER_CHECK_NS);
+    resp_wait w = {pool, id, true};
+    return rr_wait_until(pool->wait, rr_ctl_futex(s), &s->waiters, resp_ready, resp_peek, &w,
+                         deadline, RR_WORKER_CHECK_NS);
 }
 
-int rr_resp_check(rr_chan *c, uint64_t id)
+int rr_slot_check(rr_slots *pool, uint64_t id)
 {
-    rr_slot *s = slot_of(c, id);
+    rr_slot *s = slot_of(pool, id);
     if (!s)
         return -ESTALE;
     uint32_t gen = rr_id_gen(id);
     /* acquire ↔ the release CAS in rr_slot_publish, and the claim's (its record) */
     uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
-    if (ctl_gen(v) != gen)
+    if (rr_ctl_gen(v) != gen)
         return -ESTALE;
-    if (ctl_state(v) == SLOT_READY || ctl_state(v) == SLOT_READING)
+    if (rr_ctl_state(v) == RR_SLOT_READY || rr_ctl_state(v) == RR_SLOT_READING)
         return 1;
-    if (!in_flight(ctl_state(v)))
+    if (!in_flight(rr_ctl_state(v)))
         return -ESTALE;
-    return worker_lost(c, id, worker_for(s, gen, ctl_state(v))) ? -EOWNERDEAD : 0;
+    return worker_lost(pool, id, worker_for(s, gen, rr_ctl_state(v))) ? -EOWNERDEAD : 0;
 }
 
 /* Contract: frees the slot only while the worker recorded for the state it
  * frees (the writer's record in WRITING) is dead, re-read after the state. */
-int rr_resp_abandon_dead(rr_chan *c, uint64_t id)
+int rr_slot_abandon_dead(rr_slots *pool, uint64_t id)
 {
-    rr_slot *s = slot_of(c, id);
+    rr_slot *s = slot_of(pool, id);
     if (!s)
         return -ESTALE;
     uint32_t gen = rr_id_gen(id);
     /* acquire ↔ the claim's release CAS: a WRITING we see comes with its record */
     uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
     for (;;) {
-        if (ctl_gen(v) != gen)
+        if (rr_ctl_gen(v) != gen)
             return -ESTALE;
-        if (ctl_state(v) == SLOT_READY || ctl_state(v) == SLOT_READING)
+        if (rr_ctl_state(v) == RR_SLOT_READY || rr_ctl_state(v) == RR_SLOT_READING)
             return -EBUSY;
-        if (!in_flight(ctl_state(v)))
+        if (!in_flight(rr_ctl_state(v)))
             return -ESTALE;
-        if (!worker_lost(c, id, worker_for(s, gen, ctl_state(v))))
+        if (!worker_lost(pool, id, worker_for(s, gen, rr_ctl_state(v))))
             return -EAGAIN;
-        if (free_from(c, s, &v)) {
-            atomic_fetch_add_explicit(&c->hdr->recoveries, 1, memory_order_relaxed);
+        if (free_from(pool, s, &v)) {
+            atomic_fetch_add_explicit(&pool->hdr->recoveries, 1, memory_order_relaxed);
             return 0;
         }
     }
 }
 
-int rr_resp_view(rr_chan *c, uint64_t id, rr_resp *r)
+int rr_slot_view(rr_slots *pool, uint64_t id, rr_resp *r)
 {
-    rr_slot *s = slot_of(c, id);
+    rr_slot *s = slot_of(pool, id);
     if (!s)
         return -ESTALE;
     uint32_t gen = rr_id_gen(id);
-    uint64_t v = mk_ctl(gen, SLOT_READY);
+    uint64_t v = rr_ctl(gen, RR_SLOT_READY);
     /* acquire ↔ the release CAS in rr_slot_publish: the reply is visible.
      * Already pinned (READING) is fine too: a second look at the same reply. */
-    if (!atomic_compare_exchange_strong_explicit(&s->ctl, &v, mk_ctl(gen, SLOT_READING),
+    if (!atomic_compare_exchange_strong_explicit(&s->ctl, &v, rr_ctl(gen, RR_SLOT_READING),
                                                  memory_order_acquire, memory_order_acquire)
-        && v != mk_ctl(gen, SLOT_READING))
-        return ctl_gen(v) == gen && in_flight(ctl_state(v)) ? -EAGAIN : -ESTALE;
+        && v != rr_ctl(gen, RR_SLOT_READING))
+        return rr_ctl_gen(v) == gen && in_flight(rr_ctl_state(v)) ? -EAGAIN : -ESTALE;
     /* Bound what a hostile writer could have put in len. */
     uint32_t len = s->len;
-    r->len = len <= c->geom.resp_size ? len : c->geom.resp_size;
+    r->len = len <= pool->resp_size ? len : pool->resp_size;
     r->data = rr_slot_data_for(s, r->len);
     r->flags = s->flags;
     r->value = s->value;
     return 0;
 }
 
-int rr_int_peek(rr_chan *c, uint64_t id, int64_t *value)
+int rr_slot_int_peek(rr_slots *pool, uint64_t id, int64_t *value)
 {
-    rr_slot *s = slot_of(c, id);
+    rr_slot *s = slot_of(pool, id);
     if (!s)
         return -ESTALE;
     uint32_t gen = rr_id_gen(id);
     /* acquire ↔ the release CAS in rr_slot_publish: the value is visible */
     uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
-    if (v != mk_ctl(gen, SLOT_READY)) /* READING too: pinned by a view, not ours */
-        return ctl_gen(v) == gen && (in_flight(ctl_state(v)) || ctl_state(v) == SLOT_READING)
-            ? -EAGAIN
-            : -ESTALE;
+    if (v != rr_ctl(gen, RR_SLOT_READY)) { /* READING too: pinned by a view, not ours */
+        bool coming = in_flight(rr_ctl_state(v)) || rr_ctl_state(v) == RR_SLOT_READING;
+        return rr_ctl_gen(v) == gen && coming ? -EAGAIN : -ESTALE;
+    }
     /* relaxed atomic: if clear() frees the slot now, a new replier may write
      * it; the caller's rr_resp_discard then fails and drops what we read */
-    *value = __atomic_load_n(&s->value, __ATOMIC_RELAXED);
+    *value = RR_READ_ONCE(s->value);
     return 0;
 }
 
 /* Frees the slot of request `id` from state `from`; -ESTALE if not there. */
-static int free_id(rr_chan *c, uint64_t id, uint32_t from)
+static int free_id(rr_slots *pool, uint64_t id, uint32_t from)
 {
-    rr_slot *s = slot_of(c, id);
-    uint64_t v = mk_ctl(rr_id_gen(id), from);
-    return s && free_from(c, s, &v) ? 0 : -ESTALE;
+    rr_slot *s = slot_of(pool, id);
+    uint64_t v = rr_ctl(rr_id_gen(id), from);
+    return s && free_from(pool, s, &v) ? 0 : -ESTALE;
 }
 
-int rr_resp_release(rr_chan *c, uint64_t id)
+int rr_slot_release(rr_slots *pool, uint64_t id)
 {
-    /* pinned by rr_resp_view, or (a caller that read nothing) still READY */
-    return free_id(c, id, SLOT_READING) == 0 ? 0 : free_id(c, id, SLOT_READY);
+    /* pinned by rr_slot_view, or (a caller that read nothing) still READY */
+    return free_id(pool, id, RR_SLOT_READING) == 0 ? 0 : free_id(pool, id, RR_SLOT_READY);
 }
 
-int rr_resp_unview(rr_chan *c, uint64_t id)
+int rr_slot_unview(rr_slots *pool, uint64_t id)
 {
-    rr_slot *s = slot_of(c, id);
-    uint64_t v = mk_ctl(rr_id_gen(id), SLOT_READING);
+    rr_slot *s = slot_of(pool, id);
+    uint64_t v = rr_ctl(rr_id_gen(id), RR_SLOT_READING);
     /* release ↔ the next viewer's acquire CAS: our reads are done */
     if (!s || !atomic_compare_exchange_strong_explicit(&s->ctl, &v,
-                                                       mk_ctl(rr_id_gen(id), SLOT_READY),
+                                                       rr_ctl(rr_id_gen(id), RR_SLOT_READY),
                                                        memory_order_release, memory_order_relaxed))
         return -ESTALE;
-    rr_word_wake_after_rmw(ctl_futex(s), &s->waiters, INT_MAX);
+    rr_word_wake_after_rmw(rr_ctl_futex(s), &s->waiters, INT_MAX);
     return 0;
 }
 
-int rr_resp_discard(rr_chan *c, uint64_t id) { return free_id(c, id, SLOT_READY); }
+int rr_slot_discard(rr_slots *pool, uint64_t id) { return free_id(pool, id, RR_SLOT_READY); }
 
 /* Ends a reply being written: the writer's publish then fails and frees the
  * slot. false, with *v updated, if the slot moved. */
@@ -571,34 +531,37 @@ static bool cancel_writing(rr_slot *s, uint64_t *v)
     /* release ↔ the acquire in free_from, which the writer (or a sweep, its
      * writer dead) runs on CANCELLED; acquire on failure: the caller decides
      * again from what it finds */
-    if (!atomic_compare_exchange_strong_explicit(&s->ctl, v, mk_ctl(ctl_gen(*v), SLOT_CANCELLED),
+    uint64_t cancelled = rr_ctl(rr_ctl_gen(*v), RR_SLOT_CANCELLED);
+    if (!atomic_compare_exchange_strong_explicit(&s->ctl, v, cancelled,
                                                  memory_order_release, memory_order_acquire))
         return false;
-    rr_word_wake_after_rmw(ctl_futex(s), &s->waiters, INT_MAX);
+    rr_word_wake_after_rmw(rr_ctl_futex(s), &s->waiters, INT_MAX);
     return true;
 }
 
-int rr_cancel(rr_chan *c, uint64_t id)
+int rr_slot_cancel(rr_slots *pool, uint64_t id)
 {
-    rr_slot *s = slot_of(c, id);
+    rr_slot *s = slot_of(pool, id);
     if (!s)
         return -ESTALE;
     uint32_t gen = rr_id_gen(id);
+    /* acquire ↔ the release CASes of ctl (the claim, the publish): we decide
+     * from the state they left */
     uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
     for (;;) {
-        if (ctl_gen(v) != gen)
+        if (rr_ctl_gen(v) != gen)
             return -ESTALE;
-        switch (ctl_state(v)) {
-        case SLOT_ACQUIRED: /* a claim then fails on the new generation */
-            if (free_from(c, s, &v))
+        switch (rr_ctl_state(v)) {
+        case RR_SLOT_ACQUIRED: /* a claim then fails on the new generation */
+            if (free_from(pool, s, &v))
                 return 0;
             break;
-        case SLOT_WRITING:
+        case RR_SLOT_WRITING:
             if (cancel_writing(s, &v))
                 return 0;
             break;
-        case SLOT_READY:
-        case SLOT_READING:
+        case RR_SLOT_READY:
+        case RR_SLOT_READING:
             return -EBUSY; /* the reply won */
         default:
             return -ESTALE;
@@ -606,56 +569,58 @@ int rr_cancel(rr_chan *c, uint64_t id)
     }
 }
 
-bool rr_slot_is_acquired(rr_chan *c, uint64_t id)
+bool rr_slot_is_acquired(rr_slots *pool, uint64_t id)
 {
-    rr_slot *s = slot_of(c, id);
+    rr_slot *s = slot_of(pool, id);
     /* relaxed: a check before the push; clear() racing past it is a clear
      * that came just after the send */
     return s && atomic_load_explicit(&s->ctl, memory_order_relaxed)
-        == mk_ctl(rr_id_gen(id), SLOT_ACQUIRED);
+        == rr_ctl(rr_id_gen(id), RR_SLOT_ACQUIRED);
 }
 
-int rr_id_live(rr_chan *c, uint64_t id)
+int rr_slot_id_live(rr_slots *pool, uint64_t id)
 {
-    rr_slot *s = slot_of(c, id);
+    rr_slot *s = slot_of(pool, id);
     if (!s)
         return 0;
+    /* acquire ↔ the release CASes of ctl, as in rr_slot_cancel */
     uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
-    return ctl_gen(v) == rr_id_gen(id)
-        && (in_flight(ctl_state(v)) || ctl_state(v) == SLOT_READY
-            || ctl_state(v) == SLOT_READING);
+    return rr_ctl_gen(v) == rr_id_gen(id)
+        && (in_flight(rr_ctl_state(v)) || rr_ctl_state(v) == RR_SLOT_READY
+            || rr_ctl_state(v) == RR_SLOT_READING);
 }
 
-void rr_slots_clear(rr_chan *c)
+void rr_slots_clear(rr_slots *pool)
 {
-    for (uint32_t i = 0; i < c->geom.resp_slots; i++) {
-        rr_slot *s = rr_slot_at(c, i);
+    for (uint32_t i = 0; i < pool->n; i++) {
+        rr_slot *s = rr_slot_at(pool, i);
+        /* acquire ↔ the release CASes of ctl, as in rr_slot_cancel */
         uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
         for (;;) {
-            uint32_t st = ctl_state(v);
-            if (st == SLOT_WRITING) {
+            uint32_t st = rr_ctl_state(v);
+            if (st == RR_SLOT_WRITING) {
                 if (cancel_writing(s, &v))
                     break;
-            } else if (st == SLOT_ACQUIRED || st == SLOT_READY) {
-                if (free_from(c, s, &v))
+            } else if (st == RR_SLOT_ACQUIRED || st == RR_SLOT_READY) {
+                if (free_from(pool, s, &v))
                     break;
             } else {
                 break; /* free, cancelled, or a reader has it: it loses nothing */
             }
         }
     }
-    rr_waitq_wake(&c->hdr->slot_free, INT_MAX);
+    rr_waitq_wake(&pool->hdr->slot_free, INT_MAX);
 }
 
-void rr_slots_count(rr_chan *c, rr_stats *st)
+void rr_slots_count(rr_slots *pool, rr_stats *st)
 {
-    for (uint32_t i = 0; i < c->geom.resp_slots; i++) {
-        rr_slot *s = rr_slot_at(c, i);
+    for (uint32_t i = 0; i < pool->n; i++) {
+        rr_slot *s = rr_slot_at(pool, i);
         /* relaxed: a snapshot for statistics */
-        uint32_t state = ctl_state(atomic_load_explicit(&s->ctl, memory_order_relaxed));
-        if (state == SLOT_FREE)
+        uint32_t state = rr_ctl_state(atomic_load_explicit(&s->ctl, memory_order_relaxed));
+        if (state == RR_SLOT_FREE)
             st->slots_free++;
-        else if (state == SLOT_READY || state == SLOT_READING)
+        else if (state == RR_SLOT_READY || state == RR_SLOT_READING)
             st->slots_ready++;
         else
             st->slots_acquired++;
@@ -673,11 +638,11 @@ typedef struct proc_cache {
 
 static bool cached_alive(proc_cache *k, uint64_t word)
 {
-    uint64_t proc = word & PROC_MASK;
+    uint64_t proc = word & RR_PROC_MASK;
     for (int i = 0; i < k->n; i++)
         if (k->proc[i] == proc)
             return k->alive[i];
-    bool alive = proc_alive(proc);
+    bool alive = rr_proc_alive(proc);
     int i = k->n < 8 ? k->n++ : (int)(proc % 8);
     k->proc[i] = proc;
     k->alive[i] = alive;
@@ -689,9 +654,9 @@ static bool cached_alive(proc_cache *k, uint64_t word)
  * is the one the dead owner left, and re-read after, so that it is still the
  * same owner's), or its writer in WRITING and CANCELLED. A FREE slot's owner
  * word is cleared when it is a leftover or its acquirer died acquiring. */
-void rr_slots_sweep(rr_chan *c, int64_t period_ns)
+void rr_slots_sweep(rr_slots *pool, int64_t period_ns)
 {
-    rr_header *h = c->hdr;
+    rr_header *h = pool->hdr;
     int64_t now = rr_now_ns();
     /* relaxed: a rate limit; the CAS elects one sweeper per period. A time in
      * the future (a forged file) counts as long ago; unsigned arithmetic, as
@@ -703,23 +668,23 @@ void rr_slots_sweep(rr_chan *c, int64_t period_ns)
                                                  memory_order_relaxed, memory_order_relaxed)
         && period_ns > 0)
         return;
-    uint64_t me = proc_of(rr_self_ident());
+    uint64_t me = rr_proc_bits(rr_self_ident());
     proc_cache k = {.n = 0};
-    for (uint32_t i = 0; i < c->geom.resp_slots; i++) {
-        rr_slot *s = rr_slot_at(c, i);
+    for (uint32_t i = 0; i < pool->n; i++) {
+        rr_slot *s = rr_slot_at(pool, i);
         /* acquire ↔ the release CAS of owner in free_from (an owner we read
          * is not older than the last free) */
         uint64_t owner = atomic_load_explicit(&s->owner, memory_order_acquire);
-        bool owner_dead = owner != 0 && (owner & PROC_MASK) != me && !cached_alive(&k, owner);
+        bool owner_dead = owner != 0 && (owner & RR_PROC_MASK) != me && !cached_alive(&k, owner);
         /* acquire ↔ the acq_rel CASes on ctl: the owner and record we read
          * next are at least as new as this state */
         uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
-        uint32_t st = ctl_state(v);
+        uint32_t st = rr_ctl_state(v);
         if (atomic_load_explicit(&s->owner, memory_order_relaxed) != owner)
             continue; /* freed and taken again since we read the owner */
-        if (st == SLOT_FREE) {
+        if (st == RR_SLOT_FREE) {
             /* a leftover, or an acquirer that died acquiring: ctl stays FREE */
-            if (owner != 0 && (owner_dead || owner_older(owner, ctl_gen(v) + 1))
+            if (owner != 0 && (owner_dead || rr_owner_older(owner, rr_ctl_gen(v) + 1))
                 /* release ↔ the acquire CAS of owner in try_acquire */
                 && atomic_compare_exchange_strong_explicit(&s->owner, &owner, 0,
                                                            memory_order_release,
@@ -727,17 +692,17 @@ void rr_slots_sweep(rr_chan *c, int64_t period_ns)
                 rr_waitq_wake_after_rmw(&h->slot_free, 1);
             continue;
         }
-        if (st == SLOT_WRITING || st == SLOT_CANCELLED) {
+        if (st == RR_SLOT_WRITING || st == RR_SLOT_CANCELLED) {
             /* the writer holds it; a CANCELLED one nobody else will free */
-            if (!owner_dead && st == SLOT_WRITING)
+            if (!owner_dead && st == RR_SLOT_WRITING)
                 continue;
-            uint64_t w = worker_for(s, ctl_gen(v), st);
+            uint64_t w = worker_for(s, rr_ctl_gen(v), st);
             if (!w || cached_alive(&k, w))
                 continue;
         } else if (!owner_dead) {
             continue;
         }
-        if (free_from(c, s, &v))
+        if (free_from(pool, s, &v))
             atomic_fetch_add_explicit(&h->recoveries, 1, memory_order_relaxed);
     }
 }

@@ -1,4 +1,4 @@
-/* Promela model of the response-slot protocol of csrc/rr_slots.c (format 4:
+/* Promela model of the response-slot protocol of csrc/rr_slots.c (since format 4:
  * states FREE, ACQUIRED, WRITING, READY, READING, CANCELLED; an owner word; a
  * worker record naming the taker or the writer of a request). Checked with
  * spin by csrc/tests/spin.sh. Step names ("S4 claim") follow the numbered

@@ -1,45 +1,48 @@
-/* The Str request queue: a ring of cells pointing into a circular arena, both
- * guarded by the queue lock (rr_recover.c). A push commits with its store of
+/* The Str request queue (its interface: rr_strq.h, rr_queue.h): a ring of
+ * cells pointing into a circular arena, both guarded by the queue lock
+ * (rr_lock.c). A push commits with its store of
  * tail and a pop with its store of head, so an operation cut short by the
  * death of its process leaves no trace. Small entries live in their cell, so
  * that a round trip moves one line for the request, not a cell and arena.
  * Receivers watch the cell at head (its `mark`), not tail: the line with
  * tail and the lock then stays with the senders until a receiver locks. */
-#include "rr_internal.h"
+#include "rr_strq.h"
+#include "rr_lock.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <string.h>
 
 #define RR_STR_VIEW_MAX 1024 /* entries from this size up always look at head */
 
-static inline rr_str_cell *cell_at(rr_chan *c, uint64_t pos)
+static inline rr_str_cell *cell_at(const rr_strq *q, uint64_t pos)
 {
-    return (rr_str_cell *)c->cells + (pos & c->mask);
+    return (rr_str_cell *)q->ring.cells + (pos & q->ring.mask);
 }
 
 /* Where an entry that begins its charge at `beg` puts its data, and where it
  * ends: an entry never wraps, the leftover tail of the arena is charged to it.
  * An entry kept in its cell takes no arena. */
-static void entry_span(rr_chan *c, uint64_t beg, uint32_t len, uint64_t *start, uint64_t *end)
+static void entry_span(const rr_strq *q, uint64_t beg, uint32_t len, uint64_t *start, uint64_t *end)
 {
-    uint64_t cap = c->geom.arena, off = beg % cap;
+    uint64_t cap = q->arena_cap, off = beg % cap;
     uint64_t size = len <= RR_STR_INLINE ? 0 : RR_ROUND_UP((uint64_t)len, 8);
     *start = off + size > cap ? beg + (cap - off) : beg;
     *end = *start + size;
 }
 
 /* Arena bytes in use (an estimate when read without the lock). */
-static uint64_t arena_used(rr_chan *c, uint64_t head, uint64_t tail)
+static uint64_t arena_used(const rr_strq *q, uint64_t head, uint64_t tail)
 {
     if (head == tail)
         return 0;
-    rr_str_cell *last = cell_at(c, tail - 1);
+    rr_str_cell *last = cell_at(q, tail - 1);
     uint64_t start, end;
     /* relaxed atomic reads: statistics may read cells without the lock */
-    entry_span(c, __atomic_load_n(&last->beg, __ATOMIC_RELAXED),
-               __atomic_load_n(&last->len, __ATOMIC_RELAXED), &start, &end);
-    uint64_t used = end - __atomic_load_n(&cell_at(c, head)->beg, __ATOMIC_RELAXED);
-    return used <= c->geom.arena ? used : c->geom.arena;
+    entry_span(q, RR_READ_ONCE(last->beg),
+               RR_READ_ONCE(last->len), &start, &end);
+    uint64_t used = end - RR_READ_ONCE(cell_at(q, head)->beg);
+    return used <= q->arena_cap ? used : q->arena_cap;
 }
 
 /* How long an attempt may wait for the lock: RR_TRY not at all, a
@@ -49,35 +52,32 @@ static int64_t lock_deadline(int64_t deadline)
     return deadline == RR_TRY ? RR_TRY : deadline > RR_NOWAIT ? deadline : RR_FOREVER;
 }
 
-uint64_t rr_strq_arena_used(rr_chan *c)
+static void arena_op(void *qv, uint64_t *cap, uint64_t *used)
 {
-    rr_header *h = c->hdr;
-    return arena_used(c, atomic_load_explicit(&h->head, memory_order_acquire),
-                      atomic_load_explicit(&h->tail, memory_order_acquire));
+    rr_strq *q = qv;
+    rr_header *h = q->ring.hdr;
+    *cap = q->arena_cap;
+    /* acquire ↔ the release stores of head (rr_strq_recv_end, clear) and tail
+     * (push_attempt): the cells between were written before */
+    *used = arena_used(q, atomic_load_explicit(&h->head, memory_order_acquire),
+                       atomic_load_explicit(&h->tail, memory_order_acquire));
 }
-
-typedef struct str_push {
-    const void *data;
-    uint32_t len, flags;
-    uint64_t id;
-    int64_t deadline;
-} str_push;
 
 /* Whether an entry's data at virtual offset `start` lies inside the arena.
  * Always, unless a forged cell put its neighbour near 2^64, where the
  * arithmetic wraps: the arena's size need not divide 2^64. */
-static bool in_arena(rr_chan *c, uint64_t start, uint32_t len)
+static bool in_arena(const rr_strq *q, uint64_t start, uint32_t len)
 {
-    return len <= RR_STR_INLINE || start % c->geom.arena + len <= c->geom.arena;
+    return len <= RR_STR_INLINE || start % q->arena_cap + len <= q->arena_cap;
 }
 
 /* Where an entry of len bytes would go after the entries from head to tail
  * (the first of them begins its charge at first): 1 with its charge begin and
  * data offset if there is room in the cells and in the arena, 0 if not. */
-static int place(rr_chan *c, uint64_t head, uint64_t tail, uint64_t first, uint32_t len,
+static int place(const rr_strq *q, uint64_t head, uint64_t tail, uint64_t first, uint32_t len,
                  uint64_t *beg, uint64_t *start)
 {
-    if (tail - head >= c->geom.req_cap)
+    if (tail - head >= q->ring.cap)
         return 0;
     uint64_t end;
     /* An empty queue starts again at the arena's beginning, still in cache,
@@ -86,24 +86,24 @@ static int place(rr_chan *c, uint64_t head, uint64_t tail, uint64_t first, uint3
      * taking each back from the receiver's cache (+15-20% on 64 KiB echoes). */
     *beg = 0;
     if (head != tail || len >= RR_STR_VIEW_MAX) {
-        rr_str_cell *last = cell_at(c, tail - 1);
-        entry_span(c, last->beg, last->len, start, beg);
+        rr_str_cell *last = cell_at(q, tail - 1);
+        entry_span(q, last->beg, last->len, start, beg);
     }
-    entry_span(c, *beg, len, start, &end);
-    if (head == tail && (end - *beg > c->geom.arena || !in_arena(c, *start, len))) {
+    entry_span(q, *beg, len, start, &end);
+    if (head == tail && (end - *beg > q->arena_cap || !in_arena(q, *start, len))) {
         *beg = 0; /* it would not fit after the wrap: take the whole arena */
-        entry_span(c, 0, len, start, &end);
+        entry_span(q, 0, len, start, &end);
     }
     /* A forged queue that places it outside reads as full until drained. */
-    return end - (head != tail ? first : *beg) <= c->geom.arena && in_arena(c, *start, len);
+    return end - (head != tail ? first : *beg) <= q->arena_cap && in_arena(q, *start, len);
 }
 
 /* One try at a push under the lock: 1 done, 0 full (cells or arena). */
-static int push_attempt(rr_chan *c, void *arg)
+static int push_attempt(void *qv, const rr_request *p)
 {
-    str_push *p = arg;
-    rr_header *h = c->hdr;
-    int rc = rr_lock(c, lock_deadline(p->deadline));
+    rr_strq *q = qv;
+    rr_header *h = q->ring.hdr;
+    int rc = rr_lock(h, q->ring.wait, lock_deadline(p->deadline));
     if (rc)
         return rc == -EAGAIN ? 0 : rc;
     /* relaxed: both only change under the lock we hold */
@@ -114,55 +114,46 @@ static int push_attempt(rr_chan *c, void *arg)
      * an entry inside the arena. A large entry reads head anyway: one line is
      * nothing beside its copy, and an empty queue puts it at the arena's
      * start, where the last one was, still in cache. */
-    rc = p->len < RR_STR_VIEW_MAX && place(c, head, tail, h->seen_first, p->len, &beg, &start);
+    rc = p->len < RR_STR_VIEW_MAX && place(q, head, tail, h->seen_first, p->len, &beg, &start);
     if (!rc) {
         head = atomic_load_explicit(&h->head, memory_order_relaxed);
         h->seen_head = head;
-        h->seen_first = head != tail ? cell_at(c, head)->beg : 0;
-        rc = place(c, head, tail, h->seen_first, p->len, &beg, &start);
+        h->seen_first = head != tail ? cell_at(q, head)->beg : 0;
+        rc = place(q, head, tail, h->seen_first, p->len, &beg, &start);
     }
     if (rc) {
         if (head == tail)
             h->seen_first = beg; /* the queue starts again at this entry */
-        rr_str_cell *cell = cell_at(c, tail);
-        memcpy(p->len <= RR_STR_INLINE ? cell->small : c->arena + start % c->geom.arena, p->data,
+        rr_str_cell *cell = cell_at(q, tail);
+        memcpy(p->len <= RR_STR_INLINE ? cell->small : q->arena + start % q->arena_cap, p->data,
                p->len);
         /* beg and len atomically: statistics read them without the lock */
-        __atomic_store_n(&cell->beg, beg, __ATOMIC_RELAXED);
-        __atomic_store_n(&cell->len, p->len, __ATOMIC_RELAXED);
+        RR_WRITE_ONCE(cell->beg, beg);
+        RR_WRITE_ONCE(cell->len, p->len);
         cell->flags = p->flags;
-        __atomic_store_n(&cell->id, p->id, __ATOMIC_RELAXED); /* rr_strq_holds reads it without the lock */
+        RR_WRITE_ONCE(cell->id, p->id); /* rr_strq_holds reads it without the lock */
         /* relaxed: a hint for receivers, who read the entry under the lock;
          * the wake-up's fence orders it for a receiver about to sleep */
         atomic_store_explicit(&cell->mark, tail + 1, memory_order_relaxed);
-        /* release ↔ the acquire loads of tail in recv_peek/size: the cell
-         * and its bytes are visible before the entry is */
+        /* release ↔ the acquire loads of tail in rr_size, rr_strq_holds and
+         * arena_op (a receiver reads it under the lock, whose acquire
+         * orders it): the cell and its bytes are visible before the entry is */
         atomic_store_explicit(&h->tail, tail + 1, memory_order_release);
     }
-    rr_unlock(c);
+    rr_unlock(h);
     return rc;
 }
 
-static bool has_room(rr_chan *c, void *arg)
+static bool has_room(void *qv)
 {
-    rr_header *h = c->hdr;
+    rr_strq *q = qv;
+    rr_header *h = q->ring.hdr;
     return atomic_load_explicit(&h->tail, memory_order_relaxed)
-        - atomic_load_explicit(&h->head, memory_order_relaxed) < c->geom.req_cap;
-}
-
-int rr_str_send(rr_chan *c, const void *data, size_t len, uint32_t flags, int64_t deadline,
-                uint64_t *id)
-{
-    if (len > UINT32_MAX || RR_ROUND_UP((uint64_t)len, 8) > c->geom.arena)
-        return -EMSGSIZE;
-    str_push p = {data, (uint32_t)len, flags, 0, deadline};
-    int rc = rr_send_common(c, push_attempt, has_room, &p, &p.id, deadline);
-    if (rc == 0)
-        *id = p.id;
-    return rc;
+        - atomic_load_explicit(&h->head, memory_order_relaxed) < q->ring.cap;
 }
 
 typedef struct str_pop {
+    rr_strq *q;
     int64_t deadline;
 } str_pop;
 
@@ -170,33 +161,34 @@ typedef struct str_pop {
  * spinning receivers poll. Only a hint: a sender marks the cell before it
  * moves tail, but a mark can be stale (its sender died in between) or
  * missing (a forged file); tail, under the lock, says for sure. */
-static bool has_entry(rr_chan *c, void *arg)
+static bool has_entry(rr_strq *q)
 {
     /* relaxed: head only says which cell to look at, the mark is a hint */
-    uint64_t head = atomic_load_explicit(&c->hdr->head, memory_order_relaxed);
-    return atomic_load_explicit(&cell_at(c, head)->mark, memory_order_relaxed) == head + 1;
+    uint64_t head = atomic_load_explicit(&q->ring.hdr->head, memory_order_relaxed);
+    return atomic_load_explicit(&cell_at(q, head)->mark, memory_order_relaxed) == head + 1;
 }
 
 /* has_entry, or tail says so when the mark does not: what attempts use, so
  * that a missing mark never hides an entry. */
-static bool queued(rr_chan *c)
+static bool queued(rr_strq *q)
 {
-    rr_header *h = c->hdr;
-    return has_entry(c, NULL)
+    rr_header *h = q->ring.hdr;
+    return has_entry(q)
         || atomic_load_explicit(&h->tail, memory_order_relaxed)
         != atomic_load_explicit(&h->head, memory_order_relaxed);
 }
 
-static int pop_attempt(rr_chan *c, void *arg)
+static int pop_attempt(void *arg)
 {
     str_pop *p = arg;
-    rr_header *h = c->hdr;
+    rr_strq *q = p->q;
+    rr_header *h = q->ring.hdr;
     /* An empty queue is seen without the lock, which then stays with the
      * senders' core. A stale "empty" only means we wait: the sender's mark
      * and tail and our look pair through the fences of the sleep protocol. */
-    if (!queued(c))
+    if (!queued(q))
         return 0;
-    int rc = rr_lock(c, lock_deadline(p->deadline));
+    int rc = rr_lock(h, q->ring.wait, lock_deadline(p->deadline));
     if (rc)
         return rc == -EAGAIN ? 0 : rc;
     uint64_t head = atomic_load_explicit(&h->head, memory_order_relaxed);
@@ -205,44 +197,42 @@ static int pop_attempt(rr_chan *c, void *arg)
         /* relaxed: a hint (see has_entry); a stale one is cleared under the
          * lock, or spinning receivers would keep taking the lock for nothing.
          * To head, which is never head + 1 (0 is, for a head of 2^64 - 1). */
-        atomic_store_explicit(&cell_at(c, head)->mark, head, memory_order_relaxed);
-        rr_unlock(c);
+        atomic_store_explicit(&cell_at(q, head)->mark, head, memory_order_relaxed);
+        rr_unlock(h);
         return 0;
     }
-    c->locked_n = n < c->geom.req_cap ? (uint32_t)n : c->geom.req_cap;
+    q->locked_n = n < q->ring.cap ? (uint32_t)n : q->ring.cap;
     return 1;
 }
 
-int rr_str_recv_begin(rr_chan *c, int64_t deadline)
+static bool pop_peek(void *arg)
 {
-    str_pop p = {deadline};
-    int rc = rr_recv_wait(c, pop_attempt, has_entry, &p, deadline);
+    str_pop *p = arg;
+    return has_entry(p->q);
+}
+
+int rr_strq_recv_begin(rr_strq *q, int64_t deadline)
+{
+    str_pop p = {q, deadline};
+    int rc = rr_recv_wait(&q->ring, pop_attempt, pop_peek, &p, deadline);
     if (rc == -EAGAIN && deadline <= RR_NOWAIT)
-        atomic_fetch_add_explicit(&c->hdr->recv_empty, 1, memory_order_relaxed);
-    return rc ? rc : (int)c->locked_n;
+        atomic_fetch_add_explicit(&q->ring.hdr->recv_empty, 1, memory_order_relaxed);
+    return rc ? rc : (int)q->locked_n;
 }
 
-static int entry_attempt(rr_chan *c, void *arg)
-{
-    int rc = rr_wait_stopped(c);
-    return rc ? rc : queued(c);
-}
+static int queued_op(void *q) { return queued(q); }
+static bool queued_hint(void *q) { return has_entry(q); }
 
-int rr_strq_wait_request(rr_chan *c, int64_t deadline)
+int rr_strq_recv_peek(rr_strq *q, uint32_t i, rr_entry *e)
 {
-    return rr_recv_wait(c, entry_attempt, has_entry, NULL, deadline);
-}
-
-int rr_str_recv_peek(rr_chan *c, uint32_t i, rr_entry *e)
-{
-    if (i >= c->locked_n)
+    if (i >= q->locked_n)
         return -EINVAL;
     /* relaxed: head only moves under the lock we hold */
-    uint64_t head = atomic_load_explicit(&c->hdr->head, memory_order_relaxed);
-    const rr_str_cell *cell = cell_at(c, head + i);
-    uint64_t start, end, cap = c->geom.arena;
+    uint64_t head = atomic_load_explicit(&q->ring.hdr->head, memory_order_relaxed);
+    const rr_str_cell *cell = cell_at(q, head + i);
+    uint64_t start, end, cap = q->arena_cap;
     uint32_t len = cell->len;
-    entry_span(c, cell->beg, len, &start, &end);
+    entry_span(q, cell->beg, len, &start, &end);
     e->id = cell->id;
     e->flags = cell->flags;
     if (len <= RR_STR_INLINE) {
@@ -252,59 +242,82 @@ int rr_str_recv_peek(rr_chan *c, uint32_t i, rr_entry *e)
     }
     /* Cells are shared memory: never trust them to stay inside the arena. */
     if (len > cap || start % cap + len > cap) {
-        e->data = c->arena;
+        e->data = q->arena;
         e->len = 0;
         return -RR_EFORMAT;
     }
-    e->data = c->arena + start % cap;
+    e->data = q->arena + start % cap;
     e->len = len;
     return 0;
 }
 
-void rr_str_recv_end(rr_chan *c, uint32_t n)
+void rr_strq_recv_end(rr_strq *q, uint32_t n)
 {
-    rr_header *h = c->hdr;
-    if (n > c->locked_n)
-        n = c->locked_n;
+    rr_header *h = q->ring.hdr;
+    if (n > q->locked_n)
+        n = q->locked_n;
     uint64_t head = atomic_load_explicit(&h->head, memory_order_relaxed);
     /* Mark before the commit: a worker that dies in between leaves the entry
      * queued (another worker takes it and overwrites the mark). */
     for (uint32_t i = 0; i < n; i++)
-        rr_slot_mark_taken(c, cell_at(c, head + i)->id);
+        rr_slot_mark_taken(q->ring.slots, cell_at(q, head + i)->id);
     /* release ↔ producers' reads under the lock and size(): the entries are
      * consumed only once fully read */
     atomic_store_explicit(&h->head, head + n, memory_order_release);
-    c->locked_n = 0;
-    rr_unlock(c);
+    q->locked_n = 0;
+    rr_unlock(h);
     if (n) /* the unlock is an exchange */
         rr_waitq_wake_after_rmw(&h->not_full, INT_MAX);
 }
 
-int rr_strq_clear(rr_chan *c)
+static int clear(void *qv)
 {
-    rr_header *h = c->hdr;
-    int rc = rr_lock(c, RR_FOREVER);
+    rr_strq *q = qv;
+    rr_header *h = q->ring.hdr;
+    int rc = rr_lock(h, q->ring.wait, RR_FOREVER);
     if (rc)
-        return rc; /* a signal: nothing changed, the caller retries */
+        return rc; /* a signal or an interrupt: nothing changed, the caller retries */
+    /* release ↔ the acquire loads of head without the lock (rr_size,
+     * rr_strq_holds, arena_op); the next holder of the lock sees it
+     * through the lock */
     atomic_store_explicit(&h->head, atomic_load_explicit(&h->tail, memory_order_relaxed),
                           memory_order_release);
-    rr_unlock(c);
+    rr_unlock(h);
     return 0;
 }
 
-bool rr_strq_holds(rr_chan *c, uint64_t id)
+bool rr_strq_holds(const rr_strq *q, uint64_t id)
 {
-    rr_header *h = c->hdr;
+    rr_header *h = q->ring.hdr;
     /* acquire ↔ the release stores of head and tail: the cells between were
      * written before */
     uint64_t head = atomic_load_explicit(&h->head, memory_order_acquire);
     uint64_t tail = atomic_load_explicit(&h->tail, memory_order_acquire);
     uint64_t n = tail - head;
-    if (n > c->geom.req_cap)
-        n = c->geom.req_cap; /* a forged or moving queue: look at every cell once */
+    if (n > q->ring.cap)
+        n = q->ring.cap; /* a forged or moving queue: look at every cell once */
     for (uint64_t i = 0; i < n; i++)
         /* relaxed atomic: a sender may be rewriting a cell we passed */
-        if (__atomic_load_n(&cell_at(c, head + i)->id, __ATOMIC_RELAXED) == id)
+        if (RR_READ_ONCE(cell_at(q, head + i)->id) == id)
             return true;
     return false;
 }
+
+static bool holds_op(const void *q, uint64_t id) { return rr_strq_holds(q, id); }
+
+static int hold_lock(void *qv)
+{
+    rr_strq *q = qv;
+    return rr_lock(q->ring.hdr, q->ring.wait, RR_FOREVER);
+}
+
+const rr_queue_ops rr_strq_ops = {
+    .push = push_attempt,
+    .room = has_room,
+    .queued = queued_op,
+    .queued_hint = queued_hint,
+    .clear = clear,
+    .holds = holds_op,
+    .arena = arena_op,
+    .hold_lock = hold_lock,
+};

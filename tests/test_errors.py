@@ -582,7 +582,7 @@ def test_recv_wait_multi_n_none_is_type_error(closer: Closer) -> None:
     assert s.size() == 1
 
 
-# Layout of the fixed header (csrc/rr_internal.h, struct rr_hdr_geom). The test checks the
+# Layout of the fixed header (csrc/rr_format.h, struct rr_hdr_geom). The test checks the
 # template against it first and skips if the layout moved, rather than forging blindly.
 GEOM_FIELDS: dict[str, tuple[int, str]] = {
     "magic": (0, "Q"), "version": (8, "I"), "variant": (12, "I"), "total_size": (16, "Q"),

@@ -35,7 +35,10 @@
 #endif
 #include "reqrep.h"
 #include "format_info.h"
-#include "rr_internal.h"
+#include "rr_chan.h"
+#include "rr_layout.h"
+#include "rr_lock.h"
+#include "rr_proc.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -53,7 +56,6 @@
 #define FZ_MAX_FIT (4u << 20) /* "fit" grows a file to at most this */
 #define FZ_HANDLES 4
 #define FZ_IDS 32
-#define FZ_LOCK_WAITERS (UINT64_C(1) << 31) /* the lock word's waiters bit (rr_recover.c) */
 /* An identity no process has: a pid under the kernel's limit, a start time. */
 #define FZ_DEAD_IDENT ((UINT64_C(12345) << 32) | 4194301u)
 
@@ -179,7 +181,7 @@ static uint64_t slot_id(rr_chan *c, uint32_t idx, int dgen)
 {
     if (idx >= c->geom.resp_slots)
         return (uint64_t)1 << 32 | idx; /* out of range: must be refused */
-    uint64_t ctl = atomic_load_explicit(&rr_slot_at(c, idx)->ctl, memory_order_relaxed);
+    uint64_t ctl = atomic_load_explicit(&rr_slot_at(&c->slots, idx)->ctl, memory_order_relaxed);
     return (uint64_t)((uint32_t)(ctl >> 32) + (uint32_t)dgen) << 32 | idx;
 }
 
@@ -218,7 +220,7 @@ static void lock_safe(fz *f)
     if (f->holder >= 0) {
         rr_chan *c = f->h[f->holder];
         if (f->hold_test)
-            rr_unlock(c);
+            rr_unlock(c->hdr);
         else
             rr_str_recv_end(c, 0);
         f->holder = -1;
@@ -230,7 +232,7 @@ static void lock_safe(fz *f)
     uint64_t v = atomic_load_explicit(&hdr->lock, memory_order_relaxed);
     if (v == 0)
         return;
-    if (!(f->flags & FZ_KEEP_DEAD_LOCK) || rr_ident_alive(v & ~FZ_LOCK_WAITERS))
+    if (!(f->flags & FZ_KEEP_DEAD_LOCK) || rr_ident_alive(v & ~RR_LOCK_WAITERS))
         atomic_store_explicit(&hdr->lock, 0, memory_order_relaxed);
 }
 
@@ -286,7 +288,7 @@ static const fz_field hdr_fields[] = {
     HF(not_empty.waiters, 4, K_PLAIN), HF(not_full.seq, 4, K_PLAIN),
     HF(not_full.waiters, 4, K_PLAIN), HF(slot_free.seq, 4, K_PLAIN),
     HF(slot_free.waiters, 4, K_PLAIN), HF(send_full, 8, K_PLAIN), HF(recv_empty, 8, K_PLAIN),
-    HF(recoveries, 8, K_PLAIN), HF(clears, 8, K_PLAIN), HF(last_sweep, 8, K_PLAIN),
+    HF(recoveries, 8, K_PLAIN), HF(last_sweep, 8, K_PLAIN),
     HF(geom.magic, 8, K_PLAIN), HF(geom.version, 4, K_PLAIN), HF(geom.variant, 4, K_PLAIN),
     HF(geom.total_size, 8, K_PLAIN), HF(geom.req_cap, 4, K_PLAIN),
     HF(geom.resp_slots, 4, K_PLAIN), HF(geom.resp_size, 4, K_PLAIN),
@@ -362,7 +364,7 @@ static void poke_field(fz *f, rr_chan *c, const fz_op *op)
     uint8_t *base0 = c->map->base;
     bool is_str = g->variant == RR_VARIANT_STR;
     if (region == 4 && is_str && (op->b & 8)) { /* a word of the arena */
-        uint64_t off = (uint64_t)(c->arena - base0) + ((uint64_t)op->x * 8) % g->arena;
+        uint64_t off = (uint64_t)(c->q.strq.arena - base0) + ((uint64_t)op->x * 8) % g->arena;
         rewrite(f, off, &op->y, 8);
         return;
     }
@@ -375,15 +377,17 @@ static void poke_field(fz *f, rr_chan *c, const fz_op *op)
     case 4:
         fld = is_str ? &str_cell_fields[sel % NF(str_cell_fields)]
                      : &int_cell_fields[sel % NF(int_cell_fields)];
-        base = (uint64_t)(c->cells - base0) + (uint64_t)(elem % g->req_cap) * RR_LINE;
+        base = (uint64_t)(c->q.ring.cells - base0) + (uint64_t)(elem % g->req_cap) * RR_LINE;
         break;
     case 2:
         fld = &slot_fields[sel % NF(slot_fields)];
-        base = (uint64_t)(c->slots - base0) + (uint64_t)(elem % g->resp_slots) * c->slot_stride;
+        base = (uint64_t)(c->slots.base - base0)
+            + (uint64_t)(elem % g->resp_slots) * c->slots.stride;
         break;
     default:
         fld = &bell_fields[sel % NF(bell_fields)];
-        base = (uint64_t)((uint8_t *)c->bells - base0) + (uint64_t)(elem % RR_BELLS) * sizeof(rr_bell);
+        base = (uint64_t)((uint8_t *)c->bells.base - base0)
+            + (uint64_t)(elem % RR_BELLS) * sizeof(rr_bell);
         break;
     }
     uint64_t off = base + fld->off, cur = 0, v;
@@ -395,7 +399,7 @@ static void poke_field(fz *f, rr_chan *c, const fz_op *op)
         v = self_value(fld->kind, cur);
         break;
     case 2:
-        v = rr_self_ident() | FZ_LOCK_WAITERS;
+        v = rr_self_ident() | RR_LOCK_WAITERS;
         break;
     case 3:
         v = FZ_DEAD_IDENT;
@@ -606,12 +610,12 @@ static void run_op(fz *f, const fz_op *op)
         break;
     case OP_PEEK:
         if (str)
-            peek_one(f, c, f->holder == k ? op->b % (c->locked_n + 2) : op->b);
+            peek_one(f, c, f->holder == k ? op->b % (c->q.strq.locked_n + 2) : op->b);
         break;
     case OP_END:
         if (str && f->holder >= 0 && !f->hold_test) {
             rr_chan *hc = f->h[f->holder];
-            rr_str_recv_end(hc, op->b % (hc->locked_n + 3));
+            rr_str_recv_end(hc, op->b % (hc->q.strq.locked_n + 3));
             f->holder = -1;
         }
         break;
@@ -691,7 +695,7 @@ static void run_op(fz *f, const fz_op *op)
         rr_reclaim(c);
         break;
     case OP_SWEEP:
-        rr_slots_sweep(c, (op->b & 1) ? 1000000000 : (int64_t)(op->x % 20000000));
+        rr_slots_sweep(&c->slots, (op->b & 1) ? 1000000000 : (int64_t)(op->x % 20000000));
         break;
     case OP_CLEAR:
         if (str)
@@ -754,7 +758,7 @@ static void run_op(fz *f, const fz_op *op)
         break;
     case OP_UNHOLD:
         if (f->holder >= 0 && f->hold_test) {
-            rr_unlock(f->h[f->holder]);
+            rr_unlock(f->h[f->holder]->hdr);
             f->holder = -1;
             f->hold_test = false;
         }
@@ -794,19 +798,19 @@ static void run_op(fz *f, const fz_op *op)
         rr_set_spin(c, op->b % 4 == 0 ? (op->x % 20) : 0);
         break;
     case OP_MARK_TAKEN: /* a worker recording its take */
-        rr_slot_mark_taken(c, pick_id(f, c, op));
+        rr_slot_mark_taken(&c->slots, pick_id(f, c, op));
         break;
     case OP_AGE: /* time passes for this handle's memos: no sleeping 20 ms to see a stall */
-        atomic_fetch_sub_explicit(&c->stall_since, 1000000000, memory_order_relaxed);
-        atomic_store_explicit(&c->next_worker_check, 0, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&c->q.intq.stall_since, 1000000000, memory_order_relaxed);
+        atomic_store_explicit(&c->slots.next_worker_check, 0, memory_order_relaxed);
         break;
     case OP_CLAIM: { /* a replier part-way through: claimed, maybe never published */
         id = pick_id(f, c, op);
-        rr_slot *s = rr_slot_claim(c, id);
+        rr_slot *s = rr_slot_claim(&c->slots, id);
         if (s) {
             in_map(c, s, RR_SLOT_HEADER, "claimed slot");
             if (op->b & 1) {
-                rc = rr_slot_publish(c, s, id);
+                rc = rr_slot_publish(&c->slots, s, id);
                 FZ_CHECK(rc == 0 || rc == 1, "publish %d", rc);
             }
         }
@@ -1088,9 +1092,9 @@ static void scrub(rr_chan *c, uint8_t *img)
     rr_header *h = (rr_header *)img;
     atomic_store(&h->last_sweep, 0);
     uint64_t lock = atomic_load(&h->lock);
-    if (lock && (lock & ~FZ_LOCK_WAITERS) == me)
-        atomic_store(&h->lock, FZ_DEAD_IDENT | (lock & FZ_LOCK_WAITERS));
-    rr_bell *bells = (rr_bell *)(img + ((uint8_t *)c->bells - c->map->base));
+    if (lock && (lock & ~RR_LOCK_WAITERS) == me)
+        atomic_store(&h->lock, FZ_DEAD_IDENT | (lock & RR_LOCK_WAITERS));
+    rr_bell *bells = (rr_bell *)(img + ((uint8_t *)c->bells.base - c->map->base));
     for (int i = 0; i < RR_BELLS; i++)
         if (atomic_load(&bells[i].owner) == me)
             atomic_store(&bells[i].owner, FZ_DEAD_IDENT);
@@ -1099,7 +1103,8 @@ static void scrub(rr_chan *c, uint8_t *img)
             << RR_WORKER_PID_BITS
         | (FZ_DEAD_IDENT & ((1u << RR_WORKER_PID_BITS) - 1));
     for (uint32_t i = 0; i < c->geom.resp_slots; i++) {
-        rr_slot *s = (rr_slot *)(img + (c->slots - c->map->base) + (uint64_t)i * c->slot_stride);
+        rr_slot *s = (rr_slot *)(img + (c->slots.base - c->map->base)
+                                 + (uint64_t)i * c->slots.stride);
         if (atomic_load(&s->owner) == me)
             atomic_store(&s->owner, FZ_DEAD_IDENT);
         uint64_t w = atomic_load(&s->worker);
@@ -1111,7 +1116,7 @@ static void scrub(rr_chan *c, uint8_t *img)
         uint64_t dead_who = (FZ_DEAD_IDENT >> 32 << RR_WORKER_PID_BITS
                              | (FZ_DEAD_IDENT & ((1u << RR_WORKER_PID_BITS) - 1)))
             & who_mask;
-        rr_int_cell *cells = (rr_int_cell *)(img + (c->cells - c->map->base));
+        rr_int_cell *cells = (rr_int_cell *)(img + (c->q.ring.cells - c->map->base));
         for (uint32_t i = 0; i < c->geom.req_cap; i++) {
             uint64_t t = atomic_load(&cells[i].turn);
             if (t & who_mask)
@@ -1304,7 +1309,7 @@ static rr_chan *new_chan(uint32_t variant, uint32_t req_cap, uint32_t slots, uin
         exit(1);
     }
     rr_set_spin(c, 0);
-    atomic_store(&c->slot_hint, 0); /* seeded from the pid: the seeds would vary */
+    atomic_store(&c->slots.hint, 0); /* seeded from the pid: the seeds would vary */
     return c;
 }
 
@@ -1363,7 +1368,7 @@ static rr_chan *every_state(uint32_t variant)
     /* taken[0]: cancelled (FREE, gen 2); taken[1]: left taken; taken[2]:
      * WRITING; taken[3]: READY; taken[4]: READING; id[5] still queued */
     rr_cancel(c, taken[0]);
-    rr_slot_claim(c, taken[2]);
+    rr_slot_claim(&c->slots, taken[2]);
     if (str) {
         rr_str_reply(c, taken[3], "ready", 5, 0);
         rr_str_reply(c, taken[4], "a reply longer than the slot's inline part, to the data", 56,
@@ -1472,10 +1477,10 @@ static int make_corpus(const char *dir)
             send_str(c, 5);
             rr_test_hold_lock(c); /* scrubbed to a dead holder */
             SEED("dead-holder", FZ_OPEN_MEMFD | FZ_KEEP_DEAD_LOCK, &pw);
-            rr_unlock(c);
+            rr_unlock(c->hdr);
         } else {
             rr_int_send(c, 1, RR_NOWAIT, &ids[0]);
-            rr_int_cell *cell = (rr_int_cell *)c->cells + 1;
+            rr_int_cell *cell = (rr_int_cell *)c->q.ring.cells + 1;
             atomic_store(&cell->turn, (uint64_t)1 << RR_TURN_WHO_BITS | 12345u); /* claimed */
             SEED("dead-claim", FZ_OPEN_MEMFD, &pw);
         }

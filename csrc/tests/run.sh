@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the C-level tests of the reqrep core three ways and runs them:
+# Checks the core's dependency graphs (deps.sh), then builds the C-level tests
+# of the reqrep core three ways and runs them:
 #   asan  -fsanitize=address,undefined (all groups)
 #   tsan  -fsanitize=thread            (the "threads" group: TSan and fork do not mix)
 #   plain -O2                          (all groups)
@@ -64,6 +65,14 @@ build() {
 
 status=0
 t_start=$SECONDS
+
+# The core's include and call graphs must stay acyclic (a few seconds).
+echo "== dependency graphs: csrc/tests/deps.sh"
+if ! bash "$here/deps.sh" >"$bin/deps.log" 2>&1; then
+    cat "$bin/deps.log"
+    echo "== dependency check FAILED"
+    status=1
+fi
 
 echo "== building: ${builds[*]} (with $($CC --version | head -1))"
 declare -A build_pid

@@ -835,7 +835,7 @@ TEST_T("fork", fork_forged_lock_owner, 60)
     CHECK(start != 0);
     uint64_t s32 = start & 0xffffffffu;
 
-    /* A lock word is pid | start time << 32 (see rr_recover.c). */
+    /* A lock word is pid | start time << 32 (rr_ident, rr_format.h). */
     expect_kept(c, fd, fi.off_lock, s32 << 32 | (uint32_t)live, "live owner");
     expect_kept(c, fd, fi.off_lock, (uint32_t)live, "live owner, no start time recorded");
     expect_taken(c, fd, fi.off_lock, ((s32 + 777) & 0xffffffffu) << 32 | (uint32_t)live,

@@ -7,7 +7,8 @@
 #endif
 #include "tu.h"
 #include "format_info.h"
-#include "rr_internal.h" /* rr_hdr_geom: where the header fields are */
+#include "rr_chan.h"   /* the handle: where its regions lie */
+#include "rr_layout.h" /* rr_hdr_geom, rr_layout_compute */
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -588,7 +589,7 @@ TEST_T("hostile", hostile_queue_words_at_wrap, 60)
     REQUIRE(c);
     rr_header *h = c->hdr;
     uint64_t cap = c->geom.arena, wrap = UINT64_MAX / cap * cap, id;
-    rr_str_cell *cell = (rr_str_cell *)c->cells;
+    rr_str_cell *cell = (rr_str_cell *)c->q.ring.cells;
     cell[0].beg = 4096;
     cell[0].len = 1;
     cell[1].beg = wrap + 8;

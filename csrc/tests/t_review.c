@@ -1,11 +1,11 @@
-/* Adversarial review of the format-4 slot protocol (rr_slots.c) and the
+/* Adversarial review of the slot protocol of format 4 (rr_slots.c) and the
  * client paths. Each test is an exact interleaving forced through the core's
  * internal steps or a plain API sequence; the ones named in the review
  * report FAIL on the build they were written against. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include "rr_internal.h"
+#include "rr_chan.h"
 #include "tu.h"
 
 #include <pthread.h>
@@ -43,11 +43,11 @@ TEST_T("slots", review_gen_window_failed_sends_lock_out_replies, 120)
 {
     rr_chan *c = tu_anon(STR, 1, 2, 64, 0);
     REQUIRE(c);
-    /* both slots get a taker record: a round trip on each (slot_hint picks it) */
+    /* both slots get a taker record: a round trip on each (the pool's hint picks it) */
     rr_resp r;
     for (uint32_t i = 0; i < 2; i++) {
         uint64_t id;
-        atomic_store(&c->slot_hint, i);
+        atomic_store(&c->slots.hint, i);
         REQUIRE_EQ(rr_str_send(c, "a", 1, 0, RR_NOWAIT, &id), 0);
         REQUIRE_EQ(rr_id_index(id), i);
         REQUIRE_EQ(rr_str_recv_begin(c, RR_NOWAIT), 1);
@@ -56,13 +56,13 @@ TEST_T("slots", review_gen_window_failed_sends_lock_out_replies, 120)
         REQUIRE_EQ(rr_resp_view(c, id, &r), 0);
         REQUIRE_EQ(rr_resp_release(c, id), 0);
     }
-    uint32_t rec_gen = (uint32_t)(atomic_load(&rr_slot_at(c, 0)->worker) >> RR_WORKER_GEN_SHIFT);
+    uint32_t rec_gen = (uint32_t)(atomic_load(&rr_slot_at(&c->slots, 0)->worker) >> RR_WORKER_GEN_SHIFT);
     /* the queue (capacity 1) is full with a request in slot 1 */
     uint64_t fill;
-    atomic_store(&c->slot_hint, 1);
+    atomic_store(&c->slots.hint, 1);
     REQUIRE_EQ(rr_str_send(c, "fill", 4, 0, RR_NOWAIT, &fill), 0);
     REQUIRE_EQ(rr_id_index(fill), 1);
-    atomic_store(&c->slot_hint, 0);
+    atomic_store(&c->slots.hint, 0);
     int n;
     /* a client polling send() while the workers are busy */
     long fails = 0;
@@ -122,7 +122,7 @@ typedef struct rv_arg {
 static void writer_cancelled_then_killed(void *p)
 {
     rv_arg *a = p;
-    rr_slot *s = rr_slot_claim(a->c, a->sh->id);
+    rr_slot *s = rr_slot_claim(&a->c->slots, a->sh->id);
     if (!s) {
         tu_fail(__FILE__, __LINE__, "claim");
         return;
@@ -157,11 +157,11 @@ TEST_T("slots", review_freer_killed_before_owner_cas_leaks_slot, 60)
     CHECK_EQ(rr_cancel(c, sh->id), 0); /* a req() that timed out */
     tu_wait_ok(w, tu_ms(10000), "writer");
     CHECK_EQ(rv_stats(c).slots_free, 1);
-    rr_slots_sweep(c, 0);
+    rr_slots_sweep(&c->slots, 0);
     uint64_t id;
-    int rc = rr_slot_acquire(c, tu_ms(2500), &id); /* sweeps on the way too */
+    int rc = rr_slot_acquire(&c->slots, c->bells.mine, tu_ms(2500), &id); /* sweeps on the way too */
     CHECK_MSG(rc == 0, "the only slot is FREE but unusable (owner %llx = this live client): %d",
-              (unsigned long long)atomic_load(&rr_slot_at(c, 0)->owner), rc);
+              (unsigned long long)atomic_load(&rr_slot_at(&c->slots, 0)->owner), rc);
     tu_shared_free(sh, sizeof *sh);
     rr_close(c);
 }
@@ -237,7 +237,7 @@ static void mark_then_die(void *p)
         return;
     }
     /* rr_str_recv_end's first step, then SIGKILL before the head store */
-    rr_slot_mark_taken(c, ((rr_str_cell *)c->cells)[0].id);
+    rr_slot_mark_taken(&c->slots, ((rr_str_cell *)c->q.ring.cells)[0].id);
     tu_child_exit();
 }
 

@@ -6,7 +6,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include "rr_internal.h"
+#include "rr_chan.h"
 #include "tu.h"
 
 #include <pthread.h>
@@ -76,11 +76,11 @@ TEST_T("slots", review2_stale_acquirer_wipes_live_owner_slot_leaks, 60)
 {
     rr_chan *c = tu_anon(STR, 4, 1, 64, 0);
     REQUIRE(c);
-    rr_slot *s = rr_slot_at(c, 0);
+    rr_slot *s = rr_slot_at(&c->slots, 0);
     /* the stale acquirer D: try_acquire's first load, then D is preempted */
     uint64_t v = atomic_load(&s->ctl);
     REQUIRE_EQ(v, r2_ctl(0, 0));
-    uint32_t gen = rr_id_gen(v) + 1; /* ctl_gen(v) + 1 */
+    uint32_t gen = rr_id_gen(v) + 1; /* rr_ctl_gen(v) + 1 */
     /* meanwhile: the slot serves a request and is taken by client B */
     r2_round_trip(c);
     r2_sh *sh = tu_shared(sizeof *sh);
@@ -95,7 +95,7 @@ TEST_T("slots", review2_stale_acquirer_wipes_live_owner_slot_leaks, 60)
     REQUIRE_EQ(atomic_load(&s->ctl), r2_ctl(rr_id_gen(sh->id), 1 /* ACQUIRED */));
     /* D resumes: o = owner. The fix: only a word tagged with an older
      * generation than D's is a leftover; B's is newer, so D skips the slot
-     * (as try_acquire's owner_older check does) and B keeps its owner. */
+     * (as try_acquire's rr_owner_older check does) and B keeps its owner. */
     uint64_t o = atomic_load(&s->owner);
     uint32_t d = (gen - (uint32_t)(o >> RR_OWNER_TAG_SHIFT)) & 0xffffffu;
     CHECK(!(d != 0 && d <= 0x7fffffu)); /* not older: no takeover */
@@ -103,9 +103,9 @@ TEST_T("slots", review2_stale_acquirer_wipes_live_owner_slot_leaks, 60)
     /* B dies waiting for its reply: its slot must come back */
     atomic_store(&sh->state, 2);
     tu_wait_ok(b, tu_ms(10000), "client B");
-    rr_slots_sweep(c, 0);
+    rr_slots_sweep(&c->slots, 0);
     uint64_t id;
-    int rc = rr_slot_acquire(c, tu_ms(2500), &id); /* sweeps on the way too */
+    int rc = rr_slot_acquire(&c->slots, c->bells.mine, tu_ms(2500), &id); /* sweeps on the way too */
     CHECK_MSG(rc == 0,
               "the only slot is held for good by dead client %d: ctl %llx owner %llx (was %llx)"
               " (rc %d)",
@@ -131,7 +131,7 @@ TEST_T("slots", review2_dead_client_slot_swept_control, 60)
     atomic_store(&sh->state, 2);
     tu_wait_ok(b, tu_ms(10000), "client B");
     uint64_t id;
-    CHECK_EQ(rr_slot_acquire(c, tu_ms(2500), &id), 0);
+    CHECK_EQ(rr_slot_acquire(&c->slots, c->bells.mine, tu_ms(2500), &id), 0);
     tu_shared_free(sh, sizeof *sh);
     rr_close(c);
 }
@@ -154,7 +154,7 @@ static void *r2_scanner(void *p)
     r2_scan *a = p;
     while (!atomic_load(&a->stop)) {
         /* what rr_resp_check does for a Str request whose taker is dead */
-        a->hits += rr_strq_holds(a->c, UINT64_C(1) << 40);
+        a->hits += rr_strq_holds(&a->c->q.strq, UINT64_C(1) << 40);
         a->scans++;
     }
     return NULL;

@@ -7,7 +7,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include "rr_internal.h"
+#include "rr_chan.h"
 #include "tu.h"
 #include "format_info.h"
 
@@ -58,17 +58,17 @@ TEST("slots", slots_writer_other_than_dead_taker)
     CHECK_EQ(rr_resp_worker(c, id), taker);
     CHECK_EQ(rr_resp_check(c, id), -EOWNERDEAD); /* nobody writes yet: the dead taker counts */
     /* we are the writer the id was handed to */
-    rr_slot *s = rr_slot_claim(c, id);
+    rr_slot *s = rr_slot_claim(&c->slots, id);
     REQUIRE(s);
     CHECK_EQ(rr_resp_worker(c, id), getpid());
-    CHECK_EQ(rr_slot_claim(c, id), NULL); /* one writer at a time */
+    CHECK_EQ(rr_slot_claim(&c->slots, id), NULL); /* one writer at a time */
     CHECK_EQ(rr_resp_check(c, id), 0);    /* the writer is alive */
     CHECK_EQ(rr_resp_abandon_dead(c, id), -EAGAIN);
-    rr_slots_sweep(c, 0);
+    rr_slots_sweep(&c->slots, 0);
     CHECK_EQ(rr_str_send(c, "next", 4, 0, RR_NOWAIT, &next), -EAGAIN); /* the slot is held */
     memcpy(rr_slot_data_for(s, 5), "reply", 5);
     s->len = 5;
-    CHECK_EQ(rr_slot_publish(c, s, id), 0);
+    CHECK_EQ(rr_slot_publish(&c->slots, s, id), 0);
     rr_resp r;
     REQUIRE_EQ(rr_resp_view(c, id, &r), 0);
     CHECK(r.len == 5 && memcmp(r.data, "reply", 5) == 0);
@@ -87,7 +87,7 @@ TEST("slots", slots_publish_after_takeback_is_refused)
     uint64_t id, next;
     REQUIRE_EQ(rr_str_send(c, "q", 1, 0, RR_NOWAIT, &id), 0);
     pid_t gone = dead_taker(c);
-    rr_slot *s = rr_slot_claim(c, id);
+    rr_slot *s = rr_slot_claim(&c->slots, id);
     REQUIRE(s);
     rr_format_info f;
     rr_format(&f);
@@ -99,7 +99,7 @@ TEST("slots", slots_publish_after_takeback_is_refused)
     CHECK_EQ(rr_resp_check(c, id), -ESTALE);
     REQUIRE_EQ(rr_str_send(c, "next", 4, 0, RR_NOWAIT, &next), 0);
     CHECK_EQ(rr_id_index(next), rr_id_index(id));
-    CHECK_EQ(rr_slot_publish(c, s, id), -ESTALE); /* the late writer */
+    CHECK_EQ(rr_slot_publish(&c->slots, s, id), -ESTALE); /* the late writer */
     CHECK_EQ(rr_resp_check(c, next), 0);           /* still awaiting its own reply */
     CHECK_EQ(rr_str_reply(c, id, "late", 4, 0), -ESTALE);
     int n = rr_str_recv_begin(c, RR_NOWAIT);
@@ -125,7 +125,7 @@ TEST("slots", slots_cancel_wins_over_writing)
         REQUIRE_EQ(variant == STR ? rr_str_send(c, "q", 1, 0, RR_NOWAIT, &id)
                                   : rr_int_send(c, 1, RR_NOWAIT, &id),
                    0);
-        rr_slot *s = rr_slot_claim(c, id);
+        rr_slot *s = rr_slot_claim(&c->slots, id);
         REQUIRE(s);
         CHECK_EQ(rr_cancel(c, id), 0);       /* wins over the writer */
         CHECK_EQ(rr_cancel(c, id), -ESTALE); /* once */
@@ -136,20 +136,20 @@ TEST("slots", slots_cancel_wins_over_writing)
         CHECK_EQ(rr_resp_view(c, id, &r), -ESTALE);
         CHECK_EQ(rr_resp_abandon_dead(c, id), -ESTALE);
         CHECK_EQ(stats(c).slots_free, 1); /* the writer has it until it publishes */
-        CHECK_EQ(rr_slot_publish(c, s, id), -ESTALE);
+        CHECK_EQ(rr_slot_publish(&c->slots, s, id), -ESTALE);
         CHECK_EQ(stats(c).slots_free, 2); /* ...and frees it */
         CHECK_EQ(rr_cancel(c, id), -ESTALE);
         /* the same through clear() */
         REQUIRE_EQ(variant == STR ? rr_str_send(c, "q", 1, 0, RR_NOWAIT, &id)
                                   : rr_int_send(c, 1, RR_NOWAIT, &id),
                    0);
-        s = rr_slot_claim(c, id);
+        s = rr_slot_claim(&c->slots, id);
         REQUIRE(s);
         REQUIRE_EQ(rr_clear(c), 0);
         CHECK_EQ(rr_resp_check(c, id), -ESTALE);
         CHECK_EQ(variant == STR ? rr_str_reply(c, id, "x", 1, 0) : rr_int_reply(c, id, 2),
                  -ESTALE);
-        CHECK_EQ(rr_slot_publish(c, s, id), -ESTALE);
+        CHECK_EQ(rr_slot_publish(&c->slots, s, id), -ESTALE);
         CHECK_EQ(stats(c).slots_free, 2);
         rr_close(c);
     }
@@ -170,7 +170,7 @@ typedef struct claim_arg {
 static void claim_and_hang(void *p)
 {
     claim_arg *a = p;
-    if (!rr_slot_claim(a->c, a->sh->id)) {
+    if (!rr_slot_claim(&a->c->slots, a->sh->id)) {
         tu_fail(__FILE__, __LINE__, "claim");
         return;
     }
@@ -200,11 +200,11 @@ TEST_T("slots", slots_dead_writer_of_cancelled_reply, 60)
     REQUIRE(w > 0);
     CHECK_EQ(rr_resp_worker(c, sh->id), w);
     CHECK_EQ(rr_cancel(c, sh->id), 0);
-    rr_slots_sweep(c, 0);
+    rr_slots_sweep(&c->slots, 0);
     CHECK_EQ(stats(c).slots_free, 1); /* a live writer keeps it */
     kill(w, SIGKILL);
     tu_wait(w, tu_ms(5000));
-    rr_slots_sweep(c, 0);
+    rr_slots_sweep(&c->slots, 0);
     CHECK_EQ(stats(c).slots_free, 2);
     /* and a writer killed mid-reply whose client still waits: WorkerDied */
     REQUIRE_EQ(rr_str_send(c, "q", 1, 0, RR_NOWAIT, &sh->id), 0);
@@ -228,7 +228,7 @@ TEST("slots", slots_forged_sweep_clock)
     int64_t forged[] = {INT64_MIN, INT64_MAX, -1, 1};
     for (size_t i = 0; i < sizeof forged / sizeof forged[0]; i++) {
         atomic_store(&c->hdr->last_sweep, forged[i]);
-        rr_slots_sweep(c, 1000000000);
+        rr_slots_sweep(&c->slots, 1000000000);
         rr_reclaim(c);
         uint64_t id;
         CHECK_EQ(rr_str_send(c, "x", 1, 0, RR_NOWAIT, &id), 0);
@@ -246,8 +246,8 @@ static void acquire_forever(void *p)
     rr_chan *c = p;
     for (;;) {
         uint64_t id;
-        if (rr_slot_acquire(c, RR_NOWAIT, &id) == 0)
-            rr_slot_abandon(c, id);
+        if (rr_slot_acquire(&c->slots, c->bells.mine, RR_NOWAIT, &id) == 0)
+            rr_slot_abandon(&c->slots, id);
     }
 }
 
@@ -255,7 +255,7 @@ static void sweep_forever(void *p)
 {
     rr_chan *c = p;
     for (;;)
-        rr_slots_sweep(c, 0);
+        rr_slots_sweep(&c->slots, 0);
 }
 
 TEST_T("slots", slots_sweep_vs_killed_acquirers, 120)
@@ -272,22 +272,22 @@ TEST_T("slots", slots_sweep_vs_killed_acquirers, 120)
         kill(a, SIGKILL);
         tu_wait(a, tu_ms(5000));
         if (round % 16 == 0)
-            rr_slots_clear(c); /* clear's owner hand-back races the sweeps too */
+            rr_slots_clear(&c->slots); /* clear's owner hand-back races the sweeps too */
     }
     kill(sweeper, SIGKILL);
     tu_wait(sweeper, tu_ms(5000));
-    rr_slots_sweep(c, 0);
+    rr_slots_sweep(&c->slots, 0);
     rr_stats s = stats(c);
     CHECK_MSG(s.slots_free == 4, "%u of 4 slots free (acquired %u)", s.slots_free,
               s.slots_acquired);
     for (uint32_t i = 0; i < 4; i++) {
-        rr_slot *slot = rr_slot_at(c, i);
+        rr_slot *slot = rr_slot_at(&c->slots, i);
         CHECK_MSG(atomic_load(&slot->owner) == 0, "slot %u keeps owner %llx", i,
                   (unsigned long long)atomic_load(&slot->owner));
     }
     uint64_t ids[4];
     for (int i = 0; i < 4; i++)
-        CHECK_EQ(rr_slot_acquire(c, RR_NOWAIT, &ids[i]), 0);
+        CHECK_EQ(rr_slot_acquire(&c->slots, c->bells.mine, RR_NOWAIT, &ids[i]), 0);
     rr_close(c);
 }
 

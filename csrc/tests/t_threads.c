@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #endif
 #include "echo.h"
+#include "rr_test_hooks.h" /* rr_test_before_sleep */
 
 #include <pthread.h>
 #include <sched.h>
@@ -980,7 +981,6 @@ TEST_T("threads", threads_interrupt_storm, 120)
 /* The narrow race of rr_interrupt: a sleeper that looked at the flag before
  * it was set, and reaches its futex call only after the first wake-up went
  * out (held there by a test hook). rr_interrupt must wake it again. */
-extern void (*rr_test_before_sleep)(void);
 static _Thread_local bool late_sleeper;
 static _Atomic int late_in_window;
 

@@ -417,6 +417,67 @@ TEST("unit", open_path_special)
     close(fd);
 }
 
+/* rr_open_unready tells "not there yet" (no file; an empty or all-zero file;
+ * our header without its magic, as a creator that died before publishing
+ * leaves it) from "not a channel", by the code and err->unready, never by the
+ * reason's words; and every open forgets the last one's verdict. */
+TEST("unit", open_unready)
+{
+    char p[512];
+    rr_chan *c = NULL;
+    rr_error err;
+    rr_geometry g = tu_geom(STR, 8, 2, 64, 0);
+    int rc;
+
+    tu_path(p, sizeof p, "unready-missing");
+    rc = rr_open_path(p, STR, NULL, &c, &err);
+    CHECK_EQ(rc, -ENOENT);
+    CHECK(rr_open_unready(rc, &err));
+
+    tu_path(p, sizeof p, "unready-empty");
+    write_file(p, NULL, 0);
+    rc = rr_open_path(p, STR, NULL, &c, &err);
+    CHECK_EQ(rc, -RR_EFORMAT);
+    CHECK(rr_open_unready(rc, &err));
+    CHECK_MSG(strstr(err.why, "never initialised") != NULL, "reason: %s", err.why);
+
+    /* a fresh channel whose magic is then wiped */
+    tu_path(p, sizeof p, "unready-nomagic");
+    REQUIRE_EQ(rr_open_path(p, STR, &g, &c, &err), 0);
+    rr_close(c);
+    int fd = open(p, O_WRONLY | O_CLOEXEC);
+    uint64_t zero = 0;
+    REQUIRE(fd >= 0 && pwrite(fd, &zero, sizeof zero, 0) == (ssize_t)sizeof zero);
+    close(fd);
+    rc = rr_open_path(p, STR, NULL, &c, &err);
+    CHECK_EQ(rc, -RR_EFORMAT);
+    CHECK(rr_open_unready(rc, &err));
+    fd = open(p, O_RDWR | O_CLOEXEC);
+    rc = rr_open_fd(fd, STR, &c, &err);
+    CHECK_EQ(rc, -RR_EFORMAT);
+    CHECK(rr_open_unready(rc, &err));
+    close(fd);
+
+    /* not a channel: a wrong magic, foreign bytes; the verdict of the open
+     * before is forgotten */
+    tu_path(p, sizeof p, "unready-badmagic");
+    REQUIRE_EQ(rr_open_path(p, STR, &g, &c, &err), 0);
+    rr_close(c);
+    fd = open(p, O_WRONLY | O_CLOEXEC);
+    uint64_t one = 1;
+    REQUIRE(fd >= 0 && pwrite(fd, &one, sizeof one, 0) == (ssize_t)sizeof one);
+    close(fd);
+    rc = rr_open_path(p, STR, NULL, &c, &err);
+    CHECK_EQ(rc, -RR_EFORMAT);
+    CHECK(!rr_open_unready(rc, &err));
+    tu_path(p, sizeof p, "unready-foreign");
+    char junk[4096] = {0};
+    memcpy(junk + 100, "precious user data", 18);
+    write_file(p, junk, sizeof junk);
+    CHECK_EQ(rr_open_path(p, STR, NULL, &c, &err), -RR_EFORMAT);
+    CHECK(!err.unready);
+}
+
 /* ---- Str requests ---- */
 
 TEST("unit", str_roundtrip)
