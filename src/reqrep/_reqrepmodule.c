@@ -482,6 +482,7 @@ static uint64_t *pending_table(Chan *self, int create)
         self->pending = PyMem_Calloc(n, sizeof *self->pending);
         if (!self->pending)
             PyErr_NoMemory();
+        self->pid = rr_self_pid(); /* not the opener's: the object may have been forked since */
     }
     return self->pending;
 }
