@@ -249,6 +249,27 @@ PyObject *chan_from_fd(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return chan_wrap(type, st, cls, ch, NULL, spin);
 }
 
+PyObject *chan_open_memfd(PyTypeObject *type, const char *name, PyObject *req_cap,
+                          PyObject *resp_slots, PyObject *resp_size, PyObject *arena,
+                          PyObject *spin_obj)
+{
+    module_state *st;
+    const chan_class *cls = chan_class_of(type, &st);
+    open_req r;
+    uint32_t spin;
+    if (!cls || parse_geometry(st, cls->variant, req_cap, resp_slots, resp_size, arena, &r) < 0
+        || parse_spin(spin_obj, &spin) < 0)
+        return NULL;
+    rr_chan *ch;
+    rr_error err = {{0}};
+    int rc;
+    Py_BEGIN_ALLOW_THREADS rc = rr_open_memfd(name, &r.g, &ch, &err);
+    Py_END_ALLOW_THREADS
+    if (rc < 0)
+        return raise_core(st, rc, NULL, &err);
+    return chan_wrap(type, st, cls, ch, NULL, spin);
+}
+
 /* Opens an existing channel by path whatever the type (never creates one):
  * how a pickled file-backed object comes back in another process. */
 PyObject *chan_open_existing(PyTypeObject *type, PyObject *args, PyObject *kwds)

@@ -82,3 +82,20 @@ PyObject *raise_worker_died(module_state *st, int pid, uint64_t id)
     Py_DECREF(exc);
     return NULL;
 }
+
+/* The exception being raised, normalised, with its traceback; cleared. */
+PyObject *take_exception(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb && value)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}

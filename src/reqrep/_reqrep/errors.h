@@ -35,4 +35,8 @@ PyObject *raise_closed(void);
 /* WorkerDiedError for request `id`, whose worker `pid` died. */
 PyObject *raise_worker_died(module_state *st, int pid, uint64_t id);
 
+/* The exception being raised, normalised, with its traceback; cleared
+ * (to hand to Python code, as serve() does to on_error). */
+PyObject *take_exception(void);
+
 #endif

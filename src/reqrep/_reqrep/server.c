@@ -279,23 +279,6 @@ static PyObject *server_reply(Chan *self, PyObject *const *args, Py_ssize_t narg
 
 /* ---- serve ---- */
 
-/* The exception being raised, normalised, with its traceback; cleared. */
-static PyObject *take_exception(void)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    return PyErr_GetRaisedException();
-#else
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb && value)
-        PyException_SetTraceback(value, tb);
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-    return value;
-#endif
-}
-
 /* Answers one request taken by serve(): handler(data) is the reply; when the
  * handler raises or its reply is refused, on_error(exc, data, id) (if given)
  * may answer instead (None: no reply). 0 answered or skipped, -1 error set. */
@@ -489,7 +472,10 @@ static PyObject *server_test_hold_lock(Chan *self, PyObject *unused)
 
 static PyObject *server_eventfd(Chan *s, PyObject *u) { return efd_get(s, &s->req_efd); }
 static PyObject *server_eventfd_set(Chan *s, PyObject *fd) { return efd_set(s, &s->req_efd, fd); }
-static PyObject *server_eventfd_consume(Chan *s, PyObject *u) { return efd_consume(s, &s->req_efd); }
+static PyObject *server_eventfd_consume(Chan *s, PyObject *u)
+{
+    return efd_consume(s, &s->req_efd);
+}
 static PyObject *server_notify(Chan *s, PyObject *u) { return efd_notify(s, &s->req_efd); }
 static PyObject *server_fileno(Chan *s, PyObject *u) { return efd_fileno(s, &s->req_efd); }
 static PyObject *server_reply_eventfd(Chan *s, PyObject *u) { return efd_get(s, &s->reply_efd); }
@@ -540,28 +526,6 @@ static PyObject *int_server_new(PyTypeObject *type, PyObject *args, PyObject *kw
     return chan_open(type, path, &r, 1, spin);
 }
 
-/* A channel in a new memfd, of `type`'s class, as `r` asks. */
-static PyObject *memfd_open(PyTypeObject *type, const char *name, PyObject *req_cap,
-                            PyObject *resp_slots, PyObject *resp_size, PyObject *arena,
-                            PyObject *spin_obj)
-{
-    module_state *st;
-    const chan_class *cls = chan_class_of(type, &st);
-    open_req r;
-    uint32_t spin;
-    if (!cls || parse_geometry(st, cls->variant, req_cap, resp_slots, resp_size, arena, &r) < 0
-        || parse_spin(spin_obj, &spin) < 0)
-        return NULL;
-    rr_chan *ch;
-    rr_error err = {{0}};
-    int rc;
-    Py_BEGIN_ALLOW_THREADS rc = rr_open_memfd(name, &r.g, &ch, &err);
-    Py_END_ALLOW_THREADS
-    if (rc < 0)
-        return raise_core(st, rc, NULL, &err);
-    return chan_wrap(type, st, cls, ch, NULL, spin);
-}
-
 static PyObject *server_new_memfd(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"name", "req_cap", "resp_slots", "resp_size", "arena", "spin", NULL};
@@ -571,7 +535,7 @@ static PyObject *server_new_memfd(PyTypeObject *type, PyObject *args, PyObject *
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|OOOO$O:new_memfd", kwlist, &name, &req_cap,
                                      &resp_slots, &resp_size, &arena, &spin_obj))
         return NULL;
-    return memfd_open(type, name, req_cap, resp_slots, resp_size, arena, spin_obj);
+    return chan_open_memfd(type, name, req_cap, resp_slots, resp_size, arena, spin_obj);
 }
 
 static PyObject *int_server_new_memfd(PyTypeObject *type, PyObject *args, PyObject *kwds)
@@ -582,7 +546,7 @@ static PyObject *int_server_new_memfd(PyTypeObject *type, PyObject *args, PyObje
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|OO$O:new_memfd", kwlist, &name, &req_cap,
                                      &resp_slots, &spin_obj))
         return NULL;
-    return memfd_open(type, name, req_cap, resp_slots, NULL, NULL, spin_obj);
+    return chan_open_memfd(type, name, req_cap, resp_slots, NULL, NULL, spin_obj);
 }
 
 /* ---- the types ---- */
