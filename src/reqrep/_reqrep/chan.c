@@ -53,17 +53,8 @@ PyObject *chan_wrap(PyTypeObject *type, module_state *st, const chan_class *cls,
     return (PyObject *)self;
 }
 
-int chan_enter(Chan *self)
-{
-    if (!self->ch || self->closing) {
-        raise_closed();
-        return -1;
-    }
-    self->busy++;
-    return 0;
-}
-
-static void really_close(Chan *self)
+/* Unmaps now: no call is in progress. */
+void chan_close_now(Chan *self)
 {
     if (!self->ch)
         return;
@@ -74,12 +65,6 @@ static void really_close(Chan *self)
     rr_close(self->ch);
     self->ch = NULL;
     self->closing = 0;
-}
-
-void chan_leave(Chan *self)
-{
-    if (--self->busy == 0 && self->closing)
-        really_close(self);
 }
 
 /* With calls in progress (other threads waiting, or a handler of serve()),
@@ -93,7 +78,7 @@ PyObject *chan_close(Chan *self, PyObject *unused)
     if (!self->ch)
         Py_RETURN_NONE;
     if (self->busy == 0) {
-        really_close(self);
+        chan_close_now(self);
     } else if (!self->closing) {
         self->closing = 1;
         rr_interrupt(self->ch);
@@ -113,7 +98,7 @@ void chan_dealloc(Chan *self)
     PyObject_GC_UnTrack(self);
     if (self->weakreflist)
         PyObject_ClearWeakRefs((PyObject *)self);
-    really_close(self);
+    chan_close_now(self);
     Py_CLEAR(self->path);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);

@@ -10,6 +10,7 @@
 #include <structmember.h> /* PyMemberDef before 3.12 */
 
 #include "args.h"
+#include "errors.h"
 #include "reqrep.h"
 
 /* A process-local eventfd slot. */
@@ -62,9 +63,25 @@ PyObject *chan_open_memfd(PyTypeObject *type, const char *name, PyObject *req_ca
                           PyObject *spin_obj);
 
 /* Every call on an open object runs between chan_enter (-1 with ValueError
- * if closed) and chan_leave; the last to leave a closing object closes it. */
-int chan_enter(Chan *self);
-void chan_leave(Chan *self);
+ * if closed) and chan_leave; the last to leave a closing object closes it.
+ * Inline: every call makes them. */
+void chan_close_now(Chan *self);
+
+static inline int chan_enter(Chan *self)
+{
+    if (!self->ch || self->closing) {
+        raise_closed();
+        return -1;
+    }
+    self->busy++;
+    return 0;
+}
+
+static inline void chan_leave(Chan *self)
+{
+    if (--self->busy == 0 && self->closing)
+        chan_close_now(self);
+}
 
 /* ---- eventfds: process-local notification for event loops ---- */
 

@@ -115,7 +115,8 @@ static int str_send_call(rr_chan *ch, int64_t deadline, void *arg)
 static int str_send(Client *self, PyObject *data, int64_t deadline, uint64_t *id)
 {
     Chan *c = &self->base;
-    str_sending s = {.id = id};
+    str_sending s; /* not zeroed: payload_get fills what is read */
+    s.id = id;
     if (payload_get(data, &s.p) < 0)
         return -1;
     int rc = wait_try_lock(c->ch, &c->closing, deadline, str_send_call, &s,
@@ -124,12 +125,14 @@ static int str_send(Client *self, PyObject *data, int64_t deadline, uint64_t *id
         rc = wait_sliced(c->ch, &c->closing, deadline, str_send_call, &s);
     if (rc == -ETIMEDOUT)
         rc = -EAGAIN; /* the lock stayed busy to the deadline */
-    rr_error err = {{0}};
-    if (rc == -EMSGSIZE)
+    rr_error err, *why = NULL; /* not zeroed on the fast path */
+    if (rc == -EMSGSIZE) {
         snprintf(err.why, sizeof err.why, "request of %zd bytes exceeds the arena (%llu bytes)",
                  s.p.len, (unsigned long long)rr_geometry_of(c->ch)->arena);
+        why = &err;
+    }
     payload_release(&s.p);
-    return sent(self, rc, &err);
+    return sent(self, rc, why);
 }
 
 typedef struct int_sending {

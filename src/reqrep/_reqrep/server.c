@@ -174,11 +174,13 @@ static int str_reply(Chan *self, uint64_t id, PyObject *data)
         rc = rr_str_reply(self->ch, id, p.ptr, (size_t)p.len, p.flags);
     }
     payload_release(&p);
-    rr_error err = {{0}};
-    if (rc == -EMSGSIZE)
+    rr_error err, *why = NULL; /* not zeroed on the fast path */
+    if (rc == -EMSGSIZE) {
         snprintf(err.why, sizeof err.why, "response of %zd bytes exceeds resp_size (%u)", p.len,
                  rr_geometry_of(self->ch)->resp_size);
-    return replied(self, rc, &err);
+        why = &err;
+    }
+    return replied(self, rc, why);
 }
 
 static int int_reply(Chan *self, uint64_t id, PyObject *data)
@@ -379,9 +381,12 @@ static PyObject *server_new_client(Chan *self, PyObject *unused)
     rr_chan *ch;
     int rc = rr_chan_share(self->ch, &ch);
     int slot = CLASS(self)->client_slot;
-    Chan *res = rc < 0 ? (Chan *)raise_core(self->st, rc, NULL, NULL)
-        : (Chan *)chan_wrap(self->st->types[slot], self->st, self->st->classes[slot], ch,
-                            self->path, rr_get_spin(ch));
+    Chan *res = NULL;
+    if (rc < 0)
+        raise_core(self->st, rc, NULL, NULL);
+    else
+        res = (Chan *)chan_wrap(self->st->types[slot], self->st, self->st->classes[slot], ch,
+                                self->path, rr_get_spin(ch));
     /* the client shares the server's eventfds, through fds of its own */
     if (res && self->req_efd.fd >= 0)
         efd_replace(&res->req_efd, fcntl(self->req_efd.fd, F_DUPFD_CLOEXEC, 0), 1);

@@ -27,11 +27,14 @@ static int lock_settle(rr_chan *ch, int64_t deadline, void *unused)
     return rr_lock_settle(ch, deadline);
 }
 
-int wait_try_lock(rr_chan *ch, const int *closing, int64_t deadline, wait_call call, void *arg,
-                  int gil_free)
+int wait_lock_busy(rr_chan *ch, const int *closing, int64_t deadline, wait_call call, void *arg,
+                   int gil_free)
 {
     for (;;) {
-        int rc;
+        int64_t limit = deadline == RR_NOWAIT ? rr_now_ns() + LOCK_GRACE_NS : deadline;
+        int rc = wait_sliced(ch, closing, limit, lock_settle, NULL);
+        if (rc < 0)
+            return rc == -EAGAIN ? -ETIMEDOUT : rc;
         if (gil_free) {
             Py_BEGIN_ALLOW_THREADS rc = call(ch, RR_TRY, arg);
             Py_END_ALLOW_THREADS
@@ -40,9 +43,5 @@ int wait_try_lock(rr_chan *ch, const int *closing, int64_t deadline, wait_call c
         }
         if (rc != -EBUSY)
             return rc;
-        int64_t limit = deadline == RR_NOWAIT ? rr_now_ns() + LOCK_GRACE_NS : deadline;
-        rc = wait_sliced(ch, closing, limit, lock_settle, NULL);
-        if (rc < 0)
-            return rc == -EAGAIN ? -ETIMEDOUT : rc;
     }
 }

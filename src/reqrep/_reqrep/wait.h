@@ -9,6 +9,7 @@
 #define REQREP_WAIT_H
 
 #include "errors.h" /* first: it includes Python.h */
+#include <errno.h>
 #include <stdint.h>
 
 #include "reqrep.h"
@@ -32,6 +33,13 @@ typedef int (*wait_call)(rr_chan *ch, int64_t deadline, void *arg);
  * that does not wait (or has no deadline) without the GIL. */
 int wait_sliced(rr_chan *ch, const int *closing, int64_t deadline, wait_call call, void *arg);
 
+#define LOCK_GRACE_NS 20000000
+
+/* wait_try_lock once the lock was found busy (its first try is inline:
+ * most find the lock free). */
+int wait_lock_busy(rr_chan *ch, const int *closing, int64_t deadline, wait_call call, void *arg,
+                   int gil_free);
+
 /* For a Str queue call, which must not wait for the queue lock while it
  * holds the GIL (the lock's holder may be waiting for the GIL): makes
  * call(ch, RR_TRY, arg) with the GIL (without it if `gil_free`: a long
@@ -41,9 +49,17 @@ int wait_sliced(rr_chan *ch, const int *closing, int64_t deadline, wait_call cal
  * RC_CLOSED, or -ETIMEDOUT if the lock stayed busy to `deadline` (for
  * RR_NOWAIT: a grace of LOCK_GRACE_NS each time, as holders keep it for
  * microseconds; only a stopped, not dead, holder runs it out). */
-int wait_try_lock(rr_chan *ch, const int *closing, int64_t deadline, wait_call call, void *arg,
-                  int gil_free);
-
-#define LOCK_GRACE_NS 20000000
+static inline int wait_try_lock(rr_chan *ch, const int *closing, int64_t deadline,
+                                wait_call call, void *arg, int gil_free)
+{
+    int rc;
+    if (gil_free) {
+        Py_BEGIN_ALLOW_THREADS rc = call(ch, RR_TRY, arg);
+        Py_END_ALLOW_THREADS
+    } else {
+        rc = call(ch, RR_TRY, arg);
+    }
+    return rc == -EBUSY ? wait_lock_busy(ch, closing, deadline, call, arg, gil_free) : rc;
+}
 
 #endif
