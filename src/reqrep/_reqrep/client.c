@@ -1,0 +1,607 @@
+/* Client and IntClient (see client.h): send, collect, req, cancel, and the
+ * bells of event-loop clients. The two differ in how a request is sent and
+ * a response collected (client_class). */
+#include "client.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/types.h>
+
+#include "args.h"
+#include "chan.h"
+#include "errors.h"
+#include "wait.h"
+
+typedef struct Client {
+    Chan base;
+    uint64_t *pending; /* id + 1 of each uncollected request, by slot */
+    pid_t pid;         /* the process whose requests `pending` lists */
+} Client;
+
+typedef struct client_class {
+    chan_class base;
+    /* Sends `data`, waiting for room to `deadline`: 1 sent (*id set), 0 full
+     * or timed out, -1 with an exception set. */
+    int (*send)(Client *self, PyObject *data, int64_t deadline, uint64_t *id);
+    /* The response to `id`, collected (its slot freed); NULL with no
+     * exception set if it is not there (*stale: it never will be). */
+    PyObject *(*collect)(Client *self, uint64_t id, int *stale);
+} client_class;
+
+#define CLASS(self) ((const client_class *)(self)->base.cls)
+
+/* ---- the requests this object has pending ---- */
+
+/* This process's table (a forked copy starts empty: the parent's requests
+ * are the parent's to collect); NULL if none and !create or out of memory. */
+static uint64_t *pending_table(Client *self, int create)
+{
+    uint32_t n = rr_geometry_of(self->base.ch)->resp_slots;
+    if (self->pending && self->pid != rr_self_pid()) {
+        memset(self->pending, 0, n * sizeof *self->pending);
+        self->pid = rr_self_pid();
+    }
+    if (!self->pending && create) {
+        self->pending = PyMem_Calloc(n, sizeof *self->pending);
+        if (!self->pending)
+            PyErr_NoMemory();
+        self->pid = rr_self_pid(); /* not the opener's: the object may have been forked since */
+    }
+    return self->pending;
+}
+
+static int pending_add(Client *self, uint64_t id)
+{
+    uint64_t *table = pending_table(self, 1);
+    if (!table)
+        return -1;
+    table[rr_id_index(id)] = id + 1;
+    return 0;
+}
+
+static void pending_drop(Client *self, uint64_t id)
+{
+    uint32_t idx = rr_id_index(id);
+    if (self->pending && idx < rr_geometry_of(self->base.ch)->resp_slots
+        && self->pending[idx] == id + 1)
+        self->pending[idx] = 0;
+}
+
+/* chan_class.release: cancels what this object still has pending. */
+static void release_pending(Chan *base)
+{
+    Client *self = (Client *)base;
+    if (!pending_table(self, 0))
+        return;
+    uint32_t n = rr_geometry_of(base->ch)->resp_slots;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t id = self->pending[i];
+        if (!id--)
+            continue;
+        /* cancel a waiting request, or collect a reply nobody will read */
+        if (rr_cancel(base->ch, id) == -EBUSY)
+            rr_resp_discard(base->ch, id);
+    }
+    PyMem_Free(self->pending);
+    self->pending = NULL;
+}
+
+/* ---- sending ---- */
+
+/* What a send's core result `rc` means (see client_class.send). */
+static int sent(Client *self, int rc, const rr_error *err)
+{
+    if (rc == -EAGAIN)
+        return 0;
+    if (rc < 0) {
+        raise_core(self->base.st, rc, NULL, err);
+        return -1;
+    }
+    return 1;
+}
+
+typedef struct str_sending {
+    payload p;
+    uint64_t *id;
+} str_sending;
+
+static int str_send_call(rr_chan *ch, int64_t deadline, void *arg)
+{
+    str_sending *s = arg;
+    return rr_str_send(ch, s->p.ptr, (size_t)s->p.len, s->p.flags, deadline, s->id);
+}
+
+static int str_send(Client *self, PyObject *data, int64_t deadline, uint64_t *id)
+{
+    Chan *c = &self->base;
+    str_sending s; /* not zeroed: payload_get fills what is read */
+    s.id = id;
+    if (payload_get(data, &s.p) < 0)
+        return -1;
+    int rc = wait_try_lock(c->ch, &c->closing, deadline, str_send_call, &s,
+                           s.p.len >= GIL_FREE_COPY);
+    if (rc == -EAGAIN && deadline != RR_NOWAIT)
+        rc = wait_sliced(c->ch, &c->closing, deadline, str_send_call, &s);
+    if (rc == -ETIMEDOUT)
+        rc = -EAGAIN; /* the lock stayed busy to the deadline */
+    rr_error err, *why = NULL; /* not zeroed on the fast path */
+    if (rc == -EMSGSIZE) {
+        snprintf(err.why, sizeof err.why, "request of %zd bytes exceeds the arena (%llu bytes)",
+                 s.p.len, (unsigned long long)rr_geometry_of(c->ch)->arena);
+        why = &err;
+    }
+    payload_release(&s.p);
+    return sent(self, rc, why);
+}
+
+typedef struct int_sending {
+    int64_t value;
+    uint64_t *id;
+} int_sending;
+
+static int int_send_call(rr_chan *ch, int64_t deadline, void *arg)
+{
+    int_sending *s = arg;
+    return rr_int_send(ch, s->value, deadline, s->id);
+}
+
+static int int_send(Client *self, PyObject *data, int64_t deadline, uint64_t *id)
+{
+    Chan *c = &self->base;
+    int_sending s = {.id = id};
+    if (parse_int64(data, &s.value) < 0)
+        return -1;
+    int rc = int_send_call(c->ch, RR_NOWAIT, &s);
+    if (rc == -EAGAIN && deadline != RR_NOWAIT)
+        rc = wait_sliced(c->ch, &c->closing, deadline, int_send_call, &s);
+    return sent(self, rc, NULL);
+}
+
+/* Sends one request and lists it as pending (see client_class.send). */
+static int send_one(Client *self, PyObject *data, int64_t deadline, uint64_t *id)
+{
+    int rc = CLASS(self)->send(self, data, deadline, id);
+    if (rc == 1 && pending_add(self, *id) < 0) {
+        rr_cancel(self->base.ch, *id);
+        return -1;
+    }
+    return rc;
+}
+
+/* ---- collecting ---- */
+
+static PyObject *str_collect(Client *self, uint64_t id, int *stale)
+{
+    rr_chan *ch = self->base.ch;
+    rr_resp r;
+    *stale = 0;
+    int rc = rr_resp_view(ch, id, &r);
+    if (rc < 0) {
+        *stale = rc == -ESTALE;
+        return NULL;
+    }
+    PyObject *obj = payload_object(r.data, r.len, r.flags);
+    if (!obj) {
+        rr_resp_unview(ch, id); /* leave the reply for another try */
+        return NULL;
+    }
+    if (rr_resp_release(ch, id) < 0) {
+        /* reclaimed under us (only a sweep that took us for dead does that) */
+        Py_DECREF(obj);
+        *stale = 1;
+        return NULL;
+    }
+    pending_drop(self, id);
+    return obj;
+}
+
+static PyObject *int_collect(Client *self, uint64_t id, int *stale)
+{
+    rr_chan *ch = self->base.ch;
+    int64_t value;
+    *stale = 0;
+    /* one CAS (READY -> FREE) instead of view and release */
+    int rc = rr_int_peek(ch, id, &value);
+    if (rc < 0) {
+        *stale = rc == -ESTALE;
+        return NULL;
+    }
+    PyObject *obj = PyLong_FromLongLong(value);
+    if (obj && rr_resp_discard(ch, id) < 0) {
+        Py_CLEAR(obj); /* cleared under us */
+        *stale = 1;
+    }
+    if (obj)
+        pending_drop(self, id);
+    return obj;
+}
+
+/* After -EOWNERDEAD: frees the slot of `id` and raises WorkerDiedError (-1),
+ * or finds the request moved on since the check: 0 = look again (a reply
+ * landed, or a live worker writes it now), 1 = stale. */
+static int worker_died(Client *self, uint64_t id)
+{
+    int pid = rr_resp_worker(self->base.ch, id);
+    int rc = rr_resp_abandon_dead(self->base.ch, id);
+    if (rc == -EBUSY || rc == -EAGAIN)
+        return 0;
+    pending_drop(self, id);
+    if (rc < 0)
+        return 1;
+    raise_worker_died(self->base.st, pid, id);
+    return -1;
+}
+
+static int resp_wait(rr_chan *ch, int64_t deadline, void *id)
+{
+    return rr_resp_wait(ch, *(const uint64_t *)id, deadline);
+}
+
+/* Waits for and collects the response to `id`; None on timeout or stale. */
+static PyObject *wait_collect(Client *self, uint64_t id, int64_t deadline)
+{
+    Chan *c = &self->base;
+    int stale, rc = 0;
+    for (;;) {
+        PyObject *obj = CLASS(self)->collect(self, id, &stale);
+        if (obj || PyErr_Occurred())
+            return obj;
+        if (stale) {
+            pending_drop(self, id);
+            Py_RETURN_NONE;
+        }
+        if (rc == -EAGAIN || deadline == RR_NOWAIT)
+            Py_RETURN_NONE;
+        rc = wait_sliced(c->ch, &c->closing, deadline, resp_wait, &id);
+        if (rc == -EOWNERDEAD) {
+            int died = worker_died(self, id);
+            if (died < 0)
+                return NULL;
+            if (died > 0)
+                Py_RETURN_NONE;
+            rc = 0; /* moved on since the check: collect, or wait on */
+        } else if (rc < 0 && rc != -EAGAIN && rc != -ESTALE) {
+            return raise_core(c->st, rc, NULL, NULL);
+        }
+    }
+}
+
+/* ---- the methods ---- */
+
+static PyObject *send_method(Client *self, PyObject *data, int64_t deadline)
+{
+    if (chan_enter(&self->base) < 0)
+        return NULL;
+    uint64_t id;
+    int rc = send_one(self, data, deadline, &id);
+    chan_leave(&self->base);
+    if (rc < 0)
+        return NULL;
+    if (rc == 0)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(id);
+}
+
+static PyObject *client_send(Client *self, PyObject *data)
+{
+    return send_method(self, data, RR_NOWAIT);
+}
+
+static PyObject *client_send_wait(Client *self, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames)
+{
+    static const char *const names[] = {"data", "timeout"};
+    PyObject *a[2];
+    int64_t deadline;
+    if (parse_args(args, nargs, kwnames, names, 1, 2, a, "send_wait") < 0
+        || parse_deadline(a[1], &deadline) < 0)
+        return NULL;
+    return send_method(self, a[0], deadline);
+}
+
+/* A sent request (`id` not None) also signals the request eventfd. */
+static PyObject *notified(Client *self, PyObject *id)
+{
+    if (id && id != Py_None && self->base.ch && efd_signal(self->base.req_efd.fd) < 0) {
+        Py_DECREF(id);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return id;
+}
+
+static PyObject *client_send_notify(Client *self, PyObject *data)
+{
+    return notified(self, client_send(self, data));
+}
+
+static PyObject *client_send_wait_notify(Client *self, PyObject *const *args, Py_ssize_t nargs,
+                                         PyObject *kwnames)
+{
+    return notified(self, client_send_wait(self, args, nargs, kwnames));
+}
+
+static PyObject *get_method(Client *self, PyObject *id_obj, int64_t deadline)
+{
+    uint64_t id;
+    if (parse_id(id_obj, &id) < 0 || chan_enter(&self->base) < 0)
+        return NULL;
+    PyObject *res = wait_collect(self, id, deadline);
+    chan_leave(&self->base);
+    return res;
+}
+
+static PyObject *client_get(Client *self, PyObject *id_obj)
+{
+    return get_method(self, id_obj, RR_NOWAIT);
+}
+
+static PyObject *client_get_wait(Client *self, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames)
+{
+    static const char *const names[] = {"id", "timeout"};
+    PyObject *a[2];
+    int64_t deadline;
+    if (parse_args(args, nargs, kwnames, names, 1, 2, a, "get_wait") < 0
+        || parse_deadline(a[1], &deadline) < 0)
+        return NULL;
+    return get_method(self, a[0], deadline);
+}
+
+static PyObject *client_cancel(Client *self, PyObject *id_obj)
+{
+    uint64_t id;
+    if (parse_id(id_obj, &id) < 0 || chan_enter(&self->base) < 0)
+        return NULL;
+    int rc = rr_cancel(self->base.ch, id);
+    if (rc != -EBUSY)
+        pending_drop(self, id);
+    chan_leave(&self->base);
+    return PyBool_FromLong(rc == 0);
+}
+
+static PyObject *client_req(Client *self, PyObject *const *args, Py_ssize_t nargs,
+                            PyObject *kwnames)
+{
+    static const char *const names[] = {"data", "timeout"};
+    PyObject *a[2];
+    int64_t deadline;
+    if (parse_args(args, nargs, kwnames, names, 1, 2, a, "req") < 0
+        || parse_deadline(a[1], &deadline) < 0 || chan_enter(&self->base) < 0)
+        return NULL;
+    uint64_t id;
+    PyObject *res = NULL;
+    int rc = send_one(self, a[0], deadline, &id);
+    if (rc == 0)
+        res = Py_NewRef(Py_None);
+    if (rc <= 0)
+        goto out;
+    res = wait_collect(self, id, deadline);
+    if (res == Py_None || !res) {
+        /* Timed out, dropped by clear(), or interrupted: give the slot back
+         * (a reply being written loses). A complete reply that won the race
+         * is collected, at once, instead of lost. */
+        int crc = rr_cancel(self->base.ch, id);
+        if (crc == -EBUSY && res == Py_None) {
+            Py_DECREF(res);
+            res = wait_collect(self, id, RR_NOWAIT);
+        } else if (crc != -EBUSY) {
+            pending_drop(self, id);
+        }
+    }
+out:
+    chan_leave(&self->base);
+    return res;
+}
+
+/* Non-blocking: 0 pending, 1 replied, 2 stale; WorkerDiedError (slot freed)
+ * if the worker that took it is dead. For event loops, which never wait. */
+static PyObject *client_check(Client *self, PyObject *id_obj)
+{
+    uint64_t id;
+    if (parse_id(id_obj, &id) < 0 || chan_enter(&self->base) < 0)
+        return NULL;
+    int rc = rr_resp_check(self->base.ch, id);
+    if (rc == -EOWNERDEAD) {
+        int died = worker_died(self, id);
+        if (died < 0) {
+            chan_leave(&self->base);
+            return NULL;
+        }
+        /* stale; or moved on since the check: replied (1) or a live worker's (0) */
+        rc = died > 0 ? -ESTALE : rr_resp_check(self->base.ch, id) == 1;
+    }
+    PyObject *res = PyLong_FromLong(rc == -ESTALE ? 2 : rc);
+    chan_leave(&self->base);
+    return res;
+}
+
+static PyObject *client_pending(Client *self, PyObject *unused)
+{
+    if (chan_enter(&self->base) < 0)
+        return NULL;
+    uint64_t n = 0;
+    uint32_t slots = rr_geometry_of(self->base.ch)->resp_slots;
+    for (uint32_t i = 0; pending_table(self, 0) && i < slots; i++) {
+        uint64_t id = self->pending[i];
+        if (id && rr_id_live(self->base.ch, id - 1))
+            n++;
+        else
+            self->pending[i] = 0; /* cleared or recycled behind our back */
+    }
+    chan_leave(&self->base);
+    return PyLong_FromUnsignedLongLong(n);
+}
+
+/* ---- bells: replies for clients waiting in an event loop ---- */
+
+static PyObject *client_bell_claim(Client *self, PyObject *unused)
+{
+    if (chan_enter(&self->base) < 0)
+        return NULL;
+    int rc = rr_bell_claim(self->base.ch);
+    chan_leave(&self->base);
+    if (rc < 0)
+        return raise_core(self->base.st, rc, NULL, &(rr_error){
+            "all event-loop client bells of this channel are taken (64 at most)"});
+    return PyLong_FromUnsignedLong(rr_bell_seq(self->base.ch));
+}
+
+static PyObject *client_bell_release(Client *self, PyObject *unused)
+{
+    if (self->base.ch && !self->base.closing)
+        rr_bell_release(self->base.ch);
+    Py_RETURN_NONE;
+}
+
+/* Rings this client's bell: its helper thread's _bell_wait returns now. */
+static PyObject *client_bell_ring(Client *self, PyObject *unused)
+{
+    if (self->base.ch && !self->base.closing)
+        rr_bell_poke(self->base.ch);
+    Py_RETURN_NONE;
+}
+
+static int bell_wait(rr_chan *ch, int64_t deadline, void *seen)
+{
+    return rr_bell_wait(ch, *(const uint32_t *)seen, deadline);
+}
+
+/* Waits (GIL released) until the bell's count differs from `seen`; returns
+ * the count now (equal to seen on timeout). */
+static PyObject *client_bell_wait(Client *self, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames)
+{
+    static const char *const names[] = {"seen", "timeout"};
+    PyObject *a[2];
+    uint64_t seen64;
+    int64_t deadline;
+    Chan *c = &self->base;
+    if (parse_args(args, nargs, kwnames, names, 1, 2, a, "_bell_wait") < 0
+        || parse_u64_range(a[0], "seen", 0, UINT32_MAX, &seen64) < 0
+        || parse_deadline(a[1], &deadline) < 0 || chan_enter(c) < 0)
+        return NULL;
+    uint32_t seen = (uint32_t)seen64;
+    int rc = wait_sliced(c->ch, &c->closing, deadline, bell_wait, &seen);
+    uint32_t now = rr_bell_seq(c->ch);
+    chan_leave(c);
+    if (rc < 0 && rc != -EAGAIN)
+        return raise_core(c->st, rc, NULL, NULL);
+    return PyLong_FromUnsignedLong(now);
+}
+
+/* ---- eventfds: a client's own eventfd is the reply one ---- */
+
+static PyObject *client_eventfd(Chan *s, PyObject *u) { return efd_get(s, &s->reply_efd); }
+static PyObject *client_eventfd_set(Chan *s, PyObject *fd)
+{
+    return efd_set(s, &s->reply_efd, fd);
+}
+static PyObject *client_eventfd_consume(Chan *s, PyObject *u)
+{
+    return efd_consume(s, &s->reply_efd);
+}
+static PyObject *client_fileno(Chan *s, PyObject *u) { return efd_fileno(s, &s->reply_efd); }
+static PyObject *client_notify(Chan *s, PyObject *u) { return efd_notify(s, &s->req_efd); }
+static PyObject *client_req_eventfd_set(Chan *s, PyObject *fd)
+{
+    return efd_set(s, &s->req_efd, fd);
+}
+static PyObject *client_req_fileno(Chan *s, PyObject *u) { return efd_fileno(s, &s->req_efd); }
+
+/* ---- the types ---- */
+
+static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"path", "spin", "wait", NULL};
+    PyObject *path, *spin_obj = NULL, *wait_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$OO:Client", kwlist, &path, &spin_obj,
+                                     &wait_obj))
+        return NULL;
+    uint32_t spin;
+    open_req r = {.mode = -1, .wait_ns = -1};
+    if (parse_spin(spin_obj, &spin) < 0)
+        return NULL;
+    /* wait=None: no waiting (not "forever", as a timeout's None would be) */
+    if (wait_obj && wait_obj != Py_None && parse_timeout(wait_obj, &r.wait_ns) < 0)
+        return NULL;
+    if (path == Py_None) {
+        PyErr_SetString(PyExc_TypeError,
+                        "a client needs a path; for an anonymous channel use server.client()");
+        return NULL;
+    }
+    return chan_open(type, path, &r, 0, spin);
+}
+
+static PyMethodDef client_methods[] = {
+    CHAN_METHODS,
+    {"req", FASTFN(client_req), FASTKW,
+     "req(data, timeout=None): send and wait for the response; None on timeout."},
+    {"send", (PyCFunction)client_send, METH_O, "send(data): an id, or None if full."},
+    {"send_wait", FASTFN(client_send_wait), FASTKW,
+     "send_wait(data, timeout=None): an id, or None on timeout."},
+    {"get", (PyCFunction)client_get, METH_O, "get(id): the response, or None if not ready."},
+    {"get_wait", FASTFN(client_get_wait), FASTKW,
+     "get_wait(id, timeout=None): the response, or None on timeout."},
+    {"cancel", (PyCFunction)client_cancel, METH_O,
+     "cancel(id): True if the pending request was abandoned."},
+    {"pending", (PyCFunction)client_pending, METH_NOARGS,
+     "Requests sent through this object and not yet collected."},
+    {"send_notify", (PyCFunction)client_send_notify, METH_O,
+     "send_notify(data): send, then signal the request eventfd."},
+    {"send_wait_notify", FASTFN(client_send_wait_notify), FASTKW,
+     "send_wait_notify(data, timeout=None): send_wait, then signal the request eventfd."},
+    {"eventfd", (PyCFunction)client_eventfd, METH_NOARGS,
+     "The reply eventfd (created on first call)."},
+    {"eventfd_set", (PyCFunction)client_eventfd_set, METH_O,
+     "Use fd (e.g. inherited) as the reply eventfd; -1 unsets."},
+    {"eventfd_consume", (PyCFunction)client_eventfd_consume, METH_NOARGS,
+     "Reset the reply eventfd; returns how many signals it had."},
+    {"fileno", (PyCFunction)client_fileno, METH_NOARGS, "The reply eventfd, or -1."},
+    {"notify", (PyCFunction)client_notify, METH_NOARGS,
+     "Signal the request eventfd; False if there is none."},
+    {"req_eventfd_set", (PyCFunction)client_req_eventfd_set, METH_O,
+     "Use fd (e.g. inherited) as the request eventfd; -1 unsets."},
+    {"req_fileno", (PyCFunction)client_req_fileno, METH_NOARGS, "The request eventfd, or -1."},
+    {"_check", (PyCFunction)client_check, METH_O,
+     "_check(id): 0 pending, 1 replied, 2 stale; WorkerDiedError if its worker died."},
+    {"_bell_claim", (PyCFunction)client_bell_claim, METH_NOARGS,
+     "Make this client's requests ring a bell on reply; returns its count."},
+    {"_bell_release", (PyCFunction)client_bell_release, METH_NOARGS, "Give the bell back."},
+    {"_bell_ring", (PyCFunction)client_bell_ring, METH_NOARGS,
+     "Ring this client's bell: a _bell_wait on it returns now."},
+    {"_bell_wait", FASTFN(client_bell_wait), FASTKW,
+     "_bell_wait(seen, timeout=None): wait until the bell's count moves; the count."},
+    {NULL},
+};
+
+static PyType_Slot str_slots[] = {
+    CHAN_SLOTS, {Py_tp_new, client_new}, {Py_tp_methods, client_methods},
+    {Py_tp_doc, "Client(path, *, spin=None, wait=None)\n--\n\nThe requesting side of a "
+                "bytes/str channel.\nwait: seconds to wait for a channel that does not exist "
+                "yet."},
+    {0, NULL},
+};
+
+static PyType_Slot int_slots[] = {
+    CHAN_SLOTS, {Py_tp_new, client_new}, {Py_tp_methods, client_methods},
+    {Py_tp_doc, "IntClient(path, *, spin=None, wait=None)\n--\n\nThe requesting side of an "
+                "int64 channel.\nwait: seconds to wait for a channel that does not exist yet."},
+    {0, NULL},
+};
+
+static PyType_Spec str_spec = {"reqrep.Client", sizeof(Client), 0, CHAN_TPFLAGS, str_slots};
+static PyType_Spec int_spec = {"reqrep.IntClient", sizeof(Client), 0, CHAN_TPFLAGS, int_slots};
+
+static const client_class str_class = {
+    {TYPE_CLIENT, RR_VARIANT_STR, release_pending}, str_send, str_collect};
+static const client_class int_class = {
+    {TYPE_INT_CLIENT, RR_VARIANT_INT, release_pending}, int_send, int_collect};
+
+int client_setup_types(PyObject *mod, module_state *st)
+{
+    if (chan_add_type(mod, st, &str_class.base, &str_spec) < 0
+        || chan_add_type(mod, st, &int_class.base, &int_spec) < 0)
+        return -1;
+    return 0;
+}

@@ -1,0 +1,101 @@
+/* Core error codes to exceptions (see errors.h). */
+#include "errors.h"
+
+#include <errno.h>
+
+PyObject *raise_closed(void)
+{
+    PyErr_SetString(PyExc_ValueError, "operation on a closed channel");
+    return NULL;
+}
+
+/* OSError(errno, why, path): the constructor picks the subclass. */
+static PyObject *raise_os_why(PyObject *type, int errnum, const char *why, PyObject *path)
+{
+    PyObject *args = Py_BuildValue("(isO)", errnum, why, path ? path : Py_None);
+    if (args)
+        PyErr_SetObject(type, args);
+    Py_XDECREF(args);
+    return NULL;
+}
+
+PyObject *raise_core(module_state *st, int rc, PyObject *path, const rr_error *err)
+{
+    if (PyErr_Occurred())
+        return NULL;
+    const char *why = err && err->why[0] ? err->why : NULL;
+    int named = path && path != Py_None;
+    switch (rc) {
+    case -RR_EFORMAT:
+        if (named)
+            PyErr_Format(st->format_error, "%R: %s", path, why ? why : "not a valid channel");
+        else
+            PyErr_Format(st->format_error, "%s", why ? why : "not a valid channel");
+        return NULL;
+    case -ENOMEM:
+        return PyErr_NoMemory();
+    case -EINVAL:
+        PyErr_SetString(PyExc_ValueError, why ? why : "invalid argument");
+        return NULL;
+    case -EMSGSIZE:
+        PyErr_SetString(PyExc_ValueError, why ? why : "payload too large for this channel");
+        return NULL;
+    case -ECANCELED: /* a wait that close() interrupted */
+    case RC_CLOSED:
+        return raise_closed();
+    case -EBUSY:
+        PyErr_SetString(PyExc_RuntimeError, why ? why : "resource busy");
+        return NULL;
+    case -ETIMEDOUT:
+        if (why)
+            return raise_os_why(PyExc_TimeoutError, ETIMEDOUT, why, path);
+        break;
+    case -ENOSPC:
+    case -EDQUOT:
+    case -EFBIG: /* the open calls say how much room the channel needed */
+        if (why)
+            return raise_os_why(PyExc_OSError, -rc, why, path);
+        break;
+    }
+    errno = -rc;
+    if (named)
+        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+    return PyErr_SetFromErrno(PyExc_OSError);
+}
+
+PyObject *raise_worker_died(module_state *st, int pid, uint64_t id)
+{
+    PyObject *msg = PyUnicode_FromFormat(
+        "worker process %d died before replying to request %llu", pid, (unsigned long long)id);
+    if (!msg)
+        return NULL;
+    PyObject *exc = PyObject_CallOneArg(st->worker_died, msg);
+    Py_DECREF(msg);
+    if (!exc)
+        return NULL;
+    PyObject *pid_obj = PyLong_FromLong(pid), *id_obj = PyLong_FromUnsignedLongLong(id);
+    if (pid_obj && id_obj && PyObject_SetAttrString(exc, "pid", pid_obj) == 0
+        && PyObject_SetAttrString(exc, "id", id_obj) == 0)
+        PyErr_SetObject(st->worker_died, exc);
+    Py_XDECREF(pid_obj);
+    Py_XDECREF(id_obj);
+    Py_DECREF(exc);
+    return NULL;
+}
+
+/* The exception being raised, normalised, with its traceback; cleared. */
+PyObject *take_exception(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb && value)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}

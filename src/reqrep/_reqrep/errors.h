@@ -1,0 +1,42 @@
+/* The one place where the core's negative errno values become exceptions.
+ *
+ * Core calls return 0 (or a count) or -errno (csrc/reqrep.h); the binding adds
+ * one code of its own, RC_CLOSED. A caller that knows more than the code says
+ * (sizes, which resource) passes it as `err->why`: the code still decides the
+ * exception. */
+#ifndef REQREP_ERRORS_H
+#define REQREP_ERRORS_H
+
+#include "state.h" /* first: it includes Python.h */
+#include <stdint.h>
+
+#include "reqrep.h"
+
+/* A wait ended because its object was closed (wait.h): beyond every errno,
+ * and unlike -ECANCELED from a _wake_request, never to be retried. */
+#define RC_CLOSED (-RR_EFORMAT - 1)
+
+/* Sets the exception for core code `rc` < 0 and returns NULL; with one
+ * already set (a signal handler raised during a wait: -EINTR), keeps it.
+ * `path` (or NULL/None) names the file in messages; `err` (or NULL) may
+ * explain `rc`:
+ *   -RR_EFORMAT           ChannelFormatError(path: why)
+ *   -EINVAL, -EMSGSIZE    ValueError(why)
+ *   -ECANCELED, RC_CLOSED ValueError: the object was closed under the call
+ *   -EBUSY                RuntimeError(why): all of a kind of resource taken
+ *   -ENOMEM               MemoryError
+ *   -ETIMEDOUT, -ENOSPC, -EDQUOT, -EFBIG with a why: that OSError with it
+ *   anything else         the OSError subclass of its errno, with path */
+PyObject *raise_core(module_state *st, int rc, PyObject *path, const rr_error *err);
+
+/* ValueError for a call on a closed object. */
+PyObject *raise_closed(void);
+
+/* WorkerDiedError for request `id`, whose worker `pid` died. */
+PyObject *raise_worker_died(module_state *st, int pid, uint64_t id);
+
+/* The exception being raised, normalised, with its traceback; cleared
+ * (to hand to Python code, as serve() does to on_error). */
+PyObject *take_exception(void);
+
+#endif

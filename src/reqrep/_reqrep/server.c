@@ -1,0 +1,654 @@
+/* Server and IntServer (see server.h): take requests, reply, serve. The two
+ * differ in how a request is taken and a reply written (server_class). */
+#include "server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "args.h"
+#include "chan.h"
+#include "errors.h"
+#include "wait.h"
+
+typedef struct server_class {
+    chan_class base;
+    int client_slot; /* TYPE_x of server.client() */
+    /* (data, id) of the next request, waiting for it to `deadline`; None if
+     * there was none; NULL with an exception set. */
+    PyObject *(*take)(Chan *self, int64_t deadline);
+    /* Replies `data` to request `id`: 1 sent, 0 stale (the request was
+     * cancelled or cleared), -1 with an exception set. */
+    int (*reply)(Chan *self, uint64_t id, PyObject *data);
+} server_class;
+
+#define CLASS(self) ((const server_class *)(self)->cls)
+
+/* ---- Str: taking requests ---- */
+
+static int recv_begin(rr_chan *ch, int64_t deadline, void *unused)
+{
+    return rr_str_recv_begin(ch, deadline);
+}
+
+static int wait_request(rr_chan *ch, int64_t deadline, void *unused)
+{
+    return rr_wait_request(ch, deadline);
+}
+
+/* Pairs (data, id) taken from the Str queue, at most `max`; `deadline` bounds
+ * the wait for the first. The payloads are built while the queue lock is
+ * held (no Python code runs then) and only what was built is consumed. */
+static PyObject *str_take(Chan *self, uint32_t max, int64_t deadline, int as_list)
+{
+    rr_chan *ch = self->ch;
+    int n;
+    if (max == 0)
+        return PyList_New(0);
+    for (;;) {
+        n = wait_try_lock(ch, &self->closing, deadline, recv_begin, NULL, 0);
+        if (n != -EAGAIN || deadline == RR_NOWAIT)
+            break;
+        /* Wait without the GIL and without the queue lock (never hold the lock
+         * while taking the GIL back), then try again: another worker may win. */
+        n = wait_sliced(ch, &self->closing, deadline, wait_request, NULL);
+        if (n == -ECANCELED)
+            continue; /* a _wake_request meant for a helper thread: look again */
+        /* Timed out, or past the deadline while other workers won the
+         * requests we were woken for: one last try. */
+        if (n == -EAGAIN || (n == 0 && deadline != RR_FOREVER && rr_now_ns() >= deadline))
+            deadline = RR_NOWAIT;
+        else if (n < 0)
+            break;
+    }
+    if (n == -EAGAIN || n == -ETIMEDOUT) /* empty, or the lock stayed busy to the deadline */
+        return as_list ? PyList_New(0) : Py_NewRef(Py_None);
+    if (n < 0)
+        return raise_core(self->st, n, self->path, NULL);
+    /* Everything returned is built, the list included, before anything
+     * leaves the queue: what fails half-way stays queued (LESSONS.md). */
+    uint32_t want = (uint32_t)n < max ? (uint32_t)n : max, built = 0, used = 0;
+    PyObject *res = as_list ? PyList_New(want) : NULL;
+    if (as_list && !res) {
+        rr_str_recv_end(ch, 0);
+        return NULL;
+    }
+    int bad = 0;
+    for (; used < (uint32_t)n && built < want; used++) {
+        rr_entry e;
+        if (rr_str_recv_peek(ch, used, &e) < 0) {
+            bad = 1; /* a corrupt cell: drop it rather than block the queue */
+            continue;
+        }
+        PyObject *pair = make_pair(payload_object(e.data, e.len, e.flags), e.id);
+        if (!pair)
+            break; /* this one stays queued */
+        if (as_list)
+            PyList_SET_ITEM(res, built, pair);
+        else
+            res = pair;
+        built++;
+    }
+    rr_str_recv_end(ch, used);
+    if (built > 0 && PyErr_Occurred())
+        PyErr_Clear(); /* return what was taken; the rest waits for the next call */
+    if (PyErr_Occurred()) {
+        Py_XDECREF(res);
+        return NULL;
+    }
+    if (bad && built == 0) {
+        Py_XDECREF(res);
+        return raise_core(self->st, -RR_EFORMAT, NULL,
+                          &(rr_error){"corrupt request entry dropped"});
+    }
+    if (as_list)
+        Py_SET_SIZE(res, built); /* fewer than allocated: the list keeps its capacity */
+    return res;
+}
+
+static PyObject *str_take_one(Chan *self, int64_t deadline)
+{
+    return str_take(self, 1, deadline, 0);
+}
+
+/* ---- Int: taking requests ---- */
+
+#define INT_SETTLE_NS 50000000 /* > the core's 20 ms stall check, with room for two looks */
+
+typedef struct int_taken {
+    int64_t value;
+    uint64_t id;
+} int_taken;
+
+static int int_recv(rr_chan *ch, int64_t deadline, void *arg)
+{
+    int_taken *t = arg;
+    return rr_int_recv(ch, deadline, &t->value, &t->id);
+}
+
+static PyObject *int_take_one(Chan *self, int64_t deadline)
+{
+    int_taken t;
+    int rc = int_recv(self->ch, RR_NOWAIT, &t);
+    /* Somebody inside an operation at the head: even a call that does not
+     * wait gives it a grace, as for a Str lock holder, in which a dead
+     * process's cell is repaired. */
+    if (rc == -EINPROGRESS && deadline == RR_NOWAIT)
+        deadline = rr_now_ns() + INT_SETTLE_NS;
+    if ((rc == -EAGAIN || rc == -EINPROGRESS) && deadline != RR_NOWAIT)
+        rc = wait_sliced(self->ch, &self->closing, deadline, int_recv, &t);
+    if (rc == -EAGAIN)
+        Py_RETURN_NONE;
+    if (rc < 0)
+        return raise_core(self->st, rc, self->path, NULL);
+    return make_pair(PyLong_FromLongLong(t.value), t.id);
+}
+
+/* ---- replying ---- */
+
+/* What a reply's core call `rc` means (see server_class.reply). */
+static int replied(Chan *self, int rc, const rr_error *err)
+{
+    /* the requester waits in an event loop: signal the reply eventfd we share */
+    if (rc == 1 && efd_signal(self->reply_efd.fd) < 0)
+        PyErr_Clear(); /* best effort: its helper thread hears the bell anyway */
+    if (rc == -ESTALE)
+        return 0;
+    if (rc < 0) {
+        raise_core(self->st, rc, NULL, err);
+        return -1;
+    }
+    return 1;
+}
+
+static int str_reply(Chan *self, uint64_t id, PyObject *data)
+{
+    payload p;
+    int rc;
+    if (payload_get(data, &p) < 0)
+        return -1;
+    if (p.len >= GIL_FREE_COPY) {
+        Py_BEGIN_ALLOW_THREADS rc = rr_str_reply(self->ch, id, p.ptr, (size_t)p.len, p.flags);
+        Py_END_ALLOW_THREADS
+    } else {
+        rc = rr_str_reply(self->ch, id, p.ptr, (size_t)p.len, p.flags);
+    }
+    payload_release(&p);
+    rr_error err, *why = NULL; /* not zeroed on the fast path */
+    if (rc == -EMSGSIZE) {
+        snprintf(err.why, sizeof err.why, "response of %zd bytes exceeds resp_size (%u)", p.len,
+                 rr_geometry_of(self->ch)->resp_size);
+        why = &err;
+    }
+    return replied(self, rc, why);
+}
+
+static int int_reply(Chan *self, uint64_t id, PyObject *data)
+{
+    int64_t v;
+    if (parse_int64(data, &v) < 0)
+        return -1;
+    return replied(self, rr_int_reply(self->ch, id, v), NULL);
+}
+
+/* ---- receiving and replying: the methods ---- */
+
+static PyObject *take_one(Chan *self, int64_t deadline)
+{
+    if (chan_enter(self) < 0)
+        return NULL;
+    PyObject *res = CLASS(self)->take(self, deadline);
+    chan_leave(self);
+    return res;
+}
+
+static PyObject *server_recv(Chan *self, PyObject *unused)
+{
+    return take_one(self, RR_NOWAIT);
+}
+
+static PyObject *server_recv_wait(Chan *self, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames)
+{
+    static const char *const names[] = {"timeout"};
+    PyObject *a[1];
+    int64_t deadline;
+    if (parse_args(args, nargs, kwnames, names, 0, 1, a, "recv_wait") < 0
+        || parse_deadline(a[0], &deadline) < 0)
+        return NULL;
+    return take_one(self, deadline);
+}
+
+static PyObject *take_many(Chan *self, uint32_t max, int64_t deadline)
+{
+    if (chan_enter(self) < 0)
+        return NULL;
+    PyObject *res = str_take(self, max, deadline, 1);
+    chan_leave(self);
+    return res;
+}
+
+static PyObject *server_recv_multi(Chan *self, PyObject *const *args, Py_ssize_t nargs,
+                                   PyObject *kwnames)
+{
+    static const char *const names[] = {"n"};
+    PyObject *a[1];
+    uint32_t n;
+    if (parse_args(args, nargs, kwnames, names, 1, 1, a, "recv_multi") < 0
+        || parse_count(a[0], "n", 0, &n) < 0)
+        return NULL;
+    return take_many(self, n, RR_NOWAIT);
+}
+
+static PyObject *server_recv_wait_multi(Chan *self, PyObject *const *args, Py_ssize_t nargs,
+                                        PyObject *kwnames)
+{
+    static const char *const names[] = {"n", "timeout"};
+    PyObject *a[2];
+    uint32_t n;
+    int64_t deadline;
+    if (parse_args(args, nargs, kwnames, names, 1, 2, a, "recv_wait_multi") < 0
+        || parse_count(a[0], "n", 0, &n) < 0 || parse_deadline(a[1], &deadline) < 0)
+        return NULL;
+    return take_many(self, n, deadline);
+}
+
+static PyObject *server_drain(Chan *self, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    static const char *const names[] = {"max"};
+    PyObject *a[1];
+    uint32_t n;
+    if (parse_args(args, nargs, kwnames, names, 0, 1, a, "drain") < 0
+        || parse_count(a[0], "max", 1, &n) < 0)
+        return NULL;
+    return take_many(self, n, RR_NOWAIT);
+}
+
+static PyObject *server_reply(Chan *self, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    static const char *const names[] = {"id", "data"};
+    PyObject *a[2];
+    uint64_t id;
+    if (parse_args(args, nargs, kwnames, names, 2, 2, a, "reply") < 0 || parse_id(a[0], &id) < 0
+        || chan_enter(self) < 0)
+        return NULL;
+    int rc = CLASS(self)->reply(self, id, a[1]);
+    chan_leave(self);
+    return rc < 0 ? NULL : PyBool_FromLong(rc);
+}
+
+/* ---- serve ---- */
+
+/* Answers one request taken by serve(): handler(data) is the reply; when the
+ * handler raises or its reply is refused, on_error(exc, data, id) (if given)
+ * may answer instead (None: no reply). 0 answered or skipped, -1 error set. */
+static int serve_one(Chan *self, PyObject *handler, PyObject *on_error, PyObject *pair)
+{
+    int (*reply)(Chan *, uint64_t, PyObject *) = CLASS(self)->reply;
+    PyObject *data = PyTuple_GET_ITEM(pair, 0), *id_obj = PyTuple_GET_ITEM(pair, 1);
+    uint64_t id;
+    if (parse_id(id_obj, &id) < 0)
+        return -1;
+    PyObject *out = PyObject_CallOneArg(handler, data);
+    int rc = out ? reply(self, id, out) : -1;
+    Py_XDECREF(out);
+    if (rc >= 0)
+        return 0;
+    if (!on_error || on_error == Py_None
+        || !PyErr_ExceptionMatches(PyExc_Exception)) /* KeyboardInterrupt, SystemExit: stop */
+        return -1;
+    PyObject *exc = take_exception();
+    PyObject *args[] = {exc, data, id_obj};
+    out = PyObject_Vectorcall(on_error, args, 3, NULL);
+    Py_DECREF(exc);
+    rc = !out ? -1 : out == Py_None ? 0 : reply(self, id, out);
+    Py_XDECREF(out);
+    return rc < 0 ? -1 : 0;
+}
+
+/* Whether the exception set comes from a wait that close() ended (then
+ * cleared): serve() returns on close, the calls it makes raise. */
+static int closed_under(Chan *self)
+{
+    if (!self->closing || !PyErr_ExceptionMatches(PyExc_ValueError)
+        || PyErr_ExceptionMatches(self->st->format_error))
+        return 0;
+    PyErr_Clear();
+    return 1;
+}
+
+/* serve(handler, *, on_error=None, timeout=None, max_requests=None): the
+ * worker loop in C. Returns how many requests it took. */
+static PyObject *server_serve(Chan *self, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    static const char *const names[] = {"handler", "on_error", "timeout", "max_requests"};
+    PyObject *a[4];
+    uint64_t max = UINT64_MAX; /* None: no limit */
+    if (parse_args(args, nargs, kwnames, names, 1, 4, a, "serve") < 0)
+        return NULL;
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "serve() takes on_error, timeout and max_requests "
+                                         "as keyword arguments");
+        return NULL;
+    }
+    if (!PyCallable_Check(a[0]) || (a[1] && a[1] != Py_None && !PyCallable_Check(a[1]))) {
+        PyErr_SetString(PyExc_TypeError, "serve() needs a callable handler (and on_error)");
+        return NULL;
+    }
+    int64_t idle_ns;
+    if (parse_timeout(a[2], &idle_ns) < 0
+        || (a[3] && a[3] != Py_None
+            && parse_u64_range(a[3], "max_requests", 0, INT64_MAX, &max) < 0))
+        return NULL;
+    if (chan_enter(self) < 0)
+        return NULL;
+    uint64_t served = 0;
+    int failed = 0;
+    while (served < max && !self->closing) {
+        /* the idle timeout runs per request; close() ends the wait at once */
+        PyObject *pair = CLASS(self)->take(self, deadline_in(idle_ns));
+        if (!pair && closed_under(self))
+            pair = Py_NewRef(Py_None);
+        if (!pair) {
+            failed = 1;
+            break;
+        }
+        if (pair == Py_None) { /* idle for `timeout`, or closed */
+            Py_DECREF(pair);
+            break;
+        }
+        served++;
+        int rc = serve_one(self, a[0], a[1], pair);
+        Py_DECREF(pair);
+        if (rc < 0) {
+            failed = 1;
+            break;
+        }
+    }
+    chan_leave(self);
+    return failed ? NULL : PyLong_FromUnsignedLongLong(served);
+}
+
+/* ---- management ---- */
+
+static PyObject *server_new_client(Chan *self, PyObject *unused)
+{
+    if (chan_enter(self) < 0)
+        return NULL;
+    rr_chan *ch;
+    int rc = rr_chan_share(self->ch, &ch);
+    int slot = CLASS(self)->client_slot;
+    Chan *res = NULL;
+    if (rc < 0)
+        raise_core(self->st, rc, NULL, NULL);
+    else
+        res = (Chan *)chan_wrap(self->st->types[slot], self->st, self->st->classes[slot], ch,
+                                self->path, rr_get_spin(ch));
+    /* the client shares the server's eventfds, through fds of its own */
+    if (res && self->req_efd.fd >= 0)
+        efd_replace(&res->req_efd, fcntl(self->req_efd.fd, F_DUPFD_CLOEXEC, 0), 1);
+    if (res && self->reply_efd.fd >= 0)
+        efd_replace(&res->reply_efd, fcntl(self->reply_efd.fd, F_DUPFD_CLOEXEC, 0), 1);
+    chan_leave(self);
+    return (PyObject *)res;
+}
+
+static int clear_call(rr_chan *ch, int64_t unused, void *unused_arg)
+{
+    return rr_clear(ch);
+}
+
+static PyObject *server_clear(Chan *self, PyObject *unused)
+{
+    if (chan_enter(self) < 0)
+        return NULL;
+    int rc = wait_sliced(self->ch, &self->closing, RR_NOWAIT, clear_call, NULL);
+    chan_leave(self);
+    return rc < 0 ? raise_core(self->st, rc, NULL, NULL) : Py_NewRef(Py_None);
+}
+
+static PyObject *server_sync(Chan *self, PyObject *unused)
+{
+    if (chan_enter(self) < 0)
+        return NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS rc = rr_sync(self->ch);
+    Py_END_ALLOW_THREADS
+    chan_leave(self);
+    return rc < 0 ? raise_core(self->st, rc, self->path, NULL) : Py_NewRef(Py_None);
+}
+
+static PyObject *server_unlink(Chan *self, PyObject *unused)
+{
+    if (chan_enter(self) < 0)
+        return NULL;
+    chan_leave(self);
+    if (self->path == Py_None)
+        Py_RETURN_NONE;
+    PyObject *bytes_path = NULL;
+    if (!PyUnicode_FSConverter(self->path, &bytes_path))
+        return NULL;
+    int rc = unlink(PyBytes_AS_STRING(bytes_path));
+    Py_DECREF(bytes_path);
+    if (rc != 0)
+        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, self->path);
+    Py_RETURN_NONE;
+}
+
+static PyObject *server_wait_request(Chan *self, PyObject *const *args, Py_ssize_t nargs,
+                                     PyObject *kwnames)
+{
+    static const char *const names[] = {"timeout"};
+    PyObject *a[1];
+    int64_t deadline;
+    if (parse_args(args, nargs, kwnames, names, 0, 1, a, "_wait_request") < 0
+        || parse_deadline(a[0], &deadline) < 0 || chan_enter(self) < 0)
+        return NULL;
+    int rc = wait_sliced(self->ch, &self->closing, deadline, wait_request, NULL);
+    chan_leave(self);
+    if (rc == -EINTR || rc == RC_CLOSED)
+        return raise_core(self->st, rc, NULL, NULL);
+    return PyBool_FromLong(rc == 0);
+}
+
+/* Wakes every receiver asleep in _wait_request or recv_wait (they look again). */
+static PyObject *server_wake_request(Chan *self, PyObject *unused)
+{
+    if (self->ch && !self->closing)
+        rr_wake_receivers(self->ch);
+    Py_RETURN_NONE;
+}
+
+static PyObject *server_test_hold_lock(Chan *self, PyObject *unused)
+{
+    if (chan_enter(self) < 0)
+        return NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS rc = rr_test_hold_lock(self->ch);
+    Py_END_ALLOW_THREADS
+    chan_leave(self);
+    return rc < 0 ? raise_core(self->st, rc, NULL, NULL) : Py_NewRef(Py_None);
+}
+
+/* ---- eventfds: a server's own eventfd is the request one ---- */
+
+static PyObject *server_eventfd(Chan *s, PyObject *u) { return efd_get(s, &s->req_efd); }
+static PyObject *server_eventfd_set(Chan *s, PyObject *fd) { return efd_set(s, &s->req_efd, fd); }
+static PyObject *server_eventfd_consume(Chan *s, PyObject *u)
+{
+    return efd_consume(s, &s->req_efd);
+}
+static PyObject *server_notify(Chan *s, PyObject *u) { return efd_notify(s, &s->req_efd); }
+static PyObject *server_fileno(Chan *s, PyObject *u) { return efd_fileno(s, &s->req_efd); }
+static PyObject *server_reply_eventfd(Chan *s, PyObject *u) { return efd_get(s, &s->reply_efd); }
+static PyObject *server_reply_eventfd_set(Chan *s, PyObject *fd)
+{
+    return efd_set(s, &s->reply_efd, fd);
+}
+static PyObject *server_reply_eventfd_consume(Chan *s, PyObject *u)
+{
+    return efd_consume(s, &s->reply_efd);
+}
+static PyObject *server_reply_notify(Chan *s, PyObject *u) { return efd_notify(s, &s->reply_efd); }
+static PyObject *server_reply_fileno(Chan *s, PyObject *u) { return efd_fileno(s, &s->reply_efd); }
+
+/* ---- constructors ---- */
+
+static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"path", "req_cap", "resp_slots", "resp_size", "arena", "spin",
+                             "mode", NULL};
+    PyObject *path, *req_cap = NULL, *resp_slots = NULL, *resp_size = NULL, *arena = NULL;
+    PyObject *spin_obj = NULL, *mode_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OOOO$OO:Server", kwlist, &path, &req_cap,
+                                     &resp_slots, &resp_size, &arena, &spin_obj, &mode_obj))
+        return NULL;
+    module_state *st = state_of_type(type);
+    open_req r = {.wait_ns = -1};
+    uint32_t spin;
+    if (!st || parse_geometry(st, RR_VARIANT_STR, req_cap, resp_slots, resp_size, arena, &r) < 0
+        || parse_spin(spin_obj, &spin) < 0 || parse_mode(mode_obj, &r.mode) < 0)
+        return NULL;
+    return chan_open(type, path, &r, 1, spin);
+}
+
+static PyObject *int_server_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"path", "req_cap", "resp_slots", "spin", "mode", NULL};
+    PyObject *path, *req_cap = NULL, *resp_slots = NULL, *spin_obj = NULL, *mode_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OO$OO:IntServer", kwlist, &path, &req_cap,
+                                     &resp_slots, &spin_obj, &mode_obj))
+        return NULL;
+    module_state *st = state_of_type(type);
+    open_req r = {.wait_ns = -1};
+    uint32_t spin;
+    if (!st || parse_geometry(st, RR_VARIANT_INT, req_cap, resp_slots, NULL, NULL, &r) < 0
+        || parse_spin(spin_obj, &spin) < 0 || parse_mode(mode_obj, &r.mode) < 0)
+        return NULL;
+    return chan_open(type, path, &r, 1, spin);
+}
+
+static PyObject *server_new_memfd(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"name", "req_cap", "resp_slots", "resp_size", "arena", "spin", NULL};
+    const char *name;
+    PyObject *req_cap = NULL, *resp_slots = NULL, *resp_size = NULL, *arena = NULL;
+    PyObject *spin_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|OOOO$O:new_memfd", kwlist, &name, &req_cap,
+                                     &resp_slots, &resp_size, &arena, &spin_obj))
+        return NULL;
+    return chan_open_memfd(type, name, req_cap, resp_slots, resp_size, arena, spin_obj);
+}
+
+static PyObject *int_server_new_memfd(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"name", "req_cap", "resp_slots", "spin", NULL};
+    const char *name;
+    PyObject *req_cap = NULL, *resp_slots = NULL, *spin_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|OO$O:new_memfd", kwlist, &name, &req_cap,
+                                     &resp_slots, &spin_obj))
+        return NULL;
+    return chan_open_memfd(type, name, req_cap, resp_slots, NULL, NULL, spin_obj);
+}
+
+/* ---- the types ---- */
+
+#define NEW_MEMFD(fn)                                                                      \
+    {"new_memfd", (PyCFunction)(void (*)(void))fn, METH_VARARGS | METH_KEYWORDS | METH_CLASS, \
+     "Create a channel in a new memfd."}
+
+#define SERVER_METHODS                                                                     \
+    CHAN_METHODS,                                                                          \
+    {"client", (PyCFunction)server_new_client, METH_NOARGS,                                \
+     "A client on the same mapping."},                                                     \
+    {"recv", (PyCFunction)server_recv, METH_NOARGS,                                        \
+     "(data, id) of the next request, or None if the queue is empty."},                    \
+    {"recv_wait", FASTFN(server_recv_wait), FASTKW,                                        \
+     "recv_wait(timeout=None): (data, id), or None on timeout."},                          \
+    {"reply", FASTFN(server_reply), FASTKW,                                                \
+     "reply(id, data): True, or False if the request was cancelled or cleared."},          \
+    {"serve", FASTFN(server_serve), FASTKW,                                                \
+     "serve(handler, *, on_error=None, timeout=None, max_requests=None): answer requests " \
+     "with handler(data) until timeout seconds pass without one, max_requests are "        \
+     "taken or the server is closed; returns how many were taken."},                      \
+    {"clear", (PyCFunction)server_clear, METH_NOARGS,                                      \
+     "Drop queued requests, free every slot, wake all waiters."},                          \
+    {"sync", (PyCFunction)server_sync, METH_NOARGS, "msync the channel file."},            \
+    {"unlink", (PyCFunction)server_unlink, METH_NOARGS, "Remove the channel file."},       \
+    {"eventfd", (PyCFunction)server_eventfd, METH_NOARGS,                                  \
+     "The request eventfd (created on first call)."},                                      \
+    {"eventfd_set", (PyCFunction)server_eventfd_set, METH_O,                               \
+     "Use fd (e.g. inherited) as the request eventfd; -1 unsets."},                        \
+    {"eventfd_consume", (PyCFunction)server_eventfd_consume, METH_NOARGS,                  \
+     "Reset the request eventfd; returns how many signals it had."},                       \
+    {"notify", (PyCFunction)server_notify, METH_NOARGS,                                    \
+     "Signal the request eventfd; False if there is none."},                               \
+    {"fileno", (PyCFunction)server_fileno, METH_NOARGS, "The request eventfd, or -1."},    \
+    {"reply_eventfd", (PyCFunction)server_reply_eventfd, METH_NOARGS,                      \
+     "The reply eventfd (created on first call)."},                                        \
+    {"reply_eventfd_set", (PyCFunction)server_reply_eventfd_set, METH_O,                   \
+     "Use fd (e.g. inherited) as the reply eventfd; -1 unsets."},                          \
+    {"reply_eventfd_consume", (PyCFunction)server_reply_eventfd_consume, METH_NOARGS,      \
+     "Reset the reply eventfd; returns how many signals it had."},                         \
+    {"reply_notify", (PyCFunction)server_reply_notify, METH_NOARGS,                        \
+     "Signal the reply eventfd; False if there is none."},                                 \
+    {"reply_fileno", (PyCFunction)server_reply_fileno, METH_NOARGS,                        \
+     "The reply eventfd, or -1."},                                                         \
+    {"_wait_request", FASTFN(server_wait_request), FASTKW,                                 \
+     "Wait until a request is queued without taking it; True if one is."},                 \
+    {"_wake_request", (PyCFunction)server_wake_request, METH_NOARGS,                       \
+     "Wake every receiver asleep in _wait_request or recv_wait."}
+
+static PyMethodDef str_methods[] = {
+    SERVER_METHODS,
+    NEW_MEMFD(server_new_memfd),
+    {"recv_multi", FASTFN(server_recv_multi), FASTKW,
+     "recv_multi(n): up to n (data, id) pairs taken under one lock."},
+    {"recv_wait_multi", FASTFN(server_recv_wait_multi), FASTKW,
+     "recv_wait_multi(n, timeout=None): wait for at least one, then as recv_multi."},
+    {"drain", FASTFN(server_drain), FASTKW, "drain(max=None): every queued (data, id)."},
+    {"_test_hold_lock", (PyCFunction)server_test_hold_lock, METH_NOARGS,
+     "Testing only: take the queue lock and never release it (then kill the process)."},
+    {NULL},
+};
+
+static PyMethodDef int_methods[] = {SERVER_METHODS, NEW_MEMFD(int_server_new_memfd), {NULL}};
+
+static PyType_Slot str_slots[] = {
+    CHAN_SLOTS, {Py_tp_new, server_new}, {Py_tp_methods, str_methods},
+    {Py_tp_doc,
+     "Server(path, req_cap=None, resp_slots=None, resp_size=None, arena=None, *, spin=None, "
+     "mode=None)\n--\n\nThe worker side of a bytes/str channel; creates the file or opens it.\n"
+     "Geometry not given (None): 1024, 64, 4096 and max(req_cap * 256, 4096) for a new\n"
+     "channel, the file's for an existing one (given and different: ValueError)."},
+    {0, NULL},
+};
+
+static PyType_Slot int_slots[] = {
+    CHAN_SLOTS, {Py_tp_new, int_server_new}, {Py_tp_methods, int_methods},
+    {Py_tp_doc,
+     "IntServer(path, req_cap=None, resp_slots=None, *, spin=None, mode=None)\n"
+     "--\n\nThe worker side of an int64 channel; creates the file or opens it.\n"
+     "Geometry not given (None): 1024 and 64 for a new channel, the file's for an\n"
+     "existing one (given and different: ValueError)."},
+    {0, NULL},
+};
+
+static PyType_Spec str_spec = {"reqrep.Server", sizeof(Chan), 0, CHAN_TPFLAGS, str_slots};
+static PyType_Spec int_spec = {"reqrep.IntServer", sizeof(Chan), 0, CHAN_TPFLAGS, int_slots};
+
+static const server_class str_class = {
+    {TYPE_SERVER, RR_VARIANT_STR, NULL}, TYPE_CLIENT, str_take_one, str_reply};
+static const server_class int_class = {
+    {TYPE_INT_SERVER, RR_VARIANT_INT, NULL}, TYPE_INT_CLIENT, int_take_one, int_reply};
+
+int server_setup_types(PyObject *mod, module_state *st)
+{
+    if (chan_add_type(mod, st, &str_class.base, &str_spec) < 0
+        || chan_add_type(mod, st, &int_class.base, &int_spec) < 0)
+        return -1;
+    return 0;
+}
