@@ -18,16 +18,8 @@ from typing import Any
 
 import pytest
 from conftest import Closer
-from helpers import (
-    JOIN,
-    LONG,
-    IntServer,
-    Server,
-    ThreadCall,
-    fork_call,
-    wait_sleeping,
-    wait_until,
-)
+from helpers import JOIN, LONG, IntServer, Server, ThreadCall, wait_until
+from procs import fork_call, wait_sleeping
 
 pytestmark = pytest.mark.timeout(90, method="thread")
 

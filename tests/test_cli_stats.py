@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import LONG, Child, Client, IntServer, Server, children, fork_call
+from helpers import LONG, Client, IntServer, Server
+from procs import Child, children, fork_call
 
 from reqrep import _format
 

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 from conftest import Closer
-from helpers import Client, IntClient, IntServer, Server, fork_call
+from helpers import Client, IntClient, IntServer, Server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from procs import fork_call
 
 import reqrep
 

@@ -471,7 +471,8 @@ def test_sync_and_unlink_file(chan_path: Path, closer: Closer) -> None:
 
 @pytest.mark.parametrize("kind", [k for k in KINDS if k != "file"])
 def test_unlink_without_path_does_nothing(kind: str, tmp_path: Path, closer: Closer) -> None:
-    s = closer(make_server(Server, kind, tmp_path, req_cap=4, resp_slots=2, resp_size=16))
+    s = closer(make_server("str", kind, tmp_path / "chan.rr", req_cap=4, resp_slots=2,
+                           resp_size=16))
     s.unlink()
     s.sync()
     assert list(tmp_path.iterdir()) == []

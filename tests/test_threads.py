@@ -10,18 +10,8 @@ from typing import Any
 
 import pytest
 from conftest import Closer
-from helpers import (
-    LONG,
-    Client,
-    IntClient,
-    IntServer,
-    Server,
-    ThreadCall,
-    echo_worker,
-    fork_call,
-    reverse,
-    wait_sleeping,
-)
+from helpers import LONG, Client, IntClient, IntServer, Server, ThreadCall, echo_worker, reverse
+from procs import fork_call, wait_sleeping
 
 pytestmark = pytest.mark.timeout(120, method="thread")
 
