@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from helpers import KINDS, AnyServer, make_server
+from helpers import KINDS, AnyServer, Closer, make_server
 
 # Every test gets a watchdog. The "thread" method works even when the code under test
 # blocks signals or retries EINTR forever: it dumps the stacks and ends the run instead of
@@ -29,24 +28,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def chan_path(tmp_path: Path) -> Path:
     """A path for a channel file that does not exist yet."""
     return tmp_path / "chan.rr"
-
-
-class Closer:
-    """Collects channel objects and closes them after the test."""
-
-    def __init__(self) -> None:
-        self.objs: list[Any] = []
-
-    def __call__(self, obj: Any) -> Any:
-        self.objs.append(obj)
-        return obj
-
-    def close_all(self) -> None:
-        for obj in reversed(self.objs):
-            try:
-                obj.close()
-            except Exception:  # noqa: BLE001, S110 - cleanup must not mask the test result
-                pass
 
 
 @pytest.fixture

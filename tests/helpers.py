@@ -92,6 +92,25 @@ def open_server(server: AnyServer, kind: str = "file") -> AnyServer:
     raise AssertionError(f"unknown kind {kind!r}")
 
 
+class Closer:
+    """Collects channel objects and closes them after the test (the `closer` fixture)."""
+
+    def __init__(self) -> None:
+        self.objs: list[Any] = []
+
+    def __call__(self, obj: Any) -> Any:
+        self.objs.append(obj)
+        return obj
+
+    def close_all(self) -> None:
+        """Close everything collected, newest first, whatever fails."""
+        for obj in reversed(self.objs):
+            try:
+                obj.close()
+            except Exception:  # noqa: BLE001, S110 - cleanup must not mask the test result
+                pass
+
+
 def variant_value(variant: str, n: int) -> Any:
     """Request number n as the variant's payload."""
     return n if variant == "int" else b"v%d" % n

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Closer
-from helpers import KINDS, IntClient, IntServer, id_index, make_server, open_client
+from helpers import KINDS, Closer, IntClient, IntServer, id_index, make_server, open_client
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Closer
-from helpers import id_index
+from helpers import Closer, id_index
 from layout import ChannelMap
 from procs import Child, fork_call
 

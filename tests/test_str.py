@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Closer
-from helpers import KINDS, Client, Server, id_index, make_server, open_client
+from helpers import KINDS, Client, Closer, Server, id_index, make_server, open_client
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
