@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from helpers import KINDS, AnyServer, IntServer, Server, make_server
+from helpers import KINDS, AnyServer, Closer, make_server
 
 # Every test gets a watchdog. The "thread" method works even when the code under test
 # blocks signals or retries EINTR forever: it dumps the stacks and ends the run instead of
@@ -31,24 +30,6 @@ def chan_path(tmp_path: Path) -> Path:
     return tmp_path / "chan.rr"
 
 
-class Closer:
-    """Collects channel objects and closes them after the test."""
-
-    def __init__(self) -> None:
-        self.objs: list[Any] = []
-
-    def __call__(self, obj: Any) -> Any:
-        self.objs.append(obj)
-        return obj
-
-    def close_all(self) -> None:
-        for obj in reversed(self.objs):
-            try:
-                obj.close()
-            except Exception:  # noqa: BLE001, S110 - cleanup must not mask the test result
-                pass
-
-
 @pytest.fixture
 def closer() -> Iterator[Closer]:
     c = Closer()
@@ -64,10 +45,11 @@ def kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def str_server(kind: str, tmp_path: Path, closer: Closer) -> AnyServer:
     """A small Str channel of every backing kind."""
-    return closer(make_server(Server, kind, tmp_path, req_cap=16, resp_slots=8, resp_size=256))
+    return closer(make_server("str", kind, tmp_path / "chan.rr", req_cap=16, resp_slots=8,
+                                resp_size=256))
 
 
 @pytest.fixture
 def int_server(kind: str, tmp_path: Path, closer: Closer) -> AnyServer:
     """A small Int channel of every backing kind."""
-    return closer(make_server(IntServer, kind, tmp_path, req_cap=16, resp_slots=8))
+    return closer(make_server("int", kind, tmp_path / "chan.rr", req_cap=16, resp_slots=8))

@@ -1,25 +1,21 @@
-"""Shared helpers for the reqrep test suite: channel factories, forked children, threads.
+"""Shared helpers for the reqrep test suite: the one channel factory, payloads, threads.
 
 Every helper that waits is bounded, so a regression in the library turns into a test
-failure instead of a hung test run.
+failure instead of a hung test run. Forked children and /proc live in procs.py, the file
+layout in layout.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import pickle
-import select
-import signal
 import threading
 import time
-import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import reqrep
 
+VARIANTS: tuple[str, ...] = ("str", "int")
 KINDS: tuple[str, ...] = ("file", "anon", "memfd")
 
 Server = reqrep.Server
@@ -34,26 +30,47 @@ AnyClient = Any  # reqrep.Client | reqrep.IntClient
 LONG = 30.0
 JOIN = 20.0
 
-
-def client_class(server_cls: type) -> type:
-    """The client class that goes with a server class."""
-    return IntClient if server_cls is IntServer else Client
+# --------------------------------------------------------------------------- channels
 
 
-def make_server(server_cls: type, kind: str, tmp_path: Path, **geometry: Any) -> AnyServer:
-    """Create a channel of the given backing kind ("file", "anon" or "memfd")."""
+def server_class(variant: str) -> type:
+    """The server class of a variant ("str" or "int")."""
+    return {"str": Server, "int": IntServer}[variant]
+
+
+def client_class(variant: str) -> type:
+    """The client class of a variant ("str" or "int")."""
+    return {"str": Client, "int": IntClient}[variant]
+
+
+def variant_of(obj: Any) -> str:
+    """The variant of a channel object."""
+    return "int" if isinstance(obj, (IntServer, IntClient)) else "str"
+
+
+def make_server(variant: str, kind: str = "file", path: Path | None = None,
+                **geometry: Any) -> AnyServer:
+    """A server on a channel of `variant` backed the `kind` way: "file" at `path` (created,
+    or opened if it exists), "anon" (inherited by forked children) or "memfd". A Str
+    channel gets resp_size 64 unless the geometry says otherwise. The one channel factory
+    of the tests: every fixture and helper that wants a channel comes here."""
+    cls = server_class(variant)
+    if variant == "str":
+        geometry.setdefault("resp_size", 64)
     if kind == "file":
-        return server_cls(tmp_path / "chan.rr", **geometry)
+        if path is None:
+            raise AssertionError("a file channel needs a path")
+        return cls(path, **geometry)
     if kind == "anon":
-        return server_cls(None, **geometry)
+        return cls(None, **geometry)
     if kind == "memfd":
-        return server_cls.new_memfd("reqrep-test", **geometry)
+        return cls.new_memfd("reqrep-test", **geometry)
     raise AssertionError(f"unknown kind {kind!r}")
 
 
-def open_client(server: AnyServer, kind: str) -> AnyClient:
-    """Open a new client on `server`'s channel the way a real user of that kind would."""
-    ccls = client_class(type(server))
+def open_client(server: AnyServer, kind: str = "file") -> AnyClient:
+    """Open a new client on `server`'s channel the way a user of that `kind` would."""
+    ccls = client_class(variant_of(server))
     if kind == "file":
         return ccls(server.path)
     if kind == "anon":
@@ -63,7 +80,7 @@ def open_client(server: AnyServer, kind: str) -> AnyClient:
     raise AssertionError(f"unknown kind {kind!r}")
 
 
-def open_server(server: AnyServer, kind: str) -> AnyServer:
+def open_server(server: AnyServer, kind: str = "file") -> AnyServer:
     """Open a second server object on `server`'s channel (for a worker in a child)."""
     scls = type(server)
     if kind == "file":
@@ -75,147 +92,38 @@ def open_server(server: AnyServer, kind: str) -> AnyServer:
     raise AssertionError(f"unknown kind {kind!r}")
 
 
+class Closer:
+    """Collects channel objects and closes them after the test (the `closer` fixture)."""
+
+    def __init__(self) -> None:
+        self.objs: list[Any] = []
+
+    def __call__(self, obj: Any) -> Any:
+        self.objs.append(obj)
+        return obj
+
+    def close_all(self) -> None:
+        """Close everything collected, newest first, whatever fails."""
+        for obj in reversed(self.objs):
+            try:
+                obj.close()
+            except Exception:  # noqa: BLE001, S110 - cleanup must not mask the test result
+                pass
+
+
+def variant_value(variant: str, n: int) -> Any:
+    """Request number n as the variant's payload."""
+    return n if variant == "int" else b"v%d" % n
+
+
 def id_index(ident: int) -> int:
+    """The slot index of a request id (SPEC: generation << 32 | index)."""
     return ident & 0xFFFFFFFF
 
 
 def id_gen(ident: int) -> int:
+    """The slot generation of a request id."""
     return ident >> 32
-
-
-# --------------------------------------------------------------------------- forked children
-
-
-class ChildError(AssertionError):
-    """A forked child raised, crashed, or did not finish in time."""
-
-
-class Child:
-    """A forked child running one function; its return value comes back pickled over a pipe."""
-
-    def __init__(self, pid: int, rfd: int) -> None:
-        self.pid = pid
-        self._rfd = rfd
-        self._buf = bytearray()
-        self._status: int | None = None
-
-    def _read_until_eof(self, deadline: float) -> bool:
-        while self._rfd >= 0:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            ready, _, _ = select.select([self._rfd], [], [], min(left, 0.5))
-            if ready:
-                chunk = os.read(self._rfd, 65536)
-                if not chunk:
-                    os.close(self._rfd)
-                    self._rfd = -1
-                    break
-                self._buf += chunk
-        return True
-
-    def wait_status(self, timeout: float = LONG) -> int:
-        """Wait for the child to exit; return its wait status. Kills it after `timeout`."""
-        if self._status is not None:
-            return self._status
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid == self.pid:
-                self._status = status
-                return status
-            if time.monotonic() > deadline:
-                self.kill()
-                raise ChildError(f"child {self.pid} did not exit within {timeout}s (killed)")
-            time.sleep(0.01)
-
-    def result(self, timeout: float = LONG) -> Any:
-        """The child's return value; raises ChildError if it failed, crashed or hung."""
-        deadline = time.monotonic() + timeout
-        if not self._read_until_eof(deadline):
-            self.kill()
-            raise ChildError(f"child {self.pid} did not finish within {timeout}s (killed)")
-        status = self.wait_status(max(1.0, deadline - time.monotonic()))
-        if os.WIFSIGNALED(status):
-            sig = signal.Signals(os.WTERMSIG(status)).name
-            raise ChildError(f"child {self.pid} died from {sig}")
-        if not self._buf:
-            raise ChildError(f"child {self.pid} exited ({os.waitstatus_to_exitcode(status)}) "
-                             "without a result")
-        tag, value = pickle.loads(bytes(self._buf))
-        if tag != "ok":
-            raise ChildError(f"child {self.pid} raised:\n{value}")
-        return value
-
-    def kill(self) -> None:
-        """SIGKILL and reap the child if it is still running (safe to call repeatedly)."""
-        if self._status is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                _, self._status = os.waitpid(self.pid, 0)
-        if self._rfd >= 0:
-            os.close(self._rfd)
-            self._rfd = -1
-
-
-def fork_call(fn: Callable[[], Any], watchdog: int = 60) -> Child:
-    """Run `fn()` in a forked child. The child always leaves with os._exit and dies by
-    SIGALRM after `watchdog` seconds whatever happens."""
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        try:
-            os.close(rfd)
-            signal.signal(signal.SIGALRM, signal.SIG_DFL)
-            signal.alarm(watchdog)
-            try:
-                payload = pickle.dumps(("ok", fn()))
-            except BaseException:  # noqa: BLE001 - report everything to the parent
-                payload = pickle.dumps(("err", traceback.format_exc()))
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(wfd, view):]
-        finally:
-            os._exit(0)
-    os.close(wfd)
-    return Child(pid, rfd)
-
-
-@contextlib.contextmanager
-def children() -> Iterator[list[Child]]:
-    """A list to put children in; every one still alive is killed on the way out."""
-    kids: list[Child] = []
-    try:
-        yield kids
-    finally:
-        for kid in kids:
-            kid.kill()
-
-
-def proc_state(pid: int) -> str:
-    """The one-letter scheduler state of a process (R, S, D, Z...), '?' if gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return "?"
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def wait_sleeping(pid: int, timeout: float = 10.0, settle: int = 3) -> bool:
-    """Wait until `pid` is seen sleeping (S) `settle` times in a row."""
-    deadline = time.monotonic() + timeout
-    seen = 0
-    while time.monotonic() < deadline:
-        if proc_state(pid) == "S":
-            seen += 1
-            if seen >= settle:
-                return True
-        else:
-            seen = 0
-        time.sleep(0.02)
-    return False
 
 
 # --------------------------------------------------------------------------- threads

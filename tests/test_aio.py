@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from helpers import LONG, Client, IntClient, IntServer, Server, children, fork_call, reverse
+from helpers import LONG, Client, IntClient, IntServer, Server, reverse
+from procs import children, fork_call
 
 import reqrep
 from reqrep.aio import AsyncClient, serve

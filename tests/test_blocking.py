@@ -17,51 +17,44 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import Closer
 from helpers import (
     JOIN,
     LONG,
+    Closer,
     IntServer,
     Server,
     ThreadCall,
-    fork_call,
-    wait_sleeping,
+    make_server,
+    open_client,
     wait_until,
 )
+from procs import fork_call, wait_sleeping
 
 pytestmark = pytest.mark.timeout(90, method="thread")
 
 SPINS = [0, None]
 
 
+def _pair(variant: str, closer: Closer, spin: int | None = None,
+          **geometry: Any) -> tuple[Any, Any]:
+    """A small anonymous channel and a client, both with `spin` (None: the default)."""
+    geometry.setdefault("req_cap", 8)
+    geometry.setdefault("resp_slots", 4)
+    s = closer(make_server(variant, "anon", spin=spin, **geometry))
+    c = closer(open_client(s, "anon"))
+    if spin is not None:
+        c.spin = spin
+    return s, c
+
+
 def _str(closer: Closer, spin: int | None = None, **geometry: Any) -> tuple[Any, Any]:
-    geometry.setdefault("req_cap", 8)
-    geometry.setdefault("resp_slots", 4)
-    geometry.setdefault("resp_size", 64)
-    s = closer(Server(None, spin=spin, **geometry))
-    c = closer(s.client())
-    if spin is not None:
-        c.spin = spin
-    return s, c
-
-
-def _int(closer: Closer, spin: int | None = None, **geometry: Any) -> tuple[Any, Any]:
-    geometry.setdefault("req_cap", 8)
-    geometry.setdefault("resp_slots", 4)
-    s = closer(IntServer(None, spin=spin, **geometry))
-    c = closer(s.client())
-    if spin is not None:
-        c.spin = spin
-    return s, c
+    return _pair("str", closer, spin, **geometry)
 
 
 def _chan(variant: str, closer: Closer, spin: int | None = None, **geometry: Any) \
         -> tuple[Any, Any, Callable[[int], Any]]:
-    if variant == "str":
-        s, c = _str(closer, spin, **geometry)
-        return s, c, lambda n: f"v{n}"
-    s, c = _int(closer, spin, **geometry)
-    return s, c, lambda n: n
+    s, c = _pair(variant, closer, spin, **geometry)
+    return s, c, (lambda n: f"v{n}") if variant == "str" else (lambda n: n)
 
 
 def _sleeping_main(timeout: float = 10.0) -> bool:

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import LONG, Child, Client, IntServer, Server, children, fork_call
+from helpers import LONG, Client, IntServer, Server
+from layout import channel_bytes, write_geometry
+from procs import Child, children, fork_call
 
 from reqrep import _format
 
@@ -321,17 +323,12 @@ def test_json_shape(tmp_path: Path) -> None:
 
 
 def _channel_bytes(tmp_path: Path) -> bytes:
-    src = tmp_path / "src.chan"
-    with Server(src, req_cap=8, resp_slots=2, resp_size=64):
-        pass
-    data = src.read_bytes()
-    src.unlink()
-    return data
+    return channel_bytes(tmp_path, Server, req_cap=8, resp_slots=2, resp_size=64)
 
 
 def _forged_offsets(tmp_path: Path) -> bytes:
     data = bytearray(_channel_bytes(tmp_path))
-    struct.pack_into("<Q", data, 56, len(data) * 4)  # off_slots far outside the file
+    write_geometry(data, "off_slots", len(data) * 4)  # far outside the file
     return bytes(data)
 
 

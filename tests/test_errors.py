@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Closer
-from helpers import Client, IntClient, IntServer, Server, fork_call
+from helpers import Client, Closer, IntClient, IntServer, Server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from layout import GEOM_FIELDS, channel_bytes, read_geometry
+from procs import fork_call
 
 import reqrep
 
@@ -251,19 +252,10 @@ def test_memfd_of_other_variant(closer: Closer) -> None:
         Client.from_fd(i.memfd)
 
 
-def _channel_bytes(tmp_path: Path, cls: type, **geometry: Any) -> bytes:
-    p = tmp_path / f"model-{cls.__name__}.rr"
-    with cls(p, **geometry):
-        pass
-    data = p.read_bytes()
-    p.unlink()
-    return data
-
-
 @pytest.mark.parametrize("ccls", [Client, IntClient])
 def test_client_refuses_garbage_files(ccls: type, tmp_path: Path) -> None:
     scls = IntServer if ccls is IntClient else Server
-    good = _channel_bytes(tmp_path, scls, req_cap=4, resp_slots=2)
+    good = channel_bytes(tmp_path, scls, req_cap=4, resp_slots=2)
     rnd = os.urandom(len(good))
     cases = {
         "empty": b"",
@@ -295,7 +287,7 @@ def test_client_refuses_garbage_files(ccls: type, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("scls", [Server, IntServer])
 def test_server_refuses_foreign_or_truncated(scls: type, tmp_path: Path) -> None:
-    good = _channel_bytes(tmp_path, scls, req_cap=4, resp_slots=2)
+    good = channel_bytes(tmp_path, scls, req_cap=4, resp_slots=2)
     cases = {
         "random-same-size": os.urandom(len(good)),
         "truncated-half": good[: len(good) // 2],
@@ -316,7 +308,7 @@ def test_server_refuses_foreign_or_truncated(scls: type, tmp_path: Path) -> None
 def test_server_initialises_all_zero_file_of_right_size(scls: type, tmp_path: Path,
                                                          closer: Closer) -> None:
     geometry: dict[str, Any] = {"req_cap": 8, "resp_slots": 4}
-    good = _channel_bytes(tmp_path, scls, **geometry)
+    good = channel_bytes(tmp_path, scls, **geometry)
     p = tmp_path / "zeros.rr"
     p.write_bytes(bytes(len(good)))
     ccls = IntClient if scls is IntServer else Client
@@ -369,7 +361,7 @@ def _forge_all(template: bytes, workdir: str, ccls: type, scls: type) -> dict[st
 @pytest.mark.parametrize("scls", [Server, IntServer])
 def test_forged_headers_never_crash(scls: type, tmp_path: Path) -> None:
     ccls = IntClient if scls is IntServer else Client
-    template = _channel_bytes(tmp_path, scls, req_cap=4, resp_slots=2)
+    template = channel_bytes(tmp_path, scls, req_cap=4, resp_slots=2)
     child = fork_call(lambda: _forge_all(template, str(tmp_path), ccls, scls), watchdog=150)
     try:
         counts = child.result(timeout=160)
@@ -394,7 +386,7 @@ def test_random_corruption_never_crashes(variant: str, patches: list[tuple[int, 
                                          truncate: int | None) -> None:
     scls, ccls = (Server, Client) if variant == "str" else (IntServer, IntClient)
     with tempfile.TemporaryDirectory() as d:
-        template = _channel_bytes(Path(d), scls, req_cap=4, resp_slots=2)
+        template = channel_bytes(Path(d), scls, req_cap=4, resp_slots=2)
         data = bytearray(template)
         for off, blob in patches:
             off %= len(data)
@@ -582,20 +574,6 @@ def test_recv_wait_multi_n_none_is_type_error(closer: Closer) -> None:
     assert s.size() == 1
 
 
-# Layout of the fixed header (csrc/rr_format.h, struct rr_hdr_geom). The test checks the
-# template against it first and skips if the layout moved, rather than forging blindly.
-GEOM_FIELDS: dict[str, tuple[int, str]] = {
-    "magic": (0, "Q"), "version": (8, "I"), "variant": (12, "I"), "total_size": (16, "Q"),
-    "req_cap": (24, "I"), "resp_slots": (28, "I"), "resp_size": (32, "I"),
-    "slot_stride": (36, "I"), "arena_cap": (40, "Q"), "off_cells": (48, "Q"),
-    "off_slots": (56, "Q"), "off_arena": (64, "Q"),
-}
-
-
-def _geom(data: bytes) -> dict[str, int]:
-    return {k: struct.unpack_from("<" + f, data, off)[0] for k, (off, f) in GEOM_FIELDS.items()}
-
-
 def _forgeries(g: dict[str, int], variant: str) -> dict[str, dict[str, int]]:
     """Single-field (and a few double-field) lies that no valid channel can contain."""
     total = g["total_size"]
@@ -647,8 +625,8 @@ def _forgeries(g: dict[str, int], variant: str) -> dict[str, dict[str, int]]:
 @pytest.mark.parametrize("variant", ["str", "int"])
 def test_forged_geometry_is_refused(variant: str, tmp_path: Path) -> None:
     scls, ccls = (Server, Client) if variant == "str" else (IntServer, IntClient)
-    template = _channel_bytes(tmp_path, scls, req_cap=8, resp_slots=4)
-    g = _geom(template)
+    template = channel_bytes(tmp_path, scls, req_cap=8, resp_slots=4)
+    g = read_geometry(template)  # the header as the core describes it (layout.py)
     if g["total_size"] != len(template) or g["req_cap"] != 8 or g["resp_slots"] != 4:
         pytest.skip(f"header layout differs from the one this test knows: {g}")
     files: dict[str, str] = {}

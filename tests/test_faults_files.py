@@ -8,6 +8,7 @@ shows up as a signal in the child (and the test names the case) instead of killi
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import random
 import signal
@@ -20,42 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fault_helpers import (
-    FMT,
-    SLOT_CTL,
-    SLOT_FLAGS,
-    SLOT_LEN,
-    SLOT_OWNER,
-    SLOT_WORKER,
-    STR_CELL_BEG,
-    STR_CELL_FLAGS,
-    STR_CELL_ID,
-    STR_CELL_LEN,
-    STR_CELL_MARK,
-    STR_INLINE,
-    ChannelMap,
-    Shared,
-    channel_bytes,
-    geom_fields,
-    get_u64,
-    hold_flock_forever,
-    mk_ctl,
-    put_u32,
-    put_u64,
-    read_geometry,
-    write_field,
-)
-from helpers import (
-    Client,
-    IntClient,
-    IntServer,
-    Server,
-    children,
-    fork_call,
-)
+from helpers import Client, IntClient, IntServer, Server
+from layout import GEOMETRY, ChannelMap, channel_bytes, read_geometry, write_geometry
+from procs import Shared, bounded, children, fork_call
 
 import reqrep
-from reqrep import ChannelFormatError
+from reqrep import ChannelFormatError, _format
 
 pytestmark = pytest.mark.timeout(120, method="thread")
 
@@ -65,14 +36,8 @@ GEOM: dict[type, dict[str, Any]] = {
     Server: {"req_cap": 8, "resp_slots": 4, "resp_size": 128},
     IntServer: {"req_cap": 8, "resp_slots": 4},
 }
-
-
-def _bounded(fn: Callable[[], Any], timeout: float = 60.0) -> Any:
-    kid = fork_call(fn, watchdog=int(timeout) + 30)
-    try:
-        return kid.result(timeout=timeout)
-    finally:
-        kid.kill()
+FREE, READY = (_format.SLOT_STATES[k] for k in ("free", "ready"))
+INT_CELL_FIELDS = ("turn", "value", "id")  # the words of an Int cell
 
 
 def _v(scls: type, n: int) -> Any:
@@ -90,6 +55,18 @@ def _roundtrip(s: Any, c: Any, scls: type, n: int = 3) -> None:
 
 
 # --------------------------------------------------------------------------- creation
+
+
+def _hold_flock_forever(path: str, ready: Shared, size: int = 0) -> None:
+    """Child body: create `path`, take LOCK_EX on it, optionally size it with zeros, say so
+    in ready[0], then sleep until killed (the child of a dead or stuck creator)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    if size:
+        os.ftruncate(fd, size)
+    ready[0] = 1
+    while True:
+        time.sleep(1)
 
 
 @pytest.mark.parametrize(("scls", "ccls"), PAIRS, ids=PAIR_IDS)
@@ -147,7 +124,7 @@ def test_creator_killed_holding_the_file_lock(scls: type, ccls: type, size: str,
     p = tmp_path / "chan.rr"
     ready = Shared(1)
     with children() as kids:
-        kid = fork_call(lambda: hold_flock_forever(str(p), ready,
+        kid = fork_call(lambda: _hold_flock_forever(str(p), ready,
                                                    right if size != "empty" else 0),
                         watchdog=120)
         kids.append(kid)
@@ -160,7 +137,7 @@ def test_creator_killed_holding_the_file_lock(scls: type, ccls: type, size: str,
                 _roundtrip(s, c, scls)
             return "ok", time.monotonic() - t0
 
-        what, took = _bounded(opener, timeout=30)
+        what, took = bounded(opener, timeout=30)
     assert what == "ok"
     assert took < 2.0, f"opening after the creator died took {took:.2f}s"
 
@@ -172,7 +149,7 @@ def test_stuck_creator_makes_openers_time_out(tmp_path: Path) -> None:
     p = tmp_path / "chan.rr"
     ready = Shared(1)
     with children() as kids:
-        holder = fork_call(lambda: hold_flock_forever(str(p), ready), watchdog=170)
+        holder = fork_call(lambda: _hold_flock_forever(str(p), ready), watchdog=170)
         kids.append(holder)
         assert ready.wait_for(0, 1)
         os.kill(holder.pid, signal.SIGSTOP)
@@ -211,8 +188,7 @@ def test_stuck_creator_makes_openers_time_out(tmp_path: Path) -> None:
 
 
 def _hostile_cases(good: bytes, variant: str) -> dict[str, bytes]:
-    fields = geom_fields(good)
-    g = read_geometry(good, fields)
+    g = read_geometry(good)
     total = g["total_size"]
     cases: dict[str, bytes] = {
         "truncated-by-one": good[:-1],
@@ -232,7 +208,7 @@ def _hostile_cases(good: bytes, variant: str) -> dict[str, bytes]:
     def forged(name: str, **change: int) -> None:
         data = bytearray(good)
         for k, v in change.items():
-            write_field(data, fields, k, v)
+            write_geometry(data, k, v)
         cases[name] = bytes(data)
 
     forged("magic-flipped", magic=g["magic"] ^ 0x100)
@@ -262,12 +238,12 @@ def _hostile_cases(good: bytes, variant: str) -> dict[str, bytes]:
     forged("all-regions-at-512", off_cells=512, off_slots=512, off_arena=512)
     # A self-consistent larger geometry, with total_size matching a file that is too short.
     forged("consistent-but-file-short", req_cap=g["req_cap"] * 4,
-           off_slots=g["off_slots"] + 3 * g["req_cap"] * FMT["cell_size"],
-           off_arena=g["off_arena"] + 3 * g["req_cap"] * FMT["cell_size"],
+           off_slots=g["off_slots"] + 3 * g["req_cap"] * _format.FILE["cell_size"],
+           off_arena=g["off_arena"] + 3 * g["req_cap"] * _format.FILE["cell_size"],
            total_size=total + 4096)
     # total_size equal to the file size, geometry saying otherwise.
     data = bytearray(good + bytes(4096))
-    write_field(data, fields, "total_size", total + 4096)
+    write_geometry(data, "total_size", total + 4096)
     cases["total-matches-longer-file-geometry-not"] = bytes(data)
     if variant == "str":
         forged("resp-size-beyond-stride", resp_size=g["slot_stride"])
@@ -317,7 +293,7 @@ def test_hostile_files_are_refused(scls: type, ccls: type, tmp_path: Path) -> No
                     out[f"{name}/{label}"] += " (and modified the file)"
         return out
 
-    out = _bounded(probe, timeout=150)
+    out = bounded(probe, timeout=150)
     wrong = {k: v for k, v in out.items() if v != "refused"}
     assert wrong == {}, f"not refused cleanly: {wrong}"
     assert len(out) == 3 * len(cases)
@@ -351,7 +327,7 @@ def test_special_files_are_refused(cls: type, tmp_path: Path) -> None:
                 out[name] = "opened"
         return out
 
-    out = _bounded(probe, timeout=30)
+    out = bounded(probe, timeout=30)
     assert out["fifo"] == "ChannelFormatError", out
     assert out["dev-zero-fd"] == "ChannelFormatError", out
     assert out["dev-null"] in ("ChannelFormatError", "PermissionError", "OSError"), out
@@ -372,9 +348,8 @@ def test_header_changed_after_open_changes_nothing(scls: type, ccls: type, damag
         _roundtrip(s, c, scls, 2)
         stats_before = {k: v for k, v in s.stats().items()
                         if k in ("capacity", "resp_slots", "resp_size", "arena_cap")}
-        fields = geom_fields(cm.mm)
-        g = read_geometry(cm.mm, fields)
-        for name in fields:
+        g = read_geometry(cm.mm)
+        for name in GEOMETRY:
             if damage == "garbage":
                 value = random.getrandbits(64)
             elif damage == "zeros":
@@ -384,7 +359,7 @@ def test_header_changed_after_open_changes_nothing(scls: type, ccls: type, damag
                          "off_arena": 2**63, "req_cap": 2**24, "resp_slots": 2**20,
                          "resp_size": 2**30, "slot_stride": 2**31, "total_size": 2**42,
                          "arena_cap": 2**40}.get(name, g[name])
-            write_field(cm.mm, fields, name, value)
+            write_geometry(cm.mm, name, value)
 
         def use() -> dict[str, Any]:
             _roundtrip(s, c, scls, 200)
@@ -395,7 +370,7 @@ def test_header_changed_after_open_changes_nothing(scls: type, ccls: type, damag
             return {k: v for k, v in s.stats().items()
                     if k in ("capacity", "resp_slots", "resp_size", "arena_cap")}
 
-        assert _bounded(use) == stats_before
+        assert bounded(use, timeout=60) == stats_before
         with pytest.raises(ChannelFormatError):
             ccls(p)
 
@@ -407,11 +382,12 @@ def test_corrupt_str_cells_after_open(field: str, size: str, tmp_path: Path) -> 
     small entry kept there) whatever they say; it returns data or raises
     ChannelFormatError, and the queue goes on working."""
     p = tmp_path / "chan.rr"
-    values = [2**64 - 1, 2**63, 2**32 - 1, 2**31, 4096, 4095, 4089, 4088, STR_INLINE + 1, 1]
+    inline = _format.FILE["str_inline"]  # an entry up to this long lies in its cell
+    values = [2**64 - 1, 2**63, 2**32 - 1, 2**31, 4096, 4095, 4089, 4088, inline + 1, 1]
 
     def payload(i: int) -> bytes:
         data = b"payload-%d" % i
-        return data if size == "small" else data * (2 * STR_INLINE // len(data) + 1)
+        return data if size == "small" else data * (2 * inline // len(data) + 1)
 
     with Server(p, req_cap=16, resp_slots=16, resp_size=64) as s, Client(p) as c, \
             ChannelMap.open(p) as cm:
@@ -425,15 +401,15 @@ def test_corrupt_str_cells_after_open(field: str, size: str, tmp_path: Path) -> 
                         continue
                     off = cm.cell_off(cm.tail - 1)
                     if field in ("beg", "both", "all"):
-                        put_u64(cm.mm, off + STR_CELL_BEG, value + round_)
+                        _format.STR_CELL.put(cm.mm, off, "beg", value + round_)
                     if field in ("len", "both", "all"):
-                        put_u32(cm.mm, off + STR_CELL_LEN, value + round_)
+                        _format.STR_CELL.put(cm.mm, off, "len", value + round_)
                     if field in ("flags", "all"):
-                        put_u32(cm.mm, off + STR_CELL_FLAGS, value)
+                        _format.STR_CELL.put(cm.mm, off, "flags", value)
                     if field in ("id", "all"):
-                        put_u64(cm.mm, off + STR_CELL_ID, value * 7919)
+                        _format.STR_CELL.put(cm.mm, off, "id", value * 7919)
                     if field in ("mark", "all"):
-                        put_u64(cm.mm, off + STR_CELL_MARK, value + round_)
+                        _format.STR_CELL.put(cm.mm, off, "mark", value + round_)
                 for _ in values:
                     for call in (s.recv, lambda: s.recv_multi(2), lambda: s.drain(1)):
                         try:
@@ -461,7 +437,7 @@ def test_corrupt_str_cells_after_open(field: str, size: str, tmp_path: Path) -> 
             st = s.stats()
             return {"outcomes": outcomes, "size": st["size"], "arena_used": st["arena_used"]}
 
-        res = _bounded(run)
+        res = bounded(run, timeout=60)
     print(res)
     assert res["size"] == 0 and res["arena_used"] == 0
 
@@ -477,7 +453,8 @@ def test_corrupt_int_cells_after_open(tmp_path: Path) -> None:
                 for i in range(3):
                     c.send(i)
                 for k in range(8):
-                    put_u64(cm.mm, cm.cell_off(k) + 8 * (value % 3), value + k)
+                    _format.INT_CELL.put(cm.mm, cm.cell_off(k), INT_CELL_FIELDS[value % 3],
+                                         value + k)
                 for _ in range(10):
                     for call in (s.recv, lambda: s.recv_wait(timeout=0.01),
                                  lambda: c.send(5), s.size, s.stats):
@@ -486,7 +463,7 @@ def test_corrupt_int_cells_after_open(tmp_path: Path) -> None:
                 s.clear()
             return n
 
-        assert _bounded(run) > 0
+        assert bounded(run, timeout=60) > 0
 
 
 @pytest.mark.parametrize(("scls", "ccls"), PAIRS, ids=PAIR_IDS)
@@ -512,19 +489,19 @@ def test_corrupt_slots_after_open(scls: type, ccls: type, tmp_path: Path) -> Non
                                     "ready-flags"])
                 value = rnd.choice(words)
                 if which == "ctl":
-                    put_u64(cm.mm, off + SLOT_CTL, value)
+                    _format.SLOT.put(cm.mm, off, "ctl", value)
                 elif which == "len":
-                    put_u32(cm.mm, off + SLOT_LEN, value)
+                    _format.SLOT.put(cm.mm, off, "len", value)
                 elif which == "flags":
-                    put_u32(cm.mm, off + SLOT_FLAGS, value)
+                    _format.SLOT.put(cm.mm, off, "flags", value)
                 elif which == "owner":
-                    put_u64(cm.mm, off + SLOT_OWNER, value)
+                    _format.SLOT.put(cm.mm, off, "owner", value)
                 elif which == "worker":
-                    put_u64(cm.mm, off + SLOT_WORKER, value)
+                    _format.SLOT.put(cm.mm, off, "worker", value)
                 else:  # a READY slot of this generation with a lying length or flags
-                    put_u64(cm.mm, off + SLOT_CTL, mk_ctl(ident >> 32, 3))
-                    put_u32(cm.mm, off + (SLOT_LEN if which == "ready-len" else SLOT_FLAGS),
-                            value)
+                    _format.SLOT.put(cm.mm, off, "ctl", _format.ctl_word(ident >> 32, READY))
+                    _format.SLOT.put(cm.mm, off, "len" if which == "ready-len" else "flags",
+                                     value)
                 calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [
                     (c.get, (ident,)), (c.get_wait, (ident, 0.02)), (c.cancel, (ident,)),
                     (s.reply, (ident, _v(scls, 2))), (c.get, (ident,)), (s.stats, ()),
@@ -539,11 +516,11 @@ def test_corrupt_slots_after_open(scls: type, ccls: type, tmp_path: Path) -> Non
                         if isinstance(r, (bytes, str)):
                             assert len(r) <= resp_size, f"{which}={value:#x}: {len(r)} bytes"
                     outcomes[key] = outcomes.get(key, 0) + 1
-                put_u64(cm.mm, off + SLOT_CTL, mk_ctl((ident >> 32) + 1, 0))  # free again
-                put_u64(cm.mm, off + SLOT_OWNER, 0)
+                _format.SLOT.put(cm.mm, off, "ctl", _format.ctl_word((ident >> 32) + 1, FREE))
+                _format.SLOT.put(cm.mm, off, "owner", 0)
             return outcomes
 
-        print(_bounded(run))
+        print(bounded(run, timeout=60))
 
 
 def test_corrupt_counters_after_open(tmp_path: Path) -> None:
@@ -557,8 +534,8 @@ def test_corrupt_counters_after_open(tmp_path: Path) -> None:
             seen: list[tuple[int, int]] = []
             for head, tail in ((0, 2**63), (2**63, 0), (5, 3), (2**64 - 1, 2**64 - 1),
                                (2**64 - 2, 1), (0, 9), (100, 100 + 8)):
-                put_u64(cm.mm, cm.head_off, head)
-                put_u64(cm.mm, cm.tail_off, tail)
+                cm.head = head
+                cm.tail = tail
                 st = s.stats()
                 assert 0 <= st["size"] <= 8 and 0 <= s.size() <= 8
                 assert 0 <= st["arena_used"] <= st["arena_cap"]
@@ -575,7 +552,7 @@ def test_corrupt_counters_after_open(tmp_path: Path) -> None:
                 seen.append((head, tail))
             return seen
 
-        assert len(_bounded(run)) == 7
+        assert len(bounded(run, timeout=60)) == 7
 
 
 # --------------------------------------------------------------------------- fuzzer
@@ -587,7 +564,7 @@ def test_fuzzed_files_never_crash(tmp_path: Path) -> None:
     opened and used with tiny timeouts, some damaged again after opening. The process must
     never die of a signal, and no call may block past its timeout."""
     seed = random.randrange(2**32)
-    helper = Path(__file__).with_name("fault_helpers.py")
+    helper = Path(__file__).with_name("file_fuzz.py")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(helper.parent), *filter(None, [env.get("PYTHONPATH")])])
@@ -611,11 +588,11 @@ def test_fuzzed_files_never_crash(tmp_path: Path) -> None:
 def test_fuzz_helper_counts(tmp_path: Path) -> None:
     """The fuzzer itself runs (a short in-process smoke run, so a broken harness is seen)."""
     def run() -> int:
-        import fault_helpers
+        import file_fuzz
 
-        return fault_helpers.fuzz_main(str(tmp_path), 1.0, 7)[0]
+        return file_fuzz.fuzz_main(str(tmp_path), 1.0, 7)[0]
 
-    assert _bounded(run) > 10
+    assert bounded(run, timeout=60) > 10
 
 
 @pytest.mark.parametrize("how", ["stale", "missing"])
@@ -627,12 +604,12 @@ def test_str_cell_mark_is_only_a_hint(how: str, tmp_path: Path) -> None:
     with Server(p, req_cap=8, resp_slots=8, resp_size=64) as s, Client(p) as c, \
             ChannelMap.open(p) as cm:
         if how == "stale":
-            mark = cm.cell_off(cm.tail) + STR_CELL_MARK
-            put_u64(cm.mm, mark, cm.tail + 1)
+            cell = cm.cell_off(cm.tail)
+            _format.STR_CELL.put(cm.mm, cell, "mark", cm.tail + 1)
             assert s.recv() is None and s.recv_wait(timeout=0.05) is None
-            assert get_u64(cm.mm, mark) == cm.tail  # cleared by the receiver that looked
+            assert _format.STR_CELL.get(cm.mm, cell, "mark") == cm.tail  # cleared by the looker
         rid = c.send(b"x")
         if how == "missing":
-            put_u64(cm.mm, cm.cell_off(cm.head) + STR_CELL_MARK, 0)
-        assert _bounded(lambda: s.recv_wait(timeout=5.0)) == (b"x", rid)
+            _format.STR_CELL.put(cm.mm, cm.cell_off(cm.head), "mark", 0)
+        assert bounded(lambda: s.recv_wait(timeout=5.0), timeout=60) == (b"x", rid)
         assert s.size() == 0

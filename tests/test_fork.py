@@ -12,16 +12,15 @@ import pytest
 from helpers import (
     KINDS,
     LONG,
-    IntServer,
     Server,
-    children,
     client_class,
-    fork_call,
     make_server,
     open_client,
     open_server,
     reverse,
+    server_class,
 )
+from procs import children, fork_call
 
 ROUNDS = 2000
 pytestmark = pytest.mark.timeout(120, method="thread")
@@ -43,9 +42,8 @@ def _expected(variant: str, i: int) -> Any:
 
 
 def _new(variant: str, kind: str, tmp_path: Path) -> Any:
-    if variant == "str":
-        return make_server(Server, kind, tmp_path, req_cap=64, resp_slots=8, resp_size=512)
-    return make_server(IntServer, kind, tmp_path, req_cap=64, resp_slots=8)
+    geometry = {"resp_size": 512} if variant == "str" else {}
+    return make_server(variant, kind, tmp_path / "chan.rr", req_cap=64, resp_slots=8, **geometry)
 
 
 def _serve(server: Any, n: int) -> int:
@@ -110,7 +108,7 @@ def test_client_in_child(variant: str, kind: str, tmp_path: Path) -> None:
 def test_file_channel_opened_by_path_in_child(variant: str, tmp_path: Path) -> None:
     """The child opens the channel by path on its own (no inherited objects used)."""
     path = tmp_path / "by-path.rr"
-    cls = Server if variant == "str" else IntServer
+    cls = server_class(variant)
     with cls(path, req_cap=8, resp_slots=2), children() as kids:
 
         def worker() -> int:
@@ -118,7 +116,7 @@ def test_file_channel_opened_by_path_in_child(variant: str, tmp_path: Path) -> N
                 return _serve(s, 200)
 
         kids.append(fork_call(worker))
-        with client_class(cls)(path) as client:
+        with client_class(variant)(path) as client:
             assert _ask(client, variant, 200) == []
         assert kids[0].result() == 200
 
@@ -202,7 +200,7 @@ def test_large_payloads_across_processes(tmp_path: Path) -> None:
 def test_concurrent_create_is_race_free(variant: str, tmp_path: Path) -> None:
     """Several processes create the same new file at once: one channel comes out of it, with
     one geometry, and no process wipes another's requests."""
-    cls = Server if variant == "str" else IntServer
+    cls = server_class(variant)
     n = 4
     for attempt in range(15):
         path = tmp_path / f"race-{attempt}.rr"

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Closer
-from helpers import KINDS, IntClient, IntServer, id_index, make_server, open_client
+from helpers import KINDS, Closer, IntClient, IntServer, id_index, make_server, open_client
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -233,7 +232,7 @@ def test_sync_unlink(chan_path: Path, closer: Closer) -> None:
 
 @pytest.mark.parametrize("kind", [k for k in KINDS if k != "file"])
 def test_unlink_without_path(kind: str, tmp_path: Path, closer: Closer) -> None:
-    s = closer(make_server(IntServer, kind, tmp_path, req_cap=4, resp_slots=2))
+    s = closer(make_server("int", kind, tmp_path / "chan.rr", req_cap=4, resp_slots=2))
     s.unlink()
     assert list(tmp_path.iterdir()) == []
 

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fault_helpers import geom_fields, read_geometry
 from helpers import Client, IntClient, IntServer, Server
+from layout import GEOM_FIELDS, read_geometry
 
 import reqrep
 from reqrep import ChannelFormatError
@@ -135,10 +135,9 @@ def test_header_rewritten_while_opening(tmp_path: Path) -> None:
     Server(path, req_cap=4, resp_slots=2, resp_size=64).close()
     with open(path, "rb") as f:
         head = f.read(4096)
-    fields = geom_fields(head)
-    g = read_geometry(head, fields)
+    g = read_geometry(head)
     forged = {"resp_slots": 1 << 20, "req_cap": 1 << 24, "slot_stride": 1 << 30}
-    words = [f"{fields[k][0]}:{fields[k][1]}:{g[k]}:{v}" for k, v in forged.items()]
+    words = [f"{GEOM_FIELDS[k][0]}:{GEOM_FIELDS[k][1]}:{g[k]}:{v}" for k, v in forged.items()]
     with reaped(spawn_py(TOGGLER, str(path), *words)) as toggler:
         assert toggler.stdout is not None
         assert toggler.stdout.readline().strip() == "ready"

@@ -32,6 +32,8 @@ from helpers import (
     Server,
     ThreadCall,
     echo_worker,
+    make_server,
+    open_client,
     reverse,
 )
 
@@ -101,21 +103,14 @@ def values_for(variant: str, base: int, n: int) -> list[Any]:
 
 
 def new_server(variant: str, backing: str, tmp_path: Path) -> Any:
-    if variant == "str":
-        geometry: dict[str, int] = {"req_cap": 64, "resp_slots": 16, "resp_size": 256}
-        cls: Any = Server
-    else:
-        geometry = {"req_cap": 64, "resp_slots": 16}
-        cls = IntServer
-    if backing == "file":
-        return cls(tmp_path / f"{variant}.chan", **geometry)
-    return cls.new_memfd(f"pickle-{variant}", **geometry)
+    geometry = {"resp_size": 256} if variant == "str" else {}
+    return make_server(variant, backing, tmp_path / f"{variant}.chan", req_cap=64,
+                       resp_slots=16, **geometry)
 
 
 def new_client(server: Any) -> Any:
     """A client object of the kind that pickles like its server's channel."""
-    ccls = IntClient if isinstance(server, IntServer) else Client
-    return ccls(server.path) if server.path is not None else ccls.from_fd(server.memfd)
+    return open_client(server, "file" if server.path is not None else "memfd")
 
 
 @contextlib.contextmanager

@@ -4,11 +4,14 @@
 * clear() against callers blocked in get_wait / req / send_wait / recv_wait, in this process
   and in another one: all are woken with the documented outcome;
 * many processes creating the same path at once: one geometry, everyone can talk to
-  everyone; clients opening while the channel is being created.
+  everyone; clients opening while the channel is being created;
+* targeted races from LESSONS.md: a reply landing in a recycled slot, lost wake-ups when
+  nobody spins, cancel racing get_wait across processes.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import random
 import time
@@ -18,15 +21,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fault_helpers import Shared, variant_client, variant_server, variant_value
 from helpers import (
     JOIN,
+    LONG,
     Client,
     Server,
     ThreadCall,
-    children,
-    fork_call,
+    client_class,
+    id_index,
+    make_server,
+    open_client,
+    reverse,
+    variant_value,
 )
+from procs import Shared, children, fork_call
 
 import reqrep
 
@@ -34,10 +42,6 @@ pytestmark = pytest.mark.timeout(180, method="thread")
 
 VARIANTS = ["str", "int"]
 
-
-_server = variant_server
-_client = variant_client
-_v = variant_value
 
 
 def _answer(variant: str, n: int, who: int) -> Any:
@@ -75,20 +79,20 @@ def test_cancel_against_reply_exactly_one_wins(variant: str, repliers: int,
     that reply; nothing is left in the slot either way."""
     rounds = 400
     path = tmp_path / "chan.rr"
-    s = _server(variant, path, req_cap=4, resp_slots=2)
-    c = _client(variant, path)
+    s = make_server(variant, "file", path, req_cap=4, resp_slots=2)
+    c = client_class(variant)(path)
     sh = Shared(16)
     seed = random.randrange(2**32)
     print(f"seed={seed}")
 
     def replier(k: int) -> int:
-        srv = _server(variant, path)
+        srv = make_server(variant, "file", path)
         rnd = random.Random(seed + k)
         for r in range(1, rounds + 1):
             if k == 0:
                 got = srv.recv_wait(timeout=20)
                 assert got is not None, f"round {r}: nothing to take"
-                assert got[0] == _v(variant, r)
+                assert got[0] == variant_value(variant, r)
                 sh[TAKEN] = got[1]
                 sh[ROUND] = r
             else:
@@ -105,7 +109,7 @@ def test_cancel_against_reply_exactly_one_wins(variant: str, repliers: int,
         for k in range(repliers):
             kids.append(fork_call(lambda k=k: replier(k), watchdog=170))
         for r in range(1, rounds + 1):
-            ident = c.send(_v(variant, r))
+            ident = c.send(variant_value(variant, r))
             assert ident is not None, f"round {r}: no slot"
             _spin_until(lambda r=r: sh[ROUND] == r)
             assert sh[TAKEN] == ident
@@ -139,20 +143,20 @@ def test_cancel_against_reply_exactly_one_wins(variant: str, repliers: int,
 def _blocked_callers(variant: str, path: Path, sh: Shared) -> dict[str, Any]:
     """Block a get_wait, a req and a send_wait (req_cap 4, resp_slots 8, no worker), say so,
     wait for the clear, report what each got."""
-    s = _server(variant, path)
-    c = _client(variant, path)
-    waited_id = c.send(_v(variant, 1))  # taken by a live worker (us) that never answers
+    s = make_server(variant, "file", path)
+    c = client_class(variant)(path)
+    waited_id = c.send(variant_value(variant, 1))  # taken by a live worker (us) that never answers
     got = s.recv()
     assert got is not None and got[1] == waited_id
     getter = ThreadCall(c.get_wait, waited_id, timeout=30)
-    fillers = [c.send(_v(variant, 10 + i)) for i in range(3)]  # 3 + the req = req_cap
+    fillers = [c.send(variant_value(variant, 10 + i)) for i in range(3)]  # 3 + the req = req_cap
     assert None not in fillers
-    requester = ThreadCall(c.req, _v(variant, 2), timeout=30)
+    requester = ThreadCall(c.req, variant_value(variant, 2), timeout=30)
     deadline = time.monotonic() + 10
     while s.size() < 4 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert s.size() == 4, "the req never got into the queue"
-    sender = ThreadCall(c.send_wait, _v(variant, 3), timeout=30)  # the queue is full
+    sender = ThreadCall(c.send_wait, variant_value(variant, 3), timeout=30)  # the queue is full
     time.sleep(0.3)
     calls = (("get_wait", getter), ("req", requester), ("send_wait", sender))
     blocked = {name: t.is_alive() for name, t in calls}
@@ -168,7 +172,7 @@ def _blocked_callers(variant: str, path: Path, sh: Shared) -> dict[str, Any]:
     out["queued"] = s.recv()
     out["fillers_after"] = [c.get(i) for i in fillers]
     if isinstance(out["send_wait"], int) and out["queued"] is not None:
-        out["reply_to_sent"] = s.reply(out["send_wait"], _v(variant, 4))
+        out["reply_to_sent"] = s.reply(out["send_wait"], variant_value(variant, 4))
         out["collected"] = c.get_wait(out["send_wait"], timeout=5)
     out["pending"] = c.pending()
     st = s.stats()
@@ -177,7 +181,7 @@ def _blocked_callers(variant: str, path: Path, sh: Shared) -> dict[str, Any]:
 
 
 def _clear_when_ready(variant: str, path: Path, sh: Shared) -> str:
-    s = _server(variant, path)
+    s = make_server(variant, "file", path)
     _spin_until(lambda: sh[0] == 1, timeout=30)
     sh.set_float(2, time.monotonic())
     s.clear()
@@ -193,7 +197,7 @@ def test_clear_wakes_every_blocked_caller(variant: str, waiters: str, tmp_path: 
     into the emptied queue, and that request is live: a worker can answer it."""
     path = tmp_path / "chan.rr"
     sh = Shared(8)
-    with _server(variant, path, req_cap=4, resp_slots=8), children() as kids:
+    with make_server(variant, "file", path, req_cap=4, resp_slots=8), children() as kids:
         if waiters == "here":
             kids.append(fork_call(lambda: _clear_when_ready(variant, path, sh), watchdog=120))
             out = _blocked_callers(variant, path, sh)
@@ -216,10 +220,10 @@ def test_clear_wakes_every_blocked_caller(variant: str, waiters: str, tmp_path: 
     if out["send_wait"] is None:
         assert out["queued"] is None, out
     else:
-        assert out["queued"] == (_v(variant, 3), out["send_wait"]), out
+        assert out["queued"] == (variant_value(variant, 3), out["send_wait"]), out
         assert out["reply_to_sent"] is True, \
             f"send_wait returned an id that clear() had already freed: {out}"
-        assert out["collected"] == _v(variant, 4), out
+        assert out["collected"] == variant_value(variant, 4), out
     assert out["pending"] == 0, out
     assert out["stats"] == {"size": 0, "slots_free": 8, "slots_acquired": 0,
                             "slots_ready": 0}, out
@@ -231,11 +235,11 @@ def test_clear_against_blocked_receivers(variant: str, tmp_path: Path) -> None:
     nothing and sleep on; every request sent after the clear reaches exactly one of them."""
     path = tmp_path / "chan.rr"
     sh = Shared(8)
-    with _server(variant, path, req_cap=8, resp_slots=8) as s, \
-            _client(variant, path) as c, children() as kids:
+    with make_server(variant, "file", path, req_cap=8, resp_slots=8) as s, \
+            client_class(variant)(path) as c, children() as kids:
 
         def receivers_elsewhere() -> list[Any]:
-            srv = _server(variant, path)
+            srv = make_server(variant, "file", path)
             ts = [ThreadCall(srv.recv_wait, timeout=30) for _ in range(2)]
             return [t.join(40) for t in ts]
 
@@ -248,7 +252,8 @@ def test_clear_against_blocked_receivers(variant: str, tmp_path: Path) -> None:
         assert kids[1].result(timeout=30) == "cleared"
         time.sleep(0.3)
         assert all(t.is_alive() for t in here), "a receiver returned from clear() with nothing"
-        ids = {c.send(_v(variant, 50 + i)): _v(variant, 50 + i) for i in range(4)}
+        values = [variant_value(variant, 50 + i) for i in range(4)]
+        ids = {c.send(v): v for v in values}
         assert None not in ids
         got = [t.join() for t in here] + kids[0].result(timeout=40)
     assert sorted(g[1] for g in got) == sorted(ids), got
@@ -260,10 +265,12 @@ def test_clear_wakes_senders_waiting_for_a_slot(variant: str, tmp_path: Path) ->
     """Three threads wait for a slot of a dry pool; clear() frees the pool and each of them
     gets one (resp_slots = 3)."""
     path = tmp_path / "chan.rr"
-    with _server(variant, path, req_cap=16, resp_slots=3) as s, _client(variant, path) as c:
-        held = [c.send(_v(variant, i)) for i in range(3)]
-        assert None not in held and c.send(_v(variant, 9)) is None
-        senders = [ThreadCall(c.send_wait, _v(variant, 20 + i), timeout=30) for i in range(3)]
+    with make_server(variant, "file", path, req_cap=16, resp_slots=3) as s, \
+            client_class(variant)(path) as c:
+        held = [c.send(variant_value(variant, i)) for i in range(3)]
+        assert None not in held and c.send(variant_value(variant, 9)) is None
+        senders = [ThreadCall(c.send_wait, variant_value(variant, 20 + i), timeout=30)
+                   for i in range(3)]
         time.sleep(0.3)
         assert all(t.is_alive() for t in senders)
 
@@ -279,7 +286,7 @@ def test_clear_wakes_senders_waiting_for_a_slot(variant: str, tmp_path: Path) ->
         for ident in held:
             assert c.get(ident) is None
         got = sorted(s.recv()[0] for _ in range(3))
-        assert got == sorted(_v(variant, 20 + i) for i in range(3))
+        assert got == sorted(variant_value(variant, 20 + i) for i in range(3))
         assert s.recv() is None
 
 
@@ -378,3 +385,146 @@ def test_clients_opening_while_the_channel_is_created(tmp_path: Path) -> None:
     assert bad == Counter(), (f"{sum(bad.values())} of {3 * rounds} clients saw the channel "
                               f"half-created: {dict(bad)}")
     assert opened == 3 * rounds
+
+
+# ------------------------------------------------------------------------ recycled slots, wake-ups
+
+
+def _req(variant: str, i: int) -> Any:
+    return i * 3 + 1 if variant == "int" else b"r%d" % i
+
+
+def _replier(server: Any, stop: mmap.mmap) -> dict[str, int]:
+    """Reply to everything, as fast as possible, whether the request is still wanted or not."""
+    won = lost = 0
+    while True:
+        got = server.recv_wait(timeout=0.05)
+        if got is None:
+            if stop[0]:
+                return {"won": won, "lost": lost}
+            continue
+        data, rid = got
+        if server.reply(rid, reverse(data)):
+            won += 1
+        else:
+            lost += 1
+
+
+@pytest.mark.timeout(150, method="thread")
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_reply_never_lands_in_recycled_slot(variant: str, tmp_path: Path) -> None:
+    """One response slot, so every request reuses slot 0 under a new generation. The client
+    cancels most requests at once and immediately re-acquires the slot while two workers
+    are still replying to the cancelled ones. A response must only ever be the one for the
+    request that is current in the slot."""
+    rounds = 3000
+    server = make_server(variant, "anon", req_cap=64, resp_slots=1)
+    stop = mmap.mmap(-1, 1)
+    with server, children() as kids:
+        workers = [fork_call(lambda: _replier(server, stop), watchdog=120) for _ in range(2)]
+        kids.extend(workers)
+
+        def client_loop() -> dict[str, Any]:
+            c = open_client(server, "anon")
+            answered = cancelled = 0
+            bad: list[str] = []
+            for i in range(rounds):
+                req = _req(variant, i)
+                ident = c.send_wait(req, timeout=LONG)
+                if ident is None:
+                    bad.append(f"send_wait timed out at {i}")
+                    break
+                if id_index(ident) != 0:
+                    bad.append(f"id {ident:#x} is not in slot 0")
+                if i % 4 != 3 and c.cancel(ident):
+                    cancelled += 1
+                    continue
+                got = c.get_wait(ident, timeout=LONG)
+                if got != reverse(req):
+                    bad.append(f"request {req!r} got {got!r}")
+                    if len(bad) > 5:
+                        break
+                answered += 1
+            return {"answered": answered, "cancelled": cancelled, "bad": bad}
+
+        clients = [fork_call(client_loop, watchdog=120)]
+        kids.extend(clients)
+        res = clients[0].result(timeout=130)
+        stop[0] = 1
+        wres = [w.result(timeout=30) for w in workers]
+        st = server.stats()
+    assert res["bad"] == []
+    assert res["answered"] + res["cancelled"] == rounds
+    assert sum(w["won"] for w in wres) == res["answered"]
+    assert sum(w["won"] + w["lost"] for w in wres) == rounds
+    assert st["slots_free"] == 1 and st["size"] == 0
+
+
+@pytest.mark.timeout(150, method="thread")
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_no_lost_wakeups_without_spinning(variant: str, tmp_path: Path) -> None:
+    """spin=0 on both sides: every hand-over sleeps on a futex. A lost wake-up shows up as a
+    timeout (a None) instead of a response."""
+    rounds = 3000
+    server = make_server(variant, "anon", req_cap=4, resp_slots=2, spin=0)
+    with server, children() as kids:
+
+        def worker() -> int:
+            server.spin = 0
+            for i in range(rounds):
+                got = server.recv_wait(timeout=LONG)
+                if got is None:
+                    raise AssertionError(f"worker waited {LONG}s for request #{i}")
+                server.reply(got[1], reverse(got[0]))
+            return rounds
+
+        kids.append(fork_call(worker, watchdog=120))
+        c = open_client(server, "anon")
+        c.spin = 0
+        for i in range(rounds):
+            req = _req(variant, i)
+            assert c.req(req, timeout=LONG) == reverse(req), f"round {i}"
+        assert kids[0].result(timeout=60) == rounds
+
+
+@pytest.mark.timeout(150, method="thread")
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_racing_cancel_and_get_wait_from_threads_and_processes(variant: str,
+                                                                tmp_path: Path) -> None:
+    """Two client processes share the channel with one worker; each cancels half of its
+    requests right after the worker may have replied. Whatever happens, a client only ever
+    sees its own responses, and no slot is left behind."""
+    rounds = 1500
+    server = make_server(variant, "anon", req_cap=8, resp_slots=3)
+    stop = mmap.mmap(-1, 1)
+    with server, children() as kids:
+        worker = fork_call(lambda: _replier(server, stop), watchdog=120)
+        kids.append(worker)
+
+        def client_loop(k: int) -> list[str]:
+            c = server.client()
+            bad: list[str] = []
+            for i in range(rounds):
+                req = _req(variant, k * 1_000_000 + i)
+                ident = c.send_wait(req, timeout=LONG)
+                if ident is None:
+                    return [*bad, f"send_wait timed out at {i}"]
+                if i % 2 and c.cancel(ident):
+                    if c.get(ident) is not None:
+                        bad.append(f"cancelled {req!r} still had a response")
+                    continue
+                got = c.get_wait(ident, timeout=LONG)
+                if got != reverse(req):
+                    bad.append(f"{req!r} got {got!r}")
+            if c.pending():
+                bad.append(f"pending {c.pending()} at the end")
+            return bad
+
+        clients = [fork_call(lambda k=k: client_loop(k), watchdog=120) for k in (1, 2)]
+        kids.extend(clients)
+        results = [cl.result(timeout=130) for cl in clients]
+        stop[0] = 1
+        worker.result(timeout=30)
+        st = server.stats()
+    assert results == [[], []]
+    assert st["slots_free"] == 3 and st["slots_acquired"] == 0 and st["slots_ready"] == 0

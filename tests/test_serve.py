@@ -9,7 +9,8 @@ import time
 from typing import Any
 
 import pytest
-from helpers import ThreadCall, children, fork_call, wait_sleeping
+from helpers import ThreadCall
+from procs import children, fork_call, wait_sleeping
 
 import reqrep
 

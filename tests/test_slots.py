@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Closer
-from fault_helpers import SLOT_CTL, ChannelMap, ctl_state, get_u64
-from helpers import Child, fork_call, id_index
+from helpers import Closer, id_index
+from layout import ChannelMap
+from procs import Child, fork_call
 
-from reqrep import Client, Server, WorkerDiedError
+from reqrep import Client, Server, WorkerDiedError, _format
 
 BIG = 48 << 20
-SLOT_WRITING = 2
+SLOT_WRITING = _format.SLOT_STATES["writing"]
 
 
 class StoppedWriter:
@@ -46,7 +46,7 @@ class StoppedWriter:
 
 
 def _slot_state(cm: ChannelMap, ident: int) -> int:
-    return ctl_state(get_u64(cm.mm, cm.slot_off(id_index(ident)) + SLOT_CTL))
+    return _format.ctl_state(_format.SLOT.get(cm.mm, cm.slot_off(id_index(ident)), "ctl"))
 
 
 def stop_in_writing(cm: ChannelMap, pid: int, ident: int, timeout: float = 20.0) -> bool:

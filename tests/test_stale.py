@@ -5,18 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import Closer
-from helpers import IntServer, Server, id_gen, id_index
+from helpers import Closer, id_gen, id_index, make_server, open_client
 
 VARIANTS = ["str", "int"]
 
 
 def _chan(variant: str, closer: Closer, resp_slots: int = 1, req_cap: int = 16) -> tuple[Any, Any]:
-    if variant == "str":
-        s = closer(Server(None, req_cap=req_cap, resp_slots=resp_slots, resp_size=64))
-    else:
-        s = closer(IntServer(None, req_cap=req_cap, resp_slots=resp_slots))
-    return s, closer(s.client())
+    s = closer(make_server(variant, "anon", req_cap=req_cap, resp_slots=resp_slots))
+    return s, closer(open_client(s, "anon"))
 
 
 def _v(variant: str, n: int) -> Any:

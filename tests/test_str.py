@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Closer
-from helpers import KINDS, Client, Server, id_index, make_server, open_client
+from helpers import KINDS, Client, Closer, Server, id_index, make_server, open_client
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -471,7 +470,8 @@ def test_sync_and_unlink_file(chan_path: Path, closer: Closer) -> None:
 
 @pytest.mark.parametrize("kind", [k for k in KINDS if k != "file"])
 def test_unlink_without_path_does_nothing(kind: str, tmp_path: Path, closer: Closer) -> None:
-    s = closer(make_server(Server, kind, tmp_path, req_cap=4, resp_slots=2, resp_size=16))
+    s = closer(make_server("str", kind, tmp_path / "chan.rr", req_cap=4, resp_slots=2,
+                           resp_size=16))
     s.unlink()
     s.sync()
     assert list(tmp_path.iterdir()) == []

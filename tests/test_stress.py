@@ -13,17 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import (
-    LONG,
-    Child,
-    IntServer,
-    Server,
-    children,
-    fork_call,
-    make_server,
-    open_client,
-    open_server,
-)
+from helpers import LONG, Server, make_server, open_client, open_server
+from procs import Child, children, fork_call
 
 pytestmark = pytest.mark.timeout(180, method="thread")
 
@@ -125,11 +116,9 @@ def _client(client: Any, variant: str, k: int) -> dict[str, Any]:
 
 
 def _run(variant: str, kind: str, tmp_path: Path, req_cap: int = 16, slots: int = 8) -> None:
-    if variant == "str":
-        server = make_server(Server, kind, tmp_path, req_cap=req_cap, resp_slots=slots,
-                             resp_size=512, arena=8192)
-    else:
-        server = make_server(IntServer, kind, tmp_path, req_cap=req_cap, resp_slots=slots)
+    geometry = {"resp_size": 512, "arena": 8192} if variant == "str" else {}
+    server = make_server(variant, kind, tmp_path / "chan.rr", req_cap=req_cap, resp_slots=slots,
+                         **geometry)
     stop = mmap.mmap(-1, 1)  # shared with the forked workers
     t0 = time.monotonic()
     with server, children() as kids:

@@ -9,19 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Closer
 from helpers import (
     LONG,
     Client,
+    Closer,
     IntClient,
     IntServer,
     Server,
     ThreadCall,
     echo_worker,
-    fork_call,
+    make_server,
+    open_client,
+    open_server,
     reverse,
-    wait_sleeping,
 )
+from procs import fork_call, wait_sleeping
 
 pytestmark = pytest.mark.timeout(120, method="thread")
 
@@ -31,10 +33,9 @@ PER_THREAD = 300
 
 def _chan(variant: str, closer: Closer, **geometry: Any) -> tuple[Any, Any]:
     if variant == "str":
-        s = closer(Server(None, resp_size=256, **geometry))
-    else:
-        s = closer(IntServer(None, **geometry))
-    return s, closer(s.client())
+        geometry.setdefault("resp_size", 256)
+    s = closer(make_server(variant, "anon", **geometry))
+    return s, closer(open_client(s, "anon"))
 
 
 def _req_for(variant: str, t: int, i: int) -> Any:
@@ -155,13 +156,13 @@ class _Case:
 
 
 def _str(tmp: Path, closer: Closer, **geometry: Any) -> tuple[Any, Any]:
-    s = closer(Server(tmp / "chan.rr", resp_size=64, **geometry))
-    return s, closer(Client(s.path))
+    s = closer(make_server("str", "file", tmp / "chan.rr", **geometry))
+    return s, closer(open_client(s, "file"))
 
 
 def _int(tmp: Path, closer: Closer, **geometry: Any) -> tuple[Any, Any]:
-    s = closer(IntServer(tmp / "chan.rr", **geometry))
-    return s, closer(IntClient(s.path))
+    s = closer(make_server("int", "file", tmp / "chan.rr", **geometry))
+    return s, closer(open_client(s, "file"))
 
 
 def _lock_held(tmp: Path, closer: Closer) -> tuple[Any, Any]:
@@ -169,7 +170,7 @@ def _lock_held(tmp: Path, closer: Closer) -> tuple[Any, Any]:
     with one request queued: every taker and sender waits for the lock."""
     s, c = _str(tmp, closer)
     c.send(b"queued")
-    holder = closer(Server(s.path))
+    holder = closer(open_server(s, "file"))
     holder._test_hold_lock()
     return s, c
 
