@@ -11,6 +11,7 @@
  *   -EBUSY      (RR_TRY only) the Str queue lock is held by someone else
  *   -ECANCELED  a wait ended by rr_interrupt (the call had no effect), or
  *               rr_wait_request's by rr_wake_receivers
+ *   -EREMOTEIO  (rr_int_peek only) the reply is an error: view it to read it
  * This is the one error convention of the core: its internal headers follow it.
  *
  * Concurrency: unless its comment says otherwise, a call may run in any
@@ -31,8 +32,12 @@
 
 enum rr_variant { RR_VARIANT_STR = 1, RR_VARIANT_INT = 2 };
 
-/* Payload flag carried with Str requests and responses. */
-#define RR_FLAG_UTF8 1u
+/* Payload flags carried with Str requests and with responses. */
+#define RR_FLAG_UTF8  1u /* the bytes are text (UTF-8) */
+#define RR_FLAG_ERROR 2u /* the response is an error, not an answer (rr_*_reply_error) */
+
+/* A channel's codec name: up to RR_CODEC_MAX - 1 printable ASCII bytes. */
+#define RR_CODEC_MAX 32u
 
 /* Deadlines are absolute CLOCK_MONOTONIC nanoseconds. */
 #define RR_NOWAIT  ((int64_t)0)
@@ -57,6 +62,8 @@ typedef struct rr_geometry {
     uint32_t resp_slots;
     uint32_t resp_size;  /* Str only; 0 for Int */
     uint64_t arena;      /* Str only; 0 means req_cap * 256 (at least RR_MIN_ARENA) */
+    char codec[RR_CODEC_MAX]; /* Str only: the payloads' codec, recorded at creation
+                               * for every opener to use; "" for none. NUL-terminated. */
 } rr_geometry;
 
 typedef struct rr_error {
@@ -70,7 +77,9 @@ typedef struct rr_chan rr_chan; /* one process-local handle on a mapping */
 int rr_geometry_normalise(rr_geometry *g, rr_error *err);
 
 /* Opening. `create` NULL means open-only (a client); otherwise the geometry
- * used when the file is new or all zero (a creator died before publishing). */
+ * used when the file is new or all zero (a creator died before publishing).
+ * Every call that creates normalises a copy of the geometry it is given
+ * (-EINVAL as rr_geometry_normalise); an existing file keeps its own. */
 int rr_open_path(const char *path, uint32_t variant, const rr_geometry *create,
                  rr_chan **out, rr_error *err);
 /* rr_open_path with options (NULL: the defaults). */
@@ -130,6 +139,15 @@ static inline uint32_t rr_id_gen(uint64_t id) { return (uint32_t)(id >> 32); }
 /* ---- Str requests ---- */
 int rr_str_send(rr_chan *c, const void *data, size_t len, uint32_t flags,
                 int64_t deadline, uint64_t *id);
+/* A payload in pieces, gathered into the channel by one copy of each. */
+typedef struct rr_iovec {
+    const void *base;
+    size_t len;
+} rr_iovec;
+/* rr_str_send of the n pieces of iov, one after the other (-EMSGSIZE if
+ * their sum does not fit; n may be 0). */
+int rr_str_sendv(rr_chan *c, const rr_iovec *iov, uint32_t n, uint32_t flags,
+                 int64_t deadline, uint64_t *id);
 
 typedef struct rr_entry {
     const void *data;
@@ -148,6 +166,7 @@ void rr_str_recv_end(rr_chan *c, uint32_t n);
 /* Replies return 0, or 1 when the requester waits in an event loop (so the
  * caller may also signal a reply eventfd it shares with it). */
 int rr_str_reply(rr_chan *c, uint64_t id, const void *data, size_t len, uint32_t flags);
+int rr_str_replyv(rr_chan *c, uint64_t id, const rr_iovec *iov, uint32_t n, uint32_t flags);
 
 /* ---- Int requests ---- */
 int rr_int_send(rr_chan *c, int64_t value, int64_t deadline, uint64_t *id);
@@ -156,6 +175,11 @@ int rr_int_send(rr_chan *c, int64_t value, int64_t deadline, uint64_t *id);
  * settles it (a dead process's cell is repaired after RR_CLAIM_STALL_NS). */
 int rr_int_recv(rr_chan *c, int64_t deadline, int64_t *value, uint64_t *id);
 int rr_int_reply(rr_chan *c, uint64_t id, int64_t value);
+/* Answers with an error named by up to RR_SLOT_ERROR_MAX bytes of `name`
+ * (-EMSGSIZE beyond): the client's rr_int_peek says -EREMOTEIO, and
+ * rr_resp_view shows the name with RR_FLAG_ERROR. Returns as rr_int_reply. */
+#define RR_SLOT_ERROR_MAX 32u
+int rr_int_reply_error(rr_chan *c, uint64_t id, const void *name, size_t len);
 
 /* ---- responses (both variants) ----
  * resp_wait returns 0 once the reply is there; resp_view pins it (cancel and
@@ -165,10 +189,10 @@ int rr_int_reply(rr_chan *c, uint64_t id, int64_t value);
  * frees a reply nobody will read. */
 int rr_resp_wait(rr_chan *c, uint64_t id, int64_t deadline);
 typedef struct rr_resp {
-    const void *data;  /* Str: the bytes; Int: NULL */
+    const void *data;  /* Str: the bytes; Int: an error's name (RR_FLAG_ERROR) */
     uint32_t len;
-    uint32_t flags;
-    int64_t value;     /* Int */
+    uint32_t flags;    /* RR_FLAG_* */
+    int64_t value;     /* Int, unless RR_FLAG_ERROR */
 } rr_resp;
 int rr_resp_view(rr_chan *c, uint64_t id, rr_resp *r);
 int rr_resp_release(rr_chan *c, uint64_t id);
@@ -176,7 +200,8 @@ int rr_resp_unview(rr_chan *c, uint64_t id);
 int rr_resp_discard(rr_chan *c, uint64_t id);
 /* Int, without the READING pin: 0 with *value once replied (then
  * rr_resp_discard frees the slot, and if it fails, what was read is void),
- * -EAGAIN while the reply is not there, -ESTALE if it never will be. */
+ * -EAGAIN while the reply is not there, -ESTALE if it never will be,
+ * -EREMOTEIO if the reply is an error (rr_resp_view shows it). */
 int rr_int_peek(rr_chan *c, uint64_t id, int64_t *value);
 /* 0 = cancelled: no reply will ever be delivered (a reply being written
  * loses: its writer frees the slot); -EBUSY = the complete reply is there

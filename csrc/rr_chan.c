@@ -61,16 +61,25 @@ static int send(rr_chan *c, rr_request *r)
     return rc;
 }
 
-int rr_str_send(rr_chan *c, const void *data, size_t len, uint32_t flags, int64_t deadline,
-                uint64_t *id)
+int rr_str_sendv(rr_chan *c, const rr_iovec *iov, uint32_t n, uint32_t flags, int64_t deadline,
+                 uint64_t *id)
 {
+    size_t len = rr_iov_len(iov, n);
     if (!rr_strq_fits(&c->q.strq, len))
         return -EMSGSIZE;
-    rr_request r = {.data = data, .len = (uint32_t)len, .flags = flags, .deadline = deadline};
+    rr_request r = {.iov = iov, .niov = n, .len = (uint32_t)len, .flags = flags,
+                    .deadline = deadline};
     int rc = send(c, &r);
     if (rc == 0)
         *id = r.id;
     return rc;
+}
+
+int rr_str_send(rr_chan *c, const void *data, size_t len, uint32_t flags, int64_t deadline,
+                uint64_t *id)
+{
+    rr_iovec one = {data, len};
+    return rr_str_sendv(c, &one, 1, flags, deadline, id);
 }
 
 int rr_int_send(rr_chan *c, int64_t value, int64_t deadline, uint64_t *id)
@@ -131,18 +140,25 @@ void rr_wake_receivers(rr_chan *c)
 
 /* ---- replies ---- */
 
-int rr_str_reply(rr_chan *c, uint64_t id, const void *data, size_t len, uint32_t flags)
+int rr_str_replyv(rr_chan *c, uint64_t id, const rr_iovec *iov, uint32_t n, uint32_t flags)
 {
+    size_t len = rr_iov_len(iov, n);
     if (len > c->geom.resp_size)
         return -EMSGSIZE;
     rr_slot *s = rr_slot_claim(&c->slots, id);
     if (!s)
         return -ESTALE;
-    memcpy(rr_slot_data_for(s, len), data, len);
+    rr_iov_gather(rr_slot_data_for(s, len), iov, n);
     /* relaxed atomic: try_acquire peeks at it as a hint without owning the slot */
     RR_WRITE_ONCE(s->len, (uint32_t)len);
     s->flags = flags;
     return rr_slot_publish(&c->slots, s, id);
+}
+
+int rr_str_reply(rr_chan *c, uint64_t id, const void *data, size_t len, uint32_t flags)
+{
+    rr_iovec one = {data, len};
+    return rr_str_replyv(c, id, &one, 1, flags);
 }
 
 int rr_int_reply(rr_chan *c, uint64_t id, int64_t value)
@@ -150,8 +166,29 @@ int rr_int_reply(rr_chan *c, uint64_t id, int64_t value)
     rr_slot *s = rr_slot_claim(&c->slots, id);
     if (!s)
         return -ESTALE;
-    /* relaxed atomic: rr_int_peek may read it after losing to clear() */
+    /* relaxed atomics: rr_int_peek may read them after losing to clear() */
     RR_WRITE_ONCE(s->value, value);
+    RR_WRITE_ONCE(s->flags, 0u); /* a slot's last reply may have been an error */
+    return rr_slot_publish(&c->slots, s, id);
+}
+
+int rr_int_reply_error(rr_chan *c, uint64_t id, const void *name, size_t len)
+{
+    if (len > RR_SLOT_ERROR_MAX)
+        return -EMSGSIZE;
+    rr_slot *s = rr_slot_claim(&c->slots, id);
+    if (!s)
+        return -ESTALE;
+    /* The name's first 8 bytes share value's place, which rr_int_peek may
+     * read after losing to clear(): stored as rr_int_reply stores value. The
+     * rest is only read pinned (rr_slot_view). */
+    int64_t first = 0;
+    memcpy(&first, name, len < sizeof first ? len : sizeof first);
+    RR_WRITE_ONCE(s->value, first);
+    if (len > sizeof first)
+        memcpy(s->small + sizeof first, (const uint8_t *)name + sizeof first, len - sizeof first);
+    RR_WRITE_ONCE(s->len, (uint32_t)len);
+    RR_WRITE_ONCE(s->flags, RR_FLAG_ERROR);
     return rr_slot_publish(&c->slots, s, id);
 }
 

@@ -22,6 +22,7 @@ static const rr_format_entry entries[] = {
     FIELD("header", rr_header, geom.off_slots, "off_slots"),
     FIELD("header", rr_header, geom.off_arena, "off_arena"),
     FIELD("header", rr_header, geom.off_bells, "off_bells"),
+    FIELD("header", rr_header, geom.codec, "codec"),
     FIELD("header", rr_header, head, "head"),
     FIELD("header", rr_header, tail, "tail"),
     FIELD("header", rr_header, lock, "lock"),
@@ -75,11 +76,15 @@ static const rr_format_entry entries[] = {
     CONST("file", "bells", RR_BELLS),
     CONST("file", "bell_size", sizeof(rr_bell)),
     CONST("file", "page", RR_PAGE), /* the file's size is a multiple of it */
+    CONST("file", "codec_max", RR_CODEC_MAX),
     CONST("variant", "str", RR_VARIANT_STR),
     CONST("variant", "int", RR_VARIANT_INT),
     /* a slot's ctl word: generation << gen_shift | (generation << state_bits | state) */
     CONST("ctl", "gen_shift", RR_CTL_GEN_SHIFT),
     CONST("ctl", "state_bits", RR_CTL_STATE_BITS),
+    /* a cell's and a slot's flags */
+    CONST("flag", "utf8", RR_FLAG_UTF8),
+    CONST("flag", "error", RR_FLAG_ERROR),
     CONST("slot_state", "free", RR_SLOT_FREE),
     CONST("slot_state", "acquired", RR_SLOT_ACQUIRED),
     CONST("slot_state", "writing", RR_SLOT_WRITING),

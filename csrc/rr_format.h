@@ -25,7 +25,7 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 
 #define RR_LINE 64
 #define RR_MAGIC UINT64_C(0x31504552514552ff) /* "\xffRREQPE1" little-endian */
-#define RR_FORMAT_VERSION 5u /* 5: the header's unused `clears` counter dropped */
+#define RR_FORMAT_VERSION 6u /* 6: the codec's name in the header; Int error replies */
 #define RR_HEADER_SIZE 1024u
 #define RR_PAGE 4096u                         /* the file's size is a multiple of it */
 #define RR_MAX_TOTAL ((uint64_t)1 << 42)      /* no file is larger */
@@ -200,6 +200,7 @@ typedef struct rr_hdr_geom {
     uint64_t off_slots;
     uint64_t off_arena;
     uint64_t off_bells;
+    char codec[RR_CODEC_MAX]; /* rr_geometry.codec, NUL-terminated (validated) */
 } rr_hdr_geom;
 
 /* A futex word with a count of sleepers, so wakers skip the syscall when 0. */
@@ -286,7 +287,8 @@ typedef struct rr_slot {
     uint32_t bell;            /* 1 + the bell to ring on reply, 0 for none */
     union {
         int64_t value;        /* Int response */
-        uint8_t small[RR_SLOT_INLINE]; /* a Str response that fits: one line to move */
+        uint8_t small[RR_SLOT_INLINE]; /* a Str response that fits: one line to move;
+                                        * an Int error's name (flags RR_FLAG_ERROR) */
     };
     RR_ALIGNED _Atomic uint64_t worker; /* the worker record above */
     _Atomic uint64_t replies; /* per-slot reply count, summed by stats */
@@ -294,6 +296,7 @@ typedef struct rr_slot {
 
 _Static_assert(sizeof(rr_slot) <= RR_SLOT_HEADER, "slot header fits its two lines");
 _Static_assert(offsetof(rr_slot, small) + RR_SLOT_INLINE <= RR_LINE, "small replies on line 1");
+_Static_assert(RR_SLOT_ERROR_MAX <= RR_SLOT_INLINE, "an Int error's name fits in the slot");
 
 /* Where a Str response of `len` bytes lies in its slot. */
 static inline uint8_t *rr_slot_data_for(rr_slot *s, uint64_t len)

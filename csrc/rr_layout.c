@@ -26,6 +26,18 @@ static const char *variant_name(uint32_t v)
     return v == RR_VARIANT_STR ? "Str" : v == RR_VARIANT_INT ? "Int" : "unknown";
 }
 
+/* A codec name: NUL-terminated within its field, printable ASCII before. */
+static bool codec_ok(const char *name)
+{
+    for (uint32_t i = 0; i < RR_CODEC_MAX; i++) {
+        if (name[i] == 0)
+            return true;
+        if (name[i] < '!' || name[i] > '~')
+            return false;
+    }
+    return false;
+}
+
 static uint32_t pow2_ceil(uint32_t x)
 {
     uint32_t p = 1;
@@ -42,6 +54,11 @@ int rr_geometry_normalise(rr_geometry *g, rr_error *err)
         return rr_fail(err, -EINVAL, "req_cap must be between 1 and %u", RR_MAX_REQ_CAP);
     if (g->resp_slots < 1 || g->resp_slots > RR_MAX_RESP_SLOTS)
         return rr_fail(err, -EINVAL, "resp_slots must be between 1 and %u", RR_MAX_RESP_SLOTS);
+    if (!codec_ok(g->codec))
+        return rr_fail(err, -EINVAL, "a codec's name is at most %u printable ASCII characters",
+                       RR_CODEC_MAX - 1);
+    if (g->variant == RR_VARIANT_INT && g->codec[0])
+        return rr_fail(err, -EINVAL, "Int channels have no codec");
     g->req_cap = pow2_ceil(g->req_cap);
     if (g->variant == RR_VARIANT_INT) {
         g->resp_size = 0;
@@ -80,6 +97,7 @@ int rr_layout_compute(const rr_geometry *g, rr_hdr_geom *h)
     h->off_slots = h->off_cells + (uint64_t)g->req_cap * RR_LINE;
     h->off_arena = h->off_slots + (uint64_t)g->resp_slots * h->slot_stride;
     h->total_size = RR_ROUND_UP(h->off_arena + h->arena_cap, (uint64_t)RR_PAGE);
+    memcpy(h->codec, g->codec, sizeof h->codec);
     return h->total_size <= RR_MAX_TOTAL ? 0 : -EFBIG;
 }
 
@@ -98,7 +116,9 @@ int rr_layout_validate(const rr_hdr_geom *h, uint64_t file_size, uint32_t varian
     if (variant && h->variant != variant)
         return rr_fail(err, -RR_EFORMAT, "is a %s channel, opened as %s", variant_name(h->variant),
                     variant_name(variant));
-    rr_geometry g = {h->variant, h->req_cap, h->resp_slots, h->resp_size, h->arena_cap};
+    if (!codec_ok(h->codec) || (h->variant == RR_VARIANT_INT && h->codec[0]))
+        return rr_fail(err, -RR_EFORMAT, "impossible codec name in header");
+    rr_geometry g = {h->variant, h->req_cap, h->resp_slots, h->resp_size, h->arena_cap, ""};
     bool geom_ok = h->req_cap >= 1 && h->req_cap <= RR_MAX_REQ_CAP
         && (h->req_cap & (h->req_cap - 1)) == 0 && h->resp_slots >= 1
         && h->resp_slots <= RR_MAX_RESP_SLOTS;

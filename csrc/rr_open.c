@@ -51,7 +51,8 @@ static void chan_init(rr_chan *c, rr_map *m, const rr_hdr_geom *h)
     uint8_t *base = m->base;
     c->map = m;
     c->hdr = (rr_header *)base;
-    c->geom = (rr_geometry){h->variant, h->req_cap, h->resp_slots, h->resp_size, h->arena_cap};
+    c->geom = (rr_geometry){h->variant, h->req_cap, h->resp_slots, h->resp_size, h->arena_cap, ""};
+    memcpy(c->geom.codec, h->codec, sizeof c->geom.codec); /* validated: NUL-terminated */
     rr_waiter_init(&c->wait, RR_DEFAULT_SPIN_US);
     rr_ring ring = {
         .hdr = c->hdr,
@@ -154,7 +155,7 @@ static int reserve(int fd, uint64_t size)
     return e == EOPNOTSUPP ? 0 : -e;
 }
 
-/* Sizes fd for geometry g, reserves its space and publishes a header. On
+/* Sizes fd for geometry g (normalised), reserves its space and publishes a header. On
  * failure the file is left empty (its space released), and fd is the caller's. */
 static int create_in_fd(int fd, const rr_geometry *g, int is_memfd, rr_chan **out, rr_error *err)
 {
@@ -343,6 +344,16 @@ int rr_open_path_opts(const char *path, uint32_t variant, const rr_geometry *cre
     rr_open_opts dflt = {-1, 0};
     rr_open_opts *o = opts ? opts : &dflt;
     o->initialised = 0;
+    rr_geometry g;
+    if (create) {
+        err_reset(err);
+        g = *create;
+        g.variant = variant;
+        int rc = rr_geometry_normalise(&g, err);
+        if (rc)
+            return rc;
+        create = &g;
+    }
     /* A client may open the file between its creator's open(O_CREAT) and
      * flock(): it then finds it empty. Give the creator a moment. */
     int64_t give_up = rr_now_ns() + RR_UNPUBLISHED_GRACE_NS;
@@ -434,15 +445,13 @@ static int open_path_once(const char *path, uint32_t variant, const rr_geometry 
             rc = rr_fail(err, -RR_EFORMAT, "not a reqrep channel (no magic, not empty)");
             goto out;
         }
-        rr_geometry g = *create;
-        g.variant = variant;
         initialising = 1;
         /* exactly the mode asked for: open's is less the umask */
         if (o->mode >= 0 && fchmod(fd, (mode_t)o->mode) != 0) {
             rc = rr_fail(err, -errno, "cannot set the file's mode: %s", strerror(errno));
             goto out;
         }
-        rc = create_in_fd(fd, &g, 0, out, err);
+        rc = create_in_fd(fd, create, 0, out, err);
         o->initialised = rc == 0;
     } else {
         rc = open_existing(fd, variant, 0, out, err);
@@ -456,13 +465,17 @@ out:
     return rc;
 }
 
-int rr_open_anon(const rr_geometry *g, rr_chan **out, rr_error *err)
+int rr_open_anon(const rr_geometry *asked, rr_chan **out, rr_error *err)
 {
     err_reset(err);
+    rr_geometry g = *asked;
+    int rc = rr_geometry_normalise(&g, err);
+    if (rc)
+        return rc;
     rr_hdr_geom want;
-    rr_layout_compute(g, &want);
+    rr_layout_compute(&g, &want);
     rr_map *m;
-    int rc = map_new(-1, want.total_size, 0, &m);
+    rc = map_new(-1, want.total_size, 0, &m);
     if (rc)
         return rr_fail(err, rc, "cannot map %llu bytes: %s", (unsigned long long)want.total_size,
                     strerror(-rc));
@@ -473,15 +486,19 @@ int rr_open_anon(const rr_geometry *g, rr_chan **out, rr_error *err)
     return rc;
 }
 
-int rr_open_memfd(const char *name, const rr_geometry *g, rr_chan **out, rr_error *err)
+int rr_open_memfd(const char *name, const rr_geometry *asked, rr_chan **out, rr_error *err)
 {
     err_reset(err);
+    rr_geometry g = *asked;
+    int rc = rr_geometry_normalise(&g, err);
+    if (rc)
+        return rc;
     int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0)
         return rr_fail(err, -errno, "memfd_create: %s", strerror(errno));
     /* Nobody may resize it under a mapping (a shrink would SIGBUS every
      * user): sealed before anyone else can hold it. */
-    int rc = create_in_fd(fd, g, 1, out, err);
+    rc = create_in_fd(fd, &g, 1, out, err);
     if (rc == 0 && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
         rc = rr_fail(err, -errno, "cannot seal the memfd: %s", strerror(errno));
         rr_close(*out); /* closes fd with the mapping */

@@ -5,11 +5,12 @@
  * it by variant when the handle is built (rr_open.c), and composes its
  * operations through it (rr_chan.c). Queues never call into the channel.
  *
- * Errors as in reqrep.h. uses: rr_format.h, rr_wait.h, rr_slots.h */
+ * Errors as in reqrep.h. uses: rr_format.h, rr_iov.h, rr_wait.h, rr_slots.h */
 #ifndef RR_QUEUE_H
 #define RR_QUEUE_H
 
 #include "rr_format.h"
+#include "rr_iov.h"
 #include "rr_slots.h"
 #include "rr_wait.h"
 
@@ -31,7 +32,8 @@ typedef struct rr_ring {
 /* A request on its way into a queue: its slot's id, and its payload. */
 typedef struct rr_request {
     uint64_t id;
-    const void *data;   /* Str */
+    const rr_iovec *iov; /* Str: the payload's pieces, len bytes in all */
+    uint32_t niov;      /* Str */
     uint32_t len, flags; /* Str */
     int64_t value;      /* Int */
     int64_t deadline;   /* the send's: how long a Str push may wait for the lock */

@@ -468,11 +468,13 @@ int rr_slot_view(rr_slots *pool, uint64_t id, rr_resp *r)
                                                  memory_order_acquire, memory_order_acquire)
         && v != rr_ctl(gen, RR_SLOT_READING))
         return rr_ctl_gen(v) == gen && in_flight(rr_ctl_state(v)) ? -EAGAIN : -ESTALE;
-    /* Bound what a hostile writer could have put in len. */
-    uint32_t len = s->len;
-    r->len = len <= pool->resp_size ? len : pool->resp_size;
+    /* Bound what a hostile writer could have put in len: a Str reply fits
+     * resp_size, an Int reply's error name the slot's line. */
+    uint32_t len = s->len, flags = s->flags;
+    uint32_t max = pool->resp_size ? pool->resp_size : RR_SLOT_ERROR_MAX;
+    r->len = len <= max ? len : max;
     r->data = rr_slot_data_for(s, r->len);
-    r->flags = s->flags;
+    r->flags = flags;
     r->value = s->value;
     return 0;
 }
@@ -489,8 +491,10 @@ int rr_slot_int_peek(rr_slots *pool, uint64_t id, int64_t *value)
         bool coming = in_flight(rr_ctl_state(v)) || rr_ctl_state(v) == RR_SLOT_READING;
         return rr_ctl_gen(v) == gen && coming ? -EAGAIN : -ESTALE;
     }
-    /* relaxed atomic: if clear() frees the slot now, a new replier may write
+    /* relaxed atomics: if clear() frees the slot now, a new replier may write
      * it; the caller's rr_resp_discard then fails and drops what we read */
+    if (RR_READ_ONCE(s->flags) & RR_FLAG_ERROR)
+        return -EREMOTEIO;
     *value = RR_READ_ONCE(s->value);
     return 0;
 }

@@ -125,8 +125,8 @@ static int push_attempt(void *qv, const rr_request *p)
         if (head == tail)
             h->seen_first = beg; /* the queue starts again at this entry */
         rr_str_cell *cell = cell_at(q, tail);
-        memcpy(p->len <= RR_STR_INLINE ? cell->small : q->arena + start % q->arena_cap, p->data,
-               p->len);
+        rr_iov_gather(p->len <= RR_STR_INLINE ? cell->small : q->arena + start % q->arena_cap,
+                      p->iov, p->niov);
         /* beg and len atomically: statistics read them without the lock */
         RR_WRITE_ONCE(cell->beg, beg);
         RR_WRITE_ONCE(cell->len, p->len);

@@ -294,7 +294,7 @@ static const fz_field hdr_fields[] = {
     HF(geom.resp_slots, 4, K_PLAIN), HF(geom.resp_size, 4, K_PLAIN),
     HF(geom.slot_stride, 4, K_PLAIN), HF(geom.arena_cap, 8, K_PLAIN),
     HF(geom.off_cells, 8, K_PLAIN), HF(geom.off_slots, 8, K_PLAIN),
-    HF(geom.off_arena, 8, K_PLAIN), HF(geom.off_bells, 8, K_PLAIN),
+    HF(geom.off_arena, 8, K_PLAIN), HF(geom.off_bells, 8, K_PLAIN), HF(geom.codec, 8, K_PLAIN),
 };
 #undef HF
 #define F(t, m, w, k) {offsetof(t, m), w, k}
@@ -459,7 +459,13 @@ static void send_one(fz *f, rr_chan *c, const fz_op *op)
     if (c->geom.variant == RR_VARIANT_STR) {
         int64_t d = str_deadline(f, c, op, false);
         size_t len = op->b % 4 == 0 ? op->x % sizeof payload : op->b % 300;
-        rc = rr_str_send(c, payload, len, op->y & 1, d, &id);
+        if (op->b & 8) { /* gathered from three pieces */
+            rr_iovec iov[3] = {{payload, len / 3}, {payload + len / 3, len / 3},
+                               {payload + 2 * (len / 3), len - 2 * (len / 3)}};
+            rc = rr_str_sendv(c, iov, 3, (uint32_t)op->y & 3, d, &id);
+        } else {
+            rc = rr_str_send(c, payload, len, (uint32_t)op->y & 3, d, &id);
+        }
         FZ_CHECK(rc == 0 || rc == -EAGAIN || rc == -EMSGSIZE || rc == -EBUSY || rc == -EINTR,
                  "str_send %d", rc);
     } else {
@@ -495,8 +501,17 @@ static void reply_one(rr_chan *c, uint64_t id, const fz_op *op)
         size_t len = op->b % 2 ? op->x % (c->geom.resp_size + 2) : op->b % 48;
         if (len > sizeof payload)
             len = sizeof payload;
-        rc = rr_str_reply(c, id, payload, len, (uint32_t)op->y & 1);
+        if (op->b & 4) {
+            rr_iovec iov[2] = {{payload, len / 2}, {payload + len / 2, len - len / 2}};
+            rc = rr_str_replyv(c, id, iov, 2, (uint32_t)op->y & 3);
+        } else {
+            rc = rr_str_reply(c, id, payload, len, (uint32_t)op->y & 3);
+        }
         FZ_CHECK(rc == 0 || rc == 1 || rc == -ESTALE || rc == -EMSGSIZE, "str_reply %d", rc);
+    } else if (op->b & 4) { /* an error's name, sometimes too long */
+        rc = rr_int_reply_error(c, id, payload, op->x % (RR_SLOT_ERROR_MAX + 4));
+        FZ_CHECK(rc == 0 || rc == 1 || rc == -ESTALE || rc == -EMSGSIZE, "int_reply_error %d",
+                 rc);
     } else {
         rc = rr_int_reply(c, id, (int64_t)op->y);
         FZ_CHECK(rc == 0 || rc == 1 || rc == -ESTALE, "int_reply %d", rc);
@@ -511,11 +526,10 @@ static void view_one(rr_chan *c, uint64_t id)
     int rc = rr_resp_view(c, id, &r);
     FZ_CHECK(rc == 0 || rc == -EAGAIN || rc == -ESTALE, "view %d", rc);
     if (rc == 0) {
-        if (c->geom.variant == RR_VARIANT_STR) {
-            FZ_CHECK(r.len <= c->geom.resp_size, "reply of %u bytes", r.len);
-            in_map(c, r.data, r.len, "reply");
-            touch(r.data, r.len);
-        }
+        uint32_t max = c->geom.variant == RR_VARIANT_STR ? c->geom.resp_size : RR_SLOT_ERROR_MAX;
+        FZ_CHECK(r.len <= max, "reply of %u bytes", r.len);
+        in_map(c, r.data, r.len, "reply");
+        touch(r.data, r.len);
         fz_sink += (uint64_t)r.value;
     }
 }
@@ -651,7 +665,8 @@ static void run_op(fz *f, const fz_op *op)
         if (!str) {
             int64_t v;
             rc = rr_int_peek(c, pick_id(f, c, op), &v);
-            FZ_CHECK(rc == 0 || rc == -EAGAIN || rc == -ESTALE, "int_peek %d", rc);
+            FZ_CHECK(rc == 0 || rc == -EAGAIN || rc == -ESTALE || rc == -EREMOTEIO, "int_peek %d",
+                     rc);
         }
         break;
     case OP_GET: /* what the binding's get does */
@@ -925,7 +940,7 @@ static void try_geometry(const uint8_t *img, size_t len)
 {
     rr_hdr_geom h = {0};
     memcpy(&h, img, len < sizeof h ? len : sizeof h);
-    rr_geometry g = {h.variant, h.req_cap, h.resp_slots, h.resp_size, h.arena_cap};
+    rr_geometry g = {h.variant, h.req_cap, h.resp_slots, h.resp_size, h.arena_cap, ""};
     rr_error err;
     if (rr_geometry_normalise(&g, &err) != 0) {
         FZ_CHECK(err.why[0], "a geometry refused without a reason");
@@ -1011,7 +1026,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bool zero_start = !memcmp(first, (uint8_t[8]){0}, 8);
     if (mode == FZ_OPEN_SERVER) {
         uint32_t v = f.variant ? f.variant : hv_ok ? hv : RR_VARIANT_STR;
-        rr_geometry g = {v, 4, 4, v == RR_VARIANT_STR ? 64 : 0, 0};
+        rr_geometry g = {v, 4, 4, v == RR_VARIANT_STR ? 64 : 0, 0, ""};
         FZ_CHECK(rr_geometry_normalise(&g, &err) == 0, "geometry");
         rc = rr_open_path(G.path, v, &g, &c, &err);
         if (rc == 0)
@@ -1032,6 +1047,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         f.nh = 1;
         f.size = rr_map_size(c);
         FZ_CHECK(f.variant == 0 || c->geom.variant == f.variant, "opened as another variant");
+        FZ_CHECK(memchr(c->geom.codec, 0, sizeof c->geom.codec) != NULL, "codec unterminated");
         FZ_CHECK(mode == FZ_OPEN_SERVER || f.size == (uint64_t)fsize, "mapped %llu of %lld",
                  (unsigned long long)f.size, (long long)fsize);
         if (mode == FZ_OPEN_SERVER) { /* a server may have initialised the file */
@@ -1301,7 +1317,10 @@ static int write_seed(const char *dir, const char *name, uint8_t flags, const pr
 
 static rr_chan *new_chan(uint32_t variant, uint32_t req_cap, uint32_t slots, uint32_t resp_size)
 {
-    rr_geometry g = {variant, req_cap, slots, resp_size, 0};
+    /* Str seeds carry a codec's name, for mutations to forge */
+    rr_geometry g = {variant, req_cap, slots, resp_size, 0, ""};
+    if (variant == RR_VARIANT_STR)
+        memcpy(g.codec, "pickle", 7);
     rr_error err;
     rr_chan *c = NULL;
     if (rr_geometry_normalise(&g, &err) != 0 || rr_open_anon(&g, &c, &err) != 0) {
@@ -1375,7 +1394,7 @@ static rr_chan *every_state(uint32_t variant)
                      RR_FLAG_UTF8);
     } else {
         rr_int_reply(c, taken[3], -3);
-        rr_int_reply(c, taken[4], -4);
+        rr_int_reply_error(c, taken[4], "KeyError", 8);
     }
     rr_resp r;
     rr_resp_view(c, taken[4], &r);

@@ -342,7 +342,7 @@ static bool header_valid(const uint8_t *b, size_t len, uint32_t variant)
     memcpy(&h, b, sizeof h);
     if (atomic_load(&h.magic) != RR_MAGIC || h.version != RR_FORMAT_VERSION || h.variant != variant)
         return false;
-    rr_geometry g = {h.variant, h.req_cap, h.resp_slots, h.resp_size, h.arena_cap}, g2 = g;
+    rr_geometry g = {h.variant, h.req_cap, h.resp_slots, h.resp_size, h.arena_cap, ""}, g2 = g;
     rr_error err;
     if (rr_geometry_normalise(&g2, &err) != 0 || memcmp(&g, &g2, sizeof g) != 0)
         return false;

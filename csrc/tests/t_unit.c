@@ -79,7 +79,7 @@ static rr_stats stats_of(rr_chan *c)
 static int norm(uint32_t v, uint32_t req, uint32_t slots, uint32_t resp, uint64_t arena,
                 rr_geometry *out)
 {
-    rr_geometry g = {v, req, slots, resp, arena};
+    rr_geometry g = {v, req, slots, resp, arena, ""};
     rr_error err;
     err.why[0] = 0;
     int rc = rr_geometry_normalise(&g, &err);
@@ -657,7 +657,7 @@ TEST("unit", str_sizes)
 TEST("unit", str_send_len_over_4g)
 {
     uint64_t big = ((uint64_t)1 << 32) + 8;
-    rr_geometry g = {STR, 1, 1, 64, ((uint64_t)1 << 32) + 4096};
+    rr_geometry g = {STR, 1, 1, 64, ((uint64_t)1 << 32) + 4096, ""};
     rr_error err;
     REQUIRE_EQ(rr_geometry_normalise(&g, &err), 0);
     rr_chan *c = NULL;
@@ -1562,5 +1562,211 @@ TEST("unit", clear_interrupted_while_lock_held)
     CHECK_EQ(recv1(c, RR_NOWAIT, &g), 0);
     CHECK(g.len == 5 && memcmp(g.data, "after", 5) == 0);
     CHECK_EQ(rr_size(c), 0);
+    rr_close(c);
+}
+
+/* ---- codecs, gathered payloads, error replies ---- */
+
+static void set_codec(rr_geometry *g, const char *name) { snprintf(g->codec, sizeof g->codec, "%s", name); }
+
+TEST("unit", codec_recorded_at_creation)
+{
+    rr_geometry g = {STR, 4, 4, 64, 0, ""};
+    set_codec(&g, "pickle");
+    rr_error err;
+    char path[512];
+    tu_path(path, sizeof path, "chan");
+    rr_chan *c = NULL, *c2 = NULL;
+    REQUIRE_EQ(rr_open_path(path, STR, &g, &c, &err), 0);
+    CHECK(strcmp(rr_geometry_of(c)->codec, "pickle") == 0);
+    /* an opener learns it from the file, whatever it asked to create */
+    rr_geometry other = {STR, 4, 4, 64, 0, ""};
+    set_codec(&other, "json");
+    int rc = rr_open_path(path, STR, &other, &c2, &err);
+    CHECK_MSG(rc == 0, "open: %d %s", rc, err.why);
+    REQUIRE(rc == 0);
+    CHECK(strcmp(rr_geometry_of(c2)->codec, "pickle") == 0);
+    rr_close(c2);
+    REQUIRE_EQ(rr_open_path(path, STR, NULL, &c2, &err), 0);
+    CHECK(strcmp(rr_geometry_of(c2)->codec, "pickle") == 0);
+    rr_chan *c3 = NULL;
+    REQUIRE_EQ(rr_chan_share(c2, &c3), 0);
+    CHECK(strcmp(rr_geometry_of(c3)->codec, "pickle") == 0);
+    rr_close(c3);
+    rr_close(c2);
+    rr_close(c);
+    unlink(path);
+
+    rr_chan *m = NULL;
+    REQUIRE_EQ(rr_open_memfd("codec", &g, &m, &err), 0);
+    REQUIRE_EQ(rr_open_fd(rr_memfd(m), STR, &c2, &err), 0);
+    CHECK(strcmp(rr_geometry_of(c2)->codec, "pickle") == 0);
+    rr_close(c2);
+    rr_close(m);
+    /* none by default */
+    c = tu_anon(STR, 4, 4, 64, 0);
+    REQUIRE(c);
+    CHECK_EQ(rr_geometry_of(c)->codec[0], 0);
+    rr_close(c);
+}
+
+TEST("unit", codec_names_checked)
+{
+    rr_geometry g = {STR, 4, 4, 64, 0, ""};
+    rr_error err;
+    set_codec(&g, "has space");
+    CHECK_EQ(rr_geometry_normalise(&g, &err), -EINVAL);
+    set_codec(&g, "tab\tbed");
+    CHECK_EQ(rr_geometry_normalise(&g, &err), -EINVAL);
+    memset(g.codec, 'x', sizeof g.codec); /* no terminator */
+    CHECK_EQ(rr_geometry_normalise(&g, &err), -EINVAL);
+    memset(g.codec, 'x', sizeof g.codec - 1);
+    g.codec[sizeof g.codec - 1] = 0; /* the longest name */
+    CHECK_EQ(rr_geometry_normalise(&g, &err), 0);
+    rr_geometry i = {INT, 4, 4, 0, 0, ""};
+    set_codec(&i, "pickle");
+    CHECK_EQ(rr_geometry_normalise(&i, &err), -EINVAL);
+    CHECK(strstr(err.why, "Int") != NULL);
+    rr_chan *c = NULL;
+    CHECK_EQ(rr_open_anon(&i, &c, &err), -EINVAL);
+    CHECK(c == NULL);
+}
+
+TEST("unit", codec_forged_in_file)
+{
+    rr_geometry g = {STR, 4, 4, 64, 0, ""};
+    set_codec(&g, "json");
+    rr_error err;
+    char path[512];
+    tu_path(path, sizeof path, "chan");
+    rr_chan *c = NULL;
+    REQUIRE_EQ(rr_open_path(path, STR, &g, &c, &err), 0);
+    rr_close(c);
+    size_t off = rr_format_lookup("header", "codec");
+    static const char *forged[] = {"bad name", "\x7f", NULL};
+    for (int k = 0; k <= 2; k++) {
+        char field[RR_CODEC_MAX];
+        memset(field, 'y', sizeof field); /* k == 2: no terminator */
+        if (forged[k])
+            snprintf(field, sizeof field, "%s", forged[k]);
+        int fd = open(path, O_RDWR);
+        REQUIRE(fd >= 0);
+        REQUIRE(pwrite(fd, field, sizeof field, (off_t)off) == (ssize_t)sizeof field);
+        close(fd);
+        err.why[0] = 0;
+        CHECK_EQ(rr_open_path(path, STR, NULL, &c, &err), -RR_EFORMAT);
+        CHECK_MSG(strstr(err.why, "codec") != NULL, "reason: %s", err.why);
+    }
+    unlink(path);
+}
+
+TEST("unit", sendv_gathers_pieces)
+{
+    rr_chan *c = tu_anon(STR, 8, 8, 256, 0);
+    REQUIRE(c);
+    char big[200];
+    for (size_t i = 0; i < sizeof big; i++)
+        big[i] = (char)('a' + i % 26);
+    /* inline and arena sizes, empty pieces anywhere */
+    size_t cuts[][3] = {{0, 0, 0}, {1, 0, 2}, {0, 5, 0}, {10, 0, 190}, {64, 64, 72}};
+    for (size_t k = 0; k < sizeof cuts / sizeof cuts[0]; k++) {
+        size_t a = cuts[k][0], b = cuts[k][1], d = cuts[k][2];
+        rr_iovec iov[3] = {{big, a}, {big + a, b}, {big + a + b, d}};
+        uint64_t id;
+        REQUIRE_EQ(rr_str_sendv(c, iov, 3, RR_FLAG_UTF8, RR_NOWAIT, &id), 0);
+        got r;
+        REQUIRE_EQ(recv1(c, RR_NOWAIT, &r), 0);
+        CHECK_EQ(r.len, a + b + d);
+        CHECK_EQ(r.flags, RR_FLAG_UTF8);
+        CHECK(memcmp(r.data, big, r.len) == 0);
+        /* and back, gathered into the slot */
+        REQUIRE_EQ(rr_str_replyv(c, id, iov, 3, 0), 0);
+        rr_resp resp;
+        REQUIRE_EQ(rr_resp_view(c, id, &resp), 0);
+        CHECK_EQ(resp.len, a + b + d);
+        CHECK(resp.len == 0 || memcmp(resp.data, big, resp.len) == 0);
+        CHECK_EQ(rr_resp_release(c, id), 0);
+    }
+    uint64_t id;
+    CHECK_EQ(rr_str_sendv(c, NULL, 0, 0, RR_NOWAIT, &id), 0); /* no pieces: empty */
+    got r;
+    REQUIRE_EQ(recv1(c, RR_NOWAIT, &r), 0);
+    CHECK_EQ(r.len, 0);
+    /* too large for resp_size, or with lengths that overflow: nothing changes */
+    rr_iovec huge[2] = {{big, sizeof big}, {big, sizeof big}};
+    CHECK_EQ(rr_str_replyv(c, id, huge, 2, 0), -EMSGSIZE);
+    rr_iovec wrap[2] = {{big, SIZE_MAX}, {big, 2}};
+    CHECK_EQ(rr_str_replyv(c, id, wrap, 2, 0), -EMSGSIZE);
+    uint64_t id2;
+    CHECK_EQ(rr_str_sendv(c, wrap, 2, 0, RR_NOWAIT, &id2), -EMSGSIZE);
+    CHECK_EQ(rr_size(c), 0);
+    CHECK_EQ(rr_str_reply(c, id, "ok", 2, 0), 0);
+    CHECK(resp_is(c, id, "ok"));
+    CHECK_EQ(rr_resp_release(c, id), 0);
+    rr_close(c);
+}
+
+TEST("unit", int_error_reply)
+{
+    rr_chan *c = tu_anon(INT, 4, 1, 0, 0); /* one slot: every request reuses it */
+    REQUIRE(c);
+    const char *name = "ZeroDivisionError";
+    uint64_t id;
+    int64_t v;
+    REQUIRE_EQ(rr_int_send(c, 7, RR_NOWAIT, &id), 0);
+    REQUIRE_EQ(rr_int_recv(c, RR_NOWAIT, &v, &id), 0);
+    REQUIRE_EQ(rr_int_reply_error(c, id, name, strlen(name)), 0);
+    CHECK_EQ(rr_int_reply(c, id, 1), -ESTALE); /* answered once */
+    CHECK_EQ(rr_int_peek(c, id, &v), -EREMOTEIO);
+    rr_resp r;
+    REQUIRE_EQ(rr_resp_view(c, id, &r), 0);
+    CHECK(r.flags & RR_FLAG_ERROR);
+    CHECK(r.len == strlen(name) && memcmp(r.data, name, r.len) == 0);
+    CHECK_EQ(rr_resp_release(c, id), 0);
+    /* the next reply in the same slot is a value again */
+    REQUIRE_EQ(rr_int_send(c, 8, RR_NOWAIT, &id), 0);
+    REQUIRE_EQ(rr_int_recv(c, RR_NOWAIT, &v, &id), 0);
+    REQUIRE_EQ(rr_int_reply(c, id, -5), 0);
+    CHECK_EQ(rr_int_peek(c, id, &v), 0);
+    CHECK_EQ(v, -5);
+    REQUIRE_EQ(rr_resp_view(c, id, &r), 0);
+    CHECK_EQ(r.flags, 0);
+    CHECK_EQ(r.value, -5);
+    CHECK_EQ(rr_resp_release(c, id), 0);
+    /* the longest name, one byte more, and an empty one */
+    char longest[RR_SLOT_ERROR_MAX + 1];
+    memset(longest, 'E', sizeof longest);
+    REQUIRE_EQ(rr_int_send(c, 9, RR_NOWAIT, &id), 0);
+    REQUIRE_EQ(rr_int_recv(c, RR_NOWAIT, &v, &id), 0);
+    CHECK_EQ(rr_int_reply_error(c, id, longest, sizeof longest), -EMSGSIZE);
+    REQUIRE_EQ(rr_int_reply_error(c, id, longest, RR_SLOT_ERROR_MAX), 0);
+    REQUIRE_EQ(rr_resp_view(c, id, &r), 0);
+    CHECK_EQ(r.len, RR_SLOT_ERROR_MAX);
+    CHECK(memcmp(r.data, longest, RR_SLOT_ERROR_MAX) == 0);
+    CHECK_EQ(rr_resp_release(c, id), 0);
+    REQUIRE_EQ(rr_int_send(c, 10, RR_NOWAIT, &id), 0);
+    REQUIRE_EQ(rr_int_recv(c, RR_NOWAIT, &v, &id), 0);
+    REQUIRE_EQ(rr_int_reply_error(c, id, "", 0), 0);
+    CHECK_EQ(rr_int_peek(c, id, &v), -EREMOTEIO);
+    REQUIRE_EQ(rr_resp_view(c, id, &r), 0);
+    CHECK(r.len == 0 && (r.flags & RR_FLAG_ERROR));
+    CHECK_EQ(rr_resp_release(c, id), 0);
+    rr_close(c);
+}
+
+TEST("unit", str_error_flag_travels)
+{
+    rr_chan *c = tu_anon(STR, 4, 2, 64, 0);
+    REQUIRE(c);
+    uint64_t id;
+    REQUIRE_EQ(send_s(c, "q", &id), 0);
+    got g;
+    REQUIRE_EQ(recv1(c, RR_NOWAIT, &g), 0);
+    REQUIRE_EQ(rr_str_reply(c, id, "boom", 4, RR_FLAG_ERROR | RR_FLAG_UTF8), 0);
+    rr_resp r;
+    REQUIRE_EQ(rr_resp_view(c, id, &r), 0);
+    CHECK_EQ(r.flags, RR_FLAG_ERROR | RR_FLAG_UTF8);
+    CHECK(r.len == 4 && memcmp(r.data, "boom", 4) == 0);
+    CHECK_EQ(rr_resp_release(c, id), 0);
     rr_close(c);
 }

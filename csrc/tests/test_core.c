@@ -205,7 +205,7 @@ bool tu_check_tagged(const void *buf, size_t len, uint64_t *tag)
 rr_geometry tu_geom(uint32_t variant, uint32_t req_cap, uint32_t slots, uint32_t resp_size,
                     uint64_t arena)
 {
-    rr_geometry g = {variant, req_cap, slots, resp_size, arena};
+    rr_geometry g = {variant, req_cap, slots, resp_size, arena, ""};
     rr_error err;
     int rc = rr_geometry_normalise(&g, &err);
     if (rc)
