@@ -25,9 +25,12 @@ A minimal worker and client::
 
 :class:`ChannelFormatError` (a :class:`ValueError`) is raised for a file that is
 not a valid channel; :class:`WorkerDiedError` (a :class:`RuntimeError`) when the
-worker that took a request died before replying. Linux only, 64-bit, CPython 3.10+.
+worker that took a request died before replying; :class:`RemoteError` when the
+handler failed (``server.reply_error``, or a handler of ``serve`` that raised).
+Linux only, 64-bit, CPython 3.10+.
 """
 
+from reqrep._remote import RemoteError
 from reqrep._reqrep import (
     ChannelFormatError,
     Client,
@@ -44,6 +47,7 @@ __all__ = [
     "Client",
     "IntClient",
     "IntServer",
+    "RemoteError",
     "Server",
     "WorkerDiedError",
     "__version__",

@@ -148,6 +148,11 @@ class Server:
         success; ``False`` when the request was cancelled, recycled or cleared.
         A response larger than ``resp_size`` bytes raises ``ValueError`` and
         changes nothing."""
+    def reply_error(self, id: int, exc: BaseException | str) -> bool:
+        """Answer request ``id`` with an error: its client's ``get``/``get_wait``/``req``
+        raise ``reqrep.RemoteError`` (type name, message and traceback, cut to
+        ``resp_size`` bytes: the traceback first). ``exc`` is an exception or a
+        ``str`` (type name ``Exception``). Returns as ``reply``."""
     def serve(
         self,
         handler: Callable[[_StrOut], _StrIn],
@@ -164,9 +169,10 @@ class Server:
         handler or another thread: within 0.1 s). When the handler raises an
         ``Exception`` or its reply is refused (wrong type, too large),
         ``on_error(exc, data, id)`` answers instead if given (``None``: no
-        reply); without it, or when ``on_error`` raises, the exception comes
-        out of ``serve`` and that request stays unanswered. ``KeyboardInterrupt``
-        and other non-``Exception`` errors always stop it."""
+        reply); without it, the request is answered with the exception
+        (``reply_error``) and serving goes on. When ``on_error`` raises, the
+        exception comes out of ``serve`` and that request stays unanswered.
+        ``KeyboardInterrupt`` and other non-``Exception`` errors always stop it."""
     def clear(self) -> None:
         """Drop every queued request, free every response slot and wake all waiters."""
     def sync(self) -> None:
@@ -427,6 +433,10 @@ class IntServer:
         """Write the response for request ``id`` and wake its client. ``False``
         when the request was cancelled, recycled or cleared. ``data`` outside the
         int64 range raises ``OverflowError``."""
+    def reply_error(self, id: int, exc: BaseException | str) -> bool:
+        """Answer request ``id`` with an error: its client's ``get``/``get_wait``/``req``
+        raise ``reqrep.RemoteError`` carrying the type name (its first 32 bytes;
+        an Int reply has no room for more). Returns as ``reply``."""
     def serve(
         self,
         handler: Callable[[int], int],

@@ -181,7 +181,9 @@ static PyObject *str_collect(Client *self, uint64_t id, int *stale)
         *stale = rc == -ESTALE;
         return NULL;
     }
-    PyObject *obj = payload_object(r.data, r.len, r.flags);
+    int error = (r.flags & RR_FLAG_ERROR) != 0;
+    PyObject *obj = error ? PyBytes_FromStringAndSize(r.data, r.len)
+                          : payload_object(r.data, r.len, r.flags);
     if (!obj) {
         rr_resp_unview(ch, id); /* leave the reply for another try */
         return NULL;
@@ -193,7 +195,34 @@ static PyObject *str_collect(Client *self, uint64_t id, int *stale)
         return NULL;
     }
     pending_drop(self, id);
+    if (error) {
+        raise_remote(PyBytes_AS_STRING(obj), (size_t)PyBytes_GET_SIZE(obj),
+                     rr_geometry_of(ch)->codec);
+        Py_DECREF(obj);
+        return NULL;
+    }
     return obj;
+}
+
+/* An Int reply that is an error: its name, read pinned, then the slot freed. */
+static PyObject *int_collect_error(Client *self, uint64_t id, int *stale)
+{
+    rr_chan *ch = self->base.ch;
+    rr_resp r;
+    int rc = rr_resp_view(ch, id, &r);
+    if (rc < 0) {
+        *stale = rc == -ESTALE;
+        return NULL;
+    }
+    char name[RR_SLOT_ERROR_MAX];
+    size_t len = r.len < sizeof name ? r.len : sizeof name;
+    memcpy(name, r.data, len);
+    if (rr_resp_release(ch, id) < 0) {
+        *stale = 1; /* cleared under us */
+        return NULL;
+    }
+    pending_drop(self, id);
+    return raise_remote(name, len, "");
 }
 
 static PyObject *int_collect(Client *self, uint64_t id, int *stale)
@@ -203,6 +232,8 @@ static PyObject *int_collect(Client *self, uint64_t id, int *stale)
     *stale = 0;
     /* one CAS (READY -> FREE) instead of view and release */
     int rc = rr_int_peek(ch, id, &value);
+    if (rc == -EREMOTEIO)
+        return int_collect_error(self, id, stale);
     if (rc < 0) {
         *stale = rc == -ESTALE;
         return NULL;

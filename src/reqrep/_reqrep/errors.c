@@ -2,6 +2,7 @@
 #include "errors.h"
 
 #include <errno.h>
+#include <stdarg.h>
 
 PyObject *raise_closed(void)
 {
@@ -98,4 +99,47 @@ PyObject *take_exception(void)
     Py_XDECREF(tb);
     return value;
 #endif
+}
+
+/* reqrep._remote.<fn>(*args): errors that travel back are written and read in
+ * Python, where they are rare enough not to matter. */
+static PyObject *call_remote(const char *fn, const char *fmt, ...)
+{
+    PyObject *mod = PyImport_ImportModule("reqrep._remote");
+    if (!mod)
+        return NULL;
+    PyObject *func = PyObject_GetAttrString(mod, fn);
+    Py_DECREF(mod);
+    if (!func)
+        return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    PyObject *args = Py_VaBuildValue(fmt, ap);
+    va_end(ap);
+    PyObject *res = args ? PyObject_Call(func, args, NULL) : NULL;
+    Py_XDECREF(args);
+    Py_DECREF(func);
+    return res;
+}
+
+PyObject *raise_remote(const void *data, size_t len, const char *codec)
+{
+    PyObject *exc = call_remote("decode", "(y#s)", (const char *)data, (Py_ssize_t)len, codec);
+    if (exc) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+PyObject *remote_reply(PyObject *exc, size_t limit, const char *codec, int is_int)
+{
+    PyObject *res = is_int ? call_remote("int_name", "(O)", exc)
+                           : call_remote("encode", "(Ons)", exc, (Py_ssize_t)limit, codec);
+    if (res && !PyBytes_Check(res)) {
+        Py_DECREF(res);
+        PyErr_SetString(PyExc_SystemError, "reqrep._remote did not return bytes");
+        return NULL;
+    }
+    return res;
 }

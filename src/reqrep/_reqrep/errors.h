@@ -35,6 +35,17 @@ PyObject *raise_closed(void);
 /* WorkerDiedError for request `id`, whose worker `pid` died. */
 PyObject *raise_worker_died(module_state *st, int pid, uint64_t id);
 
+/* Raises the exception an error reply (RR_FLAG_ERROR) of `len` bytes at
+ * `data` stands for, on a channel of codec `codec` ("" for none):
+ * reqrep._remote.decode builds it (RemoteError, or the original exception
+ * on a pickle channel). Returns NULL. */
+PyObject *raise_remote(const void *data, size_t len, const char *codec);
+
+/* The payload of an error reply for `exc` (an exception or a str), as bytes:
+ * an Int channel's type name (is_int), or a Str channel's frame of at most
+ * `limit` bytes (reqrep._remote). A new reference, or NULL with an exception. */
+PyObject *remote_reply(PyObject *exc, size_t limit, const char *codec, int is_int);
+
 /* The exception being raised, normalised, with its traceback; cleared
  * (to hand to Python code, as serve() does to on_error). */
 PyObject *take_exception(void);

@@ -20,6 +20,8 @@ typedef struct server_class {
     /* Replies `data` to request `id`: 1 sent, 0 stale (the request was
      * cancelled or cleared), -1 with an exception set. */
     int (*reply)(Chan *self, uint64_t id, PyObject *data);
+    /* Answers request `id` with error `exc` (an exception or a str), as reply. */
+    int (*reply_error)(Chan *self, uint64_t id, PyObject *exc);
 } server_class;
 
 #define CLASS(self) ((const server_class *)(self)->cls)
@@ -191,6 +193,29 @@ static int int_reply(Chan *self, uint64_t id, PyObject *data)
     return replied(self, rr_int_reply(self->ch, id, v), NULL);
 }
 
+static int str_reply_error(Chan *self, uint64_t id, PyObject *exc)
+{
+    const rr_geometry *g = rr_geometry_of(self->ch);
+    PyObject *frame = remote_reply(exc, g->resp_size, g->codec, 0);
+    if (!frame)
+        return -1;
+    int rc = rr_str_reply(self->ch, id, PyBytes_AS_STRING(frame), (size_t)PyBytes_GET_SIZE(frame),
+                          RR_FLAG_ERROR);
+    Py_DECREF(frame);
+    return replied(self, rc, NULL);
+}
+
+static int int_reply_error(Chan *self, uint64_t id, PyObject *exc)
+{
+    PyObject *name = remote_reply(exc, RR_SLOT_ERROR_MAX, "", 1);
+    if (!name)
+        return -1;
+    int rc = rr_int_reply_error(self->ch, id, PyBytes_AS_STRING(name),
+                                (size_t)PyBytes_GET_SIZE(name));
+    Py_DECREF(name);
+    return replied(self, rc, NULL);
+}
+
 /* ---- receiving and replying: the methods ---- */
 
 static PyObject *take_one(Chan *self, int64_t deadline)
@@ -279,11 +304,34 @@ static PyObject *server_reply(Chan *self, PyObject *const *args, Py_ssize_t narg
     return rc < 0 ? NULL : PyBool_FromLong(rc);
 }
 
+static PyObject *server_reply_error(Chan *self, PyObject *const *args, Py_ssize_t nargs,
+                                    PyObject *kwnames)
+{
+    static const char *const names[] = {"id", "exc"};
+    PyObject *a[2];
+    uint64_t id;
+    if (parse_args(args, nargs, kwnames, names, 2, 2, a, "reply_error") < 0
+        || parse_id(a[0], &id) < 0)
+        return NULL;
+    if (!PyExceptionInstance_Check(a[1]) && !PyUnicode_Check(a[1])) {
+        PyErr_Format(PyExc_TypeError, "reply_error() needs an exception or a str, not %.100s",
+                     Py_TYPE(a[1])->tp_name);
+        return NULL;
+    }
+    if (chan_enter(self) < 0)
+        return NULL;
+    int rc = CLASS(self)->reply_error(self, id, a[1]);
+    chan_leave(self);
+    return rc < 0 ? NULL : PyBool_FromLong(rc);
+}
+
 /* ---- serve ---- */
 
 /* Answers one request taken by serve(): handler(data) is the reply; when the
- * handler raises or its reply is refused, on_error(exc, data, id) (if given)
- * may answer instead (None: no reply). 0 answered or skipped, -1 error set. */
+ * handler raises an Exception or its reply is refused, on_error(exc, data,
+ * id) answers instead (None: no reply), or without on_error the error itself
+ * does (reply_error). Other exceptions (KeyboardInterrupt, SystemExit) stop
+ * serve. 0 answered or skipped, -1 error set. */
 static int serve_one(Chan *self, PyObject *handler, PyObject *on_error, PyObject *pair)
 {
     int (*reply)(Chan *, uint64_t, PyObject *) = CLASS(self)->reply;
@@ -296,15 +344,18 @@ static int serve_one(Chan *self, PyObject *handler, PyObject *on_error, PyObject
     Py_XDECREF(out);
     if (rc >= 0)
         return 0;
-    if (!on_error || on_error == Py_None
-        || !PyErr_ExceptionMatches(PyExc_Exception)) /* KeyboardInterrupt, SystemExit: stop */
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) /* KeyboardInterrupt, SystemExit: stop */
         return -1;
     PyObject *exc = take_exception();
-    PyObject *args[] = {exc, data, id_obj};
-    out = PyObject_Vectorcall(on_error, args, 3, NULL);
+    if (!on_error || on_error == Py_None) {
+        rc = CLASS(self)->reply_error(self, id, exc);
+    } else {
+        PyObject *args[] = {exc, data, id_obj};
+        out = PyObject_Vectorcall(on_error, args, 3, NULL);
+        rc = !out ? -1 : out == Py_None ? 0 : reply(self, id, out);
+        Py_XDECREF(out);
+    }
     Py_DECREF(exc);
-    rc = !out ? -1 : out == Py_None ? 0 : reply(self, id, out);
-    Py_XDECREF(out);
     return rc < 0 ? -1 : 0;
 }
 
@@ -570,6 +621,9 @@ static PyObject *int_server_new_memfd(PyTypeObject *type, PyObject *args, PyObje
      "recv_wait(timeout=None): (data, id), or None on timeout."},                          \
     {"reply", FASTFN(server_reply), FASTKW,                                                \
      "reply(id, data): True, or False if the request was cancelled or cleared."},          \
+    {"reply_error", FASTFN(server_reply_error), FASTKW,                                    \
+     "reply_error(id, exc): answer with an error (an exception or a str); the client's "   \
+     "get/req raise reqrep.RemoteError. Returns as reply."},                               \
     {"serve", FASTFN(server_serve), FASTKW,                                                \
      "serve(handler, *, on_error=None, timeout=None, max_requests=None): answer requests " \
      "with handler(data) until timeout seconds pass without one, max_requests are "        \
@@ -641,9 +695,10 @@ static PyType_Spec str_spec = {"reqrep.Server", sizeof(Chan), 0, CHAN_TPFLAGS, s
 static PyType_Spec int_spec = {"reqrep.IntServer", sizeof(Chan), 0, CHAN_TPFLAGS, int_slots};
 
 static const server_class str_class = {
-    {TYPE_SERVER, RR_VARIANT_STR, NULL}, TYPE_CLIENT, str_take_one, str_reply};
+    {TYPE_SERVER, RR_VARIANT_STR, NULL}, TYPE_CLIENT, str_take_one, str_reply, str_reply_error};
 static const server_class int_class = {
-    {TYPE_INT_SERVER, RR_VARIANT_INT, NULL}, TYPE_INT_CLIENT, int_take_one, int_reply};
+    {TYPE_INT_SERVER, RR_VARIANT_INT, NULL}, TYPE_INT_CLIENT, int_take_one, int_reply,
+    int_reply_error};
 
 int server_setup_types(PyObject *mod, module_state *st)
 {
