@@ -61,10 +61,10 @@ static int send(rr_chan *c, rr_request *r)
     return rc;
 }
 
-int rr_str_sendv(rr_chan *c, const rr_iovec *iov, uint32_t n, uint32_t flags, int64_t deadline,
-                 uint64_t *id)
+/* A Str send of the n pieces of iov, len bytes in all. */
+static int str_send(rr_chan *c, const rr_iovec *iov, uint32_t n, size_t len, uint32_t flags,
+                    int64_t deadline, uint64_t *id)
 {
-    size_t len = rr_iov_len(iov, n);
     if (!rr_strq_fits(&c->q.strq, len))
         return -EMSGSIZE;
     rr_request r = {.iov = iov, .niov = n, .len = (uint32_t)len, .flags = flags,
@@ -75,11 +75,17 @@ int rr_str_sendv(rr_chan *c, const rr_iovec *iov, uint32_t n, uint32_t flags, in
     return rc;
 }
 
+int rr_str_sendv(rr_chan *c, const rr_iovec *iov, uint32_t n, uint32_t flags, int64_t deadline,
+                 uint64_t *id)
+{
+    return str_send(c, iov, n, rr_iov_len(iov, n), flags, deadline, id);
+}
+
 int rr_str_send(rr_chan *c, const void *data, size_t len, uint32_t flags, int64_t deadline,
                 uint64_t *id)
 {
     rr_iovec one = {data, len};
-    return rr_str_sendv(c, &one, 1, flags, deadline, id);
+    return str_send(c, &one, 1, len, flags, deadline, id);
 }
 
 int rr_int_send(rr_chan *c, int64_t value, int64_t deadline, uint64_t *id)
@@ -140,9 +146,10 @@ void rr_wake_receivers(rr_chan *c)
 
 /* ---- replies ---- */
 
-int rr_str_replyv(rr_chan *c, uint64_t id, const rr_iovec *iov, uint32_t n, uint32_t flags)
+/* A Str reply of the n pieces of iov, len bytes in all. */
+static inline int str_reply(rr_chan *c, uint64_t id, const rr_iovec *iov, uint32_t n, size_t len,
+                            uint32_t flags)
 {
-    size_t len = rr_iov_len(iov, n);
     if (len > c->geom.resp_size)
         return -EMSGSIZE;
     rr_slot *s = rr_slot_claim(&c->slots, id);
@@ -155,10 +162,15 @@ int rr_str_replyv(rr_chan *c, uint64_t id, const rr_iovec *iov, uint32_t n, uint
     return rr_slot_publish(&c->slots, s, id);
 }
 
+int rr_str_replyv(rr_chan *c, uint64_t id, const rr_iovec *iov, uint32_t n, uint32_t flags)
+{
+    return str_reply(c, id, iov, n, rr_iov_len(iov, n), flags);
+}
+
 int rr_str_reply(rr_chan *c, uint64_t id, const void *data, size_t len, uint32_t flags)
 {
     rr_iovec one = {data, len};
-    return rr_str_replyv(c, id, &one, 1, flags);
+    return str_reply(c, id, &one, 1, len, flags);
 }
 
 int rr_int_reply(rr_chan *c, uint64_t id, int64_t value)

@@ -27,6 +27,10 @@ static inline size_t rr_iov_len(const rr_iovec *iov, uint32_t n)
 /* Copies the pieces one after the other to dst. */
 static inline void rr_iov_gather(uint8_t *dst, const rr_iovec *iov, uint32_t n)
 {
+    if (n == 1 && iov->len) { /* the common case: one payload */
+        memcpy(dst, iov->base, iov->len);
+        return;
+    }
     for (uint32_t i = 0; i < n; i++) {
         if (iov[i].len) /* memcpy's pointers must be valid even for 0 bytes */
             memcpy(dst, iov[i].base, iov[i].len);
