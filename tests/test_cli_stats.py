@@ -305,8 +305,9 @@ def test_json_shape(tmp_path: Path) -> None:
     path = tmp_path / "shape.chan"
     with Server(path):
         rep = stats_json(path)
-    assert set(rep) == {"path", "variant", "format_version", "geometry", "counters", "queue",
-                        "lock", "slots", "bells", "processes"}
+    assert set(rep) == {"path", "variant", "format_version", "codec", "geometry", "counters",
+                        "queue", "lock", "slots", "bells", "processes"}
+    assert rep["codec"] is None
     assert set(rep["geometry"]) == {"capacity", "resp_slots", "resp_size", "arena", "file_size",
                                     "slot_stride", "regions"}
     assert set(rep["geometry"]["regions"]) == {"off_bells", "off_cells", "off_slots", "off_arena"}

@@ -390,10 +390,10 @@ def test_reopen_int_with_other_geometry_raises(tmp_path: Path, closer: Any) -> N
 def test_constructor_signatures() -> None:
     assert str(inspect.signature(Server)) == (
         "(path, req_cap=None, resp_slots=None, resp_size=None, arena=None, *, spin=None, "
-        "mode=None)")
+        "mode=None, codec=None)")
     assert str(inspect.signature(IntServer)) == (
         "(path, req_cap=None, resp_slots=None, *, spin=None, mode=None)")
-    assert str(inspect.signature(Client)) == "(path, *, spin=None, wait=None)"
+    assert str(inspect.signature(Client)) == "(path, *, spin=None, wait=None, codec=None)"
     assert str(inspect.signature(IntClient)) == "(path, *, spin=None, wait=None)"
 
 

@@ -30,6 +30,7 @@ handler failed (``server.reply_error``, or a handler of ``serve`` that raised).
 Linux only, 64-bit, CPython 3.10+.
 """
 
+from reqrep._codecs import Codec, register_codec
 from reqrep._remote import RemoteError
 from reqrep._reqrep import (
     ChannelFormatError,
@@ -44,6 +45,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChannelFormatError",
+    "Codec",
     "Client",
     "IntClient",
     "IntServer",
@@ -51,4 +53,5 @@ __all__ = [
     "Server",
     "WorkerDiedError",
     "__version__",
+    "register_codec",
 ]

@@ -21,6 +21,8 @@ from typing import Any, TypeAlias, TypedDict
 
 from typing_extensions import Buffer, Self, disjoint_base
 
+from reqrep._codecs import Codec as _Codec
+
 _StrPath: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 """A file-system path: ``str``, ``bytes`` or ``os.PathLike``."""
 
@@ -95,6 +97,11 @@ class Server:
     ``fork()``. Geometry limits (``ValueError`` otherwise): ``1 <= req_cap <= 2**24``
     (rounded up to a power of two), ``1 <= resp_slots <= 2**20``,
     ``1 <= resp_size <= 2**30``, ``4096 <= arena <= 2**40``.
+
+    ``codec`` (a registered name such as ``"pickle"`` or ``"json"``, or a codec
+    object, registered on the way) is recorded in a new channel's header: then
+    payloads are any objects the codec takes, and every handle on the channel
+    uses it. Asking an existing channel for another codec raises ``ValueError``.
     """
 
     def __new__(
@@ -107,6 +114,7 @@ class Server:
         *,
         spin: int | None = None,
         mode: int | None = None,
+        codec: str | _Codec | None = None,
     ) -> Self: ...
     @classmethod
     def new_memfd(
@@ -118,6 +126,7 @@ class Server:
         arena: int | None = None,
         *,
         spin: int | None = None,
+        codec: str | _Codec | None = None,
     ) -> Self:
         """Create a channel in a new memfd (see ``memfd``); pass the fd to other
         processes (fork, ``SCM_RIGHTS``) and open it there with ``from_fd``."""
@@ -216,6 +225,9 @@ class Server:
     def memfd(self) -> int:
         """The memfd's file descriptor, or ``-1`` if the channel is not a memfd."""
     @property
+    def codec(self) -> str | None:
+        """The channel's codec's name, or ``None`` (``bytes`` and ``str``)."""
+    @property
     def spin(self) -> int:
         """Microseconds to spin before sleeping in a wait (``0`` = never spin,
         at most 10_000_000); setting ``None`` restores the default (50)."""
@@ -272,11 +284,17 @@ class Client:
     ``wait`` (seconds) it waits, polling, for a channel that does not exist yet
     or is still being created, and raises those errors only when the time is up;
     ``None`` does not wait. Closing a client cancels the requests it still has
-    pending.
+    pending. A client uses the channel's codec; ``codec`` given and not the
+    channel's raises ``ValueError``.
     """
 
     def __new__(
-        cls, path: _StrPath, *, spin: int | None = None, wait: float | None = None
+        cls,
+        path: _StrPath,
+        *,
+        spin: int | None = None,
+        wait: float | None = None,
+        codec: str | _Codec | None = None,
     ) -> Self: ...
     @classmethod
     def from_fd(cls, fd: int, *, spin: int | None = None) -> Self:
@@ -342,6 +360,9 @@ class Client:
     @property
     def memfd(self) -> int:
         """The memfd's file descriptor, or ``-1`` if the channel is not a memfd."""
+    @property
+    def codec(self) -> str | None:
+        """The channel's codec's name, or ``None`` (``bytes`` and ``str``)."""
     @property
     def spin(self) -> int:
         """Microseconds to spin before sleeping in a wait (``0`` = never spin,
@@ -489,6 +510,9 @@ class IntServer:
     def memfd(self) -> int:
         """The memfd's file descriptor, or ``-1`` if the channel is not a memfd."""
     @property
+    def codec(self) -> str | None:
+        """The channel's codec's name, or ``None`` (``bytes`` and ``str``)."""
+    @property
     def spin(self) -> int:
         """Microseconds to spin before sleeping in a wait (``0`` = never spin,
         at most 10_000_000); setting ``None`` restores the default (50)."""
@@ -606,6 +630,9 @@ class IntClient:
     @property
     def memfd(self) -> int:
         """The memfd's file descriptor, or ``-1`` if the channel is not a memfd."""
+    @property
+    def codec(self) -> str | None:
+        """The channel's codec's name, or ``None`` (``bytes`` and ``str``)."""
     @property
     def spin(self) -> int:
         """Microseconds to spin before sleeping in a wait (``0`` = never spin,

@@ -95,6 +95,12 @@ class _Raw:
     def header(self, field: str) -> int:
         return _format.HEADER.get(self.buf, 0, field)
 
+    def codec(self) -> str | None:
+        """The codec's name the header records, or None."""
+        f = _format.HEADER.fields["codec"]
+        name = bytes(self.buf[f.offset:f.offset + f.size]).split(b"\0", 1)[0]
+        return name.decode("ascii", "replace") or None
+
 
 def _open_readonly(path: str) -> int:
     flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # O_NONBLOCK: a FIFO must not block
@@ -261,6 +267,7 @@ def _report(
         "path": path,
         "variant": _format.VARIANT_NAMES[variant],
         "format_version": raw.header("version"),
+        "codec": raw.codec(),
         "geometry": geometry,
         "counters": stats,
         "queue": queue,
@@ -331,6 +338,8 @@ def render(rep: dict[str, Any], out: TextIO) -> None:
 
     add(f"reqrep channel {rep['path']}")
     field("variant", f"{'Str' if is_str else 'Int'} (format version {rep['format_version']})")
+    if is_str:
+        field("codec", rep["codec"] or "none (bytes and str)")
     field("capacity", f"{g['capacity']:,} request cells")
     if is_str:
         field("resp_slots", f"{g['resp_slots']:,} x {g['resp_size']:,} bytes")

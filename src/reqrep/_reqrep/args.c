@@ -189,6 +189,7 @@ int parse_geometry(module_state *st, uint32_t variant, PyObject *req_cap, PyObje
     PyObject *args[GEO_N] = {req_cap, resp_slots, resp_size, arena};
     uint64_t value[GEO_N] = {1024, 64, variant == RR_VARIANT_STR ? 4096 : 0, 0}; /* defaults */
     r->given_mask = 0;
+    r->codec_given = 0;
     for (int i = 0; i < GEO_N; i++) {
         if (!args[i] || args[i] == Py_None)
             continue;

@@ -47,6 +47,7 @@ typedef struct open_req {
     int mode;               /* permissions of a new file; -1: the default */
     int64_t wait_ns;        /* clients: how long to wait for the channel (parse_timeout);
                              * -1: not at all */
+    int codec_given;        /* codec= named one (in g.codec): the channel must have it */
 } open_req;
 
 /* The geometry arguments (NULL where the type has none). Absent and None both

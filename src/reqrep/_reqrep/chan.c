@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "codec.h"
 #include "errors.h"
 #include "wait.h"
 
@@ -50,6 +51,11 @@ PyObject *chan_wrap(PyTypeObject *type, module_state *st, const chan_class *cls,
     self->cls = cls;
     self->path = Py_NewRef(path ? path : Py_None);
     self->req_efd = self->reply_efd = (efd){-1, 0};
+    const char *codec = rr_geometry_of(ch)->codec;
+    if (codec[0] && !(self->codec = codec_lookup(codec))) {
+        Py_DECREF(self); /* closes ch */
+        return NULL;
+    }
     return (PyObject *)self;
 }
 
@@ -89,6 +95,7 @@ PyObject *chan_close(Chan *self, PyObject *unused)
 int chan_traverse(Chan *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->codec);
     return 0;
 }
 
@@ -100,6 +107,7 @@ void chan_dealloc(Chan *self)
         PyObject_ClearWeakRefs((PyObject *)self);
     chan_close_now(self);
     Py_CLEAR(self->path);
+    Py_CLEAR(self->codec);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -195,6 +203,11 @@ PyObject *chan_open(PyTypeObject *type, PyObject *path, const open_req *r, int c
         Py_XDECREF(str_path);
         return NULL;
     }
+    if (!opts.initialised && check_codec(r, rr_geometry_of(ch), str_path) < 0) {
+        rr_close(ch);
+        Py_XDECREF(str_path);
+        return NULL;
+    }
     if (create && !opts.initialised) {
         /* An existing channel: what was asked of it must be what it is. */
         if (check_geometry(r, rr_geometry_of(ch), str_path) < 0) {
@@ -236,14 +249,14 @@ PyObject *chan_from_fd(PyTypeObject *type, PyObject *args, PyObject *kwds)
 
 PyObject *chan_open_memfd(PyTypeObject *type, const char *name, PyObject *req_cap,
                           PyObject *resp_slots, PyObject *resp_size, PyObject *arena,
-                          PyObject *spin_obj)
+                          PyObject *codec, PyObject *spin_obj)
 {
     module_state *st;
     const chan_class *cls = chan_class_of(type, &st);
     open_req r;
     uint32_t spin;
     if (!cls || parse_geometry(st, cls->variant, req_cap, resp_slots, resp_size, arena, &r) < 0
-        || parse_spin(spin_obj, &spin) < 0)
+        || parse_spin(spin_obj, &spin) < 0 || parse_open_codec(cls->variant, codec, &r) < 0)
         return NULL;
     rr_chan *ch;
     rr_error err = {{0}};
@@ -479,6 +492,11 @@ static PyObject *get_closed(Chan *self, void *unused)
     return PyBool_FromLong(!self->ch || self->closing);
 }
 
+static PyObject *get_codec(Chan *self, void *unused)
+{
+    return self->codec ? PyObject_GetAttrString(self->codec, "name") : Py_NewRef(Py_None);
+}
+
 static PyObject *get_spin(Chan *self, void *unused)
 {
     if (chan_enter(self) < 0)
@@ -514,6 +532,7 @@ PyGetSetDef chan_getset[] = {
     {"memfd", (getter)get_memfd, NULL, "The memfd's file descriptor, or -1.", NULL},
     {"closed", (getter)get_closed, NULL, "True once close() was called.", NULL},
     {"spin", (getter)get_spin, (setter)set_spin, "Spin budget before sleeping, in us.", NULL},
+    {"codec", (getter)get_codec, NULL, "The channel's codec's name, or None.", NULL},
     {NULL},
 };
 

@@ -29,6 +29,9 @@ typedef struct Chan {
     efd reply_efd;            /* signalled when a reply is written */
     int busy;                 /* calls in progress (the GIL may be released) */
     int closing;              /* close() was called while busy */
+    PyObject *codec;          /* the channel's codec (codec.h); NULL: bytes and str */
+    int undecodable;          /* the last take met a request its codec could not
+                               * decode, and answered it with the error (server.c) */
     PyObject *weakreflist;
 } Chan;
 
@@ -56,11 +59,11 @@ PyObject *chan_wrap(PyTypeObject *type, module_state *st, const chan_class *cls,
 PyObject *chan_open(PyTypeObject *type, PyObject *path, const open_req *r, int create,
                     uint32_t spin);
 
-/* Creates a channel in a new memfd named `name`, with the geometry
- * arguments given (NULL where the type has none). */
+/* Creates a channel in a new memfd named `name`, with the geometry and
+ * codec arguments given (NULL where the type has none). */
 PyObject *chan_open_memfd(PyTypeObject *type, const char *name, PyObject *req_cap,
                           PyObject *resp_slots, PyObject *resp_size, PyObject *arena,
-                          PyObject *spin_obj);
+                          PyObject *codec, PyObject *spin_obj);
 
 /* Every call on an open object runs between chan_enter (-1 with ValueError
  * if closed) and chan_leave; the last to leave a closing object closes it.

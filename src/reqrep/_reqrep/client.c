@@ -10,6 +10,7 @@
 
 #include "args.h"
 #include "chan.h"
+#include "codec.h"
 #include "errors.h"
 #include "wait.h"
 
@@ -102,14 +103,17 @@ static int sent(Client *self, int rc, const rr_error *err)
 }
 
 typedef struct str_sending {
-    payload p;
+    const rr_iovec *iov; /* the payload's pieces (codec), or */
+    uint32_t n;
+    payload p;           /* the payload (no codec) */
     uint64_t *id;
 } str_sending;
 
 static int str_send_call(rr_chan *ch, int64_t deadline, void *arg)
 {
     str_sending *s = arg;
-    return rr_str_send(ch, s->p.ptr, (size_t)s->p.len, s->p.flags, deadline, s->id);
+    return s->iov ? rr_str_sendv(ch, s->iov, s->n, 0, deadline, s->id)
+                  : rr_str_send(ch, s->p.ptr, (size_t)s->p.len, s->p.flags, deadline, s->id);
 }
 
 static int str_send(Client *self, PyObject *data, int64_t deadline, uint64_t *id)
@@ -117,21 +121,35 @@ static int str_send(Client *self, PyObject *data, int64_t deadline, uint64_t *id
     Chan *c = &self->base;
     str_sending s; /* not zeroed: payload_get fills what is read */
     s.id = id;
-    if (payload_get(data, &s.p) < 0)
-        return -1;
-    int rc = wait_try_lock(c->ch, &c->closing, deadline, str_send_call, &s,
-                           s.p.len >= GIL_FREE_COPY);
+    encoded e;
+    size_t len;
+    if (c->codec) {
+        if (codec_encode(c->codec, data, &e) < 0)
+            return -1;
+        s.iov = e.iov;
+        s.n = e.n;
+        len = e.len;
+    } else {
+        s.iov = NULL;
+        if (payload_get(data, &s.p) < 0)
+            return -1;
+        len = (size_t)s.p.len;
+    }
+    int rc = wait_try_lock(c->ch, &c->closing, deadline, str_send_call, &s, len >= GIL_FREE_COPY);
     if (rc == -EAGAIN && deadline != RR_NOWAIT)
         rc = wait_sliced(c->ch, &c->closing, deadline, str_send_call, &s);
     if (rc == -ETIMEDOUT)
         rc = -EAGAIN; /* the lock stayed busy to the deadline */
     rr_error err, *why = NULL; /* not zeroed on the fast path */
     if (rc == -EMSGSIZE) {
-        snprintf(err.why, sizeof err.why, "request of %zd bytes exceeds the arena (%llu bytes)",
-                 s.p.len, (unsigned long long)rr_geometry_of(c->ch)->arena);
+        snprintf(err.why, sizeof err.why, "request of %zu bytes%s exceeds the arena (%llu bytes)",
+                 len, s.iov ? " (encoded)" : "", (unsigned long long)rr_geometry_of(c->ch)->arena);
         why = &err;
     }
-    payload_release(&s.p);
+    if (s.iov)
+        encoded_release(&e);
+    else
+        payload_release(&s.p);
     return sent(self, rc, why);
 }
 
@@ -171,6 +189,39 @@ static int send_one(Client *self, PyObject *data, int64_t deadline, uint64_t *id
 
 /* ---- collecting ---- */
 
+/* Frees the slot of a reply copied out (1), or finds it taken from us (0: a
+ * sweep that took us for dead reclaimed it, so the copy is void). */
+static int collected(Client *self, uint64_t id)
+{
+    if (rr_resp_release(self->base.ch, id) < 0)
+        return 0;
+    pending_drop(self, id);
+    return 1;
+}
+
+/* str_collect of an error reply, or of a payload for the channel's codec:
+ * copied out, the slot freed, then decoded (Python code runs on no slot). */
+static PyObject *str_collect_decoded(Client *self, uint64_t id, const rr_resp *r, int *stale)
+{
+    int error = (r->flags & RR_FLAG_ERROR) != 0;
+    PyObject *copy = error ? PyBytes_FromStringAndSize(r->data, r->len)
+                           : codec_copy(r->data, r->len);
+    if (!copy) {
+        rr_resp_unview(self->base.ch, id); /* leave the reply for another try */
+        return NULL;
+    }
+    if (!collected(self, id)) {
+        Py_DECREF(copy);
+        *stale = 1;
+        return NULL;
+    }
+    PyObject *obj = error ? raise_remote(PyBytes_AS_STRING(copy), (size_t)PyBytes_GET_SIZE(copy),
+                                         rr_geometry_of(self->base.ch)->codec)
+                          : codec_decode(self->base.codec, copy);
+    Py_DECREF(copy);
+    return obj;
+}
+
 static PyObject *str_collect(Client *self, uint64_t id, int *stale)
 {
     rr_chan *ch = self->base.ch;
@@ -181,24 +232,16 @@ static PyObject *str_collect(Client *self, uint64_t id, int *stale)
         *stale = rc == -ESTALE;
         return NULL;
     }
-    int error = (r.flags & RR_FLAG_ERROR) != 0;
-    PyObject *obj = error ? PyBytes_FromStringAndSize(r.data, r.len)
-                          : payload_object(r.data, r.len, r.flags);
+    if ((r.flags & RR_FLAG_ERROR) || self->base.codec)
+        return str_collect_decoded(self, id, &r, stale);
+    PyObject *obj = payload_object(r.data, r.len, r.flags);
     if (!obj) {
         rr_resp_unview(ch, id); /* leave the reply for another try */
         return NULL;
     }
-    if (rr_resp_release(ch, id) < 0) {
-        /* reclaimed under us (only a sweep that took us for dead does that) */
+    if (!collected(self, id)) {
         Py_DECREF(obj);
         *stale = 1;
-        return NULL;
-    }
-    pending_drop(self, id);
-    if (error) {
-        raise_remote(PyBytes_AS_STRING(obj), (size_t)PyBytes_GET_SIZE(obj),
-                     rr_geometry_of(ch)->codec);
-        Py_DECREF(obj);
         return NULL;
     }
     return obj;
@@ -544,14 +587,22 @@ static PyObject *client_req_fileno(Chan *s, PyObject *u) { return efd_fileno(s, 
 
 static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"path", "spin", "wait", NULL};
-    PyObject *path, *spin_obj = NULL, *wait_obj = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$OO:Client", kwlist, &path, &spin_obj,
-                                     &wait_obj))
+    static char *kwlist[] = {"path", "spin", "wait", "codec", NULL};
+    static char *int_kwlist[] = {"path", "spin", "wait", NULL};
+    PyObject *path, *spin_obj = NULL, *wait_obj = NULL, *codec = NULL;
+    module_state *st;
+    const chan_class *cls = chan_class_of(type, &st);
+    if (!cls)
+        return NULL;
+    /* an IntClient has no codec= (TypeError, as for any unknown keyword) */
+    int str = cls->variant == RR_VARIANT_STR;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, str ? "O|$OOO:Client" : "O|$OO:IntClient",
+                                     str ? kwlist : int_kwlist, &path, &spin_obj, &wait_obj,
+                                     &codec))
         return NULL;
     uint32_t spin;
     open_req r = {.mode = -1, .wait_ns = -1};
-    if (parse_spin(spin_obj, &spin) < 0)
+    if (parse_spin(spin_obj, &spin) < 0 || parse_open_codec(cls->variant, codec, &r) < 0)
         return NULL;
     /* wait=None: no waiting (not "forever", as a timeout's None would be) */
     if (wait_obj && wait_obj != Py_None && parse_timeout(wait_obj, &r.wait_ns) < 0)
@@ -608,7 +659,7 @@ static PyMethodDef client_methods[] = {
 
 static PyType_Slot str_slots[] = {
     CHAN_SLOTS, {Py_tp_new, client_new}, {Py_tp_methods, client_methods},
-    {Py_tp_doc, "Client(path, *, spin=None, wait=None)\n--\n\nThe requesting side of a "
+    {Py_tp_doc, "Client(path, *, spin=None, wait=None, codec=None)\n--\n\nThe requesting side of a "
                 "bytes/str channel.\nwait: seconds to wait for a channel that does not exist "
                 "yet."},
     {0, NULL},

@@ -8,6 +8,7 @@
 
 #include "args.h"
 #include "chan.h"
+#include "codec.h"
 #include "errors.h"
 #include "wait.h"
 
@@ -38,9 +39,75 @@ static int wait_request(rr_chan *ch, int64_t deadline, void *unused)
     return rr_wait_request(ch, deadline);
 }
 
+static int str_reply_error(Chan *self, uint64_t id, PyObject *exc);
+
+/* The pair (copy, id) taken from a codec channel, decoded: (object, id). A
+ * request its codec cannot decode is answered with the error (its client
+ * gets a RemoteError), and NULL returns with the error set and
+ * self->undecodable. */
+static PyObject *decode_pair(Chan *self, PyObject *pair)
+{
+    PyObject *copy = PyTuple_GET_ITEM(pair, 0), *id_obj = PyTuple_GET_ITEM(pair, 1);
+    PyObject *obj = codec_decode(self->codec, copy);
+    if (obj) {
+        PyObject *out = PyTuple_Pack(2, obj, id_obj);
+        Py_DECREF(obj);
+        return out;
+    }
+    PyObject *exc = take_exception();
+    uint64_t id = PyLong_AsUnsignedLongLong(id_obj);
+    if (str_reply_error(self, id, exc) < 0)
+        PyErr_Clear(); /* the request is gone either way: report why it could not be read */
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    Py_DECREF(exc);
+    self->undecodable = 1;
+    return NULL;
+}
+
+/* What str_take returned, decoded by the channel's codec (see decode_pair):
+ * a list keeps the requests that decoded (an error only if none did), a
+ * single pair is decoded or fails. Consumes `res`. */
+static PyObject *decode_taken(Chan *self, PyObject *res, int as_list)
+{
+    self->undecodable = 0;
+    if (!as_list) {
+        PyObject *out = res == Py_None ? Py_NewRef(res) : decode_pair(self, res);
+        Py_DECREF(res);
+        return out;
+    }
+    Py_ssize_t kept = 0, n = PyList_GET_SIZE(res);
+    PyObject *first_error = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *out = decode_pair(self, PyList_GET_ITEM(res, i));
+        if (!out) {
+            PyObject *exc = take_exception();
+            if (!first_error)
+                first_error = exc;
+            else
+                Py_DECREF(exc);
+            continue;
+        }
+        PyList_SetItem(res, kept++, out); /* drops the pair it replaces */
+    }
+    if (kept == 0 && first_error) {
+        Py_DECREF(res);
+        PyErr_SetObject((PyObject *)Py_TYPE(first_error), first_error);
+        Py_DECREF(first_error);
+        return NULL;
+    }
+    Py_XDECREF(first_error);
+    self->undecodable = 0; /* some decoded: what failed was answered */
+    if (PyList_SetSlice(res, kept, n, NULL) < 0) {
+        Py_DECREF(res);
+        return NULL;
+    }
+    return res;
+}
+
 /* Pairs (data, id) taken from the Str queue, at most `max`; `deadline` bounds
  * the wait for the first. The payloads are built while the queue lock is
- * held (no Python code runs then) and only what was built is consumed. */
+ * held (no Python code runs then: a codec's payload is copied, and decoded
+ * after) and only what was built is consumed. */
 static PyObject *str_take(Chan *self, uint32_t max, int64_t deadline, int as_list)
 {
     rr_chan *ch = self->ch;
@@ -82,7 +149,9 @@ static PyObject *str_take(Chan *self, uint32_t max, int64_t deadline, int as_lis
             bad = 1; /* a corrupt cell: drop it rather than block the queue */
             continue;
         }
-        PyObject *pair = make_pair(payload_object(e.data, e.len, e.flags), e.id);
+        PyObject *data = self->codec ? codec_copy(e.data, e.len)
+                                     : payload_object(e.data, e.len, e.flags);
+        PyObject *pair = make_pair(data, e.id);
         if (!pair)
             break; /* this one stays queued */
         if (as_list)
@@ -105,7 +174,7 @@ static PyObject *str_take(Chan *self, uint32_t max, int64_t deadline, int as_lis
     }
     if (as_list)
         Py_SET_SIZE(res, built); /* fewer than allocated: the list keeps its capacity */
-    return res;
+    return self->codec ? decode_taken(self, res, as_list) : res;
 }
 
 static PyObject *str_take_one(Chan *self, int64_t deadline)
@@ -163,8 +232,34 @@ static int replied(Chan *self, int rc, const rr_error *err)
     return 1;
 }
 
+/* A reply through the channel's codec: its pieces gathered into the slot. */
+static int str_reply_encoded(Chan *self, uint64_t id, PyObject *data)
+{
+    encoded e;
+    int rc;
+    if (codec_encode(self->codec, data, &e) < 0)
+        return -1;
+    if (e.len >= GIL_FREE_COPY) {
+        Py_BEGIN_ALLOW_THREADS rc = rr_str_replyv(self->ch, id, e.iov, e.n, 0);
+        Py_END_ALLOW_THREADS
+    } else {
+        rc = rr_str_replyv(self->ch, id, e.iov, e.n, 0);
+    }
+    size_t len = e.len;
+    encoded_release(&e);
+    rr_error err, *why = NULL;
+    if (rc == -EMSGSIZE) {
+        snprintf(err.why, sizeof err.why, "response of %zu bytes (encoded) exceeds resp_size (%u)",
+                 len, rr_geometry_of(self->ch)->resp_size);
+        why = &err;
+    }
+    return replied(self, rc, why);
+}
+
 static int str_reply(Chan *self, uint64_t id, PyObject *data)
 {
+    if (self->codec)
+        return str_reply_encoded(self, id, data);
     payload p;
     int rc;
     if (payload_get(data, &p) < 0)
@@ -400,9 +495,15 @@ static PyObject *server_serve(Chan *self, PyObject *const *args, Py_ssize_t narg
     int failed = 0;
     while (served < max && !self->closing) {
         /* the idle timeout runs per request; close() ends the wait at once */
+        self->undecodable = 0;
         PyObject *pair = CLASS(self)->take(self, deadline_in(idle_ns));
         if (!pair && closed_under(self))
             pair = Py_NewRef(Py_None);
+        if (!pair && self->undecodable && PyErr_ExceptionMatches(PyExc_Exception)) {
+            PyErr_Clear(); /* answered with the error it could not be decoded for */
+            served++;
+            continue;
+        }
         if (!pair) {
             failed = 1;
             break;
@@ -551,17 +652,19 @@ static PyObject *server_reply_fileno(Chan *s, PyObject *u) { return efd_fileno(s
 static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"path", "req_cap", "resp_slots", "resp_size", "arena", "spin",
-                             "mode", NULL};
+                             "mode", "codec", NULL};
     PyObject *path, *req_cap = NULL, *resp_slots = NULL, *resp_size = NULL, *arena = NULL;
-    PyObject *spin_obj = NULL, *mode_obj = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OOOO$OO:Server", kwlist, &path, &req_cap,
-                                     &resp_slots, &resp_size, &arena, &spin_obj, &mode_obj))
+    PyObject *spin_obj = NULL, *mode_obj = NULL, *codec = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OOOO$OOO:Server", kwlist, &path, &req_cap,
+                                     &resp_slots, &resp_size, &arena, &spin_obj, &mode_obj,
+                                     &codec))
         return NULL;
     module_state *st = state_of_type(type);
     open_req r = {.wait_ns = -1};
     uint32_t spin;
     if (!st || parse_geometry(st, RR_VARIANT_STR, req_cap, resp_slots, resp_size, arena, &r) < 0
-        || parse_spin(spin_obj, &spin) < 0 || parse_mode(mode_obj, &r.mode) < 0)
+        || parse_spin(spin_obj, &spin) < 0 || parse_mode(mode_obj, &r.mode) < 0
+        || parse_open_codec(RR_VARIANT_STR, codec, &r) < 0)
         return NULL;
     return chan_open(type, path, &r, 1, spin);
 }
@@ -584,14 +687,15 @@ static PyObject *int_server_new(PyTypeObject *type, PyObject *args, PyObject *kw
 
 static PyObject *server_new_memfd(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"name", "req_cap", "resp_slots", "resp_size", "arena", "spin", NULL};
+    static char *kwlist[] = {"name", "req_cap", "resp_slots", "resp_size", "arena", "spin",
+                             "codec", NULL};
     const char *name;
     PyObject *req_cap = NULL, *resp_slots = NULL, *resp_size = NULL, *arena = NULL;
-    PyObject *spin_obj = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|OOOO$O:new_memfd", kwlist, &name, &req_cap,
-                                     &resp_slots, &resp_size, &arena, &spin_obj))
+    PyObject *spin_obj = NULL, *codec = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|OOOO$OO:new_memfd", kwlist, &name, &req_cap,
+                                     &resp_slots, &resp_size, &arena, &spin_obj, &codec))
         return NULL;
-    return chan_open_memfd(type, name, req_cap, resp_slots, resp_size, arena, spin_obj);
+    return chan_open_memfd(type, name, req_cap, resp_slots, resp_size, arena, codec, spin_obj);
 }
 
 static PyObject *int_server_new_memfd(PyTypeObject *type, PyObject *args, PyObject *kwds)
@@ -602,7 +706,7 @@ static PyObject *int_server_new_memfd(PyTypeObject *type, PyObject *args, PyObje
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|OO$O:new_memfd", kwlist, &name, &req_cap,
                                      &resp_slots, &spin_obj))
         return NULL;
-    return chan_open_memfd(type, name, req_cap, resp_slots, NULL, NULL, spin_obj);
+    return chan_open_memfd(type, name, req_cap, resp_slots, NULL, NULL, NULL, spin_obj);
 }
 
 /* ---- the types ---- */
@@ -675,7 +779,8 @@ static PyType_Slot str_slots[] = {
     CHAN_SLOTS, {Py_tp_new, server_new}, {Py_tp_methods, str_methods},
     {Py_tp_doc,
      "Server(path, req_cap=None, resp_slots=None, resp_size=None, arena=None, *, spin=None, "
-     "mode=None)\n--\n\nThe worker side of a bytes/str channel; creates the file or opens it.\n"
+     "mode=None, codec=None)\n--\n\n"
+     "The worker side of a bytes/str channel; creates the file or opens it.\n"
      "Geometry not given (None): 1024, 64, 4096 and max(req_cap * 256, 4096) for a new\n"
      "channel, the file's for an existing one (given and different: ValueError)."},
     {0, NULL},
