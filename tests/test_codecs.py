@@ -386,3 +386,32 @@ def test_pickle_codec_refuses_a_truncated_frame() -> None:
     for cut in (0, 5, 16, 40, len(whole) - 1):
         with pytest.raises(pickle.UnpicklingError):
             codec.loads(memoryview(bytearray(whole[:cut])))
+
+
+class Pieces:
+    """A codec whose dumps returns pieces (a list, a tuple) or, for "bad", no buffer."""
+
+    name = "pieces-test"
+
+    def dumps(self, obj: Any, /) -> Any:
+        if obj == "bad":
+            return 42
+        data = obj.encode()
+        return [data[:2], memoryview(data[2:5])] if len(obj) % 2 else (data[:1], data[1:])
+
+    def loads(self, view: memoryview, /) -> Any:
+        return view.tobytes().decode()
+
+
+def test_a_codec_may_return_pieces() -> None:
+    with reqrep.Server(None, codec=Pieces()) as s, s.client() as c:
+        for text in ("abcde", "abcd", "", "x"):
+            rid = c.send(text)
+            data, taken = s.recv()
+            expect = text if len(text) % 2 == 0 else text[:5]
+            assert data == expect
+            s.reply(taken, data)
+            assert c.get_wait(rid, LONG) == (expect if len(expect) % 2 == 0 else expect[:5])
+        with pytest.raises(TypeError, match="buffer or a list or tuple of buffers"):
+            c.send("bad")
+        assert _free(s)

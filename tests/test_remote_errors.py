@@ -237,3 +237,22 @@ def test_encode_fits_and_round_trips(message: str, limit: int) -> None:
     if limit >= 300:
         assert err.message == message
 
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no words")
+
+
+def test_an_unprintable_exception_still_travels() -> None:
+    with reqrep.Server(None, resp_size=1024) as s, s.client() as c:
+        rid = c.send(b"q")
+
+        def handler(data: bytes) -> bytes:
+            raise _Unprintable()
+
+        assert s.serve(handler, timeout=0) == 1
+        with pytest.raises(reqrep.RemoteError) as info:
+            c.get_wait(rid, LONG)
+        assert info.value.type_name == "test_remote_errors._Unprintable"
+        assert info.value.message == "<unprintable _Unprintable object>"

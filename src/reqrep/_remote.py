@@ -68,6 +68,20 @@ def _utf8_tail(text: str, limit: int) -> bytes:
     return data[len(data) - limit:].decode("utf-8", "ignore").encode("utf-8") if limit else b""
 
 
+def _describe(exc: BaseException) -> tuple[str, str]:
+    """The message and formatted traceback of exc; an exception whose __str__ (or a
+    chained one's) fails still travels, described as unprintable."""
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001 - its own __str__ failed
+        message = f"<unprintable {type(exc).__name__} object>"
+    try:
+        trace = "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:  # noqa: BLE001 - as above, somewhere in the chain
+        trace = ""
+    return message, trace
+
+
 def int_name(exc: BaseException | str) -> bytes:
     """The reply of an Int channel's ``reply_error``: the type name's first 32 bytes."""
     return _utf8_head(_type_name(exc), _INT_NAME_MAX)
@@ -83,8 +97,7 @@ def encode(exc: BaseException | str, limit: int, codec: str) -> bytes:
     if isinstance(exc, str):
         message, trace, pickled = exc, "", b""
     else:
-        message = str(exc)
-        trace = "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
+        message, trace = _describe(exc)
         pickled = b""
         if codec == "pickle":
             try:

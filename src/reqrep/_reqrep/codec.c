@@ -88,8 +88,16 @@ int codec_encode(PyObject *codec, PyObject *obj, encoded *e)
                          "not %.100s", Py_TYPE(e->parts)->tp_name);
             goto fail;
         }
+        /* A tuple of its own: getting a buffer may run Python code (__buffer__),
+         * which must not be able to change what is being walked. */
+        if (PyList_Check(e->parts)) {
+            PyObject *tuple = PyList_AsTuple(e->parts);
+            if (!tuple)
+                goto fail;
+            Py_SETREF(e->parts, tuple);
+        }
         seq = e->parts;
-        n = PySequence_Fast_GET_SIZE(seq);
+        n = PyTuple_GET_SIZE(seq);
         if (n > 65536) {
             PyErr_SetString(PyExc_ValueError, "a codec's dumps() returned over 65536 pieces");
             goto fail;
@@ -104,7 +112,7 @@ int codec_encode(PyObject *codec, PyObject *obj, encoded *e)
         }
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *part = seq ? PySequence_Fast_GET_ITEM(seq, i) : e->parts;
+        PyObject *part = seq ? PyTuple_GET_ITEM(seq, i) : e->parts;
         if (PyObject_GetBuffer(part, &e->views[i], PyBUF_SIMPLE) < 0)
             goto fail;
         e->n++;

@@ -80,6 +80,10 @@ static PyObject *decode_taken(Chan *self, PyObject *res, int as_list)
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *out = decode_pair(self, PyList_GET_ITEM(res, i));
         if (!out) {
+            /* Ctrl-C in a codec's loads: the requests decoded so far are
+             * returned, and the interrupt raised as soon as they are */
+            if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+                PyErr_SetInterrupt();
             PyObject *exc = take_exception();
             if (!first_error)
                 first_error = exc;
