@@ -389,7 +389,11 @@ static int open_path_once(const char *path, uint32_t variant, const rr_geometry 
                           rr_open_opts *o, rr_chan **out, rr_error *err)
 {
     err_reset(err);
-    int oflags = O_RDWR | O_NOFOLLOW | O_CLOEXEC;
+    /* An opener follows symbolic links (a link to a channel, /proc/PID/fd/N):
+     * it only maps what it validated. A creator does not: through a link
+     * planted at its path it could initialise (write) a file it never meant
+     * to, and same_file() below compares the path itself. */
+    int oflags = O_RDWR | O_CLOEXEC | (create ? O_NOFOLLOW : 0);
     /* created: this call made the file; if it then fails to make a channel
      * of it, it removes it again (before the magic nobody else uses it). */
     int created = 0, initialising = 0, fd = -1;

@@ -369,7 +369,7 @@ def test_missing_file(tmp_path: Path) -> None:
     assert not path.exists()  # never created
 
 
-@pytest.mark.parametrize("what", ["directory", "fifo", "symlink"])
+@pytest.mark.parametrize("what", ["directory", "fifo", "dangling-symlink"])
 def test_not_a_regular_channel_file(tmp_path: Path, what: str) -> None:
     path = tmp_path / what
     if what == "directory":
@@ -379,15 +379,22 @@ def test_not_a_regular_channel_file(tmp_path: Path, what: str) -> None:
         os.mkfifo(path)
         reason = "not a regular file"
     else:
-        target = tmp_path / "target.chan"
-        Server(target).close()
-        path.symlink_to(target)
-        reason = "symbolic link"
+        path.symlink_to(tmp_path / "missing.chan")
+        reason = "No such file"
     res = run_stats(path)
     assert res.returncode == 2
     assert res.stdout == "" and "Traceback" not in res.stderr
     assert len(res.stderr.splitlines()) == 1
     assert str(path) in res.stderr and reason in res.stderr
+
+
+def test_a_symlink_to_a_channel_is_followed(tmp_path: Path) -> None:
+    target = tmp_path / "target.chan"
+    link = tmp_path / "link.chan"
+    with Server(target, codec="json"):
+        link.symlink_to(target)
+        rep = stats_json(link)
+        assert rep["variant"] == "str" and rep["codec"] == "json"
 
 
 def test_usage_error() -> None:

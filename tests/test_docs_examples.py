@@ -32,6 +32,8 @@ def test_there_are_examples() -> None:
 
 @pytest.mark.parametrize(("where", "code"), EXAMPLES, ids=[w for w, _ in EXAMPLES])
 def test_example_runs(where: str, code: str, tmp_path: Path) -> None:
-    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+    script = tmp_path / "example.py"  # a file: spawn children re-import __main__ from it
+    script.write_text(code)
+    res = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 0, f"{where} failed:\n{res.stderr}"

@@ -544,3 +544,49 @@ def test_server_reopen_frees_dead_clients_slots(tmp_path: Path, closer: Any) -> 
     st = s.stats()
     assert st["slots_acquired"] == 0, st
     assert st["slots_free"] == 4, st
+
+
+def test_a_client_follows_symlinks(tmp_path: Path) -> None:
+    """Client(symlink) and Client('/proc/self/fd/N') open the channel they point to; a
+    Server, which may create, refuses a symlinked path; dangling links and loops fail
+    with the OSError of their errno."""
+    target = tmp_path / "target.chan"
+    link = tmp_path / "link.chan"
+    with Server(target) as s:
+        link.symlink_to(target)
+        with Client(link) as c:
+            rid = c.send(b"via link")
+            assert s.recv() == (b"via link", rid)
+        fd = os.open(target, os.O_RDWR)
+        try:
+            with Client(f"/proc/self/fd/{fd}") as c:
+                assert c.capacity == s.capacity
+        finally:
+            os.close(fd)
+        with pytest.raises(OSError) as info:
+            Server(link)
+        assert info.value.errno == errno.ELOOP
+        assert target.exists() and link.is_symlink()
+    m = Server.new_memfd("linked")
+    with m, Client(f"/proc/self/fd/{m.memfd}") as c:
+        rid = c.send(b"memfd")
+        assert m.recv() == (b"memfd", rid)
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError):
+        Client(dangling)
+    loop_a, loop_b = tmp_path / "a", tmp_path / "b"
+    loop_a.symlink_to(loop_b)
+    loop_b.symlink_to(loop_a)
+    with pytest.raises(OSError) as info:
+        Client(loop_a)
+    assert info.value.errno == errno.ELOOP
+
+
+def test_a_negative_id_is_named() -> None:
+    with Server(None) as s, s.client() as c:
+        for bad in (-1, 2**64):
+            with pytest.raises(OverflowError, match="id must be a request id"):
+                c.get(bad)
+            with pytest.raises(OverflowError, match="id must be a request id"):
+                s.reply(bad, b"x")

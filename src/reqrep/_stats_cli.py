@@ -22,11 +22,9 @@ channel (with a one-line message on stderr).
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import mmap
 import os
-import re
 import stat
 import sys
 from dataclasses import dataclass
@@ -49,7 +47,6 @@ EXIT_ERROR = 2
 HUMAN_SLOT_ROWS = 50  # busy slots listed in the human report (--json lists all)
 
 # /proc/PID/fd/N (or /proc/self/fd/N): how a memfd channel, which has no path, is reached.
-_PROC_FD = re.compile(r"^/proc/(?:self|thread-self|\d+)/fd/\d+$")
 
 
 class StatsError(Exception):
@@ -104,16 +101,9 @@ class _Raw:
 
 def _open_readonly(path: str) -> int:
     flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # O_NONBLOCK: a FIFO must not block
-    if not _PROC_FD.match(path):
-        flags |= os.O_NOFOLLOW  # as the library itself: a symlinked channel is refused
-    try:
+    try:  # links are followed, as a Client follows them
         return os.open(path, flags)
     except OSError as e:
-        if e.errno == errno.ELOOP and os.path.islink(path):
-            raise StatsError(
-                f"{path}: is a symbolic link, which reqrep refuses as a channel path "
-                "(pass the file it points to)"
-            ) from None
         raise StatsError(f"{path}: {e.strerror or e}") from None
 
 
@@ -123,21 +113,6 @@ def _open_channel(path: str, variant: int) -> Any:
 
     first, second = (IntClient, Client) if variant == VARIANT_INT else (Client, IntClient)
     try:
-        if _PROC_FD.match(path):
-            # /proc/PID/fd/N is a symlink the library would refuse: open it here
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-            except OSError as e:
-                raise StatsError(f"{path}: {e.strerror or e}") from None
-            try:
-                try:
-                    return first.from_fd(fd)
-                except ChannelFormatError:
-                    if variant in _format.VARIANT_NAMES:
-                        raise
-                    return second.from_fd(fd)
-            finally:
-                os.close(fd)
         try:
             return first._open_existing(path)
         except ChannelFormatError:

@@ -138,9 +138,15 @@ int parse_id(PyObject *obj, uint64_t *id)
         *id = (uint64_t)v;
         return 0;
     }
-    unsigned long long u = PyLong_AsUnsignedLongLong(obj); /* raises for < 0 */
-    if (u == (unsigned long long)-1 && PyErr_Occurred())
+    unsigned long long u = PyLong_AsUnsignedLongLong(obj); /* raises for < 0 and >= 2**64 */
+    if (u == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_OverflowError,
+                         "id must be a request id from send() (0 <= id < 2**64), not %R", obj);
+        }
         return -1;
+    }
     *id = u;
     return 0;
 }
