@@ -185,30 +185,42 @@ class Server:
     def clear(self) -> None:
         """Drop every queued request, free every response slot and wake all waiters."""
     def sync(self) -> None:
-        """``msync`` the mapping to its file."""
+        """``msync`` the mapping to its file: its contents reach the disk (for a
+        file on a disk-backed file system; a no-op in effect on ``/dev/shm``).
+        ``OSError`` if the kernel refuses; nothing to do for anonymous and memfd
+        channels."""
     def unlink(self) -> None:
         """Remove the channel file (the channel lives on while mapped); does
         nothing for anonymous and memfd channels."""
     def size(self) -> int:
-        """Number of requests queued now."""
+        """How many requests are queued now (sent and not yet taken by a worker):
+        a snapshot, read without the queue lock. ``ValueError`` if closed."""
     def __len__(self) -> int:
-        """Number of requests queued now."""
+        """How many requests are queued now (sent and not yet taken by a worker):
+        a snapshot, read without the queue lock. ``ValueError`` if closed."""
     def is_empty(self) -> bool:
-        """Whether no request is queued now."""
+        """``True`` if no request is queued now (``size() == 0``): a snapshot,
+        read without the queue lock. ``ValueError`` if closed."""
     def stats(self) -> _StrStats:
         """Counters and geometry as a dict (see the API reference for the keys)."""
     def close(self) -> None:
-        """Unmap this handle (idempotent)."""
+        """Unmap this handle. Idempotent. Calls waiting on it in other threads end
+        (they raise ``ValueError``; ``serve`` returns), and the mapping goes once
+        they have left. A client's requests still pending are cancelled (their
+        slots freed). The channel lives on for the other handles and processes."""
     @property
     def closed(self) -> bool:
         """Whether ``close()`` was called."""
-    def __enter__(self) -> Self: ...
+    def __enter__(self) -> Self:
+        """``with channel:`` returns the object itself; ``ValueError`` if it is closed."""
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None: ...
+    ) -> None:
+        """Leaving ``with channel:`` closes the object (``close()``), whatever the
+        exception; it never suppresses one."""
     @property
     def capacity(self) -> int:
         """Request queue capacity (``req_cap`` rounded up to a power of two)."""
@@ -267,7 +279,8 @@ class Server:
     def reply_notify(self) -> bool:
         """Signal the reply eventfd; ``False`` if there is none."""
     def reply_fileno(self) -> int:
-        """The reply eventfd, or ``-1``."""
+        """The reply eventfd's file descriptor, or ``-1`` if there is none (see
+        ``reply_eventfd``). Never creates one; for ``select``/``add_reader``."""
     def _wait_request(self, timeout: float | None = None) -> bool:
         """Private: wait until a request is queued without taking it."""
     def _wake_request(self) -> None:
@@ -326,11 +339,14 @@ class Client:
         """Requests sent through this object and not yet collected (replied but
         not yet collected included)."""
     def size(self) -> int:
-        """Number of requests queued now."""
+        """How many requests are queued now (sent and not yet taken by a worker):
+        a snapshot, read without the queue lock. ``ValueError`` if closed."""
     def __len__(self) -> int:
-        """Number of requests queued now."""
+        """How many requests are queued now (sent and not yet taken by a worker):
+        a snapshot, read without the queue lock. ``ValueError`` if closed."""
     def is_empty(self) -> bool:
-        """Whether no request is queued now."""
+        """``True`` if no request is queued now (``size() == 0``): a snapshot,
+        read without the queue lock. ``ValueError`` if closed."""
     def stats(self) -> _StrStats:
         """Counters and geometry as a dict (see the API reference for the keys)."""
     def close(self) -> None:
@@ -338,13 +354,16 @@ class Client:
     @property
     def closed(self) -> bool:
         """Whether ``close()`` was called."""
-    def __enter__(self) -> Self: ...
+    def __enter__(self) -> Self:
+        """``with channel:`` returns the object itself; ``ValueError`` if it is closed."""
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None: ...
+    ) -> None:
+        """Leaving ``with channel:`` closes the object (``close()``), whatever the
+        exception; it never suppresses one."""
     @property
     def capacity(self) -> int:
         """Request queue capacity (a power of two)."""
@@ -392,14 +411,16 @@ class Client:
     def eventfd_consume(self) -> int:
         """Read and reset the reply eventfd: the number of signals since the last call."""
     def fileno(self) -> int:
-        """The reply eventfd, or ``-1``."""
+        """The reply eventfd's file descriptor, or ``-1`` if there is none (see
+        ``reply_eventfd``). Never creates one; for ``select``/``add_reader``."""
     def notify(self) -> bool:
         """Signal the **request** eventfd; ``False`` if there is none."""
     def req_eventfd_set(self, fd: int, /) -> None:
         """Use ``fd`` (e.g. the server's ``eventfd()``, inherited or passed over a Unix
         socket) as the request eventfd; the caller keeps ownership. ``-1`` unsets."""
     def req_fileno(self) -> int:
-        """The request eventfd, or ``-1``."""
+        """The request eventfd's file descriptor, or ``-1`` if there is none. Never
+        creates one; for ``select``/``add_reader``."""
     def _check(self, id: int, /) -> int: ...
     def _bell_claim(self) -> int:
         """Private (``reqrep.aio``): make replies to this client's requests ring a bell."""
@@ -471,29 +492,41 @@ class IntServer:
     def clear(self) -> None:
         """Drop every queued request, free every response slot and wake all waiters."""
     def sync(self) -> None:
-        """``msync`` the mapping to its file."""
+        """``msync`` the mapping to its file: its contents reach the disk (for a
+        file on a disk-backed file system; a no-op in effect on ``/dev/shm``).
+        ``OSError`` if the kernel refuses; nothing to do for anonymous and memfd
+        channels."""
     def unlink(self) -> None:
         """Remove the channel file; does nothing for anonymous and memfd channels."""
     def size(self) -> int:
-        """Number of requests queued now."""
+        """How many requests are queued now (sent and not yet taken by a worker):
+        a snapshot, read without the queue lock. ``ValueError`` if closed."""
     def __len__(self) -> int:
-        """Number of requests queued now."""
+        """How many requests are queued now (sent and not yet taken by a worker):
+        a snapshot, read without the queue lock. ``ValueError`` if closed."""
     def is_empty(self) -> bool:
-        """Whether no request is queued now."""
+        """``True`` if no request is queued now (``size() == 0``): a snapshot,
+        read without the queue lock. ``ValueError`` if closed."""
     def stats(self) -> _Stats:
         """Counters and geometry as a dict (see the API reference for the keys)."""
     def close(self) -> None:
-        """Unmap this handle (idempotent)."""
+        """Unmap this handle. Idempotent. Calls waiting on it in other threads end
+        (they raise ``ValueError``; ``serve`` returns), and the mapping goes once
+        they have left. A client's requests still pending are cancelled (their
+        slots freed). The channel lives on for the other handles and processes."""
     @property
     def closed(self) -> bool:
         """Whether ``close()`` was called."""
-    def __enter__(self) -> Self: ...
+    def __enter__(self) -> Self:
+        """``with channel:`` returns the object itself; ``ValueError`` if it is closed."""
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None: ...
+    ) -> None:
+        """Leaving ``with channel:`` closes the object (``close()``), whatever the
+        exception; it never suppresses one."""
     @property
     def capacity(self) -> int:
         """Request queue capacity (``req_cap`` rounded up to a power of two)."""
@@ -552,7 +585,8 @@ class IntServer:
     def reply_notify(self) -> bool:
         """Signal the reply eventfd; ``False`` if there is none."""
     def reply_fileno(self) -> int:
-        """The reply eventfd, or ``-1``."""
+        """The reply eventfd's file descriptor, or ``-1`` if there is none (see
+        ``reply_eventfd``). Never creates one; for ``select``/``add_reader``."""
     def _wait_request(self, timeout: float | None = None) -> bool:
         """Private: wait until a request is queued without taking it."""
     def _wake_request(self) -> None:
@@ -596,11 +630,14 @@ class IntClient:
     def pending(self) -> int:
         """Requests sent through this object and not yet collected."""
     def size(self) -> int:
-        """Number of requests queued now."""
+        """How many requests are queued now (sent and not yet taken by a worker):
+        a snapshot, read without the queue lock. ``ValueError`` if closed."""
     def __len__(self) -> int:
-        """Number of requests queued now."""
+        """How many requests are queued now (sent and not yet taken by a worker):
+        a snapshot, read without the queue lock. ``ValueError`` if closed."""
     def is_empty(self) -> bool:
-        """Whether no request is queued now."""
+        """``True`` if no request is queued now (``size() == 0``): a snapshot,
+        read without the queue lock. ``ValueError`` if closed."""
     def stats(self) -> _Stats:
         """Counters and geometry as a dict (see the API reference for the keys)."""
     def close(self) -> None:
@@ -608,13 +645,16 @@ class IntClient:
     @property
     def closed(self) -> bool:
         """Whether ``close()`` was called."""
-    def __enter__(self) -> Self: ...
+    def __enter__(self) -> Self:
+        """``with channel:`` returns the object itself; ``ValueError`` if it is closed."""
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None: ...
+    ) -> None:
+        """Leaving ``with channel:`` closes the object (``close()``), whatever the
+        exception; it never suppresses one."""
     @property
     def capacity(self) -> int:
         """Request queue capacity (a power of two)."""
@@ -662,14 +702,16 @@ class IntClient:
     def eventfd_consume(self) -> int:
         """Read and reset the reply eventfd: the number of signals since the last call."""
     def fileno(self) -> int:
-        """The reply eventfd, or ``-1``."""
+        """The reply eventfd's file descriptor, or ``-1`` if there is none (see
+        ``reply_eventfd``). Never creates one; for ``select``/``add_reader``."""
     def notify(self) -> bool:
         """Signal the **request** eventfd; ``False`` if there is none."""
     def req_eventfd_set(self, fd: int, /) -> None:
         """Use ``fd`` (e.g. the server's ``eventfd()``, inherited or passed over a Unix
         socket) as the request eventfd; the caller keeps ownership. ``-1`` unsets."""
     def req_fileno(self) -> int:
-        """The request eventfd, or ``-1``."""
+        """The request eventfd's file descriptor, or ``-1`` if there is none. Never
+        creates one; for ``select``/``add_reader``."""
     def _check(self, id: int, /) -> int: ...
     def _bell_claim(self) -> int:
         """Private (``reqrep.aio``): make replies to this client's requests ring a bell."""

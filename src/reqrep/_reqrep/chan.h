@@ -10,6 +10,7 @@
 #include <structmember.h> /* PyMemberDef before 3.12 */
 
 #include "args.h"
+#include "docstrings.h"
 #include "errors.h"
 #include "reqrep.h"
 
@@ -111,21 +112,19 @@ PyObject *chan_from_fd(PyTypeObject *type, PyObject *args, PyObject *kwds);
 PyObject *chan_open_existing(PyTypeObject *type, PyObject *args, PyObject *kwds);
 PyObject *chan_reduce(Chan *self, PyObject *unused);
 
-#define CHAN_METHODS                                                                       \
-    {"close", (PyCFunction)chan_close, METH_NOARGS, "Close the channel handle."},          \
-    {"__enter__", (PyCFunction)chan_enter_method, METH_NOARGS, NULL},                      \
-    {"__exit__", (PyCFunction)chan_exit, METH_VARARGS, NULL},                              \
-    {"size", (PyCFunction)chan_size, METH_NOARGS, "Requests queued now."},                 \
-    {"is_empty", (PyCFunction)chan_is_empty, METH_NOARGS, "True if no request is queued."}, \
-    {"stats", (PyCFunction)chan_stats, METH_NOARGS, "Counters, geometry and slot states."}, \
-    {"_layout", (PyCFunction)chan_layout, METH_NOARGS,                                     \
-     "Offsets of the regions in the file (for tools and tests)."},                        \
+/* The methods every type has; their documentation is the stub's (docstrings.h). */
+#define CHAN_METHODS(cls)                                                                  \
+    {"close", (PyCFunction)chan_close, METH_NOARGS, DOC(cls, close)},                      \
+    {"__enter__", (PyCFunction)chan_enter_method, METH_NOARGS, DOC(cls, __enter__)},       \
+    {"__exit__", (PyCFunction)chan_exit, METH_VARARGS, DOC(cls, __exit__)},                \
+    {"size", (PyCFunction)chan_size, METH_NOARGS, DOC(cls, size)},                         \
+    {"is_empty", (PyCFunction)chan_is_empty, METH_NOARGS, DOC(cls, is_empty)},             \
+    {"stats", (PyCFunction)chan_stats, METH_NOARGS, DOC(cls, stats)},                      \
+    {"_layout", (PyCFunction)chan_layout, METH_NOARGS, DOC(cls, _layout)},                 \
     {"from_fd", (PyCFunction)(void (*)(void))chan_from_fd,                                 \
-     METH_VARARGS | METH_KEYWORDS | METH_CLASS,                                            \
-     "Open a channel from a file descriptor (duplicated; the caller keeps fd)."},          \
+     METH_VARARGS | METH_KEYWORDS | METH_CLASS, DOC(cls, from_fd)},                        \
     {"_open_existing", (PyCFunction)(void (*)(void))chan_open_existing,                    \
-     METH_VARARGS | METH_KEYWORDS | METH_CLASS,                                            \
-     "Open an existing channel file (never creates one)."},                                \
+     METH_VARARGS | METH_KEYWORDS | METH_CLASS, DOC(cls, _open_existing)},                 \
     {"__reduce__", (PyCFunction)chan_reduce, METH_NOARGS, NULL}
 
 /* The slots every type has, then (after a comma) its own. */

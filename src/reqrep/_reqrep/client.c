@@ -615,50 +615,37 @@ static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return chan_open(type, path, &r, 0, spin);
 }
 
-static PyMethodDef client_methods[] = {
-    CHAN_METHODS,
-    {"req", FASTFN(client_req), FASTKW,
-     "req(data, timeout=None): send and wait for the response; None on timeout."},
-    {"send", (PyCFunction)client_send, METH_O, "send(data): an id, or None if full."},
-    {"send_wait", FASTFN(client_send_wait), FASTKW,
-     "send_wait(data, timeout=None): an id, or None on timeout."},
-    {"get", (PyCFunction)client_get, METH_O, "get(id): the response, or None if not ready."},
-    {"get_wait", FASTFN(client_get_wait), FASTKW,
-     "get_wait(id, timeout=None): the response, or None on timeout."},
-    {"cancel", (PyCFunction)client_cancel, METH_O,
-     "cancel(id): True if the pending request was abandoned."},
-    {"pending", (PyCFunction)client_pending, METH_NOARGS,
-     "Requests sent through this object and not yet collected."},
-    {"send_notify", (PyCFunction)client_send_notify, METH_O,
-     "send_notify(data): send, then signal the request eventfd."},
-    {"send_wait_notify", FASTFN(client_send_wait_notify), FASTKW,
-     "send_wait_notify(data, timeout=None): send_wait, then signal the request eventfd."},
-    {"eventfd", (PyCFunction)client_eventfd, METH_NOARGS,
-     "The reply eventfd (created on first call)."},
-    {"eventfd_set", (PyCFunction)client_eventfd_set, METH_O,
-     "Use fd (e.g. inherited) as the reply eventfd; -1 unsets."},
-    {"eventfd_consume", (PyCFunction)client_eventfd_consume, METH_NOARGS,
-     "Reset the reply eventfd; returns how many signals it had."},
-    {"fileno", (PyCFunction)client_fileno, METH_NOARGS, "The reply eventfd, or -1."},
-    {"notify", (PyCFunction)client_notify, METH_NOARGS,
-     "Signal the request eventfd; False if there is none."},
-    {"req_eventfd_set", (PyCFunction)client_req_eventfd_set, METH_O,
-     "Use fd (e.g. inherited) as the request eventfd; -1 unsets."},
-    {"req_fileno", (PyCFunction)client_req_fileno, METH_NOARGS, "The request eventfd, or -1."},
-    {"_check", (PyCFunction)client_check, METH_O,
-     "_check(id): 0 pending, 1 replied, 2 stale; WorkerDiedError if its worker died."},
-    {"_bell_claim", (PyCFunction)client_bell_claim, METH_NOARGS,
-     "Make this client's requests ring a bell on reply; returns its count."},
-    {"_bell_release", (PyCFunction)client_bell_release, METH_NOARGS, "Give the bell back."},
-    {"_bell_ring", (PyCFunction)client_bell_ring, METH_NOARGS,
-     "Ring this client's bell: a _bell_wait on it returns now."},
-    {"_bell_wait", FASTFN(client_bell_wait), FASTKW,
-     "_bell_wait(seen, timeout=None): wait until the bell's count moves; the count."},
-    {NULL},
-};
+/* Both types' methods; their documentation is the stub's (docstrings.h). */
+#define CLIENT_METHODS(cls)                                                                \
+    CHAN_METHODS(cls),                                                                     \
+    {"req", FASTFN(client_req), FASTKW, DOC(cls, req)},                                    \
+    {"send", (PyCFunction)client_send, METH_O, DOC(cls, send)},                            \
+    {"send_wait", FASTFN(client_send_wait), FASTKW, DOC(cls, send_wait)},                  \
+    {"get", (PyCFunction)client_get, METH_O, DOC(cls, get)},                               \
+    {"get_wait", FASTFN(client_get_wait), FASTKW, DOC(cls, get_wait)},                     \
+    {"cancel", (PyCFunction)client_cancel, METH_O, DOC(cls, cancel)},                      \
+    {"pending", (PyCFunction)client_pending, METH_NOARGS, DOC(cls, pending)},              \
+    {"send_notify", (PyCFunction)client_send_notify, METH_O, DOC(cls, send_notify)},       \
+    {"send_wait_notify", FASTFN(client_send_wait_notify), FASTKW, DOC(cls, send_wait_notify)}, \
+    {"eventfd", (PyCFunction)client_eventfd, METH_NOARGS, DOC(cls, eventfd)},              \
+    {"eventfd_set", (PyCFunction)client_eventfd_set, METH_O, DOC(cls, eventfd_set)},       \
+    {"eventfd_consume", (PyCFunction)client_eventfd_consume, METH_NOARGS,                        \
+     DOC(cls, eventfd_consume)},                                                                 \
+    {"fileno", (PyCFunction)client_fileno, METH_NOARGS, DOC(cls, fileno)},                 \
+    {"notify", (PyCFunction)client_notify, METH_NOARGS, DOC(cls, notify)},                 \
+    {"req_eventfd_set", (PyCFunction)client_req_eventfd_set, METH_O, DOC(cls, req_eventfd_set)}, \
+    {"req_fileno", (PyCFunction)client_req_fileno, METH_NOARGS, DOC(cls, req_fileno)},     \
+    {"_check", (PyCFunction)client_check, METH_O, DOC(cls, _check)},                       \
+    {"_bell_claim", (PyCFunction)client_bell_claim, METH_NOARGS, DOC(cls, _bell_claim)},   \
+    {"_bell_release", (PyCFunction)client_bell_release, METH_NOARGS, DOC(cls, _bell_release)}, \
+    {"_bell_ring", (PyCFunction)client_bell_ring, METH_NOARGS, DOC(cls, _bell_ring)},      \
+    {"_bell_wait", FASTFN(client_bell_wait), FASTKW, DOC(cls, _bell_wait)}
+
+static PyMethodDef str_methods[] = {CLIENT_METHODS(Client), {NULL}};
+static PyMethodDef int_methods[] = {CLIENT_METHODS(IntClient), {NULL}};
 
 static PyType_Slot str_slots[] = {
-    CHAN_SLOTS, {Py_tp_new, client_new}, {Py_tp_methods, client_methods},
+    CHAN_SLOTS, {Py_tp_new, client_new}, {Py_tp_methods, str_methods},
     {Py_tp_doc, "Client(path, *, spin=None, wait=None, codec=None)\n--\n\nThe requesting side of a "
                 "bytes/str channel.\nwait: seconds to wait for a channel that does not exist "
                 "yet."},
@@ -666,7 +653,7 @@ static PyType_Slot str_slots[] = {
 };
 
 static PyType_Slot int_slots[] = {
-    CHAN_SLOTS, {Py_tp_new, client_new}, {Py_tp_methods, client_methods},
+    CHAN_SLOTS, {Py_tp_new, client_new}, {Py_tp_methods, int_methods},
     {Py_tp_doc, "IntClient(path, *, spin=None, wait=None)\n--\n\nThe requesting side of an "
                 "int64 channel.\nwait: seconds to wait for a channel that does not exist yet."},
     {0, NULL},

@@ -715,69 +715,51 @@ static PyObject *int_server_new_memfd(PyTypeObject *type, PyObject *args, PyObje
 
 /* ---- the types ---- */
 
-#define NEW_MEMFD(fn)                                                                      \
+#define NEW_MEMFD(cls, fn)                                                                     \
     {"new_memfd", (PyCFunction)(void (*)(void))fn, METH_VARARGS | METH_KEYWORDS | METH_CLASS, \
-     "Create a channel in a new memfd."}
+     DOC(cls, new_memfd)}
 
-#define SERVER_METHODS                                                                     \
-    CHAN_METHODS,                                                                          \
-    {"client", (PyCFunction)server_new_client, METH_NOARGS,                                \
-     "A client on the same mapping."},                                                     \
-    {"recv", (PyCFunction)server_recv, METH_NOARGS,                                        \
-     "(data, id) of the next request, or None if the queue is empty."},                    \
-    {"recv_wait", FASTFN(server_recv_wait), FASTKW,                                        \
-     "recv_wait(timeout=None): (data, id), or None on timeout."},                          \
-    {"reply", FASTFN(server_reply), FASTKW,                                                \
-     "reply(id, data): True, or False if the request was cancelled or cleared."},          \
-    {"reply_error", FASTFN(server_reply_error), FASTKW,                                    \
-     "reply_error(id, exc): answer with an error (an exception or a str); the client's "   \
-     "get/req raise reqrep.RemoteError. Returns as reply."},                               \
-    {"serve", FASTFN(server_serve), FASTKW,                                                \
-     "serve(handler, *, on_error=None, timeout=None, max_requests=None): answer requests " \
-     "with handler(data) until timeout seconds pass without one, max_requests are "        \
-     "taken or the server is closed; returns how many were taken."},                      \
-    {"clear", (PyCFunction)server_clear, METH_NOARGS,                                      \
-     "Drop queued requests, free every slot, wake all waiters."},                          \
-    {"sync", (PyCFunction)server_sync, METH_NOARGS, "msync the channel file."},            \
-    {"unlink", (PyCFunction)server_unlink, METH_NOARGS, "Remove the channel file."},       \
-    {"eventfd", (PyCFunction)server_eventfd, METH_NOARGS,                                  \
-     "The request eventfd (created on first call)."},                                      \
-    {"eventfd_set", (PyCFunction)server_eventfd_set, METH_O,                               \
-     "Use fd (e.g. inherited) as the request eventfd; -1 unsets."},                        \
-    {"eventfd_consume", (PyCFunction)server_eventfd_consume, METH_NOARGS,                  \
-     "Reset the request eventfd; returns how many signals it had."},                       \
-    {"notify", (PyCFunction)server_notify, METH_NOARGS,                                    \
-     "Signal the request eventfd; False if there is none."},                               \
-    {"fileno", (PyCFunction)server_fileno, METH_NOARGS, "The request eventfd, or -1."},    \
-    {"reply_eventfd", (PyCFunction)server_reply_eventfd, METH_NOARGS,                      \
-     "The reply eventfd (created on first call)."},                                        \
-    {"reply_eventfd_set", (PyCFunction)server_reply_eventfd_set, METH_O,                   \
-     "Use fd (e.g. inherited) as the reply eventfd; -1 unsets."},                          \
-    {"reply_eventfd_consume", (PyCFunction)server_reply_eventfd_consume, METH_NOARGS,      \
-     "Reset the reply eventfd; returns how many signals it had."},                         \
-    {"reply_notify", (PyCFunction)server_reply_notify, METH_NOARGS,                        \
-     "Signal the reply eventfd; False if there is none."},                                 \
-    {"reply_fileno", (PyCFunction)server_reply_fileno, METH_NOARGS,                        \
-     "The reply eventfd, or -1."},                                                         \
-    {"_wait_request", FASTFN(server_wait_request), FASTKW,                                 \
-     "Wait until a request is queued without taking it; True if one is."},                 \
-    {"_wake_request", (PyCFunction)server_wake_request, METH_NOARGS,                       \
-     "Wake every receiver asleep in _wait_request or recv_wait."}
+/* Both types' methods; their documentation is the stub's (docstrings.h). */
+#define SERVER_METHODS(cls)                                                                        \
+    CHAN_METHODS(cls),                                                                             \
+    {"client", (PyCFunction)server_new_client, METH_NOARGS, DOC(cls, client)},                     \
+    {"recv", (PyCFunction)server_recv, METH_NOARGS, DOC(cls, recv)},                               \
+    {"recv_wait", FASTFN(server_recv_wait), FASTKW, DOC(cls, recv_wait)},                          \
+    {"reply", FASTFN(server_reply), FASTKW, DOC(cls, reply)},                                      \
+    {"reply_error", FASTFN(server_reply_error), FASTKW, DOC(cls, reply_error)},                    \
+    {"serve", FASTFN(server_serve), FASTKW, DOC(cls, serve)},                                      \
+    {"clear", (PyCFunction)server_clear, METH_NOARGS, DOC(cls, clear)},                            \
+    {"sync", (PyCFunction)server_sync, METH_NOARGS, DOC(cls, sync)},                               \
+    {"unlink", (PyCFunction)server_unlink, METH_NOARGS, DOC(cls, unlink)},                         \
+    {"eventfd", (PyCFunction)server_eventfd, METH_NOARGS, DOC(cls, eventfd)},                      \
+    {"eventfd_set", (PyCFunction)server_eventfd_set, METH_O, DOC(cls, eventfd_set)},               \
+    {"eventfd_consume", (PyCFunction)server_eventfd_consume, METH_NOARGS,                          \
+     DOC(cls, eventfd_consume)},                                                                   \
+    {"notify", (PyCFunction)server_notify, METH_NOARGS, DOC(cls, notify)},                         \
+    {"fileno", (PyCFunction)server_fileno, METH_NOARGS, DOC(cls, fileno)},                         \
+    {"reply_eventfd", (PyCFunction)server_reply_eventfd, METH_NOARGS, DOC(cls, reply_eventfd)},    \
+    {"reply_eventfd_set", (PyCFunction)server_reply_eventfd_set, METH_O,                           \
+     DOC(cls, reply_eventfd_set)},                                                                 \
+    {"reply_eventfd_consume", (PyCFunction)server_reply_eventfd_consume, METH_NOARGS,              \
+     DOC(cls, reply_eventfd_consume)},                                                             \
+    {"reply_notify", (PyCFunction)server_reply_notify, METH_NOARGS, DOC(cls, reply_notify)},       \
+    {"reply_fileno", (PyCFunction)server_reply_fileno, METH_NOARGS, DOC(cls, reply_fileno)},       \
+    {"_wait_request", FASTFN(server_wait_request), FASTKW, DOC(cls, _wait_request)},               \
+    {"_wake_request", (PyCFunction)server_wake_request, METH_NOARGS, DOC(cls, _wake_request)}
 
 static PyMethodDef str_methods[] = {
-    SERVER_METHODS,
-    NEW_MEMFD(server_new_memfd),
-    {"recv_multi", FASTFN(server_recv_multi), FASTKW,
-     "recv_multi(n): up to n (data, id) pairs taken under one lock."},
-    {"recv_wait_multi", FASTFN(server_recv_wait_multi), FASTKW,
-     "recv_wait_multi(n, timeout=None): wait for at least one, then as recv_multi."},
-    {"drain", FASTFN(server_drain), FASTKW, "drain(max=None): every queued (data, id)."},
+    SERVER_METHODS(Server),
+    NEW_MEMFD(Server, server_new_memfd),
+    {"recv_multi", FASTFN(server_recv_multi), FASTKW, DOC(Server, recv_multi)},
+    {"recv_wait_multi", FASTFN(server_recv_wait_multi), FASTKW, DOC(Server, recv_wait_multi)},
+    {"drain", FASTFN(server_drain), FASTKW, DOC(Server, drain)},
     {"_test_hold_lock", (PyCFunction)server_test_hold_lock, METH_NOARGS,
-     "Testing only: take the queue lock and never release it (then kill the process)."},
+     DOC(Server, _test_hold_lock)},
     {NULL},
 };
 
-static PyMethodDef int_methods[] = {SERVER_METHODS, NEW_MEMFD(int_server_new_memfd), {NULL}};
+static PyMethodDef int_methods[] = {
+    SERVER_METHODS(IntServer), NEW_MEMFD(IntServer, int_server_new_memfd), {NULL}};
 
 static PyType_Slot str_slots[] = {
     CHAN_SLOTS, {Py_tp_new, server_new}, {Py_tp_methods, str_methods},
