@@ -292,11 +292,11 @@ PyObject *chan_reduce(Chan *self, PyObject *unused)
     if (chan_enter(self) < 0)
         return NULL;
     chan_leave(self);
-    PyObject *mod = PyImport_ImportModule("reqrep._pickle");
-    if (!mod)
+    PyObject *reduce = package_attr("reqrep._pickle", "reduce_channel");
+    if (!reduce)
         return NULL;
-    PyObject *res = PyObject_CallMethod(mod, "reduce_channel", "O", (PyObject *)self);
-    Py_DECREF(mod);
+    PyObject *res = PyObject_CallOneArg(reduce, (PyObject *)self);
+    Py_DECREF(reduce);
     return res;
 }
 

@@ -6,11 +6,7 @@
 /* reqrep._codecs.<fn>(arg) */
 static PyObject *call_codecs(const char *fn, PyObject *arg)
 {
-    PyObject *mod = PyImport_ImportModule("reqrep._codecs");
-    if (!mod)
-        return NULL;
-    PyObject *func = PyObject_GetAttrString(mod, fn);
-    Py_DECREF(mod);
+    PyObject *func = package_attr("reqrep._codecs", fn);
     if (!func)
         return NULL;
     PyObject *res = PyObject_CallOneArg(func, arg);

@@ -105,11 +105,7 @@ PyObject *take_exception(void)
  * Python, where they are rare enough not to matter. */
 static PyObject *call_remote(const char *fn, const char *fmt, ...)
 {
-    PyObject *mod = PyImport_ImportModule("reqrep._remote");
-    if (!mod)
-        return NULL;
-    PyObject *func = PyObject_GetAttrString(mod, fn);
-    Py_DECREF(mod);
+    PyObject *func = package_attr("reqrep._remote", fn);
     if (!func)
         return NULL;
     va_list ap;

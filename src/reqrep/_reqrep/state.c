@@ -1,5 +1,16 @@
-/* Finding the module state from a type (see state.h). */
+/* Finding the module state from a type, and the package's Python parts (see
+ * state.h). */
 #include "state.h"
+
+PyObject *package_attr(const char *module, const char *name)
+{
+    PyObject *mod = PyImport_ImportModule(module);
+    if (!mod)
+        return NULL;
+    PyObject *attr = PyObject_GetAttrString(mod, name);
+    Py_DECREF(mod);
+    return attr;
+}
 
 module_state *state_of_type(PyTypeObject *type)
 {

@@ -26,4 +26,9 @@ extern struct PyModuleDef reqrep_module;
  * exception set if none did. */
 module_state *state_of_type(PyTypeObject *type);
 
+/* reqrep.<module>.<name>, imported when first asked for (the package's Python
+ * parts the extension calls: _pickle, _remote, _codecs). New reference, or
+ * NULL with an exception. */
+PyObject *package_attr(const char *module, const char *name);
+
 #endif
