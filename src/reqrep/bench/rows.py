@@ -12,6 +12,7 @@ import importlib.util
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
+from functools import partial
 
 from reqrep.bench import peers
 from reqrep.bench.transports import (
@@ -36,6 +37,8 @@ P50 = "1:1 latency, p50"
 P99 = "1:1 latency, p99"
 ASYNCIO = "asyncio client, 12 B (1 client process : 1 worker process)"
 LOADED = "1:1 echo with 1 extra busy process"
+OBJ_SMALL = "pickled objects: a small dict (1 client : 1 worker)"
+OBJ_ARRAY = "pickled objects: a 1 MiB NumPy array (1 client : 1 worker)"
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,9 @@ class Case:
 
     def missing(self) -> str | None:
         """Why the case cannot run here (a missing optional package), or None."""
-        if self.requires and importlib.util.find_spec(self.requires) is None:
-            return f"{self.requires} not installed (pip install 'reqrep[bench]')"
+        for name in (self.requires or "").split(","):  # "a,b": needs both
+            if name and importlib.util.find_spec(name) is None:
+                return f"{name} not installed (pip install 'reqrep[bench]')"
         return None
 
 
@@ -205,6 +209,25 @@ def asyncio_cases() -> list[Case]:
     ]
 
 
+def _object_cases() -> list[Case]:
+    """reqrep's pickle codec against the peers that pickle for you."""
+    from reqrep.bench import objects
+
+    rows = []
+    for group, kind, extra in ((OBJ_SMALL, "small", ""), (OBJ_ARRAY, "array", "numpy")):
+        m = _rate(group)
+        zmq_label = "pyzmq send_pyobj" if kind == "small" else "pyzmq, zero-copy frames"
+        rows += [
+            Case(f"obj-{kind}-reqrep", 'reqrep Str, codec="pickle"',
+                 partial(objects.ReqrepPickle, kind), m, peer=False, requires=extra or None),
+            Case(f"obj-{kind}-mp-queue", "multiprocessing.Queue pair",
+                 partial(objects.MpQueuePickle, kind), m, requires=extra or None),
+            Case(f"obj-{kind}-zmq", zmq_label, partial(objects.ZmqPickle, kind), m,
+                 requires=f"zmq,{extra}" if extra else "zmq"),
+        ]
+    return rows
+
+
 def all_cases() -> list[Case]:
     """Every row, in table order."""
     return [
@@ -215,6 +238,7 @@ def all_cases() -> list[Case]:
         *_mpmc_cases(),
         *_latency_cases(),
         *asyncio_cases(),
+        *_object_cases(),
         *_echo_cases(LOADED, "loaded-", loaded=True),
     ]
 

@@ -35,9 +35,14 @@ class GateLike(Protocol):
     def wait(self) -> None: ...
 
 
+def _same(a: Any, b: Any) -> bool:
+    eq = a == b
+    return bool(eq.all()) if hasattr(eq, "all") else bool(eq)  # NumPy compares elementwise
+
+
 def _check(op: Op, msg: Any) -> None:
     got = op(msg)
-    if got != msg:
+    if not _same(got, msg):
         raise AssertionError(f"wrong echo: sent {msg!r:.40}, got {got!r:.40}")
 
 
