@@ -590,3 +590,28 @@ def test_a_negative_id_is_named() -> None:
                 c.get(bad)
             with pytest.raises(OverflowError, match="id must be a request id"):
                 s.reply(bad, b"x")
+
+
+def test_a_huge_id_is_named_too() -> None:
+    with Server(None) as s, s.client() as c:
+        with pytest.raises(OverflowError, match="an int of 2\\*\\*64 or more"):
+            c.get(2**20000)  # no repr: past the int-to-str digit limit
+        with pytest.raises(OverflowError, match="a negative int"):
+            c.cancel(-(2**20000))
+
+
+def test_a_proc_self_path_pickles_as_this_process(tmp_path: Path) -> None:
+    """/proc/self/fd/N names another file in the process that loads the pickle."""
+    import pickle
+
+    target = tmp_path / "t.chan"
+    with Server(target) as s:
+        fd = os.open(target, os.O_RDWR)
+        try:
+            with Client(f"/proc/self/fd/{fd}") as c:
+                _, args = c.__reduce__()
+                assert args[0] == f"/proc/{os.getpid()}/fd/{fd}"
+                with pickle.loads(pickle.dumps(c)) as back:
+                    assert back.capacity == s.capacity
+        finally:
+            os.close(fd)

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from multiprocessing import reduction
 from typing import Any
+
+# /proc/self/... names another file in the process that loads the pickle
+_PROC_SELF = re.compile(r"^/proc/(?:self|thread-self)(?=/)")
 
 
 def reduce_channel(obj: Any) -> tuple[Any, tuple[Any, ...]]:
     cls = type(obj)
     if obj.path is not None:
-        return cls._open_existing, (obj.path,)
+        return cls._open_existing, (_PROC_SELF.sub(f"/proc/{os.getpid()}", obj.path),)
     if obj.memfd >= 0:
         return _from_dupfd, (cls, reduction.DupFd(obj.memfd))
     raise pickle.PicklingError(

@@ -142,8 +142,11 @@ int parse_id(PyObject *obj, uint64_t *id)
     if (u == (unsigned long long)-1 && PyErr_Occurred()) {
         if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
             PyErr_Clear();
+            /* not the value itself: a huge int has no repr (int_max_str_digits) */
             PyErr_Format(PyExc_OverflowError,
-                         "id must be a request id from send() (0 <= id < 2**64), not %R", obj);
+                         "id must be a request id from send() (0 <= id < 2**64), not %s",
+                         overflow < 0 || (!overflow && v < 0) ? "a negative int"
+                                                               : "an int of 2**64 or more");
         }
         return -1;
     }
