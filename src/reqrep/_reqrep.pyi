@@ -285,6 +285,9 @@ class Server:
         """Private: wait until a request is queued without taking it."""
     def _wake_request(self) -> None:
         """Private (``reqrep.aio``): wake every receiver asleep on the queue."""
+    def _live(self, id: int, /) -> bool:
+        """Private (``reqrep.futures``): whether request ``id`` still awaits its reply
+        (not cancelled, cleared or recycled)."""
     def _test_hold_lock(self) -> None:
         """Private, testing only: take the queue lock and keep it (then kill the process)."""
 
@@ -422,6 +425,9 @@ class Client:
         """The request eventfd's file descriptor, or ``-1`` if there is none. Never
         creates one; for ``select``/``add_reader``."""
     def _check(self, id: int, /) -> int: ...
+    def _worker(self, id: int, /) -> int:
+        """Private (``reqrep.futures``): the pid of the worker that took request ``id``,
+        0 while it is queued."""
     def _bell_claim(self) -> int:
         """Private (``reqrep.aio``): make replies to this client's requests ring a bell."""
     def _bell_release(self) -> None:
@@ -591,6 +597,9 @@ class IntServer:
         """Private: wait until a request is queued without taking it."""
     def _wake_request(self) -> None:
         """Private (``reqrep.aio``): wake every receiver asleep on the queue."""
+    def _live(self, id: int, /) -> bool:
+        """Private (``reqrep.futures``): whether request ``id`` still awaits its reply
+        (not cancelled, cleared or recycled)."""
 
 @disjoint_base
 class IntClient:
@@ -713,6 +722,9 @@ class IntClient:
         """The request eventfd's file descriptor, or ``-1`` if there is none. Never
         creates one; for ``select``/``add_reader``."""
     def _check(self, id: int, /) -> int: ...
+    def _worker(self, id: int, /) -> int:
+        """Private (``reqrep.futures``): the pid of the worker that took request ``id``,
+        0 while it is queued."""
     def _bell_claim(self) -> int:
         """Private (``reqrep.aio``): make replies to this client's requests ring a bell."""
     def _bell_release(self) -> None:

@@ -490,6 +490,17 @@ static PyObject *client_check(Client *self, PyObject *id_obj)
     return res;
 }
 
+/* The pid of the worker that took request `id`, 0 while it is queued (or over). */
+static PyObject *client_worker(Client *self, PyObject *id_obj)
+{
+    uint64_t id;
+    if (parse_id(id_obj, &id) < 0 || chan_enter(&self->base) < 0)
+        return NULL;
+    int pid = rr_resp_worker(self->base.ch, id);
+    chan_leave(&self->base);
+    return PyLong_FromLong(pid);
+}
+
 static PyObject *client_pending(Client *self, PyObject *unused)
 {
     if (chan_enter(&self->base) < 0)
@@ -636,6 +647,7 @@ static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     {"req_eventfd_set", (PyCFunction)client_req_eventfd_set, METH_O, DOC(cls, req_eventfd_set)}, \
     {"req_fileno", (PyCFunction)client_req_fileno, METH_NOARGS, DOC(cls, req_fileno)},     \
     {"_check", (PyCFunction)client_check, METH_O, DOC(cls, _check)},                       \
+    {"_worker", (PyCFunction)client_worker, METH_O, DOC(cls, _worker)},                    \
     {"_bell_claim", (PyCFunction)client_bell_claim, METH_NOARGS, DOC(cls, _bell_claim)},   \
     {"_bell_release", (PyCFunction)client_bell_release, METH_NOARGS, DOC(cls, _bell_release)}, \
     {"_bell_ring", (PyCFunction)client_bell_ring, METH_NOARGS, DOC(cls, _bell_ring)},      \

@@ -250,6 +250,13 @@
     "\n" \
     "Private (``reqrep.aio``): wake every receiver asleep on the queue."
 
+#define DOC_Server__live \
+    "_live($self, id, /)\n" \
+    "--\n" \
+    "\n" \
+    "Private (``reqrep.futures``): whether request ``id`` still awaits its reply\n" \
+    "(not cancelled, cleared or recycled)."
+
 #define DOC_Server__test_hold_lock \
     "_test_hold_lock($self)\n" \
     "--\n" \
@@ -431,6 +438,13 @@
     "--\n" \
     "\n" \
     ""
+
+#define DOC_Client__worker \
+    "_worker($self, id, /)\n" \
+    "--\n" \
+    "\n" \
+    "Private (``reqrep.futures``): the pid of the worker that took request ``id``,\n" \
+    "0 while it is queued."
 
 #define DOC_Client__bell_claim \
     "_bell_claim($self)\n" \
@@ -663,6 +677,13 @@
     "\n" \
     "Private (``reqrep.aio``): wake every receiver asleep on the queue."
 
+#define DOC_IntServer__live \
+    "_live($self, id, /)\n" \
+    "--\n" \
+    "\n" \
+    "Private (``reqrep.futures``): whether request ``id`` still awaits its reply\n" \
+    "(not cancelled, cleared or recycled)."
+
 #define DOC_IntClient_from_fd \
     "from_fd($type, fd, *, spin=None)\n" \
     "--\n" \
@@ -833,6 +854,13 @@
     "--\n" \
     "\n" \
     ""
+
+#define DOC_IntClient__worker \
+    "_worker($self, id, /)\n" \
+    "--\n" \
+    "\n" \
+    "Private (``reqrep.futures``): the pid of the worker that took request ``id``,\n" \
+    "0 while it is queued."
 
 #define DOC_IntClient__bell_claim \
     "_bell_claim($self)\n" \

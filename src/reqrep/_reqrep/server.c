@@ -610,6 +610,18 @@ static PyObject *server_wait_request(Chan *self, PyObject *const *args, Py_ssize
     return PyBool_FromLong(rc == 0);
 }
 
+/* Whether request `id` still awaits its reply (not cancelled, cleared or recycled):
+ * a worker of reqrep.futures skips tasks cancelled before it ran them. */
+static PyObject *server_live(Chan *self, PyObject *id_obj)
+{
+    uint64_t id;
+    if (parse_id(id_obj, &id) < 0 || chan_enter(self) < 0)
+        return NULL;
+    int live = rr_id_live(self->ch, id);
+    chan_leave(self);
+    return PyBool_FromLong(live);
+}
+
 /* Wakes every receiver asleep in _wait_request or recv_wait (they look again). */
 static PyObject *server_wake_request(Chan *self, PyObject *unused)
 {
@@ -745,7 +757,8 @@ static PyObject *int_server_new_memfd(PyTypeObject *type, PyObject *args, PyObje
     {"reply_notify", (PyCFunction)server_reply_notify, METH_NOARGS, DOC(cls, reply_notify)},       \
     {"reply_fileno", (PyCFunction)server_reply_fileno, METH_NOARGS, DOC(cls, reply_fileno)},       \
     {"_wait_request", FASTFN(server_wait_request), FASTKW, DOC(cls, _wait_request)},               \
-    {"_wake_request", (PyCFunction)server_wake_request, METH_NOARGS, DOC(cls, _wake_request)}
+    {"_wake_request", (PyCFunction)server_wake_request, METH_NOARGS, DOC(cls, _wake_request)},  \
+    {"_live", (PyCFunction)server_live, METH_O, DOC(cls, _live)}
 
 static PyMethodDef str_methods[] = {
     SERVER_METHODS(Server),

@@ -1,0 +1,113 @@
+"""A worker process of reqrep.futures: takes tasks from the pool's channel, runs them and
+answers each with its result or its exception, until the pool tells it to stop (an empty
+request), it has run ``max_tasks`` tasks, or the pool's process is gone."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from reqrep._reqrep import Server, _process_alive
+from reqrep.futures import _payload
+
+# How often an idle worker checks that the pool's process is still there.
+PARENT_CHECK = 1.0
+# The exit code of a worker whose initializer raised (the pool then breaks, as the
+# standard one does).
+EXIT_INIT_FAILED = 3
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+_FUNCTIONS = 256  # functions a worker keeps unpickled
+
+
+def up_marker(spill_dir: str, pid: int) -> str:
+    """The file a worker creates once it is ready: a worker that dies without it failed
+    to start (the pool breaks rather than start it again and again)."""
+    return os.path.join(spill_dir, f"up-{pid}")
+
+
+def main(
+    path: str,
+    spill_dir: str,
+    pool_pid: int,
+    result_limit: int,
+    initializer: Callable[..., object] | None,
+    initargs: tuple[Any, ...],
+    max_tasks: int | None,
+) -> None:
+    """The worker's life (the target of its process)."""
+    server = Server._open_existing(path)
+    if initializer is not None:
+        try:
+            initializer(*initargs)
+        except BaseException:  # noqa: BLE001 - reported, then the pool breaks
+            traceback.print_exc()
+            sys.stderr.flush()
+            os._exit(EXIT_INIT_FAILED)
+    with open(up_marker(spill_dir, os.getpid()), "wb"):
+        pass
+    recv_wait, reply, live = server.recv_wait, server.reply, server._live
+    loads, dumps = pickle.loads, pickle.dumps
+    functions: dict[bytes, Any] = {}
+    done = 0
+    while max_tasks is None or done < max_tasks:
+        msg = recv_wait(PARENT_CHECK)
+        if msg is None:
+            if not _process_alive(pool_pid):  # nobody will stop us, or clean up
+                shutil.rmtree(spill_dir, ignore_errors=True)
+                return
+            continue
+        data, rid = msg
+        if not data:  # the pool's stop
+            reply(rid, b"")
+            return
+        if not live(rid):  # cancelled while it was queued
+            _payload.discard(data)
+            continue
+        done += 1
+        out: bytes | str
+        try:
+            # the common case inline: a task and a result that fit the channel
+            if isinstance(data, bytes):
+                fn, args, kwargs = loads(data)
+                if type(fn) is bytes:
+                    fn = functions.get(fn) or _function(functions, fn)
+                out = dumps((True, fn(*args, **kwargs)), _PROTOCOL)
+                if len(out) > result_limit:
+                    out = _payload.spill(out, spill_dir)
+            else:
+                out = _run(data, spill_dir, result_limit)
+        except BaseException as exc:  # noqa: BLE001 - the future gets it, as in the standard pool
+            try:
+                out = _failed(exc, spill_dir, result_limit)
+            except Exception as exc2:  # noqa: BLE001 - e.g. no room for a spill file
+                server.reply_error(rid, exc2)
+                continue
+        if not reply(rid, out):  # cancelled while it ran: nobody reads the result
+            _payload.discard(out)
+    server.close()
+
+
+def _function(functions: dict[bytes, Any], ref: bytes) -> Any:
+    """A function the pool sent as its pickle, kept for the next tasks."""
+    if len(functions) >= _FUNCTIONS:
+        functions.clear()
+    fn = functions[ref] = pickle.loads(ref)
+    return fn
+
+
+def _run(data: bytes | str, spill_dir: str, limit: int) -> bytes | str:
+    """Run one task; its result, encoded (its exception propagates)."""
+    fn, args, kwargs = _payload.load(data)
+    if type(fn) is bytes:
+        fn = pickle.loads(fn)
+    return _payload.dump((True, fn(*args, **kwargs)), spill_dir, limit)
+
+
+def _failed(exc: BaseException, spill_dir: str, limit: int) -> bytes | str:
+    """A task's exception (or its result's pickling error), encoded."""
+    return _payload.dump(_payload.encode_error(exc, traceback.format_exc()), spill_dir, limit)
