@@ -56,10 +56,14 @@ _STOP_GRACE = 10.0
 # The stop message: a worker answers it and exits.
 _STOP = b""
 _U32 = 0xFFFFFFFF
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
 # Functions pickled by name, whose pickle the pool keeps (at most _FN_CACHE of them).
 _BY_NAME = (types.FunctionType, types.BuiltinFunctionType)
 _FN_CACHE = 256
-_PENDING = "PENDING"  # concurrent.futures' state names
+# concurrent.futures' state names
+_PENDING = "PENDING"
+_FINISHED = "FINISHED"
+_CANCELLED = ("CANCELLED", "CANCELLED_AND_NOTIFIED")
 
 
 class _Task:
@@ -94,6 +98,9 @@ class PoolFuture(Future[Any]):
 
     def cancel(self) -> bool:
         """Cancel the task unless a worker took it; ``True`` if it is cancelled."""
+        state = self._state
+        if state != _PENDING:  # done: no lock needed to say so (map asks after each result)
+            return state in _CANCELLED
         return self._pool.cancel(self)
 
     def running(self) -> bool:
@@ -102,6 +109,8 @@ class PoolFuture(Future[Any]):
 
     def result(self, timeout: float | None = None) -> Any:
         """The task's result (see ``concurrent.futures.Future.result``)."""
+        if self._state == _FINISHED and self._exception is None:
+            return self._result
         remaining = self._pool.drive(self, timeout)
         return super().result(remaining)
 
@@ -177,6 +186,7 @@ class Pool:
             if self._client is not None:
                 self._client.close()
             shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = self._client = None
             raise
         self._started = True
 
@@ -198,25 +208,24 @@ class Pool:
                kwargs: dict[str, Any]) -> PoolFuture:
         fut = PoolFuture(self)
         try:
-            payload = _payload.dump((self._fn_ref(fn), args, kwargs), self._spill_dir(),
-                                    _TASK_LIMIT)
+            payload: bytes | str = pickle.dumps((self._fn_ref(fn), args, kwargs), _PROTOCOL)
+            if len(payload) > _TASK_LIMIT:
+                payload = _payload.spill(payload, self._spill_dir())
         except Exception as exc:  # noqa: BLE001 - as the standard pool: the future has it
             self._check_open()
             fut.set_exception(exc)
             return fut
         task = fut._task = _Task(fut, payload)
         with self._mutex:
-            try:
-                self._check_open()
-                if not self._started:
+            if self._shutdown or not self._started:
+                try:
+                    self._check_open()
                     self._start()
-            except BaseException:
-                _payload.discard(payload)
-                raise
-            if not self._backlog:
-                rid = self._send(task)
-                if rid is not None:
-                    return fut
+                except BaseException:
+                    _payload.discard(payload)
+                    raise
+            if not self._backlog and self._send(task) is not None:
+                return fut
             self._backlog.append(task)
         return fut
 
