@@ -208,9 +208,8 @@ class Pool:
                kwargs: dict[str, Any]) -> PoolFuture:
         fut = PoolFuture(self)
         try:
-            payload: bytes | str = pickle.dumps((self._fn_ref(fn), args, kwargs), _PROTOCOL)
-            if len(payload) > _TASK_LIMIT:
-                payload = _payload.spill(payload, self._spill_dir())
+            data = pickle.dumps((self._fn_ref(fn), args, kwargs), _PROTOCOL)
+            payload = data if len(data) <= _TASK_LIMIT else _payload.spill(data, self._spill_dir())
         except Exception as exc:  # noqa: BLE001 - as the standard pool: the future has it
             self._check_open()
             fut.set_exception(exc)
