@@ -39,6 +39,9 @@ ASYNCIO = "asyncio client, 12 B (1 client process : 1 worker process)"
 LOADED = "1:1 echo with 1 extra busy process"
 OBJ_SMALL = "pickled objects: a small dict (1 client : 1 worker)"
 OBJ_ARRAY = "pickled objects: a 1 MiB NumPy array (1 client : 1 worker)"
+POOL_SUBMIT = "process pool, tiny tasks: submit and wait, one at a time (tasks/s)"
+POOL_MAP = "process pool, tiny tasks: map(chunksize=1) (tasks/s)"
+POOL_BEST = "process pool, tiny tasks: map at the standard pool's best chunksize (tasks/s)"
 
 
 @dataclass(frozen=True)
@@ -228,6 +231,29 @@ def _object_cases() -> list[Case]:
     return rows
 
 
+def _pool_cases() -> list[Case]:
+    """reqrep.futures against the standard pools (each with 2 workers, started by fork)."""
+    from reqrep.bench import pools
+
+    peers_ = (("futures", "concurrent.futures.ProcessPoolExecutor", None),
+              ("mp", "multiprocessing.Pool", None),
+              ("loky", "loky reusable executor", "loky"))
+    rows = []
+    for group, mode in ((POOL_SUBMIT, "submit"), (POOL_MAP, "map"), (POOL_BEST, "best")):
+        m = _rate(group)
+        how = f", chunksize={pools.BEST_CHUNKSIZE}" if mode == "best" else ""
+        rows.append(Case(f"pool-{mode}-reqrep", f"reqrep.futures.ProcessPoolExecutor{how}",
+                         partial(pools.PoolTransport, "reqrep", mode), m, peer=False,
+                         workers=0, workload="coarse_rate"))
+        for kind, label, needs in peers_:
+            if mode == "submit" and kind == "mp":
+                label = "multiprocessing.Pool.apply"
+            rows.append(Case(f"pool-{mode}-{kind}", label + how,
+                             partial(pools.PoolTransport, kind, mode), m, workers=0,
+                             workload="coarse_rate", requires=needs))
+    return rows
+
+
 def all_cases() -> list[Case]:
     """Every row, in table order."""
     return [
@@ -239,6 +265,7 @@ def all_cases() -> list[Case]:
         *_latency_cases(),
         *asyncio_cases(),
         *_object_cases(),
+        *_pool_cases(),
         *_echo_cases(LOADED, "loaded-", loaded=True),
     ]
 

@@ -14,10 +14,10 @@ from reqrep.bench.aio import aio_rate
 from reqrep.bench.procs import BenchError, Gate, Group, busy_loop
 from reqrep.bench.rows import Case
 from reqrep.bench.transports import Transport
-from reqrep.bench.workloads import Timing, latency, rate
+from reqrep.bench.workloads import Timing, coarse_rate, latency, rate
 
 # What a row's client loop does (see rows.Case.workload).
-WORKLOADS = {"rate": rate, "latency": latency, "aio_rate": aio_rate}
+WORKLOADS = {"rate": rate, "latency": latency, "aio_rate": aio_rate, "coarse_rate": coarse_rate}
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,11 @@ def _client(
     # collection) before the result is reported would make the worker see the
     # hang-up first and the run look failed.
     _KEEP_ALIVE.append(op)
-    return WORKLOADS[workload](op, transport.payload(), timing, gate)
+    result = WORKLOADS[workload](op, transport.payload(), timing, gate)
+    finish = getattr(op, "finish", None)  # a pool row's op: shut the pool down
+    if finish is not None:
+        finish()
+    return result
 
 
 def _worker(transport: Transport, index: int) -> None:

@@ -76,6 +76,28 @@ def rate(op: Op, msg: Any, timing: Timing, gate: GateLike) -> dict[str, float]:
     return {"ops": float(ops), "elapsed": t1 - t0}
 
 
+def coarse_rate(op: Op, msg: Any, timing: Timing, gate: GateLike) -> dict[str, float]:
+    """``rate`` for ops that take milliseconds (a ``map`` of many tasks): one op per
+    clock read, one op of warm-up at least, two timed ones at least."""
+    _check(op, msg)
+    clock = time.perf_counter
+    end = clock() + timing.warmup
+    while clock() < end:
+        op(msg)
+    gate.wait()
+    ops = 0
+    t0 = clock()
+    end = t0 + timing.seconds
+    while True:
+        op(msg)
+        ops += 1
+        t1 = clock()
+        if t1 >= end and ops >= 2:
+            break
+    _check(op, msg)
+    return {"ops": float(ops), "elapsed": t1 - t0}
+
+
 def percentile(sorted_values: list[int], q: float) -> int:
     """Nearest-rank percentile of an ascending list (``q`` in 0..1)."""
     if not sorted_values:

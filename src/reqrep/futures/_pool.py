@@ -168,7 +168,7 @@ class Pool:
             with Server(path, req_cap=_RESP_SLOTS * 2, resp_slots=_RESP_SLOTS,
                         resp_size=_RESULT_LIMIT, arena=_ARENA):
                 pass
-            client = Client(path)
+            client = Client(path, spin=_worker.SPIN)
             self._seen = client._bell_claim()
             self._client = client
             self._path = path

@@ -17,6 +17,11 @@ from reqrep.futures import _payload
 
 # How often an idle worker checks that the pool's process is still there.
 PARENT_CHECK = 1.0
+# Microseconds a waiting worker or pool spins before it sleeps. Longer than the
+# channel's default: in a submit-and-wait loop each side's spin must outlast the other
+# side's wake-up from sleep, or both settle into sleeping at every task (the spin
+# self-tuning then sees only failed spins on either side), at a tenth of the speed.
+SPIN = 200
 # The exit code of a worker whose initializer raised (the pool then breaks, as the
 # standard one does).
 EXIT_INIT_FAILED = 3
@@ -40,7 +45,7 @@ def main(
     max_tasks: int | None,
 ) -> None:
     """The worker's life (the target of its process)."""
-    server = Server._open_existing(path)
+    server = Server._open_existing(path, spin=SPIN)
     if initializer is not None:
         try:
             initializer(*initargs)
