@@ -109,10 +109,13 @@ class PoolFuture(Future[Any]):
 
     def result(self, timeout: float | None = None) -> Any:
         """The task's result (see ``concurrent.futures.Future.result``)."""
-        if self._state == _FINISHED and self._exception is None:
+        if self._state != _FINISHED:
+            timeout = self._pool.drive(self, timeout)
+            if self._state != _FINISHED:
+                return super().result(timeout)  # cancelled, or timed out: raises
+        if self._exception is None:
             return self._result
-        remaining = self._pool.drive(self, timeout)
-        return super().result(remaining)
+        return super().result()
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """The task's exception (see ``concurrent.futures.Future.exception``)."""
@@ -334,18 +337,18 @@ class Pool:
         if error is None:
             try:
                 if isinstance(reply, bytes):
-                    ok, *rest = pickle.loads(reply)
+                    outcome = pickle.loads(reply)
                 else:
-                    ok, *rest = _payload.load(reply)  # type: ignore[arg-type]
+                    outcome = _payload.load(reply)  # type: ignore[arg-type]
             except Exception as exc:  # noqa: BLE001 - e.g. a result's class unknown here
                 error = exc
             else:
-                if ok:
+                if outcome[0]:
                     if isinstance(task.payload, str):
                         _payload.discard(task.payload)
-                    fut.set_result(rest[0])
+                    fut.set_result(outcome[1])
                     return
-                error = _payload.decode_error(*rest)
+                error = _payload.decode_error(*outcome[1:])
         _payload.discard(task.payload)
         fut.set_exception(error)
 
