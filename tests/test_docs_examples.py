@@ -1,6 +1,8 @@
 """The examples in README.md and docs/ that a reader would paste and run: each ```python
 block right after a `<!-- test: run -->` line runs, in a fresh interpreter, and must
-succeed."""
+succeed; what a ``print(...)  # text`` line promises must be a line of its output; and
+the examples pass ``mypy --strict`` (the stubs and the typed package make that possible
+without annotations a reader would not write)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 _BLOCK = re.compile(r"<!-- test: run -->\n```python\n(.*?)```", re.S)
+_PROMISE = re.compile(r"^\s*print\(.*\)\s+# (.+?)\s*$", re.M)
 
 
 def _examples() -> list[tuple[str, str]]:
@@ -37,3 +40,23 @@ def test_example_runs(where: str, code: str, tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 0, f"{where} failed:\n{res.stderr}"
+    printed = res.stdout.splitlines()
+    for promise in _PROMISE.findall(code):
+        assert promise in printed, f"{where}: no line {promise!r} in its output {printed}"
+
+
+def test_examples_pass_mypy_strict(tmp_path: Path) -> None:
+    pytest.importorskip("mypy", reason="mypy is not installed")
+    files = []
+    for n, (_, code) in enumerate(EXAMPLES):
+        f = tmp_path / f"example_{n}.py"
+        f.write_text(code)
+        files.append(str(f))
+    res = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--cache-dir",
+                          str(tmp_path / "cache"), *files], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=240)
+    where = {f"example_{n}.py": w for n, (w, _) in enumerate(EXAMPLES)}
+    out = res.stdout
+    for name, w in where.items():
+        out = out.replace(name, w)
+    assert res.returncode == 0, out

@@ -17,9 +17,9 @@ Conventions shared by every class below:
 import os
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeAlias, TypedDict
+from typing import Any, Generic, TypeAlias, TypedDict, overload
 
-from typing_extensions import Buffer, Self, disjoint_base
+from typing_extensions import Buffer, Self, TypeVar, disjoint_base
 
 from reqrep._codecs import Codec as _Codec
 
@@ -32,6 +32,12 @@ and arrives as ``str``; ``bytes`` and any other buffer arrive as ``bytes``."""
 
 _StrOut: TypeAlias = bytes | str
 """Str payload returned by ``recv``/``get``/``req``: ``str`` if it was sent as ``str``."""
+
+_T = TypeVar("_T", default=_StrOut)
+"""What a Str channel carries, for type checkers only: ``bytes | str`` unless told
+(``reqrep.Client[bytes]`` for a bytes-only program, ``reqrep.Server[dict[str, int]]``
+or ``Server[Any]`` for a codec channel, which a ``codec=`` argument makes ``Any``).
+Requests and replies take ``_T`` or any buffer."""
 
 class _Stats(TypedDict):
     requests: int
@@ -82,7 +88,7 @@ class WorkerDiedError(RuntimeError):
     """The id of the request that will never be answered."""
 
 @disjoint_base
-class Server:
+class Server(Generic[_T]):
     """The worker side of a Str channel (``bytes``/``str`` requests and responses).
 
     ``Server(path, ...)`` creates the channel file, or opens it if it already
@@ -104,6 +110,7 @@ class Server:
     uses it. Asking an existing channel for another codec raises ``ValueError``.
     """
 
+    @overload
     def __new__(
         cls,
         path: _StrPath | None,
@@ -114,8 +121,22 @@ class Server:
         *,
         spin: int | None = None,
         mode: int | None = None,
-        codec: str | _Codec | None = None,
-    ) -> Self: ...
+        codec: None = None,
+    ) -> Server[_T]: ...
+    @overload
+    def __new__(
+        cls,
+        path: _StrPath | None,
+        req_cap: int | None = None,
+        resp_slots: int | None = None,
+        resp_size: int | None = None,
+        arena: int | None = None,
+        *,
+        spin: int | None = None,
+        mode: int | None = None,
+        codec: str | _Codec,
+    ) -> Server[Any]: ...
+    @overload
     @classmethod
     def new_memfd(
         cls,
@@ -126,10 +147,23 @@ class Server:
         arena: int | None = None,
         *,
         spin: int | None = None,
-        codec: str | _Codec | None = None,
-    ) -> Self:
+        codec: None = None,
+    ) -> Server[_T]:
         """Create a channel in a new memfd (see ``memfd``); pass the fd to other
         processes (fork, ``SCM_RIGHTS``) and open it there with ``from_fd``."""
+    @overload
+    @classmethod
+    def new_memfd(
+        cls,
+        name: str,
+        req_cap: int = 1024,
+        resp_slots: int = 64,
+        resp_size: int = 4096,
+        arena: int | None = None,
+        *,
+        spin: int | None = None,
+        codec: str | _Codec,
+    ) -> Server[Any]: ...
     @classmethod
     def from_fd(cls, fd: int, *, spin: int | None = None) -> Self:
         """Open the channel held by a memfd or file descriptor. The fd is
@@ -137,22 +171,22 @@ class Server:
         sealed against shrinking is sealed (``F_SEAL_SHRINK | F_SEAL_GROW |
         F_SEAL_SEAL``), or refused with ``ChannelFormatError`` if it does not
         allow sealing: a peer can never shrink it under the mapping."""
-    def client(self) -> Client:
+    def client(self) -> Client[_T]:
         """A ``Client`` on the same mapping (works for anonymous channels too)."""
-    def recv(self) -> tuple[_StrOut, int] | None:
+    def recv(self) -> tuple[_T, int] | None:
         """Take one request without waiting: ``(data, id)``, or ``None`` when the
         queue is empty."""
-    def recv_wait(self, timeout: float | None = None) -> tuple[_StrOut, int] | None:
+    def recv_wait(self, timeout: float | None = None) -> tuple[_T, int] | None:
         """Take one request, waiting for it: ``(data, id)``, or ``None`` on timeout."""
-    def recv_multi(self, n: int) -> list[tuple[_StrOut, int]]:
+    def recv_multi(self, n: int) -> list[tuple[_T, int]]:
         """Take up to ``n`` queued requests under one lock acquisition, without
         waiting (``[]`` when empty or ``n == 0``; ``n < 0`` raises ``ValueError``)."""
-    def recv_wait_multi(self, n: int, timeout: float | None = None) -> list[tuple[_StrOut, int]]:
+    def recv_wait_multi(self, n: int, timeout: float | None = None) -> list[tuple[_T, int]]:
         """Wait for at least one request, then take up to ``n`` like ``recv_multi``;
         ``[]`` on timeout."""
-    def drain(self, max: int | None = None) -> list[tuple[_StrOut, int]]:
+    def drain(self, max: int | None = None) -> list[tuple[_T, int]]:
         """Take every queued request (at most ``max``), without waiting."""
-    def reply(self, id: int, data: _StrIn) -> bool:
+    def reply(self, id: int, data: _T | Buffer) -> bool:
         """Write the response for request ``id`` and wake its client. ``True`` on
         success; ``False`` when the request was cancelled, recycled or cleared.
         A response larger than ``resp_size`` bytes raises ``ValueError`` and
@@ -164,9 +198,9 @@ class Server:
         ``str`` (type name ``Exception``). Returns as ``reply``."""
     def serve(
         self,
-        handler: Callable[[_StrOut], _StrIn],
+        handler: Callable[[_T], _T | Buffer],
         *,
-        on_error: Callable[[Exception, _StrOut, int], _StrIn | None] | None = None,
+        on_error: Callable[[Exception, _T, int], _T | Buffer | None] | None = None,
         timeout: float | None = None,
         max_requests: int | None = None,
     ) -> int:
@@ -292,7 +326,7 @@ class Server:
         """Private, testing only: take the queue lock and keep it (then kill the process)."""
 
 @disjoint_base
-class Client:
+class Client(Generic[_T]):
     """The requesting side of a Str channel.
 
     ``Client(path)`` opens an existing channel (``FileNotFoundError`` if the file
@@ -304,35 +338,45 @@ class Client:
     channel's raises ``ValueError``.
     """
 
+    @overload
     def __new__(
         cls,
         path: _StrPath,
         *,
         spin: int | None = None,
         wait: float | None = None,
-        codec: str | _Codec | None = None,
-    ) -> Self: ...
+        codec: None = None,
+    ) -> Client[_T]: ...
+    @overload
+    def __new__(
+        cls,
+        path: _StrPath,
+        *,
+        spin: int | None = None,
+        wait: float | None = None,
+        codec: str | _Codec,
+    ) -> Client[Any]: ...
     @classmethod
     def from_fd(cls, fd: int, *, spin: int | None = None) -> Self:
         """Open the channel held by a memfd or file descriptor (the fd is duplicated;
         a memfd is sealed or refused as by ``Server.from_fd``)."""
-    def req(self, data: _StrIn, timeout: float | None = None) -> _StrOut | None:
+    def req(self, data: _T | Buffer, timeout: float | None = None) -> _T | None:
         """Send a request and wait for its response. One deadline covers waiting
         for a free slot and queue space and waiting for the reply. ``None`` on
         timeout (the request is then cancelled and its slot freed) and when the
         request was dropped by ``clear()``. ``WorkerDiedError`` if the
         worker that took it died before replying."""
-    def send(self, data: _StrIn, /) -> int | None:
+    def send(self, data: _T | Buffer, /) -> int | None:
         """Send a request without waiting: its id, or ``None`` when no response
         slot is free or the queue (or arena) is full. A request larger than the
         arena raises ``ValueError``."""
-    def send_wait(self, data: _StrIn, timeout: float | None = None) -> int | None:
+    def send_wait(self, data: _T | Buffer, timeout: float | None = None) -> int | None:
         """Send a request, waiting for a free slot and queue space: its id, or
         ``None`` on timeout."""
-    def get(self, id: int, /) -> _StrOut | None:
+    def get(self, id: int, /) -> _T | None:
         """Collect the response to ``id`` if it is there (the slot is then freed);
         ``None`` while not ready or when ``id`` is stale."""
-    def get_wait(self, id: int, timeout: float | None = None) -> _StrOut | None:
+    def get_wait(self, id: int, timeout: float | None = None) -> _T | None:
         """Wait for and collect the response to ``id``; ``None`` on timeout or
         when ``id`` is stale; ``WorkerDiedError`` if its worker died."""
     def cancel(self, id: int, /) -> bool:
@@ -401,9 +445,9 @@ class Client:
         """Private: open an existing channel file, never creating or initialising one."""
     def _layout(self) -> _Layout:
         """Private: the offsets of the channel's regions in its file."""
-    def send_notify(self, data: _StrIn, /) -> int | None:
+    def send_notify(self, data: _T | Buffer, /) -> int | None:
         """``send(data)``, then signal the request eventfd (if any) when it was sent."""
-    def send_wait_notify(self, data: _StrIn, timeout: float | None = None) -> int | None:
+    def send_wait_notify(self, data: _T | Buffer, timeout: float | None = None) -> int | None:
         """``send_wait(data, timeout)``, then signal the request eventfd (if any)
         when it was sent."""
     def eventfd(self) -> int:

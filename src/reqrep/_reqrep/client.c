@@ -653,7 +653,12 @@ static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     {"_bell_ring", (PyCFunction)client_bell_ring, METH_NOARGS, DOC(cls, _bell_ring)},      \
     {"_bell_wait", FASTFN(client_bell_wait), FASTKW, DOC(cls, _bell_wait)}
 
-static PyMethodDef str_methods[] = {CLIENT_METHODS(Client), {NULL}};
+static PyMethodDef str_methods[] = {
+    CLIENT_METHODS(Client),
+    {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS,
+     PyDoc_STR("Client[T]: the type a type checker sees; the same class at run time.")},
+    {NULL},
+};
 static PyMethodDef int_methods[] = {CLIENT_METHODS(IntClient), {NULL}};
 
 static PyType_Slot str_slots[] = {

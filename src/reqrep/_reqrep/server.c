@@ -762,6 +762,8 @@ static PyObject *int_server_new_memfd(PyTypeObject *type, PyObject *args, PyObje
 
 static PyMethodDef str_methods[] = {
     SERVER_METHODS(Server),
+    {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS,
+     PyDoc_STR("Server[T]: the type a type checker sees; the same class at run time.")},
     NEW_MEMFD(Server, server_new_memfd),
     {"recv_multi", FASTFN(server_recv_multi), FASTKW, DOC(Server, recv_multi)},
     {"recv_wait_multi", FASTFN(server_recv_wait_multi), FASTKW, DOC(Server, recv_wait_multi)},

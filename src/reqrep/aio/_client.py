@@ -20,15 +20,14 @@ from reqrep._reqrep import Client, IntClient, WorkerDiedError
 from reqrep.aio._waker import IDLE, Waker, check_timeout
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
-
-    from reqrep._reqrep import _StrIn, _StrOut
+    from typing_extensions import Buffer, Self
 
 __all__ = ["AsyncClient"]
 
 logger = logging.getLogger("reqrep.aio")
 
-_C = TypeVar("_C", Client, IntClient)
+_C = TypeVar("_C", bound="Client[Any] | IntClient")
+_T = TypeVar("_T")
 
 # Backoff, in seconds, of an AsyncClient retrying a send that found no free slot
 # or a full queue (it also retries as soon as one of its own replies frees a slot).
@@ -60,7 +59,7 @@ class _Deadline:
 
 # The open AsyncClient of each client object: two AsyncClients on one client object
 # would share (and one of them release) its bell.
-_owners: weakref.WeakKeyDictionary[Client | IntClient, AsyncClient[Any]] = (
+_owners: weakref.WeakKeyDictionary[Client[Any] | IntClient, AsyncClient[Any]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -230,8 +229,8 @@ class AsyncClient(Generic[_C]):
 
     @overload
     async def req(
-        self: AsyncClient[Client], data: _StrIn, timeout: float | None = None
-    ) -> _StrOut | None: ...
+        self: AsyncClient[Client[_T]], data: _T | Buffer, timeout: float | None = None
+    ) -> _T | None: ...
     @overload
     async def req(
         self: AsyncClient[IntClient], data: int, timeout: float | None = None
