@@ -323,6 +323,7 @@ static int lock_file(int fd, int op, rr_error *err)
 
 static int open_path_once(const char *path, uint32_t variant, const rr_geometry *create,
                           rr_open_opts *o, rr_chan **out, rr_error *err);
+static int seal_shmem(int fd, rr_error *err);
 #define RR_REOPEN 1 /* open_path_once: the path no longer names the file we locked */
 
 #define RR_UNPUBLISHED_GRACE_NS 250000000LL
@@ -431,6 +432,14 @@ static int open_path_once(const char *path, uint32_t variant, const rr_geometry 
     }
     if (!S_ISREG(st.st_mode)) {
         rc = rr_fail(err, -RR_EFORMAT, "not a regular file");
+        goto out;
+    }
+    /* A file without a name (a memfd reached as /proc/PID/fd/N): sealed
+     * against shrinking, or refused, as by rr_open_fd, before its size is
+     * validated: a peer must never shrink it under our mapping (SIGBUS). */
+    int sealed = st.st_nlink == 0 ? seal_shmem(fd, err) : 0;
+    if (sealed < 0) {
+        rc = sealed;
         goto out;
     }
     uint64_t magic = 0;

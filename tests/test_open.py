@@ -266,10 +266,10 @@ def _unsealed_copy(tmp_path: Path, cls: Any, flags: int) -> int:
 SHRINKER = """
 import errno, fcntl, os, sys
 import reqrep
-fd, kind = int(sys.argv[1]), sys.argv[2]
+fd, kind, how = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 cls = {"Server": reqrep.Server, "Client": reqrep.Client,
        "IntServer": reqrep.IntServer, "IntClient": reqrep.IntClient}[kind]
-ch = cls.from_fd(fd)
+ch = cls.from_fd(fd) if how == "fd" else cls(f"/proc/{os.getpid()}/fd/{fd}")
 seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
 try:
     os.ftruncate(fd, 0)          # a peer shrinking the memfd under everyone's mapping
@@ -281,16 +281,19 @@ print("alive", st["resp_slots"])
 """
 
 
-@pytest.mark.parametrize("kind", ["Server", "Client", "IntServer", "IntClient"])
-def test_from_fd_seals_an_unsealed_memfd(tmp_path: Path, kind: str) -> None:
+@pytest.mark.parametrize(("kind", "how"), [
+    ("Server", "fd"), ("Client", "fd"), ("IntServer", "fd"), ("IntClient", "fd"),
+    ("Client", "path"), ("IntClient", "path")])
+def test_from_fd_seals_an_unsealed_memfd(tmp_path: Path, kind: str, how: str) -> None:
     """from_fd on a memfd that allows sealing but has no seals adds F_SEAL_SHRINK and
-    F_SEAL_GROW: a peer's ftruncate then fails with EPERM, and nobody dies of SIGBUS."""
+    F_SEAL_GROW: a peer's ftruncate then fails with EPERM, and nobody dies of SIGBUS.
+    A client that opens the memfd by path (/proc/PID/fd/N, issue 12) seals it too."""
     cls = IntServer if kind.startswith("Int") else Server
     fd = _unsealed_copy(tmp_path, cls, os.MFD_ALLOW_SEALING)
     try:
         assert fcntl.fcntl(fd, fcntl.F_GET_SEALS) == 0
         proc = subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(SHRINKER), str(fd), kind],
+            [sys.executable, "-c", textwrap.dedent(SHRINKER), str(fd), kind, how],
             capture_output=True, text=True, timeout=60, env=_env(), check=False,
             pass_fds=(fd,),
         )
@@ -313,6 +316,8 @@ def test_from_fd_refuses_a_memfd_that_cannot_be_sealed(tmp_path: Path) -> None:
         for cls in (Server, Client):
             with pytest.raises(ChannelFormatError, match="seal"):
                 cls.from_fd(fd)
+        with pytest.raises(ChannelFormatError, match="seal"):
+            Client(f"/proc/{os.getpid()}/fd/{fd}")  # by path, as by fd
         os.ftruncate(fd, 0)  # nobody has it mapped: nobody dies
     finally:
         os.close(fd)
