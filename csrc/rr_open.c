@@ -386,6 +386,30 @@ static void unlink_if_same(const char *path, int fd)
         (void)unlink(path);
 }
 
+/* open(2) of `path` failed with `e` (for a creator, if `create`, which does
+ * not follow links): -e, with the reason for people when symbolic links are
+ * why. Only reads the file system. */
+static int open_failed(const char *path, int create, int e, rr_error *err)
+{
+    struct stat st;
+    int link = lstat(path, &st) == 0 && S_ISLNK(st.st_mode);
+    if (e == ELOOP && create && link)
+        return rr_fail(err, -ELOOP,
+                       "a symbolic link: a Server does not create or open a channel through one "
+                       "(a link planted at its path must not make it write another file); give "
+                       "it the link's target, or open the channel with a Client, which follows "
+                       "links");
+    if (e == ELOOP)
+        return rr_fail(err, -ELOOP, "too many levels of symbolic links (a loop of links?)");
+    if (e == ENOENT && link) {
+        char to[128];
+        ssize_t n = readlink(path, to, sizeof to - 1);
+        to[n > 0 ? n : 0] = 0;
+        return rr_fail(err, -ENOENT, "a symbolic link to '%s', which does not exist", to);
+    }
+    return -e;
+}
+
 static int open_path_once(const char *path, uint32_t variant, const rr_geometry *create,
                           rr_open_opts *o, rr_chan **out, rr_error *err)
 {
@@ -410,7 +434,7 @@ static int open_path_once(const char *path, uint32_t variant, const rr_geometry 
         fd = open(path, oflags);
     }
     if (fd < 0)
-        return -errno;
+        return open_failed(path, create != NULL, errno, err);
     /* Creators initialise under an exclusive lock, openers read under a shared
      * one: an opener never sees a half-built header, and a creator that dies
      * mid-way releases the lock with its file descriptors. */

@@ -380,7 +380,7 @@ def test_not_a_regular_channel_file(tmp_path: Path, what: str) -> None:
         reason = "not a regular file"
     else:
         path.symlink_to(tmp_path / "missing.chan")
-        reason = "No such file"
+        reason = "which does not exist"
     res = run_stats(path)
     assert res.returncode == 2
     assert res.stdout == "" and "Traceback" not in res.stderr

@@ -568,9 +568,10 @@ def test_a_client_follows_symlinks(tmp_path: Path) -> None:
                 assert c.capacity == s.capacity
         finally:
             os.close(fd)
-        with pytest.raises(OSError) as info:
+        with pytest.raises(OSError, match="a Server does not create or open a channel "
+                                          "through one") as info:
             Server(link)
-        assert info.value.errno == errno.ELOOP
+        assert info.value.errno == errno.ELOOP and info.value.filename == str(link)
         assert target.exists() and link.is_symlink()
     m = Server.new_memfd("linked")
     with m, Client(f"/proc/self/fd/{m.memfd}") as c:
@@ -578,12 +579,16 @@ def test_a_client_follows_symlinks(tmp_path: Path) -> None:
         assert m.recv() == (b"memfd", rid)
     dangling = tmp_path / "dangling"
     dangling.symlink_to(tmp_path / "nowhere")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="a symbolic link to '.*nowhere', which "
+                                                "does not exist"):
         Client(dangling)
+    with pytest.raises(OSError, match="a Server does not create") as info:
+        Server(dangling)  # a planted link: nothing is created where it points
+    assert info.value.errno == errno.ELOOP and not (tmp_path / "nowhere").exists()
     loop_a, loop_b = tmp_path / "a", tmp_path / "b"
     loop_a.symlink_to(loop_b)
     loop_b.symlink_to(loop_a)
-    with pytest.raises(OSError) as info:
+    with pytest.raises(OSError, match="a loop of links") as info:
         Client(loop_a)
     assert info.value.errno == errno.ELOOP
 

@@ -103,6 +103,11 @@ def _open_readonly(path: str) -> int:
     flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # O_NONBLOCK: a FIFO must not block
     try:  # links are followed, as a Client follows them
         return os.open(path, flags)
+    except FileNotFoundError as e:
+        why = e.strerror or str(e)
+        if os.path.islink(path):
+            why = f"a symbolic link to {os.readlink(path)!r}, which does not exist"
+        raise StatsError(f"{path}: {why}") from None
     except OSError as e:
         raise StatsError(f"{path}: {e.strerror or e}") from None
 

@@ -58,6 +58,8 @@ PyObject *raise_core(module_state *st, int rc, PyObject *path, const rr_error *e
             return raise_os_why(PyExc_OSError, -rc, why, path);
         break;
     }
+    if (why && rc < 0) /* the core said why: OSError(errno, why, path) */
+        return raise_os_why(PyExc_OSError, -rc, why, path);
     errno = -rc;
     if (named)
         return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
