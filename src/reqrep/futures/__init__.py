@@ -16,6 +16,7 @@ import itertools
 import multiprocessing
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
@@ -128,11 +129,12 @@ class ProcessPoolExecutor(Executor):
         """
         if not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
+        end = None if timeout is None else time.monotonic() + timeout
         if chunksize == 1:
-            return super().map(fn, *iterables, timeout=timeout)
-        chunks = super().map(partial(_process_chunk, fn), _chunks(iterables, chunksize),
-                             timeout=timeout)
-        return itertools.chain.from_iterable(chunks)
+            return _results(self._pool.submit_many(fn, zip(*iterables)), end)  # noqa: B905
+        chunks = self._pool.submit_many(partial(_process_chunk, fn),
+                                        ((chunk,) for chunk in _chunks(iterables, chunksize)))
+        return itertools.chain.from_iterable(_results(chunks, end))
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """No new tasks; with ``cancel_futures`` the tasks no worker has taken are
@@ -144,6 +146,22 @@ class ProcessPoolExecutor(Executor):
     def _worker_pids(self) -> list[int]:
         """The pids of the worker processes now (for tests and tools)."""
         return self._pool.worker_pids
+
+
+def _results(futures: list[PoolFuture], end: float | None) -> Iterator[Any]:
+    """map's results in order (each waited for until ``end``); the tasks not reached yet
+    are cancelled when the iterator is closed or dropped, as the standard map does."""
+    futures.reverse()
+    try:
+        while futures:
+            fut = futures.pop()
+            try:
+                yield fut.result(None if end is None else end - time.monotonic())
+            finally:
+                fut.cancel()
+    finally:
+        for fut in futures:
+            fut.cancel()
 
 
 def _chunks(iterables: tuple[Iterable[Any], ...],

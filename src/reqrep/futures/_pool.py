@@ -27,7 +27,7 @@ import threading
 import time
 import types
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from concurrent.futures.process import BrokenProcessPool
@@ -209,27 +209,59 @@ class Pool:
 
     def submit(self, fn: Callable[..., Any], args: tuple[Any, ...],
                kwargs: dict[str, Any]) -> PoolFuture:
+        fut, task = self._prepare(self._fn_ref(fn), args, kwargs)
+        if task is not None:
+            self._enqueue([task])
+        return fut
+
+    def submit_many(self, fn: Callable[..., Any],
+                    arg_tuples: Iterable[tuple[Any, ...]]) -> list[PoolFuture]:
+        """``submit(fn, *args)`` for each of ``arg_tuples`` (map's), under one lock."""
+        ref = self._fn_ref(fn)
+        futures: list[PoolFuture] = []
+        tasks: list[_Task] = []
+        try:
+            for args in arg_tuples:
+                fut, task = self._prepare(ref, args, {})
+                futures.append(fut)
+                if task is not None:
+                    tasks.append(task)
+        finally:
+            if tasks:  # what was prepared goes out, even if the iterable raised
+                self._enqueue(tasks)
+        return futures
+
+    def _prepare(self, ref: Any, args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> tuple[PoolFuture, _Task | None]:
+        """A task's future and its pickled payload (no task: it failed to pickle, and the
+        future has the error, as in the standard pool)."""
         fut = PoolFuture(self)
         try:
-            data = pickle.dumps((self._fn_ref(fn), args, kwargs), _PROTOCOL)
+            data = pickle.dumps((ref, args, kwargs), _PROTOCOL)
             payload = data if len(data) <= _TASK_LIMIT else _payload.spill(data, self._spill_dir())
-        except Exception as exc:  # noqa: BLE001 - as the standard pool: the future has it
+        except Exception as exc:  # noqa: BLE001 - the future has it
             self._check_open()
             fut.set_exception(exc)
-            return fut
+            return fut, None
         task = fut._task = _Task(fut, payload)
+        return fut, task
+
+    def _enqueue(self, tasks: list[_Task]) -> None:
+        """Send tasks in order while the channel takes them; the rest wait in the backlog."""
         with self._mutex:
             if self._shutdown or not self._started:
                 try:
                     self._check_open()
                     self._start()
                 except BaseException:
-                    _payload.discard(payload)
+                    for task in tasks:
+                        _payload.discard(task.payload)
                     raise
-            if not self._backlog and self._send(task) is not None:
-                return fut
-            self._backlog.append(task)
-        return fut
+            backlog = self._backlog
+            for i, task in enumerate(tasks):
+                if backlog or self._send(task) is None:
+                    backlog.extend(tasks[i:])
+                    return
 
     def _fn_ref(self, fn: Callable[..., Any]) -> Any:
         """A plain function as its pickle (a reference by name, the same every time:
@@ -238,7 +270,10 @@ class Pool:
             return fn
         ref = self._fn_cache.get(fn)
         if ref is None:
-            ref = pickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+            try:
+                ref = pickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception:  # noqa: BLE001 - pickled with its task: its future says why
+                return fn
             if len(self._fn_cache) >= _FN_CACHE:
                 self._fn_cache.clear()
             self._fn_cache[fn] = ref
@@ -315,6 +350,9 @@ class Pool:
                 reply = self._client.get_wait(rid, left)
             except (WorkerDiedError, RemoteError) as exc:
                 error = exc
+            except ValueError:  # the client closed under us: the pool broke, and
+                if not task.settled:  # settled the task (its future tells how)
+                    raise
             finally:
                 with mutex:
                     task.driven = False

@@ -21,7 +21,7 @@ PARENT_CHECK = 1.0
 # channel's default: in a submit-and-wait loop each side's spin must outlast the other
 # side's wake-up from sleep, or both settle into sleeping at every task (the spin
 # self-tuning then sees only failed spins on either side), at a tenth of the speed.
-SPIN = 200
+SPIN = 1000
 # The exit code of a worker whose initializer raised (the pool then breaks, as the
 # standard one does).
 EXIT_INIT_FAILED = 3
