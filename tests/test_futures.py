@@ -440,3 +440,51 @@ def test_speed_is_not_asserted_but_submit_and_wait_works_in_a_loop(
         range(1, 2001))
     time.sleep(0.05)  # the collector goes back to its bell
     assert pool.submit(t.square, 11).result(LONG) == 121
+
+
+# ---------------------------------------------------------------- found in review
+
+
+def test_cancelling_sent_tasks_lets_the_backlog_in(tmp_path: Path) -> None:
+    with ProcessPoolExecutor(1) as ex:
+        go = str(tmp_path / "go")
+        blocker = ex.submit(t.wait_for_file, go)
+        assert wait_until(blocker.running, LONG)
+        fs = [ex.submit(t.square, i) for i in range(400)]  # the channel holds fewer
+        waiting = len(ex._pool._backlog)
+        assert waiting > 0
+        sent = [f for f in fs if f._task is not None and f._task.rid is not None]
+        assert all(f.cancel() for f in sent)
+        # the freed slots took the backlog in at once, not at the next reply
+        assert len(ex._pool._backlog) < waiting
+        Path(go).touch()
+        assert [f.result(LONG) for f in fs if not f.cancelled()] == [
+            i * i for i, f in enumerate(fs) if not f.cancelled()]
+
+
+def test_shutdown_cancel_futures_after_cancelled_backlog(tmp_path: Path) -> None:
+    ex = ProcessPoolExecutor(1)
+    go = str(tmp_path / "go")
+    blocker = ex.submit(t.wait_for_file, go)
+    fs = [ex.submit(t.square, i) for i in range(400)]
+    assert fs[-1].cancel()  # backlogged, dropped lazily
+    threading.Timer(0.3, lambda: Path(go).touch()).start()
+    ex.shutdown(wait=True, cancel_futures=True)  # no "Future in unexpected state"
+    assert blocker.done() and fs[-1].cancelled()
+
+
+def test_shutdown_from_a_callback_of_a_dead_workers_task(tmp_path: Path) -> None:
+    ex = ProcessPoolExecutor(1)
+    mark = str(tmp_path / "pid")
+    f = ex.submit(t.announce_then_block, mark)
+    assert wait_until(lambda: os.path.exists(mark), LONG)
+    done = threading.Event()
+
+    def callback(_: Any) -> None:
+        ex.shutdown(wait=True)  # runs in the pool's watcher thread: must not wait on itself
+        done.set()
+
+    f.add_done_callback(callback)
+    os.kill(int(Path(mark).read_text()), signal.SIGKILL)
+    assert done.wait(LONG)
+    assert isinstance(f.exception(), reqrep.WorkerDiedError)

@@ -458,6 +458,8 @@ class Pool:
                 if time.monotonic() >= next_probe:
                     found += self._probe()
                     next_probe = time.monotonic() + _IDLE
+                    if self._backlog:  # a safety net: every slot freed pumps already
+                        self._pump()
                 over = self._shutdown and not self._pending and not self._backlog
             for task, reply, error in found:
                 self._finish(task, reply, error)
@@ -568,6 +570,8 @@ class Pool:
                 if self._client._worker(rid) or not self._client.cancel(rid):
                     return False  # taken by a worker, or its reply is there
                 del self._pending[rid]
+                if self._backlog:  # its slot is free: nobody else may free one soon
+                    self._pump()
             task.settled = True  # a backlogged one is dropped by the next pump
         _payload.discard(task.payload)
         Future.cancel(fut)
@@ -589,8 +593,9 @@ class Pool:
             if cancel_futures and started:
                 assert self._client is not None
                 for task in self._backlog:
-                    task.settled = True
-                    cancelled.append(task)
+                    if not task.settled:  # (a cancelled one waits there to be dropped)
+                        task.settled = True
+                        cancelled.append(task)
                 self._backlog.clear()
                 for rid, task in list(self._pending.items()):
                     client = self._client
@@ -605,8 +610,11 @@ class Pool:
             _payload.discard(task.payload)
             if Future.cancel(task.fut):
                 task.fut.set_running_or_notify_cancel()
+        # Not from a callback run by our own threads: the collector ends by joining the
+        # watcher, so either joining would wait for itself.
+        ours = (self._collector, self._watcher)
         if wait and started and self._collector is not None \
-                and self._collector is not threading.current_thread():
+                and threading.current_thread() not in ours:
             self._collector.join()
 
     @property
