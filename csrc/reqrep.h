@@ -88,6 +88,8 @@ typedef struct rr_open_opts {
                       * this call creates or initialises; -1: 0600 less the umask */
     int initialised; /* out: 1 if this call initialised the channel (a new file, or
                       * one a dead creator left unpublished), 0 if it was there */
+    int nofollow;    /* in: refuse a symbolic link as the path's last component even
+                      * when only opening (a worker's handle; creators always do) */
 } rr_open_opts;
 int rr_open_path_opts(const char *path, uint32_t variant, const rr_geometry *create,
                       rr_open_opts *opts, rr_chan **out, rr_error *err);

@@ -342,7 +342,7 @@ int rr_open_path(const char *path, uint32_t variant, const rr_geometry *create, 
 int rr_open_path_opts(const char *path, uint32_t variant, const rr_geometry *create,
                       rr_open_opts *opts, rr_chan **out, rr_error *err)
 {
-    rr_open_opts dflt = {-1, 0};
+    rr_open_opts dflt = {-1, 0, 0};
     rr_open_opts *o = opts ? opts : &dflt;
     o->initialised = 0;
     rr_geometry g;
@@ -386,19 +386,19 @@ static void unlink_if_same(const char *path, int fd)
         (void)unlink(path);
 }
 
-/* open(2) of `path` failed with `e` (for a creator, if `create`, which does
- * not follow links): -e, with the reason for people when symbolic links are
- * why. Only reads the file system. */
-static int open_failed(const char *path, int create, int e, rr_error *err)
+/* open(2) of `path` failed with `e` (`nofollow`: with O_NOFOLLOW, as a
+ * creator or a worker opens): -e, with the reason for people when symbolic
+ * links are why. Only reads the file system. */
+static int open_failed(const char *path, int nofollow, int e, rr_error *err)
 {
     struct stat st;
     int link = lstat(path, &st) == 0 && S_ISLNK(st.st_mode);
-    if (e == ELOOP && create && link)
+    if (e == ELOOP && nofollow && link)
         return rr_fail(err, -ELOOP,
-                       "a symbolic link: a Server does not create or open a channel through one "
-                       "(a link planted at its path must not make it write another file); give "
-                       "it the link's target, or open the channel with a Client, which follows "
-                       "links");
+                       "the path is a symbolic link: a Server does not create or open a channel "
+                       "through one (a link planted at its path must not make it write another "
+                       "file); give it the link's target, or open the channel with a Client, "
+                       "which follows links");
     if (e == ELOOP)
         return rr_fail(err, -ELOOP, "too many levels of symbolic links (a loop of links?)");
     if (e == ENOENT && link) {
@@ -417,8 +417,11 @@ static int open_path_once(const char *path, uint32_t variant, const rr_geometry 
     /* An opener follows symbolic links (a link to a channel, /proc/PID/fd/N):
      * it only maps what it validated. A creator does not: through a link
      * planted at its path it could initialise (write) a file it never meant
-     * to, and same_file() below compares the path itself. */
-    int oflags = O_RDWR | O_CLOEXEC | (create ? O_NOFOLLOW : 0);
+     * to, and same_file() below compares the path itself; nor, when asked
+     * (a Server re-opened from a pickle), does an opener. Only the last
+     * component: the directories are the caller's to trust. */
+    int nofollow = create || o->nofollow;
+    int oflags = O_RDWR | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0);
     /* created: this call made the file; if it then fails to make a channel
      * of it, it removes it again (before the magic nobody else uses it). */
     int created = 0, initialising = 0, fd = -1;
@@ -434,7 +437,7 @@ static int open_path_once(const char *path, uint32_t variant, const rr_geometry 
         fd = open(path, oflags);
     }
     if (fd < 0)
-        return open_failed(path, create != NULL, errno, err);
+        return open_failed(path, nofollow, errno, err);
     /* Creators initialise under an exclusive lock, openers read under a shared
      * one: an opener never sees a half-built header, and a creator that dies
      * mid-way releases the lock with its file descriptors. */

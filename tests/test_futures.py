@@ -5,6 +5,7 @@ standard pool does not do (a dead worker fails only its own tasks and is replace
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import gc
 import os
 import pickle
@@ -473,6 +474,38 @@ def test_shutdown_cancel_futures_after_cancelled_backlog(tmp_path: Path) -> None
     assert blocker.done() and fs[-1].cancelled()
 
 
+class _SlowAfterTimeout:
+    """The pool's own client, but a get_wait that timed out returns 50 ms late: the
+    thread is descheduled right there (helper-21's forced interleaving)."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def get_wait(self, rid: int, timeout: float | None = None) -> Any:
+        reply = self._real.get_wait(rid, timeout)
+        if reply is None:
+            time.sleep(0.05)
+        return reply
+
+
+def test_a_result_timeout_does_not_swallow_a_reply_that_arrives_meanwhile() -> None:
+    """result(timeout) gives up just as the reply lands, and the collector spent that
+    reply's bell while the task was still held: the timed-out caller collects it, or
+    nobody would (wait(), callbacks and shutdown would wait forever)."""
+    with ProcessPoolExecutor(1) as ex:
+        assert ex.submit(t.square, 1).result(LONG) == 1
+        pool = ex._pool
+        pool._client = _SlowAfterTimeout(pool._client)
+        f = ex.submit(t.sleep_then, 0.02, "late")
+        with contextlib.suppress(cf.TimeoutError):  # (now it takes what came meanwhile)
+            f.result(timeout=0.01)
+        done, _ = cf.wait([f], timeout=LONG)
+        assert f in done and f.result() == "late"
+
+
 def test_shutdown_from_a_callback_of_a_dead_workers_task(tmp_path: Path) -> None:
     ex = ProcessPoolExecutor(1)
     mark = str(tmp_path / "pid")
@@ -488,3 +521,24 @@ def test_shutdown_from_a_callback_of_a_dead_workers_task(tmp_path: Path) -> None
     os.kill(int(Path(mark).read_text()), signal.SIGKILL)
     assert done.wait(LONG)
     assert isinstance(f.exception(), reqrep.WorkerDiedError)
+
+
+def test_a_callback_may_wait_for_a_backlogged_task(tmp_path: Path) -> None:
+    """A done-callback (run by the pool's collector thread) that waits for a task still
+    in the backlog: the waiting thread collects replies itself, so the backlog moves."""
+    with ProcessPoolExecutor(1) as ex:
+        go = str(tmp_path / "go")
+        first = ex.submit(t.wait_for_file, go)
+        fs = [ex.submit(t.square, i) for i in range(400)]
+        assert fs[-1]._task is not None and fs[-1]._task.rid is None  # backlogged
+        got: list[int] = []
+        done = threading.Event()
+
+        def callback(_: Any) -> None:
+            got.append(fs[-1].result(LONG))
+            done.set()
+
+        first.add_done_callback(callback)
+        Path(go).touch()
+        assert done.wait(LONG)
+        assert got == [399 * 399]

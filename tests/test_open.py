@@ -21,6 +21,7 @@ import fcntl
 import inspect
 import json
 import os
+import pickle
 import signal
 import stat
 import subprocess
@@ -591,6 +592,25 @@ def test_a_client_follows_symlinks(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="a loop of links") as info:
         Client(loop_a)
     assert info.value.errno == errno.ELOOP
+
+
+def test_a_server_reopened_from_a_pickle_does_not_follow_a_link(tmp_path: Path) -> None:
+    """A pickled Server re-opens its path in the receiving process; if a link now stands
+    there (planted after it was pickled), it refuses rather than serve another channel.
+    A Client still follows."""
+    a, other = tmp_path / "a.chan", tmp_path / "other.chan"
+    with Server(a) as s, Server(other) as o:
+        blob = pickle.dumps(s)
+        a.unlink()
+        a.symlink_to(other)
+        with pytest.raises(OSError, match="the path is a symbolic link") as info:
+            pickle.loads(blob)
+        assert info.value.errno == errno.ELOOP
+        with pytest.raises(OSError, match="symbolic link"):
+            IntServer._open_existing(a)
+        with Client._open_existing(a) as c:
+            rid = c.send(b"x")
+            assert o.recv() == (b"x", rid)
 
 
 def test_a_negative_id_is_named() -> None:

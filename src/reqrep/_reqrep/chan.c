@@ -172,7 +172,8 @@ PyObject *chan_open(PyTypeObject *type, PyObject *path, const open_req *r, int c
         return NULL;
     rr_chan *ch = NULL;
     rr_error err = {{0}};
-    rr_open_opts opts = {r->mode, 0};
+    /* a Server never goes through a symbolic link, created or re-opened */
+    rr_open_opts opts = {r->mode, 0, cls->slot == TYPE_SERVER || cls->slot == TYPE_INT_SERVER};
     int rc;
     PyObject *str_path = NULL;
     if (path == Py_None) {

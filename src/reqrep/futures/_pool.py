@@ -338,6 +338,15 @@ class Pool:
             if not mine:  # over, backlogged, or another thread has it: wait for the future
                 if fut.done():
                     break
+                if rid is None and not task.settled:
+                    # Backlogged: help the collector (this may be a callback it runs, and
+                    # then nobody else frees the slots the backlog waits for).
+                    with mutex:
+                        found = (self._collect(len(self._pending) or 1)
+                                 if self._client is not None else [])
+                    for done_task, done_reply, done_error in found:
+                        self._finish(done_task, done_reply, done_error)
+                    left = min(left, _POLL * 5)
                 try:
                     Future.exception(fut, left)
                 except (FuturesTimeoutError, Exception):  # noqa: BLE001 - looked at again
@@ -358,6 +367,16 @@ class Pool:
                     task.driven = False
                     self._drivers -= 1
                     self._last_drive = time.monotonic()
+                    if reply is None and error is None and not task.settled:
+                        # Timed out: a reply that came since rang a bell the collector
+                        # may have spent while we held the task; collect it now, or
+                        # nobody would (its ring is gone).
+                        try:
+                            reply = self._client.get(rid)
+                        except (WorkerDiedError, RemoteError) as exc:
+                            error = exc
+                        except ValueError:  # closed: the pool broke, as above
+                            pass
                     done = (reply is not None or error is not None) and not task.settled
                     if done:
                         task.settled = True
