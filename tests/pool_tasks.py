@@ -104,3 +104,24 @@ def init_fail() -> None:
 
 def raise_keyboard_interrupt() -> None:
     raise KeyboardInterrupt
+
+
+def _slow_make(seconds: float, value: Any) -> Any:
+    time.sleep(seconds)  # runs where the result is unpickled: in the pool's process
+    return value
+
+
+class SlowToUnpickle:
+    def __init__(self, seconds: float, value: Any) -> None:
+        self.seconds, self.value = seconds, value
+
+    def __reduce__(self) -> Any:
+        return (_slow_make, (self.seconds, self.value))
+
+
+def slow_to_unpickle(seconds: float, value: Any) -> Any:
+    return SlowToUnpickle(seconds, value)
+
+
+def call(fn: Any) -> Any:
+    return fn()

@@ -31,8 +31,11 @@ METHODS = ["fork", "spawn", "forkserver"]
 TESTS = Path(__file__).resolve().parent
 
 
-def pool_dirs() -> set[str]:
-    return {n for n in os.listdir("/dev/shm") if n.startswith("reqrep-pool-")}
+def pool_dir(ex: ProcessPoolExecutor) -> str:
+    """The pool's private directory (made on its first task)."""
+    where = ex._pool._dir
+    assert where is not None and os.path.isdir(where)
+    return where
 
 
 @pytest.fixture(params=METHODS)
@@ -334,14 +337,13 @@ def test_finished_task_cannot_be_cancelled(pool: ProcessPoolExecutor) -> None:
 
 
 def test_shutdown_waits_for_tasks_and_cleans_up(method: str) -> None:
-    before = pool_dirs()
     ex = ProcessPoolExecutor(2, mp_context=method)
     fs = [ex.submit(t.sleep_then, 0.05, i) for i in range(10)]
-    pids = ex._worker_pids
+    pids, where = ex._worker_pids, pool_dir(ex)
     ex.shutdown(wait=True)
     assert [f.result(0) for f in fs] == list(range(10))
     assert not any(alive(p) for p in pids)
-    assert pool_dirs() == before
+    assert not os.path.exists(where)
     with pytest.raises(RuntimeError, match="after shutdown"):
         ex.submit(t.square, 1)
     ex.shutdown()  # idempotent
@@ -360,33 +362,31 @@ def test_shutdown_cancel_futures(tmp_path: Path) -> None:
 
 
 def test_shutdown_without_wait_finishes_in_the_background() -> None:
-    before = pool_dirs()
     ex = ProcessPoolExecutor(2)
     fs = [ex.submit(t.sleep_then, 0.2, i) for i in range(4)]
-    pids = ex._worker_pids
+    pids, where = ex._worker_pids, pool_dir(ex)
     ex.shutdown(wait=False)
     assert [f.result(LONG) for f in fs] == list(range(4))
     assert wait_until(lambda: not any(alive(p) for p in pids), LONG)
-    assert wait_until(lambda: pool_dirs() == before, LONG)
+    assert wait_until(lambda: not os.path.exists(where), LONG)
 
 
 def test_shutdown_before_any_task() -> None:
-    before = pool_dirs()
-    ProcessPoolExecutor(2).shutdown()
-    with ProcessPoolExecutor(2):
+    ex = ProcessPoolExecutor(2)
+    ex.shutdown()
+    with ProcessPoolExecutor(2) as ex2:
         pass
-    assert pool_dirs() == before
+    assert ex._pool._dir is None and ex2._pool._dir is None  # nothing was made
 
 
 def test_dropped_pool_stops_its_workers() -> None:
-    before = pool_dirs()
     ex = ProcessPoolExecutor(2)
     assert ex.submit(t.square, 2).result(LONG) == 4
-    pids = ex._worker_pids
+    pids, where = ex._worker_pids, pool_dir(ex)
     del ex
     gc.collect()
     assert wait_until(lambda: not any(alive(p) for p in pids), LONG)
-    assert wait_until(lambda: pool_dirs() == before, LONG)
+    assert wait_until(lambda: not os.path.exists(where), LONG)
 
 
 def run_script(body: str, timeout: float = LONG) -> subprocess.CompletedProcess[str]:
@@ -396,7 +396,6 @@ def run_script(body: str, timeout: float = LONG) -> subprocess.CompletedProcess[
 
 
 def test_interpreter_exit_finishes_tasks_and_cleans_up(tmp_path: Path) -> None:
-    before = pool_dirs()
     out = tmp_path / "out"
     r = run_script(f"""
         from reqrep.futures import ProcessPoolExecutor
@@ -404,14 +403,14 @@ def test_interpreter_exit_finishes_tasks_and_cleans_up(tmp_path: Path) -> None:
         ex = ProcessPoolExecutor(2)
         for i in range(3):
             ex.submit(t.touch_after, {str(out)!r} + str(i), 0.2)
+        print(ex._pool._dir)
         """)
     assert r.returncode == 0, r.stderr
     assert all((tmp_path / f"out{i}").exists() for i in range(3))
-    assert pool_dirs() == before
+    assert not os.path.exists(r.stdout.strip())
 
 
 def test_workers_leave_when_the_pool_process_is_killed(tmp_path: Path) -> None:
-    before = pool_dirs()
     mark = tmp_path / "pids"
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
@@ -419,16 +418,17 @@ def test_workers_leave_when_the_pool_process_is_killed(tmp_path: Path) -> None:
         import pool_tasks as t
         ex = ProcessPoolExecutor(2)
         ex.submit(t.square, 2).result()
-        open({str(mark)!r}, "w").write(" ".join(map(str, ex._worker_pids)))
+        open({str(mark)!r}, "w").write(" ".join(map(str, ex._worker_pids)) + "\\n" + ex._pool._dir)
         time.sleep(60)
         """)], env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), *sys.path])))
     try:
-        assert wait_until(lambda: mark.exists() and mark.read_text().count(" ") == 1, LONG)
-        pids = [int(p) for p in mark.read_text().split()]
+        assert wait_until(lambda: mark.exists() and mark.read_text().count("\n") == 1, LONG)
+        first, where = mark.read_text().split("\n")
+        pids = [int(p) for p in first.split()]
         proc.kill()
         proc.wait(LONG)
         assert wait_until(lambda: not any(alive(p) for p in pids), LONG)
-        assert wait_until(lambda: pool_dirs() == before, LONG)
+        assert wait_until(lambda: not os.path.exists(where), LONG)
     finally:
         proc.kill()
         proc.wait()
@@ -542,3 +542,125 @@ def test_a_callback_may_wait_for_a_backlogged_task(tmp_path: Path) -> None:
         Path(go).touch()
         assert done.wait(LONG)
         assert got == [399 * 399]
+
+
+def test_sigterm_to_the_process_group_leaves_nothing_behind(tmp_path: Path) -> None:
+    """A service manager stops the pool's process and its workers with one SIGTERM to the
+    group: the workers outlive the pool's process, remove its directory and leave."""
+    mark = tmp_path / "pids"
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from reqrep.futures import ProcessPoolExecutor
+        import pool_tasks as t
+        ex = ProcessPoolExecutor(2)
+        ex.submit(t.square, 2).result()
+        open({str(mark)!r}, "w").write(" ".join(map(str, ex._worker_pids)) + "\\n" + ex._pool._dir)
+        time.sleep(60)
+        """)], env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), *sys.path])),
+        start_new_session=True)
+    try:
+        assert wait_until(lambda: mark.exists() and mark.read_text().count("\n") == 1, LONG)
+        first, where = mark.read_text().split("\n")
+        pids = [int(p) for p in first.split()]
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(LONG)
+        assert wait_until(lambda: not any(alive(p) for p in pids), LONG)
+        assert wait_until(lambda: not os.path.exists(where), LONG)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+# ---------------------------------------------------------------- found in review (helper-20)
+
+
+def test_result_without_timeout_never_times_out(tmp_path: Path) -> None:
+    """A future the collector has taken but not finished yet (its result is slow to
+    unpickle) while other futures complete: result() waits, it never raises TimeoutError
+    (the futures share one condition, whose wake-ups are not about them)."""
+    with ProcessPoolExecutor(2) as ex:
+        assert ex.submit(t.square, 1).result(LONG) == 1
+        slow = ex.submit(t.slow_to_unpickle, 1.0, "slow")
+        time.sleep(0.4)  # its reply is in: the collector unpickles it for 1 s
+        others = threading.Thread(
+            target=lambda: [ex.submit(t.square, i).result(LONG) for i in range(20)])
+        others.start()
+        assert slow.result() == "slow"
+        others.join(LONG)
+
+
+def test_bound_builtin_methods_are_pickled_with_their_state() -> None:
+    with ProcessPoolExecutor(1) as ex:
+        items = [1]
+        assert ex.submit(items.copy).result(LONG) == [1]
+        items.append(2)
+        assert ex.submit(items.copy).result(LONG) == [1, 2]
+        assert ex.submit(len, "abc").result(LONG) == 3  # a module's function, by name
+
+
+def test_two_threads_cancelling_one_future_both_get_true(tmp_path: Path) -> None:
+    with ProcessPoolExecutor(1) as ex:
+        go = str(tmp_path / "go")
+        ex.submit(t.wait_for_file, go)
+        for _ in range(20):
+            fs = [ex.submit(t.square, i) for i in range(30)]
+            results: list[list[bool]] = [[], []]
+            barrier = threading.Barrier(2)
+
+            def cancel_all(k: int, fs: list[Any] = fs, barrier: threading.Barrier = barrier,
+                           results: list[list[bool]] = results) -> None:
+                barrier.wait()
+                results[k] = [f.cancel() for f in fs]
+
+            threads = [threading.Thread(target=cancel_all, args=(k,)) for k in (0, 1)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join(LONG)
+            assert all(results[0]) and all(results[1])
+        Path(go).touch()
+
+
+def test_shutdown_cancel_futures_cancels_a_task_someone_waits_for(tmp_path: Path) -> None:
+    ex = ProcessPoolExecutor(1)
+    go = str(tmp_path / "go")
+    blocker = ex.submit(t.wait_for_file, go)
+    assert wait_until(blocker.running, LONG)
+    queued = ex.submit(t.square, 7)
+    outcome: list[Any] = []
+
+    def wait_for_it() -> None:
+        try:
+            outcome.append(queued.result(LONG))
+        except cf.CancelledError as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait_for_it)
+    waiter.start()
+    time.sleep(0.2)  # the waiter holds the task in result()
+    threading.Timer(0.3, lambda: Path(go).touch()).start()
+    ex.shutdown(wait=True, cancel_futures=True)
+    waiter.join(LONG)
+    assert queued.cancelled() and isinstance(outcome[0], cf.CancelledError)
+
+
+def test_a_worker_killed_while_starting_is_replaced() -> None:
+    with ProcessPoolExecutor(2, mp_context="spawn") as ex:
+        fs = [ex.submit(t.sleep_then, 0.3, i) for i in range(4)]
+        os.kill(ex._worker_pids[0], signal.SIGKILL)  # before it is ready
+        assert [f.result(LONG) for f in fs] == [0, 1, 2, 3]
+        assert ex.submit(t.square, 3).result(LONG) == 9
+        assert wait_until(lambda: len(ex._worker_pids) == 2, LONG)
+
+
+def test_a_dropped_executor_whose_callback_holds_it_shuts_down() -> None:
+    ex = ProcessPoolExecutor(1)
+    f = ex.submit(t.square, 2)
+    f.add_done_callback(lambda _, ex=ex: None)  # the callback keeps the executor
+    assert f.result(LONG) == 4
+    pids, where = ex._worker_pids, pool_dir(ex)
+    del ex, f
+    gc.collect()
+    assert wait_until(lambda: not any(alive(p) for p in pids), LONG)
+    assert wait_until(lambda: not os.path.exists(where), LONG)

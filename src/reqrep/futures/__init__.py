@@ -102,7 +102,7 @@ class ProcessPoolExecutor(Executor):
         with _live_lock:
             _live.add(self._pool)
         # A pool dropped without shutdown() finishes its tasks and stops its workers.
-        self._finalizer = weakref.finalize(self, Pool.shutdown, self._pool, False, False)
+        self._finalizer = weakref.finalize(self, Pool.abandon, self._pool)
 
     def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
         """Schedule ``fn(*args, **kwargs)`` in a worker; its :class:`PoolFuture`.

@@ -53,12 +53,13 @@ _LINGER = 0.02
 _SLICE = 0.1
 _IDLE = 1.0
 _STOP_GRACE = 10.0
+_START_TRIES = 3  # (see Pool._reap and Pool._replace)
 # The stop message: a worker answers it and exits.
 _STOP = b""
 _U32 = 0xFFFFFFFF
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
-# Functions pickled by name, whose pickle the pool keeps (at most _FN_CACHE of them).
-_BY_NAME = (types.FunctionType, types.BuiltinFunctionType)
+# Functions (and a module's built-in functions), pickled by name: the pool keeps their
+# pickles, at most _FN_CACHE of them.
 _FN_CACHE = 256
 # concurrent.futures' state names
 _PENDING = "PENDING"
@@ -70,7 +71,7 @@ class _Task:
     """A submitted task: its future and its payload; its request id once sent (a task
     that found the channel full waits in the backlog with ``rid`` None)."""
 
-    __slots__ = ("fut", "payload", "rid", "driven", "settled")
+    __slots__ = ("fut", "payload", "rid", "driven", "settled", "cancelled")
 
     def __init__(self, fut: PoolFuture, payload: bytes | str) -> None:
         self.fut = fut
@@ -78,6 +79,7 @@ class _Task:
         self.rid: int | None = None
         self.driven = False  # a result() waits for it with get_wait: hands off
         self.settled = False  # its reply was collected, or it was cancelled
+        self.cancelled = False  # (settled by a cancel)
 
 
 class PoolFuture(Future[Any]):
@@ -159,6 +161,9 @@ class Pool:
         self._path = ""
         self._seen = 0  # the bell's count the collector starts from
         self._stop_deadline = 0.0  # when workers still running after their stop are killed
+        self._missing = 0  # workers to start (the watcher's)
+        self._unready = 0  # workers in a row that died before they were ready
+        self._spawn_errors = 0  # failed starts in a row
 
     # ---- starting
 
@@ -266,8 +271,10 @@ class Pool:
     def _fn_ref(self, fn: Callable[..., Any]) -> Any:
         """A plain function as its pickle (a reference by name, the same every time:
         pickling it anew costs more than the rest of a task), anything else as is."""
-        if type(fn) not in _BY_NAME:
-            return fn
+        if not (type(fn) is types.FunctionType
+                or (type(fn) is types.BuiltinFunctionType
+                    and isinstance(getattr(fn, "__self__", None), types.ModuleType))):
+            return fn  # a bound method's pickle holds its object's state: never kept
         ref = self._fn_cache.get(fn)
         if ref is None:
             try:
@@ -321,14 +328,18 @@ class Pool:
         """Collect ``fut``'s reply in this thread until it is done or ``timeout`` passed;
         the time left (for ``Future.result``)."""
         task = fut._task
-        if task is None or task.settled:
+        if task is None or fut.done():
             return timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         mutex = self._mutex
+        first = True  # one look even with timeout 0: the reply may be there
         while True:
             left = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
             if left <= 0:
-                return 0.0
+                if not first:
+                    return 0.0
+                left = 0.0
+            first = False
             with mutex:
                 rid = task.rid
                 mine = rid is not None and not task.driven and not task.settled
@@ -344,8 +355,7 @@ class Pool:
                     with mutex:
                         found = (self._collect(len(self._pending) or 1)
                                  if self._client is not None else [])
-                    for done_task, done_reply, done_error in found:
-                        self._finish(done_task, done_reply, done_error)
+                    self._finish_all(found)
                     left = min(left, _POLL * 5)
                 try:
                     Future.exception(fut, left)
@@ -388,8 +398,11 @@ class Pool:
                 break
         return None if deadline is None else max(0.0, deadline - time.monotonic())
 
-    def _finish(self, task: _Task, reply: bytes | str | None, error: BaseException | None) -> None:
-        """Complete a settled task's future from its reply (outside _mutex)."""
+    def _finish(self, task: _Task, reply: bytes | str | None, error: BaseException | None,
+                again: bool = True) -> None:
+        """Complete a settled task's future from its reply (outside _mutex). The reply is
+        in no other hands: if Ctrl-C (or another BaseException) interrupts this, the
+        future is completed all the same before it goes on out."""
         fut = task.fut
         if error is None:
             try:
@@ -399,6 +412,14 @@ class Pool:
                     outcome = _payload.load(reply)  # type: ignore[arg-type]
             except Exception as exc:  # noqa: BLE001 - e.g. a result's class unknown here
                 error = exc
+            except BaseException as exc:
+                if not again:
+                    error = exc  # twice: the future carries it
+                else:
+                    self._finish(task, reply, None, again=False)
+                    if threading.current_thread() is threading.main_thread():
+                        raise  # Ctrl-C: the caller's; the pool's threads go on
+                    return
             else:
                 if outcome[0]:
                     if isinstance(task.payload, str):
@@ -480,11 +501,15 @@ class Pool:
                     if self._backlog:  # a safety net: every slot freed pumps already
                         self._pump()
                 over = self._shutdown and not self._pending and not self._backlog
-            for task, reply, error in found:
-                self._finish(task, reply, error)
-            if over:
+            self._finish_all(found)
+            del found  # nothing of a finished task may stay referenced here (its
+            if over:   # callbacks may hold the executor, whose collection shuts it down)
                 break
         self._stop_workers()
+
+    def _finish_all(self, found: list[tuple[_Task, Any, BaseException | None]]) -> None:
+        while found:
+            self._finish(*found.pop())
 
     # ---- workers
 
@@ -495,9 +520,12 @@ class Pool:
             with self._mutex:
                 procs = dict(self._procs)
                 stopping, deadline = self._stopping, self._stop_deadline
+                missing = self._missing
             if stopping and not procs:
                 return
             timeout = max(0.0, deadline - time.monotonic()) if stopping else None
+            if missing and not stopping:
+                timeout = _IDLE  # starting a worker failed: try again in a while
             sentinels = {p.sentinel: p for p in procs.values()}
             ready = multiprocessing.connection.wait([*sentinels, self._wake_r], timeout)
             if self._wake_r in ready:
@@ -506,31 +534,56 @@ class Pool:
                 proc = sentinels.get(key)
                 if proc is not None:
                     self._reap(proc)
+            self._replace()
             if stopping and time.monotonic() >= deadline:
                 for proc in procs.values():  # told to stop long ago: stuck or stopped
                     if proc.exitcode is None:
                         proc.kill()
 
     def _reap(self, proc: Any) -> None:
-        """A worker exited: fail its tasks, and start another (or break the pool)."""
+        """A worker exited: fail its tasks; another is started by _replace (or, if it
+        never got ready, and again and again, the pool breaks)."""
         proc.join()
         assert self._dir is not None
         marker = _worker.up_marker(self._dir, proc.pid)
         started = os.path.exists(marker)
         _payload.discard(marker)
-        failed: list[tuple[_Task, Any, BaseException | None]] = []
         with self._mutex:
             self._procs.pop(proc.pid, None)
-            if not started and not self._stopping:
-                why = ("a worker's initializer raised" if proc.exitcode == _worker.EXIT_INIT_FAILED
-                       else f"a worker process failed to start (exit code {proc.exitcode})")
-                failed = self._break(f"{why}: the pool cannot run tasks")
-            else:
-                failed = self._probe()
-                if not self._stopping and self._broken is None:
+            failed = self._probe()
+            if not self._stopping and self._broken is None:
+                self._missing += 1
+                if started:
+                    self._unready = 0
+                elif proc.exitcode == _worker.EXIT_INIT_FAILED:
+                    failed += self._break("a worker's initializer raised: the pool cannot "
+                                          "run tasks")
+                else:  # killed while starting, or it cannot start: try a few times
+                    self._unready += 1
+                    if self._unready > _START_TRIES + self._max_workers:
+                        failed += self._break(
+                            f"worker processes fail to start (the last: exit code "
+                            f"{proc.exitcode}): the pool cannot run tasks")
+        self._finish_all(failed)
+
+    def _replace(self) -> None:
+        """Start the workers that are missing; a failure (no fds, no memory, initargs
+        that no longer pickle) is tried again later, and breaks the pool when no
+        worker is left to run the tasks."""
+        failed: list[tuple[_Task, Any, BaseException | None]] = []
+        with self._mutex:
+            while self._missing and not self._stopping and self._broken is None:
+                try:
                     self._spawn()
-        for task, reply, error in failed:
-            self._finish(task, reply, error)
+                except Exception as exc:  # noqa: BLE001 - the pool says why, or retries
+                    self._spawn_errors += 1
+                    if not self._procs and self._spawn_errors >= _START_TRIES:
+                        failed = self._break(f"cannot start a worker process ({exc!r}): "
+                                             "the pool cannot run tasks")
+                    break
+                self._missing -= 1
+                self._spawn_errors = 0
+        self._finish_all(failed)
 
     def _break(self, why: str) -> list[tuple[_Task, Any, BaseException | None]]:
         """The pool cannot run tasks (under _mutex): fail every task not done."""
@@ -582,7 +635,7 @@ class Pool:
             return fut.cancelled()
         with self._mutex:
             if task.settled:
-                return fut.cancelled()
+                return task.cancelled or fut.cancelled()
             rid = task.rid
             if rid is not None:
                 assert self._client is not None
@@ -591,7 +644,7 @@ class Pool:
                 del self._pending[rid]
                 if self._backlog:  # its slot is free: nobody else may free one soon
                     self._pump()
-            task.settled = True  # a backlogged one is dropped by the next pump
+            task.settled = task.cancelled = True  # a backlogged one: dropped by the pump
         _payload.discard(task.payload)
         Future.cancel(fut)
         fut.set_running_or_notify_cancel()  # wakes wait() and as_completed()
@@ -613,13 +666,13 @@ class Pool:
                 assert self._client is not None
                 for task in self._backlog:
                     if not task.settled:  # (a cancelled one waits there to be dropped)
-                        task.settled = True
+                        task.settled = task.cancelled = True
                         cancelled.append(task)
                 self._backlog.clear()
                 for rid, task in list(self._pending.items()):
                     client = self._client
-                    if not task.driven and not client._worker(rid) and client.cancel(rid):
-                        task.settled = True
+                    if not client._worker(rid) and client.cancel(rid):  # (a waiting
+                        task.settled = task.cancelled = True  # result() then sees it)
                         del self._pending[rid]
                         cancelled.append(task)
             if started:
@@ -635,6 +688,18 @@ class Pool:
         if wait and started and self._collector is not None \
                 and threading.current_thread() not in ours:
             self._collector.join()
+
+    def abandon(self) -> None:
+        """Shut down in the background, without taking _mutex: the executor was garbage
+        collected, which may happen in any thread at any allocation, also in one of
+        ours that holds the lock."""
+        self._shutdown = True
+        client = self._client
+        if self._started and client is not None:
+            try:
+                client._bell_ring()  # the collector looks, and ends once all is done
+            except ValueError:
+                pass  # closed: over already
 
     @property
     def worker_pids(self) -> list[int]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -45,6 +46,11 @@ def main(
     max_tasks: int | None,
 ) -> None:
     """The worker's life (the target of its process)."""
+    # A SIGTERM to the whole process group (a service manager stopping it, `kill -TERM
+    # -PGID`) would take the pool's process and every worker at once, and leave the
+    # pool's directory behind: the workers outlive it instead, see it gone within
+    # PARENT_CHECK, remove the directory and exit. (SIGKILL still ends a worker.)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     server = Server._open_existing(path, spin=SPIN)
     if initializer is not None:
         try:
