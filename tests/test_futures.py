@@ -410,21 +410,37 @@ def test_interpreter_exit_finishes_tasks_and_cleans_up(tmp_path: Path) -> None:
     assert not os.path.exists(r.stdout.strip())
 
 
+_POOL_PROCESS = """
+import sys, time
+from reqrep.futures import ProcessPoolExecutor
+import pool_tasks as t
+ex = ProcessPoolExecutor(2)
+ex.submit(t.square, 2).result()
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(" ".join(map(str, ex._worker_pids)) + "\\n" + ex._pool._dir)
+import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(60)
+"""
+
+
+def start_pool_process(tmp_path: Path, **popen: Any) -> tuple[subprocess.Popen[bytes],
+                                                               list[int], str]:
+    """A process with a pool of 2 workers that then sleeps: it, its workers' pids and its
+    pool's directory."""
+    mark = tmp_path / "pool"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), *sys.path]))
+    proc = subprocess.Popen([sys.executable, "-c", _POOL_PROCESS, str(mark)], env=env, **popen)
+    if not wait_until(mark.exists, LONG):
+        proc.kill()
+        proc.wait()
+        raise AssertionError("the pool process did not start")
+    first, where = mark.read_text().split("\n")
+    return proc, [int(p) for p in first.split()], where
+
+
 def test_workers_leave_when_the_pool_process_is_killed(tmp_path: Path) -> None:
-    mark = tmp_path / "pids"
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import time
-        from reqrep.futures import ProcessPoolExecutor
-        import pool_tasks as t
-        ex = ProcessPoolExecutor(2)
-        ex.submit(t.square, 2).result()
-        open({str(mark)!r}, "w").write(" ".join(map(str, ex._worker_pids)) + "\\n" + ex._pool._dir)
-        time.sleep(60)
-        """)], env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), *sys.path])))
+    proc, pids, where = start_pool_process(tmp_path)
     try:
-        assert wait_until(lambda: mark.exists() and mark.read_text().count("\n") == 1, LONG)
-        first, where = mark.read_text().split("\n")
-        pids = [int(p) for p in first.split()]
         proc.kill()
         proc.wait(LONG)
         assert wait_until(lambda: not any(alive(p) for p in pids), LONG)
@@ -547,21 +563,8 @@ def test_a_callback_may_wait_for_a_backlogged_task(tmp_path: Path) -> None:
 def test_sigterm_to_the_process_group_leaves_nothing_behind(tmp_path: Path) -> None:
     """A service manager stops the pool's process and its workers with one SIGTERM to the
     group: the workers outlive the pool's process, remove its directory and leave."""
-    mark = tmp_path / "pids"
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import time
-        from reqrep.futures import ProcessPoolExecutor
-        import pool_tasks as t
-        ex = ProcessPoolExecutor(2)
-        ex.submit(t.square, 2).result()
-        open({str(mark)!r}, "w").write(" ".join(map(str, ex._worker_pids)) + "\\n" + ex._pool._dir)
-        time.sleep(60)
-        """)], env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), *sys.path])),
-        start_new_session=True)
+    proc, pids, where = start_pool_process(tmp_path, start_new_session=True)
     try:
-        assert wait_until(lambda: mark.exists() and mark.read_text().count("\n") == 1, LONG)
-        first, where = mark.read_text().split("\n")
-        pids = [int(p) for p in first.split()]
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(LONG)
         assert wait_until(lambda: not any(alive(p) for p in pids), LONG)
