@@ -47,18 +47,11 @@ PyObject *raise_core(module_state *st, int rc, PyObject *path, const rr_error *e
     case -EBUSY:
         PyErr_SetString(PyExc_RuntimeError, why ? why : "resource busy");
         return NULL;
-    case -ETIMEDOUT:
-        if (why)
-            return raise_os_why(PyExc_TimeoutError, ETIMEDOUT, why, path);
-        break;
-    case -ENOSPC:
-    case -EDQUOT:
-    case -EFBIG: /* the open calls say how much room the channel needed */
-        if (why)
-            return raise_os_why(PyExc_OSError, -rc, why, path);
-        break;
     }
-    if (why && rc < 0) /* the core said why: OSError(errno, why, path) */
+    /* The core said why (how much room a channel needed, a symbolic link, a
+     * timeout...): OSError(errno, why, path), whose constructor picks the
+     * subclass (TimeoutError for ETIMEDOUT). */
+    if (why && rc < 0)
         return raise_os_why(PyExc_OSError, -rc, why, path);
     errno = -rc;
     if (named)
