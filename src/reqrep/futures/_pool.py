@@ -29,7 +29,6 @@ import types
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FuturesTimeoutError
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -242,6 +241,8 @@ class Pool:
         future has the error, as in the standard pool)."""
         fut = PoolFuture(self)
         try:
+            # _payload.dump, but the directory asked for only when it is needed (asking
+            # starts the pool: a task that does not pickle must not)
             data = pickle.dumps((ref, args, kwargs), _PROTOCOL)
             payload = data if len(data) <= _TASK_LIMIT else _payload.spill(data, self._spill_dir())
         except Exception as exc:  # noqa: BLE001 - the future has it
@@ -254,14 +255,12 @@ class Pool:
     def _enqueue(self, tasks: list[_Task]) -> None:
         """Send tasks in order while the channel takes them; the rest wait in the backlog."""
         with self._mutex:
-            if self._shutdown or not self._started:
-                try:
-                    self._check_open()
-                    self._start()
-                except BaseException:
-                    for task in tasks:
-                        _payload.discard(task.payload)
-                    raise
+            try:
+                self._ensure_started()
+            except BaseException:
+                for task in tasks:
+                    _payload.discard(task.payload)
+                raise
             backlog = self._backlog
             for i, task in enumerate(tasks):
                 if backlog or self._send(task) is None:
@@ -289,11 +288,16 @@ class Pool:
     def _spill_dir(self) -> str:
         if self._dir is None:  # before the first task: make the directory now
             with self._mutex:
-                if self._dir is None:
-                    self._check_open()
-                    self._start()
+                self._ensure_started()
         assert self._dir is not None
         return self._dir
+
+    def _ensure_started(self) -> None:
+        """Raise if no task may be submitted; else start the pool if it is not yet
+        (under _mutex)."""
+        if self._shutdown or not self._started:
+            self._check_open()
+            self._start()
 
     def _check_open(self) -> None:
         if self._broken is not None:
@@ -359,7 +363,7 @@ class Pool:
                     left = min(left, _POLL * 5)
                 try:
                     Future.exception(fut, left)
-                except (FuturesTimeoutError, Exception):  # noqa: BLE001 - looked at again
+                except Exception:  # noqa: BLE001 - timed out or cancelled: looked at again
                     pass
                 continue
             assert rid is not None and self._client is not None
@@ -406,10 +410,7 @@ class Pool:
         fut = task.fut
         if error is None:
             try:
-                if isinstance(reply, bytes):
-                    outcome = pickle.loads(reply)
-                else:
-                    outcome = _payload.load(reply)  # type: ignore[arg-type]
+                outcome = _payload.load(reply)  # type: ignore[arg-type]
             except Exception as exc:  # noqa: BLE001 - e.g. a result's class unknown here
                 error = exc
             except BaseException as exc:
@@ -450,13 +451,7 @@ class Pool:
                 found.append((task, reply, None))
             if len(found) >= rung:
                 break
-        for task, _, _ in found:
-            task.settled = True
-            assert task.rid is not None
-            del self._pending[task.rid]
-        if found:
-            self._pump()
-        return found
+        return self._settle(found)
 
     def _probe(self) -> list[tuple[_Task, Any, BaseException | None]]:
         """Fail the tasks whose worker died (under _mutex): one liveness check each."""
@@ -470,13 +465,19 @@ class Pool:
                 check(rid)
             except WorkerDiedError as exc:
                 dead.append((task, None, exc))
-        for task, _, _ in dead:
+        return self._settle(dead)
+
+    def _settle(self, found: list[tuple[_Task, Any, BaseException | None]]
+                ) -> list[tuple[_Task, Any, BaseException | None]]:
+        """Take sent tasks whose outcome is known out of _pending (under _mutex): their
+        slots are free, so the backlog moves on. Returns ``found``, to be finished."""
+        for task, _, _ in found:
             task.settled = True
             assert task.rid is not None
             del self._pending[task.rid]
-        if dead:
+        if found:
             self._pump()
-        return dead
+        return found
 
     def _collect_loop(self) -> None:
         client = self._client
@@ -636,18 +637,24 @@ class Pool:
         with self._mutex:
             if task.settled:
                 return task.cancelled or fut.cancelled()
-            rid = task.rid
-            if rid is not None:
-                assert self._client is not None
-                if self._client._worker(rid) or not self._client.cancel(rid):
+            if task.rid is not None:
+                if not self._cancel_sent(task):
                     return False  # taken by a worker, or its reply is there
-                del self._pending[rid]
                 if self._backlog:  # its slot is free: nobody else may free one soon
                     self._pump()
             task.settled = task.cancelled = True  # a backlogged one: dropped by the pump
-        _payload.discard(task.payload)
-        Future.cancel(fut)
-        fut.set_running_or_notify_cancel()  # wakes wait() and as_completed()
+        _cancelled(task)
+        return True
+
+    def _cancel_sent(self, task: _Task) -> bool:
+        """Cancel a sent task's request unless a worker took it or its reply is there,
+        and take it out of _pending (under _mutex)."""
+        client, rid = self._client, task.rid
+        assert client is not None and rid is not None
+        if client._worker(rid) or not client.cancel(rid):
+            return False
+        task.settled = task.cancelled = True
+        del self._pending[rid]
         return True
 
     def taken(self, fut: PoolFuture) -> bool:
@@ -669,19 +676,14 @@ class Pool:
                         task.settled = task.cancelled = True
                         cancelled.append(task)
                 self._backlog.clear()
-                for rid, task in list(self._pending.items()):
-                    client = self._client
-                    if not client._worker(rid) and client.cancel(rid):  # (a waiting
-                        task.settled = task.cancelled = True  # result() then sees it)
-                        del self._pending[rid]
-                        cancelled.append(task)
+                # (a task some result() waits for too: it then sees it cancelled)
+                cancelled += [task for task in list(self._pending.values())
+                              if self._cancel_sent(task)]
             if started:
                 assert self._client is not None
                 self._client._bell_ring()  # the collector looks whether all is done
         for task in cancelled:
-            _payload.discard(task.payload)
-            if Future.cancel(task.fut):
-                task.fut.set_running_or_notify_cancel()
+            _cancelled(task)
         # Not from a callback run by our own threads: the collector ends by joining the
         # watcher, so either joining would wait for itself.
         ours = (self._collector, self._watcher)
@@ -705,4 +707,11 @@ class Pool:
     def worker_pids(self) -> list[int]:
         with self._mutex:
             return list(self._procs)
+
+
+def _cancelled(task: _Task) -> None:
+    """Finish cancelling a task settled as cancelled (outside _mutex: callbacks run)."""
+    _payload.discard(task.payload)
+    Future.cancel(task.fut)
+    task.fut.set_running_or_notify_cancel()  # wakes wait() and as_completed()
 

@@ -26,7 +26,6 @@ SPIN = 1000
 # The exit code of a worker whose initializer raised (the pool then breaks, as the
 # standard one does).
 EXIT_INIT_FAILED = 3
-_PROTOCOL = pickle.HIGHEST_PROTOCOL
 _FUNCTIONS = 256  # functions a worker keeps unpickled
 
 
@@ -62,7 +61,7 @@ def main(
     with open(up_marker(spill_dir, os.getpid()), "wb"):
         pass
     recv_wait, reply, live = server.recv_wait, server.reply, server._live
-    loads, dumps = pickle.loads, pickle.dumps
+    loads = pickle.loads
     functions: dict[bytes, Any] = {}
     done = 0
     while max_tasks is None or done < max_tasks:
@@ -82,16 +81,10 @@ def main(
         done += 1
         out: bytes | str
         try:
-            # the common case inline: a task and a result that fit the channel
-            if isinstance(data, bytes):
-                fn, args, kwargs = loads(data)
-                if type(fn) is bytes:
-                    fn = functions.get(fn) or _function(functions, fn)
-                out = dumps((True, fn(*args, **kwargs)), _PROTOCOL)
-                if len(out) > result_limit:
-                    out = _payload.spill(out, spill_dir)
-            else:
-                out = _run(data, spill_dir, result_limit)
+            fn, args, kwargs = loads(data) if isinstance(data, bytes) else _payload.load(data)
+            if type(fn) is bytes:  # a function by name: kept unpickled
+                fn = functions.get(fn) or _function(functions, fn)
+            out = _payload.dump((True, fn(*args, **kwargs)), spill_dir, result_limit)
         except BaseException as exc:  # noqa: BLE001 - the future gets it, as in the standard pool
             try:
                 out = _failed(exc, spill_dir, result_limit)
@@ -109,14 +102,6 @@ def _function(functions: dict[bytes, Any], ref: bytes) -> Any:
         functions.clear()
     fn = functions[ref] = pickle.loads(ref)
     return fn
-
-
-def _run(data: bytes | str, spill_dir: str, limit: int) -> bytes | str:
-    """Run one task; its result, encoded (its exception propagates)."""
-    fn, args, kwargs = _payload.load(data)
-    if type(fn) is bytes:
-        fn = pickle.loads(fn)
-    return _payload.dump((True, fn(*args, **kwargs)), spill_dir, limit)
 
 
 def _failed(exc: BaseException, spill_dir: str, limit: int) -> bytes | str:
