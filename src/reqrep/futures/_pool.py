@@ -81,6 +81,10 @@ class _Task:
         self.cancelled = False  # (settled by a cancel)
 
 
+# A settled task with its reply (or None) and its error (or None), to be finished.
+_Outcome = tuple[_Task, Any, "BaseException | None"]
+
+
 class PoolFuture(Future[Any]):
     """The future of a pool task: ``result()`` and ``exception()`` collect its reply
     themselves, and ``cancel()`` cancels its request while no worker has taken it."""
@@ -431,13 +435,13 @@ class Pool:
         _payload.discard(task.payload)
         fut.set_exception(error)
 
-    def _collect(self, rung: int) -> list[tuple[_Task, Any, BaseException | None]]:
+    def _collect(self, rung: int) -> list[_Outcome]:
         """Collect ready replies of tasks nobody waits for, oldest first (under _mutex).
         ``rung`` replies rang the bell since the last look: the scan stops once it found
         that many (see reqrep.aio's client for why nothing is missed)."""
         assert self._client is not None
         get = self._client.get
-        found: list[tuple[_Task, Any, BaseException | None]] = []
+        found: list[_Outcome] = []
         for rid, task in self._pending.items():
             if task.driven:
                 continue
@@ -453,11 +457,11 @@ class Pool:
                 break
         return self._settle(found)
 
-    def _probe(self) -> list[tuple[_Task, Any, BaseException | None]]:
+    def _probe(self) -> list[_Outcome]:
         """Fail the tasks whose worker died (under _mutex): one liveness check each."""
         assert self._client is not None
         check = self._client._check
-        dead: list[tuple[_Task, Any, BaseException | None]] = []
+        dead: list[_Outcome] = []
         for rid, task in self._pending.items():
             if task.driven:
                 continue
@@ -467,8 +471,8 @@ class Pool:
                 dead.append((task, None, exc))
         return self._settle(dead)
 
-    def _settle(self, found: list[tuple[_Task, Any, BaseException | None]]
-                ) -> list[tuple[_Task, Any, BaseException | None]]:
+    def _settle(self, found: list[_Outcome]
+                ) -> list[_Outcome]:
         """Take sent tasks whose outcome is known out of _pending (under _mutex): their
         slots are free, so the backlog moves on. Returns ``found``, to be finished."""
         for task, _, _ in found:
@@ -492,7 +496,7 @@ class Pool:
             else:
                 now = client._bell_wait(seen, _IDLE)
             with self._mutex:
-                found: list[tuple[_Task, Any, BaseException | None]] = []
+                found: list[_Outcome] = []
                 if now != seen:
                     found = self._collect((now - seen) & _U32 or 1)
                     seen = now
@@ -508,7 +512,7 @@ class Pool:
                 break
         self._stop_workers()
 
-    def _finish_all(self, found: list[tuple[_Task, Any, BaseException | None]]) -> None:
+    def _finish_all(self, found: list[_Outcome]) -> None:
         while found:
             self._finish(*found.pop())
 
@@ -571,7 +575,7 @@ class Pool:
         """Start the workers that are missing; a failure (no fds, no memory, initargs
         that no longer pickle) is tried again later, and breaks the pool when no
         worker is left to run the tasks."""
-        failed: list[tuple[_Task, Any, BaseException | None]] = []
+        failed: list[_Outcome] = []
         with self._mutex:
             while self._missing and not self._stopping and self._broken is None:
                 try:
@@ -586,11 +590,11 @@ class Pool:
                 self._spawn_errors = 0
         self._finish_all(failed)
 
-    def _break(self, why: str) -> list[tuple[_Task, Any, BaseException | None]]:
+    def _break(self, why: str) -> list[_Outcome]:
         """The pool cannot run tasks (under _mutex): fail every task not done."""
         self._broken = why
         self._shutdown = True
-        failed: list[tuple[_Task, Any, BaseException | None]] = []
+        failed: list[_Outcome] = []
         for task in [*self._pending.values(), *self._backlog]:
             if not task.settled:
                 task.settled = True
