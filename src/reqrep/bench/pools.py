@@ -1,10 +1,11 @@
 """Process-pool rows (SPEC §6): tiny tasks through ``reqrep.futures.ProcessPoolExecutor``
 against ``concurrent.futures.ProcessPoolExecutor``, ``multiprocessing.Pool`` and loky
 (when installed). The row's client process makes the pool (``WORKERS`` workers, started
-with fork for every pool) and its op runs tasks through it; the task echoes its 12-byte
-argument. Three ways of using a pool: one task at a time (submit, then wait for the
-result), ``map`` with ``chunksize=1``, and ``map`` at the standard pool's best chunksize
-on this kind of machine (``BEST_CHUNKSIZE``, measured: 1,024 of 64 Ki tiny tasks)."""
+with fork, but loky's, which start its own way) and its op runs tasks through it; the
+task echoes its 12-byte argument. Three ways of using a pool (``MODES``): one task at a
+time (submit, then wait for the result), ``map`` with ``chunksize=1``, and ``map`` at the
+standard pool's best chunksize on this kind of machine (``BEST_CHUNKSIZE``, measured:
+1,024 of 64 Ki tiny tasks)."""
 
 from __future__ import annotations
 
@@ -13,18 +14,12 @@ import multiprocessing
 from itertools import repeat
 from typing import Any
 
-from reqrep.bench.transports import Op, Transport
+from reqrep.bench.transports import Op, Transport, _echo
 
 WORKERS = 2
-MAP_ITEMS = 256  # tasks per op of the chunksize=1 rows
-BEST_ITEMS = 64 * 1024  # tasks per op of the best-chunksize rows
 BEST_CHUNKSIZE = 1024
-MODES = ("submit", "map", "best")
-
-
-def echo_task(data: Any) -> Any:
-    """The task: its argument back."""
-    return data
+# mode -> (tasks per op, map's chunksize; None: one submit-and-wait)
+MODES = {"submit": (1, None), "map": (256, 1), "best": (64 * 1024, BEST_CHUNKSIZE)}
 
 
 class PoolOp:
@@ -37,15 +32,15 @@ class PoolOp:
         self.api = api  # "executor" (submit/map) or "mp" (apply/map of multiprocessing)
 
     def __call__(self, msg: Any) -> Any:
-        pool, mode = self.pool, self.mode
-        if mode == "submit":
+        pool = self.pool
+        items, chunksize = MODES[self.mode]
+        if chunksize is None:
             if self.api == "mp":
-                return pool.apply(echo_task, (msg,))
-            return pool.submit(echo_task, msg).result()
-        items, chunksize = (MAP_ITEMS, 1) if mode == "map" else (BEST_ITEMS, BEST_CHUNKSIZE)
+                return pool.apply(_echo, (msg,))
+            return pool.submit(_echo, msg).result()
         if self.api == "mp":
-            return pool.map(echo_task, repeat(msg, items), chunksize)[-1]
-        results = pool.map(echo_task, repeat(msg, items), chunksize=chunksize)
+            return pool.map(_echo, repeat(msg, items), chunksize)[-1]
+        results = pool.map(_echo, repeat(msg, items), chunksize=chunksize)
         return collections.deque(results, maxlen=1)[0]  # every result, the last kept
 
     def finish(self) -> None:
@@ -65,7 +60,7 @@ class PoolTransport(Transport):
 
     @property
     def per_op(self) -> int:  # type: ignore[override]
-        return {"submit": 1, "map": MAP_ITEMS, "best": BEST_ITEMS}[self.mode]
+        return MODES[self.mode][0]
 
     def serve(self, worker: int) -> None:
         raise NotImplementedError("a pool row has no worker processes of its own")
