@@ -372,17 +372,19 @@ int rr_open_path_opts(const char *path, uint32_t variant, const rr_geometry *cre
     }
 }
 
-/* 1 if `path` still names the file whose fstat is `st`. */
-static int same_file(const char *path, const struct stat *st)
+/* 1 if `path` still names the file whose fstat is `st` (through a symbolic
+ * link at `path`, if `follow`). */
+static int same_file(const char *path, const struct stat *st, int follow)
 {
     struct stat now;
-    return lstat(path, &now) == 0 && now.st_dev == st->st_dev && now.st_ino == st->st_ino;
+    int rc = follow ? stat(path, &now) : lstat(path, &now);
+    return rc == 0 && now.st_dev == st->st_dev && now.st_ino == st->st_ino;
 }
 
 static void unlink_if_same(const char *path, int fd)
 {
     struct stat st;
-    if (fstat(fd, &st) == 0 && same_file(path, &st))
+    if (fstat(fd, &st) == 0 && same_file(path, &st, 0))
         (void)unlink(path);
 }
 
@@ -453,7 +455,7 @@ static int open_path_once(const char *path, uint32_t variant, const rr_geometry 
     }
     /* A creator that failed removes its file under the lock we waited for:
      * initialising what we hold then would make a channel nobody can find. */
-    if (create && !same_file(path, &st)) {
+    if (create && !same_file(path, &st, 0)) {
         rc = RR_REOPEN;
         goto out;
     }
@@ -461,13 +463,21 @@ static int open_path_once(const char *path, uint32_t variant, const rr_geometry 
         rc = rr_fail(err, -RR_EFORMAT, "not a regular file");
         goto out;
     }
-    /* A file without a name (a memfd reached as /proc/PID/fd/N): sealed
-     * against shrinking, or refused, as by rr_open_fd, before its size is
-     * validated: a peer must never shrink it under our mapping (SIGBUS). */
-    int sealed = st.st_nlink == 0 ? seal_shmem(fd, err) : 0;
-    if (sealed < 0) {
-        rc = sealed;
-        goto out;
+    /* A file without a name: either one removed since we opened it (a
+     * server restarting: open what the path names now), or one the path
+     * still reaches through a link (a memfd as /proc/PID/fd/N), which is
+     * sealed against shrinking, or refused, as by rr_open_fd, before its
+     * size is validated: a peer must never shrink it under our mapping. */
+    if (st.st_nlink == 0) {
+        if (!same_file(path, &st, 1)) {
+            rc = RR_REOPEN;
+            goto out;
+        }
+        int sealed = seal_shmem(fd, err);
+        if (sealed < 0) {
+            rc = sealed;
+            goto out;
+        }
     }
     uint64_t magic = 0;
     if (st.st_size >= 8 && (rc = read_full(fd, &magic, sizeof magic, 0)) != 0)

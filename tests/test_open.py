@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Client, IntClient, IntServer, Server
+from helpers import LONG, Client, IntClient, IntServer, Server
 from layout import GEOM_FIELDS, read_geometry
 
 import reqrep
@@ -645,3 +645,45 @@ def test_a_proc_self_path_pickles_as_this_process(tmp_path: Path) -> None:
                     assert back.capacity == s.capacity
         finally:
             os.close(fd)
+
+
+def _restart_forever(path: str, stop: Any) -> None:
+    while not stop.is_set():
+        s = Server(path, req_cap=2, resp_slots=2)
+        s.unlink()
+        s.close()
+
+
+def test_a_client_opening_during_a_server_restart_is_never_refused(tmp_path: Path) -> None:
+    """A server re-made at the same path (unlink, create) while clients open it: a client
+    that opened the old file just as it was unlinked finds it without a name, which is
+    not a memfd reached by a link: it opens what the path names now (helper-22 found
+    such clients refused as 'an unsealable memfd', about a third of them)."""
+    import multiprocessing
+    import shutil
+    import tempfile
+
+    # on tmpfs, where a file can be asked for seals (/dev/shm, as most channels are)
+    shm = tempfile.mkdtemp(dir="/dev/shm") if os.path.isdir("/dev/shm") else str(tmp_path)
+    path = os.path.join(shm, "chan")
+    ctx = multiprocessing.get_context("fork")
+    stop = ctx.Event()
+    restarter = ctx.Process(target=_restart_forever, args=(path, stop))
+    restarter.start()
+    refused: list[str] = []
+    try:
+        deadline = time.monotonic() + 5.0
+        opened = 0
+        while time.monotonic() < deadline and opened < 2000:
+            try:
+                Client(path, wait=LONG).close()
+                opened += 1
+            except ChannelFormatError as exc:
+                refused.append(str(exc))
+    finally:
+        stop.set()
+        restarter.join(LONG)
+        if restarter.exitcode is None:
+            restarter.kill()
+        shutil.rmtree(shm, ignore_errors=True)
+    assert opened > 0 and not refused, refused[:3]
