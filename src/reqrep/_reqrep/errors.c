@@ -13,10 +13,12 @@ PyObject *raise_closed(void)
 /* OSError(errno, why, path): the constructor picks the subclass. */
 static PyObject *raise_os_why(PyObject *type, int errnum, const char *why, PyObject *path)
 {
-    PyObject *args = Py_BuildValue("(isO)", errnum, why, path ? path : Py_None);
-    if (args)
-        PyErr_SetObject(type, args);
-    Py_XDECREF(args);
+    /* Made here, not left to PyErr_SetObject: 3.10 matches `except TimeoutError`
+     * against the unnormalised type, OSError. */
+    PyObject *exc = PyObject_CallFunction(type, "isO", errnum, why, path ? path : Py_None);
+    if (exc)
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    Py_XDECREF(exc);
     return NULL;
 }
 
