@@ -256,3 +256,68 @@ def test_an_unprintable_exception_still_travels() -> None:
             c.get_wait(rid, LONG)
         assert info.value.type_name == "test_remote_errors._Unprintable"
         assert info.value.message == "<unprintable _Unprintable object>"
+
+
+# ---- passthrough handles (the NATS bridge): payloads and errors as they are
+
+
+def test_passthrough_moves_encoded_payloads_and_error_frames(tmp_path: Path) -> None:
+    path = tmp_path / "p.rr"
+    with reqrep.Server(path, codec="pickle") as server, reqrep.Client(path) as client, \
+            reqrep.Server(path) as relay, reqrep.Client(path) as raw:
+        relay._passthrough()
+        raw._passthrough()
+        assert relay.codec == raw.codec == "pickle"
+        # a relay takes the encoded request and hands back an encoded reply
+        rid = client.send({"a": 1})
+        data, got = relay.recv()  # type: ignore[misc]
+        assert isinstance(data, bytes)
+        assert reqrep._codecs.PickleCodec().loads(memoryview(data)) == {"a": 1}
+        relay.reply(got, b"".join(bytes(p) for p in reqrep._codecs.PickleCodec().dumps([2])))
+        assert client.get_wait(rid, LONG) == [2]
+        # an error reply reaches a passthrough client as a RemoteError with its frame,
+        # nothing unpickled; passed on by reply_error, the original comes back
+        rid = raw.send(data)
+        _, got = server.recv()  # type: ignore[misc]
+        server.reply_error(got, KeyError("gone"))
+        with pytest.raises(reqrep.RemoteError) as info:
+            raw.get_wait(rid, LONG)
+        relayed = info.value
+        assert relayed.type_name == "KeyError" and relayed._frame
+        rid = client.send(0)
+        _, got = relay.recv()  # type: ignore[misc]
+        relay.reply_error(got, relayed)
+        with pytest.raises(KeyError) as original:
+            client.get_wait(rid, LONG)
+        assert isinstance(original.value.__cause__, reqrep.RemoteError)
+
+
+def test_a_remote_error_passed_on_keeps_its_name() -> None:
+    err = reqrep.RemoteError("pkg.Boom", "it broke", "Traceback...\n")
+    with reqrep.Server(None) as s, s.client() as c:
+        assert isinstance(_ask_error(s, c, b"x", err), reqrep.RemoteError)
+    frame = _remote.encode(err, 4096, "")
+    again = _remote.decode(frame, "")
+    assert isinstance(again, reqrep.RemoteError)
+    assert (again.type_name, again.message, again.traceback) == (
+        "pkg.Boom", "it broke", "Traceback...\n")
+    assert _remote.int_name(err) == b"pkg.Boom"
+    assert _remote.frame_parts(b"not a frame") is None
+
+
+def test_passthrough_on_an_int_channel_keeps_the_name() -> None:
+    with reqrep.IntServer(None) as s, s.client() as c:
+        c._passthrough()
+        rid = c.send(5)
+        _, got = s.recv()  # type: ignore[misc]
+        s.reply_error(got, ValueError("x"))
+        with pytest.raises(reqrep.RemoteError) as info:
+            c.get_wait(rid, LONG)
+        assert info.value.type_name == "ValueError" and info.value._frame == b"ValueError"
+
+
+def test_passthrough_on_a_closed_handle_raises() -> None:
+    s = reqrep.Server(None)
+    s.close()
+    with pytest.raises(ValueError):
+        s._passthrough()

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from reqrep._stats_cli import add_parser as add_stats
+from reqrep.bridge._cli import add_parser as add_bridge
 
 
 def add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,7 +57,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 # Subcommands, in --help order. A new one (e.g. ``stats PATH [--json]``) adds its
 # ``add_<name>``/``cmd_<name>`` pair above and its ``add_<name>`` here.
-SUBCOMMANDS = (add_bench, add_stats)
+SUBCOMMANDS = (add_bench, add_stats, add_bridge)
 
 
 def build_parser() -> argparse.ArgumentParser:

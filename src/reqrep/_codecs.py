@@ -122,6 +122,20 @@ class JsonCodec:
         return json.loads(view.tobytes())
 
 
+class Passthrough:
+    """What a passthrough handle (``_passthrough()``, for the NATS bridge) uses in place of
+    its channel's codec: it sends buffers already encoded and receives the encoded bytes."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def dumps(self, obj: Buffer, /) -> Buffer:
+        return obj
+
+    def loads(self, view: memoryview, /) -> bytes:
+        return view.tobytes()
+
+
 _lock = threading.Lock()
 _codecs: dict[str, Codec] = {}
 

@@ -105,6 +105,14 @@ VARIANT_NAMES = {v: k for k, v in VARIANTS.items()}
 SLOT_STATE_NAMES = {v: k for k, v in SLOT_STATES.items()}
 
 
+def variant_in(head: bytes) -> str | None:
+    """The variant ("str" or "int") a file starting with `head` says it is, if any."""
+    at = HEADER.fields["variant"]
+    if len(head) < at.offset + at.size:
+        return None
+    return VARIANT_NAMES.get(get_uint(head, at.offset, at.size))
+
+
 def _mask(bits: int) -> int:
     return (1 << bits) - 1
 

@@ -37,6 +37,9 @@ class RemoteError(Exception):
         self.type_name = type_name
         self.message = message
         self.traceback = traceback
+        # The error reply as it came, kept by a passthrough handle (the NATS bridge) so
+        # that reply_error passes it on unchanged, pickled original included.
+        self._frame: bytes | None = None
 
     def __str__(self) -> str:
         text = f"{self.type_name}: {self.message}" if self.message else self.type_name
@@ -46,6 +49,8 @@ class RemoteError(Exception):
 def _type_name(exc: BaseException | str) -> str:
     if isinstance(exc, str):
         return "Exception"
+    if isinstance(exc, RemoteError):  # passed on: it names what failed over there
+        return exc.type_name
     cls = type(exc)
     if cls.__module__ == "builtins":
         return cls.__qualname__
@@ -94,7 +99,11 @@ def encode(exc: BaseException | str, limit: int, codec: str) -> bytes:
     if not isinstance(exc, (BaseException, str)):
         raise TypeError(f"reply_error() needs an exception or a str, not {type(exc).__name__}")
     name = _type_name(exc)
-    if isinstance(exc, str):
+    if isinstance(exc, RemoteError):
+        if exc._frame is not None and len(exc._frame) <= limit:
+            return exc._frame
+        message, trace, pickled = exc.message, exc.traceback, b""
+    elif isinstance(exc, str):
         message, trace, pickled = exc, "", b""
     else:
         message, trace = _describe(exc)
@@ -123,16 +132,30 @@ def _text(data: bytes | memoryview) -> str:
     return bytes(data).decode("utf-8", "replace")
 
 
-def decode(payload: bytes, codec: str) -> BaseException:
-    """The exception a client raises for an error reply `payload`."""
-    parts = None
-    if len(payload) >= _FRAME.size:
-        kind, *lens = _FRAME.unpack_from(payload)
-        if kind == _FRAME_KIND and _FRAME.size + sum(lens) == len(payload):
-            parts, at = [], _FRAME.size
-            for n in lens:
-                parts.append(payload[at:at + n])
-                at += n
+def frame_parts(payload: bytes) -> list[bytes] | None:
+    """The four parts of an error frame (type name, message, traceback, pickled
+    exception), or None if `payload` is not one."""
+    if len(payload) < _FRAME.size:
+        return None
+    kind, *lens = _FRAME.unpack_from(payload)
+    if kind != _FRAME_KIND or _FRAME.size + sum(lens) != len(payload):
+        return None
+    parts, at = [], _FRAME.size
+    for n in lens:
+        parts.append(payload[at:at + n])
+        at += n
+    return parts
+
+
+def decode(payload: bytes, codec: str | None) -> BaseException:
+    """The exception a client raises for an error reply `payload`; `codec` None (a
+    passthrough handle): a RemoteError that keeps the payload, nothing unpickled."""
+    if codec is None:
+        remote = decode(payload, "")
+        assert isinstance(remote, RemoteError)
+        remote._frame = bytes(payload)
+        return remote
+    parts = frame_parts(payload)
     if parts is None:  # an Int reply, or a frame that did not fit: the type name only
         return RemoteError(_text(payload))
     remote = RemoteError(_text(parts[0]), _text(parts[1]), _text(parts[2]))

@@ -287,6 +287,11 @@ class Server(Generic[_T]):
     @classmethod
     def _open_existing(cls, path: _StrPath, *, spin: int | None = None) -> Self:
         """Private: open an existing channel file, never creating or initialising one."""
+    def _passthrough(self) -> None:
+        """Private (``reqrep.bridge``): from now on this handle moves payloads as they are:
+        what it sends is already encoded for the channel's codec, what it receives is the
+        encoded bytes, and an error reply raises a ``RemoteError`` that keeps its bytes, so
+        that ``reply_error`` with it passes it on unchanged."""
     def _layout(self) -> _Layout:
         """Private: the offsets of the channel's regions in its file."""
     def eventfd(self) -> int:
@@ -443,6 +448,11 @@ class Client(Generic[_T]):
     @classmethod
     def _open_existing(cls, path: _StrPath, *, spin: int | None = None) -> Self:
         """Private: open an existing channel file, never creating or initialising one."""
+    def _passthrough(self) -> None:
+        """Private (``reqrep.bridge``): from now on this handle moves payloads as they are:
+        what it sends is already encoded for the channel's codec, what it receives is the
+        encoded bytes, and an error reply raises a ``RemoteError`` that keeps its bytes, so
+        that ``reply_error`` with it passes it on unchanged."""
     def _layout(self) -> _Layout:
         """Private: the offsets of the channel's regions in its file."""
     def send_notify(self, data: _T | Buffer, /) -> int | None:
@@ -609,6 +619,11 @@ class IntServer:
     @classmethod
     def _open_existing(cls, path: _StrPath, *, spin: int | None = None) -> Self:
         """Private: open an existing channel file, never creating or initialising one."""
+    def _passthrough(self) -> None:
+        """Private (``reqrep.bridge``): from now on this handle moves payloads as they are:
+        what it sends is already encoded for the channel's codec, what it receives is the
+        encoded bytes, and an error reply raises a ``RemoteError`` that keeps its bytes, so
+        that ``reply_error`` with it passes it on unchanged."""
     def _layout(self) -> _Layout:
         """Private: the offsets of the channel's regions in its file."""
     def eventfd(self) -> int:
@@ -740,6 +755,11 @@ class IntClient:
     @classmethod
     def _open_existing(cls, path: _StrPath, *, spin: int | None = None) -> Self:
         """Private: open an existing channel file, never creating or initialising one."""
+    def _passthrough(self) -> None:
+        """Private (``reqrep.bridge``): from now on this handle moves payloads as they are:
+        what it sends is already encoded for the channel's codec, what it receives is the
+        encoded bytes, and an error reply raises a ``RemoteError`` that keeps its bytes, so
+        that ``reply_error`` with it passes it on unchanged."""
     def _layout(self) -> _Layout:
         """Private: the offsets of the channel's regions in its file."""
     def send_notify(self, data: int, /) -> int | None:

@@ -287,7 +287,27 @@ def _processes(
         entry(lock["holder"])["holds_lock"] = True
     for bell in bells:
         entry(bell)["bells"] += 1
+    for p in procs.values():
+        p["command"] = _command(p["pid"]) if p["alive"] else None
     return sorted(procs.values(), key=lambda p: p["pid"])
+
+
+COMMAND_MAX = 60  # characters of a command line in the human report
+
+
+def _command(pid: int) -> str | None:
+    """The command line of a live process (a bridge shows as ``reqrep bridge forward
+    ...``), or None when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().rstrip(b"\0").split(b"\0")
+    except OSError:
+        return None
+    words = [a.decode("utf-8", "replace") for a in argv if a]
+    # python -m reqrep ... reads better as what it runs
+    if len(words) >= 3 and words[1] == "-m":
+        words = words[2:]
+    return " ".join(words) or None
 
 
 # ---------------------------------------------------------------- the human report
@@ -387,12 +407,15 @@ def render(rep: dict[str, Any], out: TextIO) -> None:
     if procs:
         add("processes named in the channel")
         add(f"  {'pid':>8}  {'state':<6}  {'slots owned':>11}  {'requests taken':>14}  "
-            f"{'lock':<4}  bells")
+            f"{'lock':<4}  {'bells':<5}  command")
         for p in procs:
+            command = p["command"] or "-"
+            if len(command) > COMMAND_MAX:
+                command = command[:COMMAND_MAX - 3] + "..."
             add(
                 f"  {p['pid']:>8}  {'alive' if p['alive'] else 'DEAD':<6}  "
                 f"{p['slots_owned']:>11}  {p['requests_taken']:>14}  "
-                f"{'yes' if p['holds_lock'] else '-':<4}  {p['bells'] or '-'}"
+                f"{'yes' if p['holds_lock'] else '-':<4}  {p['bells'] or '-'!s:<5}  {command}"
             )
         if any(not p["alive"] for p in procs):
             add("  (a dead process's slots, lock and bells are recovered by the next process "

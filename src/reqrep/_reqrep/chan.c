@@ -321,6 +321,34 @@ Py_ssize_t chan_len(Chan *self)
     return (Py_ssize_t)n;
 }
 
+/* Only while no other call is in progress: a call in another thread may be
+ * using the codec it replaces. */
+PyObject *chan_passthrough(Chan *self, PyObject *unused)
+{
+    if (chan_enter(self) < 0)
+        return NULL;
+    PyObject *res = NULL;
+    if (self->busy > 1) {
+        PyErr_SetString(PyExc_RuntimeError, "_passthrough() while another call is in progress");
+    } else if (self->codec && !self->passthrough) {
+        PyObject *make = package_attr("reqrep._codecs", "Passthrough");
+        PyObject *name = make ? PyObject_GetAttrString(self->codec, "name") : NULL;
+        PyObject *codec = name ? PyObject_CallOneArg(make, name) : NULL;
+        Py_XDECREF(make);
+        Py_XDECREF(name);
+        if (codec) {
+            Py_SETREF(self->codec, codec);
+            self->passthrough = 1;
+            res = Py_NewRef(Py_None);
+        }
+    } else {
+        self->passthrough = 1;
+        res = Py_NewRef(Py_None);
+    }
+    chan_leave(self);
+    return res;
+}
+
 PyObject *chan_is_empty(Chan *self, PyObject *unused)
 {
     if (chan_enter(self) < 0)

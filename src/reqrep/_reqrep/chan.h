@@ -31,6 +31,7 @@ typedef struct Chan {
     int busy;                 /* calls in progress (the GIL may be released) */
     int closing;              /* close() was called while busy */
     PyObject *codec;          /* the channel's codec (codec.h); NULL: bytes and str */
+    int passthrough;          /* _passthrough(): payloads and error replies as they are */
     int undecodable;          /* the last take met a request its codec could not
                                * decode, and answered it with the error (server.c) */
     PyObject *weakreflist;
@@ -108,6 +109,7 @@ PyObject *chan_size(Chan *self, PyObject *unused);
 PyObject *chan_is_empty(Chan *self, PyObject *unused);
 PyObject *chan_stats(Chan *self, PyObject *unused);
 PyObject *chan_layout(Chan *self, PyObject *unused);
+PyObject *chan_passthrough(Chan *self, PyObject *unused);
 PyObject *chan_from_fd(PyTypeObject *type, PyObject *args, PyObject *kwds);
 PyObject *chan_open_existing(PyTypeObject *type, PyObject *args, PyObject *kwds);
 PyObject *chan_reduce(Chan *self, PyObject *unused);
@@ -121,6 +123,7 @@ PyObject *chan_reduce(Chan *self, PyObject *unused);
     {"is_empty", (PyCFunction)chan_is_empty, METH_NOARGS, DOC(cls, is_empty)},             \
     {"stats", (PyCFunction)chan_stats, METH_NOARGS, DOC(cls, stats)},                      \
     {"_layout", (PyCFunction)chan_layout, METH_NOARGS, DOC(cls, _layout)},                 \
+    {"_passthrough", (PyCFunction)chan_passthrough, METH_NOARGS, DOC(cls, _passthrough)},  \
     {"from_fd", (PyCFunction)(void (*)(void))chan_from_fd,                                 \
      METH_VARARGS | METH_KEYWORDS | METH_CLASS, DOC(cls, from_fd)},                        \
     {"_open_existing", (PyCFunction)(void (*)(void))chan_open_existing,                    \

@@ -216,7 +216,9 @@ static PyObject *str_collect_decoded(Client *self, uint64_t id, const rr_resp *r
         return NULL;
     }
     PyObject *obj = error ? raise_remote(PyBytes_AS_STRING(copy), (size_t)PyBytes_GET_SIZE(copy),
-                                         rr_geometry_of(self->base.ch)->codec)
+                                         self->base.passthrough
+                                             ? NULL
+                                             : rr_geometry_of(self->base.ch)->codec)
                           : codec_decode(self->base.codec, copy);
     Py_DECREF(copy);
     return obj;
@@ -265,7 +267,7 @@ static PyObject *int_collect_error(Client *self, uint64_t id, int *stale)
         return NULL;
     }
     pending_drop(self, id);
-    return raise_remote(name, len, "");
+    return raise_remote(name, len, self->base.passthrough ? NULL : "");
 }
 
 static PyObject *int_collect(Client *self, uint64_t id, int *stale)

@@ -166,6 +166,15 @@
     "\n" \
     "Private: open an existing channel file, never creating or initialising one."
 
+#define DOC_Server__passthrough \
+    "_passthrough($self)\n" \
+    "--\n" \
+    "\n" \
+    "Private (``reqrep.bridge``): from now on this handle moves payloads as they are:\n" \
+    "what it sends is already encoded for the channel's codec, what it receives is the\n" \
+    "encoded bytes, and an error reply raises a ``RemoteError`` that keeps its bytes, so\n" \
+    "that ``reply_error`` with it passes it on unchanged."
+
 #define DOC_Server__layout \
     "_layout($self)\n" \
     "--\n" \
@@ -367,6 +376,15 @@
     "--\n" \
     "\n" \
     "Private: open an existing channel file, never creating or initialising one."
+
+#define DOC_Client__passthrough \
+    "_passthrough($self)\n" \
+    "--\n" \
+    "\n" \
+    "Private (``reqrep.bridge``): from now on this handle moves payloads as they are:\n" \
+    "what it sends is already encoded for the channel's codec, what it receives is the\n" \
+    "encoded bytes, and an error reply raises a ``RemoteError`` that keeps its bytes, so\n" \
+    "that ``reply_error`` with it passes it on unchanged."
 
 #define DOC_Client__layout \
     "_layout($self)\n" \
@@ -593,6 +611,15 @@
     "\n" \
     "Private: open an existing channel file, never creating or initialising one."
 
+#define DOC_IntServer__passthrough \
+    "_passthrough($self)\n" \
+    "--\n" \
+    "\n" \
+    "Private (``reqrep.bridge``): from now on this handle moves payloads as they are:\n" \
+    "what it sends is already encoded for the channel's codec, what it receives is the\n" \
+    "encoded bytes, and an error reply raises a ``RemoteError`` that keeps its bytes, so\n" \
+    "that ``reply_error`` with it passes it on unchanged."
+
 #define DOC_IntServer__layout \
     "_layout($self)\n" \
     "--\n" \
@@ -783,6 +810,15 @@
     "--\n" \
     "\n" \
     "Private: open an existing channel file, never creating or initialising one."
+
+#define DOC_IntClient__passthrough \
+    "_passthrough($self)\n" \
+    "--\n" \
+    "\n" \
+    "Private (``reqrep.bridge``): from now on this handle moves payloads as they are:\n" \
+    "what it sends is already encoded for the channel's codec, what it receives is the\n" \
+    "encoded bytes, and an error reply raises a ``RemoteError`` that keeps its bytes, so\n" \
+    "that ``reply_error`` with it passes it on unchanged."
 
 #define DOC_IntClient__layout \
     "_layout($self)\n" \

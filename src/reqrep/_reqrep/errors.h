@@ -36,9 +36,10 @@ PyObject *raise_closed(void);
 PyObject *raise_worker_died(module_state *st, int pid, uint64_t id);
 
 /* Raises the exception an error reply (RR_FLAG_ERROR) of `len` bytes at
- * `data` stands for, on a channel of codec `codec` ("" for none):
- * reqrep._remote.decode builds it (RemoteError, or the original exception
- * on a pickle channel). Returns NULL. */
+ * `data` stands for, on a channel of codec `codec` ("" for none; NULL for a
+ * passthrough handle, whose RemoteError keeps `data`): reqrep._remote.decode
+ * builds it (RemoteError, or the original exception on a pickle channel).
+ * Returns NULL. */
 PyObject *raise_remote(const void *data, size_t len, const char *codec);
 
 /* The payload of an error reply for `exc` (an exception or a str), as bytes:

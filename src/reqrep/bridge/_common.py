@@ -1,0 +1,91 @@
+"""What both bridges share: their counters, opening the local channel, stopping."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from reqrep import _format
+from reqrep._reqrep import Client, IntClient, IntServer, Server
+from reqrep.bridge._wire import Channel
+
+Path = str | os.PathLike[str]
+
+
+@dataclass
+class Counters:
+    """What a bridge has done so far; ``line()`` is the CLI's ``--stats`` report."""
+
+    role: str
+    answered: int = 0  # requests answered with a value
+    failed: int = 0  # requests answered with an error
+    inflight: int = 0
+    _last: tuple[float, int] = field(default_factory=lambda: (time.monotonic(), 0))
+
+    def done(self, ok: bool) -> None:
+        if ok:
+            self.answered += 1
+        else:
+            self.failed += 1
+
+    def line(self) -> str:
+        """One line: the rate since the previous line, then the totals."""
+        now, total = time.monotonic(), self.answered + self.failed
+        then, before = self._last
+        self._last = (now, total)
+        rate = (total - before) / (now - then) if now > then else 0.0
+        return (f"{self.role}: {rate:,.0f} req/s, {self.inflight} in flight, "
+                f"{self.answered:,} answered, {self.failed:,} failed")
+
+
+def channel_of(handle: Client[Any] | IntClient | Server[Any] | IntServer) -> Channel:
+    """The channel's kind, after making `handle` pass payloads through as they are."""
+    handle._passthrough()
+    is_int = isinstance(handle, (IntClient, IntServer))
+    return Channel(is_int, None if is_int else handle.codec)
+
+
+def _is_int(path: Path) -> bool:
+    """Whether the file at `path` says it is an Int channel (the handle that opens it
+    checks the rest)."""
+    try:
+        with open(path, "rb") as f:
+            at = _format.HEADER.fields["variant"]
+            return _format.variant_in(f.read(at.offset + at.size)) == "int"
+    except OSError:  # the handle says it better
+        return False
+
+
+def open_client(path: Path) -> Client[Any] | IntClient:
+    """A client of the existing channel at `path`, Str or Int as the file says."""
+    return IntClient(path) if _is_int(path) else Client(path)
+
+
+def open_server(path: Path) -> Server[Any] | IntServer:
+    """A server of the channel at `path` (a Str channel with the default sizes is
+    created if there is none), Str or Int as the file says."""
+    return IntServer(path) if _is_int(path) else Server(path)
+
+
+async def wait_stop(stop: asyncio.Event | None) -> bool:
+    """Until `stop` is set (or for ever): False then, True if cancelled instead."""
+    try:
+        if stop is None:
+            await asyncio.Future()
+        else:
+            await stop.wait()
+    except asyncio.CancelledError:
+        return True
+    return False
+
+
+def check_common(subject: object, inflight: object, timeout: object) -> None:
+    if not isinstance(subject, str) or not subject or any(c in subject for c in " \t\r\n"):
+        raise ValueError(f"subject must be a non-empty NATS subject, not {subject!r}")
+    if isinstance(inflight, bool) or not isinstance(inflight, int) or inflight < 1:
+        raise ValueError(f"inflight must be an int >= 1, not {inflight!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"timeout must be a number of seconds > 0, not {timeout!r}")
