@@ -223,6 +223,18 @@ def test_sigterm_stops_taking_and_finishes_in_flight(procs: Procs, tmp_path: Pat
     assert "stopping" in serve.log() and "stopped" in serve.log()
 
 
+def test_serve_waits_for_the_workers_to_make_the_channel(procs: Procs, tmp_path: Path) -> None:
+    url = procs.nats().url
+    b, a = tmp_path / "b.rr", tmp_path / "a.rr"
+    serve = procs.bridge("serve", b, url, "svc", "--wait", "60", connected=False)
+    time.sleep(0.5)  # the bridge is waiting for b.rr (no timing is asserted)
+    procs.worker(b, "data * 2", make="IntServer")
+    serve.wait_log("connected to NATS")
+    procs.bridge("forward", a, url, "svc", "--int")
+    with reqrep.IntClient(a) as c:
+        assert c.req(21, 30) == 42
+
+
 def test_a_plain_nats_py_caller(procs: Procs, tmp_path: Path) -> None:
     url = procs.nats().url
     b = tmp_path / "b.rr"
@@ -347,6 +359,8 @@ def test_cli_exit_codes(procs: Procs, tmp_path: Path) -> None:
     assert r.returncode != 0 and "NATS_USER" in r.stderr
     r = run("forward", str(tmp_path / "a.rr"), "--subject", "s", "--inflight", "0")
     assert r.returncode == 2
+    r = run("serve", str(tmp_path / "a.rr"), "--subject", "a b")
+    assert r.returncode == 2 and "not a NATS subject" in r.stderr
     r = run("forward", str(tmp_path / "a.rr"), "--nats", url, "--subject", "s",
             "--creds", str(tmp_path / "none.creds"))
     assert r.returncode == 78 and "credentials file" in r.stderr

@@ -40,6 +40,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     _common(serve)
     serve.add_argument("--queue", default="reqrep", metavar="GROUP",
                        help="the NATS queue group (default: %(default)s)")
+    serve.add_argument("--wait", type=_seconds, metavar="S",
+                       help="wait up to S seconds for the workers to create the channel")
     serve.add_argument("--timeout", type=_seconds, default=60.0, metavar="S",
                        help="answer a request with TimeoutError when the channel's "
                        "worker takes longer (default: %(default)s)")
@@ -68,6 +70,15 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _subject(text: str) -> str:
+    from reqrep.bridge._common import check_subject
+
+    try:
+        return check_subject(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _count(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -80,7 +91,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nats", action="append", metavar="URL",
                    help="a NATS server (nats://host:4222 or tls://host:4222); repeat for "
                    "several (default: nats://127.0.0.1:4222)")
-    p.add_argument("--subject", required=True, help="the NATS subject")
+    p.add_argument("--subject", required=True, type=_subject, help="the NATS subject")
     p.add_argument("--inflight", type=_count, default=64, metavar="N",
                    help="requests in flight at most (default: %(default)s)")
     p.add_argument("--creds", metavar="FILE", help="a NATS credentials file")
@@ -109,7 +120,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from reqrep.bridge._common import open_client
 
     def run(stop: asyncio.Event, counters: Any) -> Any:
-        client = open_client(args.path)
+        client = open_client(args.path, args.wait)
         return client, serve(client, args.subject, connection=_connection(args, "serve"),
                              queue=args.queue, inflight=args.inflight, timeout=args.timeout,
                              stop=stop, counters=counters)

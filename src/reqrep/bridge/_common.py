@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reqrep import _format
-from reqrep._reqrep import Client, IntClient, IntServer, Server
+from reqrep._reqrep import ChannelFormatError, Client, IntClient, IntServer, Server
 from reqrep.bridge._wire import Channel
 
 Path = str | os.PathLike[str]
@@ -59,9 +59,17 @@ def _is_int(path: Path) -> bool:
         return False
 
 
-def open_client(path: Path) -> Client[Any] | IntClient:
-    """A client of the existing channel at `path`, Str or Int as the file says."""
-    return IntClient(path) if _is_int(path) else Client(path)
+def open_client(path: Path, wait: float | None = None) -> Client[Any] | IntClient:
+    """A client of the channel at `path` (waiting up to `wait` seconds for it to be
+    made), Str or Int as the file says."""
+    if _is_int(path):
+        return IntClient(path, wait=wait)
+    try:
+        return Client(path, wait=wait)
+    except ChannelFormatError:
+        if not _is_int(path):  # made while we waited, as an Int channel
+            raise
+    return IntClient(path)
 
 
 def open_server(path: Path) -> Server[Any] | IntServer:
@@ -82,9 +90,16 @@ async def wait_stop(stop: asyncio.Event | None) -> bool:
     return False
 
 
+def check_subject(subject: object) -> str:
+    """`subject` if it is a NATS subject one can publish to, else ValueError."""
+    if (not isinstance(subject, str) or not subject or any(c in subject for c in " \t\r\n")
+            or "" in subject.split(".")):
+        raise ValueError(f"not a NATS subject: {subject!r}")
+    return subject
+
+
 def check_common(subject: object, inflight: object, timeout: object) -> None:
-    if not isinstance(subject, str) or not subject or any(c in subject for c in " \t\r\n"):
-        raise ValueError(f"subject must be a non-empty NATS subject, not {subject!r}")
+    check_subject(subject)
     if isinstance(inflight, bool) or not isinstance(inflight, int) or inflight < 1:
         raise ValueError(f"inflight must be an int >= 1, not {inflight!r}")
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:

@@ -98,6 +98,8 @@ async def _run(nc: Any, server: Server[Any] | IntServer, chan: _wire.Channel, su
     stopped.cancel()
     if worker.done():  # it failed: say why
         worker.result()
+        if cancelled:
+            raise asyncio.CancelledError
         return
     own_stop.set()  # stop taking; those taken are answered
     await worker

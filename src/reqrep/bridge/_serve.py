@@ -25,6 +25,7 @@ async def serve(
     subject: str,
     *,
     connection: Connection | None = None,
+    wait: float | None = None,
     queue: str = "reqrep",
     inflight: int = 64,
     timeout: float = 60.0,
@@ -34,9 +35,11 @@ async def serve(
     """Answer the NATS requests on ``subject`` with the workers of a local channel.
 
     Each request is sent into ``channel`` (a path, or an open ``Client``/``IntClient``
-    that the bridge then uses alone) and the worker's reply is the NATS response; a
-    worker's error travels back as an error response (docs/bridge.md). Bridges that
-    serve one subject with one ``queue`` group share its requests. At most
+    that the bridge then uses alone; for a path, the workers are given ``wait``
+    seconds to create it, as ``Client(path, wait=)`` does) and the worker's reply is
+    the NATS response; a worker's error travels back as an error response
+    (docs/bridge.md). Bridges that serve one subject with one ``queue`` group share
+    its requests. At most
     ``inflight`` requests are in the channel at once; one whose reply takes more than
     ``timeout`` seconds is answered with a ``TimeoutError``.
 
@@ -49,7 +52,7 @@ async def serve(
     """
     check_common(subject, inflight, timeout)
     counters = counters if counters is not None else Counters("serve")
-    client = open_client(channel) if not isinstance(channel, (Client, IntClient)) else channel
+    client = channel if isinstance(channel, (Client, IntClient)) else open_client(channel, wait)
     try:
         chan = channel_of(client)
         nc = await connect(connection or Connection(), f"bridge serve {subject!r}")
@@ -80,11 +83,13 @@ async def _run(nc: Any, ac: AsyncClient[Any], chan: _wire.Channel, subject: str,
                     raise TimeoutError(f"no reply from the channel's workers in {timeout:g} s "
                                        "(or the channel was cleared)")
                 payload, headers = _wire.encode(chan, reply)
-                ok = True
+                answered = True
             except Exception as e:  # noqa: BLE001 - every failure is the caller's answer
                 payload, headers = _wire.encode_error(chan, e)
+                answered = False
             if msg.reply:
                 await nc.publish(msg.reply, payload, headers=headers)
+            ok = answered
         except Exception as e:  # noqa: BLE001 - NATS went away: its caller times out
             logger.warning("bridge serve %r: cannot respond: %s", subject, e)
         finally:
