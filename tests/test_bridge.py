@@ -107,6 +107,20 @@ def test_worker_error_travels_with_its_traceback(procs: Procs, tmp_path: Path) -
         assert c.req(b"12", 30) == b"12"  # and the worker goes on
 
 
+def test_what_does_not_fit_is_an_error_reply(procs: Procs, tmp_path: Path) -> None:
+    procs.nats("max_payload: 2000")
+    a = _bridged(procs, tmp_path, "data * 2")
+    with reqrep.Client(a) as c:
+        assert c.req(b"x" * 900, 30) == b"x" * 1800
+        with pytest.raises(reqrep.RemoteError) as info:  # the reply is too large for NATS
+            c.req(b"x" * 1500, 30)
+        assert info.value.type_name == "nats.errors.MaxPayloadError"
+        with pytest.raises(reqrep.RemoteError) as info:  # the request is
+            c.req(b"x" * 2500, 30)
+        assert info.value.type_name == "nats.errors.MaxPayloadError"
+        assert c.req(b"fine", 30) == b"finefine"
+
+
 def test_no_responders_is_a_remote_error_at_once(procs: Procs, tmp_path: Path) -> None:
     url = procs.nats().url
     a = tmp_path / "a.rr"

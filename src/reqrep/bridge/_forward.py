@@ -23,6 +23,7 @@ async def forward(
     inflight: int = 64,
     timeout: float = 10.0,
     stop: asyncio.Event | None = None,
+    ready: asyncio.Event | None = None,
     counters: Counters | None = None,
 ) -> None:
     """Serve a local channel's requests with the workers behind NATS ``subject``.
@@ -37,6 +38,7 @@ async def forward(
     clients of the requests it held get :class:`~reqrep.WorkerDiedError`, as for any
     worker.
 
+    ``ready``, if given, is set once the bridge is connected and taking requests.
     Runs until ``stop`` is set (then returns) or the task is cancelled (then raises
     the cancellation), stopping cleanly either way: it stops taking requests, replies
     to those it took, then closes its NATS connection.
@@ -51,7 +53,7 @@ async def forward(
         chan = channel_of(server)
         nc = await connect(connection or Connection(), f"bridge forward {subject!r}")
         try:
-            await _run(nc, server, chan, subject, inflight, timeout, stop, counters)
+            await _run(nc, server, chan, subject, inflight, timeout, stop, ready, counters)
         finally:
             await nc.close()
     finally:
@@ -61,7 +63,7 @@ async def forward(
 
 async def _run(nc: Any, server: Server[Any] | IntServer, chan: _wire.Channel, subject: str,
                inflight: int, timeout: float, stop: asyncio.Event | None,
-               counters: Counters) -> None:
+               ready: asyncio.Event | None, counters: Counters) -> None:
     import nats.errors
 
     async def ask(value: Any) -> Any:
@@ -89,6 +91,8 @@ async def _run(nc: Any, server: Server[Any] | IntServer, chan: _wire.Channel, su
     own_stop = asyncio.Event()
     worker = asyncio.ensure_future(
         aio_serve(server, ask, concurrency=inflight, stop=own_stop))
+    if ready is not None:
+        ready.set()
     stopped = asyncio.ensure_future(stop.wait() if stop is not None else asyncio.Future())
     cancelled = False
     try:

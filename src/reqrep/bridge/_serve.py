@@ -30,6 +30,7 @@ async def serve(
     inflight: int = 64,
     timeout: float = 60.0,
     stop: asyncio.Event | None = None,
+    ready: asyncio.Event | None = None,
     counters: Counters | None = None,
 ) -> None:
     """Answer the NATS requests on ``subject`` with the workers of a local channel.
@@ -43,6 +44,7 @@ async def serve(
     ``inflight`` requests are in the channel at once; one whose reply takes more than
     ``timeout`` seconds is answered with a ``TimeoutError``.
 
+    ``ready``, if given, is set once the bridge is connected and taking requests.
     Runs until ``stop`` is set (then returns) or the task is cancelled (then raises
     the cancellation), stopping cleanly either way: it stops taking requests, answers
     those it took, then closes its NATS connection.
@@ -58,7 +60,8 @@ async def serve(
         nc = await connect(connection or Connection(), f"bridge serve {subject!r}")
         try:
             async with AsyncClient(client) as ac:
-                await _run(nc, ac, chan, subject, queue, inflight, timeout, stop, counters)
+                await _run(nc, ac, chan, subject, queue, inflight, timeout, stop, ready,
+                           counters)
         finally:
             await nc.close()
     finally:
@@ -68,7 +71,9 @@ async def serve(
 
 async def _run(nc: Any, ac: AsyncClient[Any], chan: _wire.Channel, subject: str, queue: str,
                inflight: int, timeout: float, stop: asyncio.Event | None,
-               counters: Counters) -> None:
+               ready: asyncio.Event | None, counters: Counters) -> None:
+    from nats.errors import MaxPayloadError
+
     slots = asyncio.Semaphore(inflight)
     tasks: set[asyncio.Task[None]] = set()
     loop = asyncio.get_running_loop()
@@ -88,7 +93,12 @@ async def _run(nc: Any, ac: AsyncClient[Any], chan: _wire.Channel, subject: str,
                 payload, headers = _wire.encode_error(chan, e)
                 answered = False
             if msg.reply:
-                await nc.publish(msg.reply, payload, headers=headers)
+                try:
+                    await nc.publish(msg.reply, payload, headers=headers)
+                except MaxPayloadError as e:  # a reply larger than NATS takes: say so
+                    answered = False
+                    payload, headers = _wire.encode_error(chan, e)
+                    await nc.publish(msg.reply, payload, headers=headers)
             ok = answered
         except Exception as e:  # noqa: BLE001 - NATS went away: its caller times out
             logger.warning("bridge serve %r: cannot respond: %s", subject, e)
@@ -107,6 +117,9 @@ async def _run(nc: Any, ac: AsyncClient[Any], chan: _wire.Channel, subject: str,
         task.add_done_callback(tasks.discard)
 
     sub = await nc.subscribe(subject, queue=queue, cb=take)
+    await nc.flush()  # the server has the subscription: requests reach us from now on
+    if ready is not None:
+        ready.set()
     cancelled = await wait_stop(stop)
     # Stop taking: NATS sends no more, those delivered already are answered.
     try:
