@@ -163,8 +163,14 @@ def test_stats_names_the_bridge_as_worker_of_record(procs: Procs, tmp_path: Path
     url = procs.nats().url
     b, a = tmp_path / "b.rr", tmp_path / "a.rr"
     procs.worker(b, "time.sleep(60) or data")
-    procs.bridge("serve", b, url, "svc")
+    serve = procs.bridge("serve", b, url, "svc")
     fwd = procs.bridge("forward", a, url, "svc", "--timeout", "120")
+
+    def row_of(path: Path, pid: int) -> str:
+        out = subprocess.run([sys.executable, "-m", "reqrep", "stats", str(path)],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+        return next(line for line in out.splitlines() if line.strip().startswith(f"{pid} "))
+
     with reqrep.Client(a) as c:
         rid = c.send(b"held")
         assert rid is not None
@@ -172,10 +178,11 @@ def test_stats_names_the_bridge_as_worker_of_record(procs: Procs, tmp_path: Path
         while c._worker(rid) != fwd.pid:
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        out = subprocess.run([sys.executable, "-m", "reqrep", "stats", str(a)],
-                             capture_output=True, text=True, timeout=60, check=True).stdout
-        row = next(line for line in out.splitlines() if line.strip().startswith(str(fwd.pid)))
-        assert "reqrep bridge forward" in row, out
+        # host A: the forward bridge took the request; host B: the serve bridge owns
+        # the slot of the request it passed on
+        assert "reqrep bridge forward" in row_of(a, fwd.pid)
+        row = row_of(b, serve.pid)
+        assert "reqrep bridge serve" in row and row.split()[2] == "1", row
         c.cancel(rid)
 
 
