@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -182,3 +183,70 @@ def test_pool_rows_run(tmp_path: Path) -> None:
     doc = json.loads(out.read_text())
     assert {r["id"]: r["status"] for r in doc["rows"]} == {
         "pool-submit-reqrep": "ok", "pool-map-reqrep": "ok", "pool-best-futures": "ok"}
+
+
+def _procs_with(text: str) -> set[int]:
+    """The processes whose command line holds `text`."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.add(int(entry.name))
+            except OSError:
+                pass  # gone meanwhile
+    return pids
+
+
+def _nats_dirs() -> set[Path]:
+    return {p for d in ("/dev/shm", tempfile.gettempdir())
+            for p in Path(d).glob("reqrep-bench-nats-*")}
+
+
+def _need_nats_rows() -> None:
+    from reqrep.bench import bridge
+
+    reason = bridge.missing()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+def test_nats_rows_run_and_clean_up(tmp_path: Path) -> None:
+    _need_nats_rows()
+    out = tmp_path / "out.json"
+    dirs, servers = _nats_dirs(), _procs_with("reqrep-bench-nats-")
+    proc = run_cli("bench", "--quick", "--json", str(out), "--rows", "nats-*", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    by_id = {r["id"]: r for r in json.loads(out.read_text())["rows"]}
+    assert list(by_id) == ["nats-py", "nats-bridge", "nats-bridge-2serve"]
+    for row in by_id.values():
+        assert row["status"] == "ok", row
+        assert row["values"] and all(v > 0 for v in row["values"])
+        assert row["ratio"] > 0
+    assert by_id["nats-py"]["ratio"] == pytest.approx(1.0)
+    assert "the one-serve row" in by_id["nats-bridge-2serve"]["note"]
+    # nothing of the run is left: no forked child (its command line names out.json),
+    # no nats-server, no channel directory
+    assert not _procs_with(str(out))
+    assert _procs_with("reqrep-bench-nats-") <= servers
+    assert _nats_dirs() <= dirs
+
+
+def test_a_failing_nats_row_cleans_up() -> None:
+    _need_nats_rows()
+    from reqrep.bench import bridge
+
+    class ServeFails(bridge.NatsRow):
+        async def _bridge(self, role: str, index: int) -> None:
+            raise RuntimeError("broken on purpose")
+
+    settings = runner.Settings("test", 1, Timing(0.01, 0.05), timeout=20.0)
+    case = rows.Case("broken", "broken", lambda: ServeFails("bridge"),
+                     (rows.Metric("rt_per_s", "g", "rt/s"),), workload="aio_rate",
+                     workers=len(bridge.LAYOUTS["bridge"]))
+    before, dirs = _children(), _nats_dirs()
+    lines = runner.run_case(case, settings, lambda run, runs: None)
+    assert lines[0].status == "failed"
+    assert "broken on purpose" in lines[0].note
+    assert _children() <= before  # the nats-server too: it is this process's child
+    assert _nats_dirs() <= dirs

@@ -42,6 +42,7 @@ OBJ_ARRAY = "pickled objects: a 1 MiB NumPy array (1 client : 1 worker)"
 POOL_SUBMIT = "process pool, tiny tasks: submit and wait, one at a time (tasks/s)"
 POOL_MAP = "process pool, tiny tasks: map(chunksize=1) (tasks/s)"
 POOL_BEST = "process pool, tiny tasks: map at the standard pool's best chunksize (tasks/s)"
+NATS = "NATS request/reply, 12 B, 64 in flight (1 requester process, a local nats-server)"
 
 
 @dataclass(frozen=True)
@@ -69,13 +70,14 @@ class Case:
     workers: int = 1
     loaded: bool = False
     requires: str | None = None
+    check: Callable[[], str | None] | None = None  # says what else is missing, if anything
 
     def missing(self) -> str | None:
-        """Why the case cannot run here (a missing optional package), or None."""
+        """Why the case cannot run here (a missing optional package or program), or None."""
         for name in (self.requires or "").split(","):  # "a,b": needs both
             if name and importlib.util.find_spec(name) is None:
                 return f"{name} not installed (pip install 'reqrep[bench]')"
-        return None
+        return self.check() if self.check is not None else None
 
 
 def _rate(group: str) -> tuple[Metric, ...]:
@@ -254,6 +256,25 @@ def _pool_cases() -> list[Case]:
     return rows
 
 
+def _nats_case(cid: str, label: str, layout: str, *, peer: bool = False) -> Case:
+    from reqrep.bench import bridge
+
+    return Case(cid, label, partial(bridge.NatsRow, layout), _rate(NATS), peer=peer,
+                workload="aio_rate", workers=len(bridge.LAYOUTS[layout]), check=bridge.missing)
+
+
+def _nats_cases() -> list[Case]:
+    """The NATS bridge against plain nats-py request/reply with as many in flight."""
+    return [
+        _nats_case("nats-py", "nats-py request/reply, 1 responder process", "nats-py",
+                   peer=True),
+        _nats_case("nats-bridge", "reqrep.aio client, forward + serve bridge, 1 worker",
+                   "bridge"),
+        _nats_case("nats-bridge-2serve", "the same with 2 serve bridges, a worker each",
+                   "bridge-2serve"),
+    ]
+
+
 def all_cases() -> list[Case]:
     """Every row, in table order."""
     return [
@@ -266,6 +287,7 @@ def all_cases() -> list[Case]:
         *asyncio_cases(),
         *_object_cases(),
         *_pool_cases(),
+        *_nats_cases(),
         *_echo_cases(LOADED, "loaded-", loaded=True),
     ]
 

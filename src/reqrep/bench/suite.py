@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from reqrep.bench import core, rows, table
-from reqrep.bench.runner import Progress, Settings, describe, run_all
+from reqrep.bench import bridge, core, rows, table
+from reqrep.bench.runner import Line, Progress, Settings, describe, run_all
 
 
 def list_rows(out: TextIO) -> None:
@@ -49,6 +49,7 @@ def run_suite(
         lines.extend(core_lines)
         extra["core"] = core_info
     table.add_ratios(lines)
+    _two_serve_note(lines)
     elapsed = time.time() - started
     info = table.machine()
     header = (
@@ -64,3 +65,15 @@ def run_suite(
         Path(json_path).write_text(json.dumps(doc, indent=2) + "\n")
         err.write(f"reqrep bench: results written to {json_path}\n")
     return 0
+
+
+def _two_serve_note(lines: list[Line]) -> None:
+    """The two-serve row's note: its rate against the one-serve row's (the ratio column
+    compares it with nats-py, the peer of the group)."""
+    one = next((ln for ln in lines if ln.id == "nats-bridge" and ln.median), None)
+    two = next((ln for ln in lines if ln.id == "nats-bridge-2serve" and ln.median), None)
+    if one is None or two is None:
+        return
+    assert one.median is not None and two.median is not None
+    two.note = (f"{two.median / one.median:.2f}x the one-serve row "
+                f"(target {bridge.TWO_SERVE_TARGET:g}x)")
