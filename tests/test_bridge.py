@@ -382,9 +382,49 @@ def test_cli_exit_codes(procs: Procs, tmp_path: Path) -> None:
     assert r.returncode == 2
     r = run("serve", str(tmp_path / "a.rr"), "--subject", "a b")
     assert r.returncode == 2 and "not a NATS subject" in r.stderr
+    r = run("serve", str(tmp_path / "a.rr"), "--subject", "s", "--queue", "")
+    assert r.returncode == 2 and "not a NATS queue group" in r.stderr
     r = run("forward", str(tmp_path / "a.rr"), "--nats", url, "--subject", "s",
             "--creds", str(tmp_path / "none.creds"))
     assert r.returncode == 78 and "credentials file" in r.stderr
+
+
+def test_a_signal_while_starting_stops_at_once(procs: Procs, tmp_path: Path) -> None:
+    url = procs.nats().url
+    serve = procs.bridge("serve", tmp_path / "later.rr", url, "svc", "--wait", "600",
+                         connected=False)
+    time.sleep(1)  # it waits for the channel (no timing is asserted)
+    serve.signal(signal.SIGTERM)
+    assert serve.wait(60) == 0, serve.log()
+
+
+def test_a_message_nats_py_cannot_parse_does_not_deafen_the_bridge(
+        procs: Procs, tmp_path: Path) -> None:
+    """One message whose status line is not UTF-8 stops nats-py's reader for good
+    (and silently); the bridge sees it and reconnects."""
+    import socket
+
+    a = _bridged(procs, tmp_path, "data + b'!'")
+    server = procs.servers[0]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.recv(4096)  # INFO
+        header = b"NATS/1.0 \xff\xfe\r\n\r\n"
+        s.sendall(b'CONNECT {"verbose":false,"headers":true}\r\n'
+                  + b"HPUB svc _INBOX.poison %d %d\r\n" % (len(header), len(header) + 1)
+                  + header + b"p\r\nPING\r\n")
+        assert b"PONG" in s.recv(4096)
+    serve = procs.procs[1]
+    serve.wait_log("NATS reader stopped")
+    serve.wait_log("reconnected to NATS")
+    with reqrep.Client(a) as c:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if c.req(b"again", 5) == b"again!":
+                    break
+            except reqrep.RemoteError:
+                pass
+            assert time.monotonic() < deadline, serve.log()
 
 
 def test_wire_format_rejects_what_does_not_fit() -> None:
@@ -402,6 +442,8 @@ def test_wire_format_rejects_what_does_not_fit() -> None:
         decode(int_chan, bytes(8), {"Reqrep-Kind": "str"})
     with pytest.raises(WireError, match="not UTF-8"):
         decode(str_chan, b"\xff", {"Reqrep-Kind": "str"})
+    with pytest.raises(WireError, match="not UTF-8"):  # a surrogate is not text either
+        decode(str_chan, b"\xed\xa0\x80", {"Reqrep-Kind": "str"})
     with pytest.raises(WireError, match="no codec"):
         decode(str_chan, b"{}", {"Reqrep-Kind": "json"})
     assert decode(json_chan, b"{}", None) == b"{}"
@@ -415,8 +457,8 @@ def test_bad_arguments_change_nothing(tmp_path: Path) -> None:
 
     from reqrep.bridge import forward, serve
 
-    for bad in ({"subject": ""}, {"subject": "a b"}, {"inflight": 0}, {"timeout": 0},
-                {"inflight": True}):
+    for bad in ({"subject": ""}, {"subject": "a b"}, {"subject": "a..b"}, {"inflight": 0},
+                {"timeout": 0}, {"inflight": True}):
         kwargs = {"subject": "s", **bad}
         with pytest.raises(ValueError):
             asyncio.run(forward(tmp_path / "x.rr", **kwargs))  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -84,7 +85,8 @@ def _password() -> str:
 
 
 class Relay:
-    """A TCP relay to `port` that keeps every byte it passes, both ways."""
+    """A TCP relay to `port` that keeps every byte it passes, both ways; ``switch``
+    sends new connections elsewhere and cuts the current ones."""
 
     def __init__(self, port: int) -> None:
         self.upstream = port
@@ -124,6 +126,14 @@ class Relay:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+    def switch(self, port: int) -> None:
+        self.upstream = port
+        for s in self._socks[1:]:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def close(self) -> None:
         for s in self._socks:
@@ -318,3 +328,76 @@ def test_a_credentials_file(procs: Procs, tmp_path: Path, certs: Certs) -> None:
                     str(certs.ca), *extra, env=env)
         assert r.returncode == 77, r.stderr
         assert "NATS refused the credentials" in r.stderr
+
+
+def test_tls_is_required_on_every_reconnect(procs: Procs, tmp_path: Path, certs: Certs) -> None:
+    """Connected over TLS, the bridge's connection is cut and new ones reach a server
+    without TLS (an attacker's): the bridge never reconnects in the clear."""
+    secure = procs.nats(_tls(certs) + _password())
+    plain = procs.nats()
+    relay = Relay(secure.port)
+    try:
+        env = _env_with(NATS_USER="alice", NATS_PASSWORD=PASSWORD)
+        a = tmp_path / "a.rr"
+        fwd = procs.bridge("forward", a, relay.url, "svc", "--tls-ca", str(certs.ca),
+                           "--timeout", "2", env=env)
+        relay.switch(plain.port)
+        fwd.wait_log("TLS was asked for but the server did not offer it")
+        with reqrep.Client(a) as c, pytest.raises(reqrep.RemoteError):
+            c.req(MARKER, 30)  # no answer: it went nowhere
+        seen = bytes(relay.seen)
+        assert MARKER not in seen and PASSWORD.encode() not in seen
+    finally:
+        relay.close()
+
+
+def test_a_credentials_file_is_not_used_without_tls(procs: Procs, tmp_path: Path,
+                                                    certs: Certs) -> None:
+    try:
+        import nkeys
+    except ImportError:
+        pytest.skip("nkeys is not installed (pip install 'reqrep[nats]')")
+    creds = _creds(tmp_path, "someone", _keypair(nkeys.PREFIX_BYTE_ACCOUNT))
+    server = procs.nats()  # no TLS
+    relay = Relay(server.port)
+    try:
+        r = _bridge("serve", str(tmp_path / "b.rr"), "--nats", relay.url, "--subject", "s",
+                    "--creds", str(creds), "--tls-ca", str(certs.ca), env=_env_with())
+        assert r.returncode in (66, 78), r.stderr  # no channel, or refused: never sent
+        r = _bridge("forward", str(tmp_path / "a.rr"), "--nats", relay.url, "--subject", "s",
+                    "--creds", str(creds), "--tls-ca", str(certs.ca), env=_env_with())
+        assert r.returncode == 78 and "did not offer" in r.stderr, r.stderr
+        assert b"jwt" not in bytes(relay.seen) and b"CONNECT" not in bytes(relay.seen)
+    finally:
+        relay.close()
+
+
+def test_revoked_credentials_stop_the_bridge(procs: Procs, tmp_path: Path) -> None:
+    """Credentials that stop being valid (the server drops the connection and refuses
+    the reconnect): the bridge says so and exits 77, instead of running on without
+    NATS."""
+    server = procs.nats(_password())
+    b = tmp_path / "b.rr"
+    procs.worker(b, "data")
+    serve = procs.bridge("serve", b, server.url, "svc",
+                         env=_env_with(NATS_USER="alice", NATS_PASSWORD=PASSWORD))
+    text = server.conf.read_text().replace(PASSWORD, "changed")
+    server.conf.write_text(text)
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGHUP)  # nats-server reloads its configuration
+    assert serve.wait(60) == 77, serve.log()
+    assert "NATS refused the credentials" in serve.log()
+
+
+def test_secrets_are_not_shown() -> None:
+    from reqrep.bridge import Connection, NatsUnavailableError
+    from reqrep.bridge._connect import failure
+
+    conn = Connection(["nats://bob:" + PASSWORD + "@127.0.0.1:1"], token=TOKEN,
+                      password=PASSWORD, user="bob")
+    assert PASSWORD not in repr(conn) and TOKEN not in repr(conn)
+    err = failure(ConnectionRefusedError("refused"), conn.urls())
+    assert isinstance(err, NatsUnavailableError) and PASSWORD not in str(err)
+    r = _bridge("serve", "x.rr", "--nats", "bob:" + PASSWORD + "@127.0.0.1:1",
+                "--subject", "s", env=_env_with())
+    assert r.returncode == 2 and "NATS_USER" in r.stderr and PASSWORD not in r.stderr

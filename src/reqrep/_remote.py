@@ -49,8 +49,9 @@ class RemoteError(Exception):
 def _type_name(exc: BaseException | str) -> str:
     if isinstance(exc, str):
         return "Exception"
-    if isinstance(exc, RemoteError):  # passed on: it names what failed over there
-        return exc.type_name
+    name = getattr(exc, "type_name", None) if isinstance(exc, RemoteError) else None
+    if isinstance(name, str):  # passed on: it names what failed over there
+        return name
     cls = type(exc)
     if cls.__module__ == "builtins":
         return cls.__qualname__
@@ -87,6 +88,18 @@ def _describe(exc: BaseException) -> tuple[str, str]:
     return message, trace
 
 
+def _relayed(exc: BaseException | str) -> tuple[bytes | None, str, str] | None:
+    """A RemoteError passed on: the frame it came with (if any), its message and its
+    traceback; None for anything else, a subclass that lacks them included."""
+    if not isinstance(exc, RemoteError):
+        return None
+    message, trace = getattr(exc, "message", None), getattr(exc, "traceback", None)
+    if not (isinstance(message, str) and isinstance(trace, str)):
+        return None
+    frame = getattr(exc, "_frame", None)
+    return (frame if type(frame) is bytes else None), message, trace
+
+
 def int_name(exc: BaseException | str) -> bytes:
     """The reply of an Int channel's ``reply_error``: the type name's first 32 bytes."""
     return _utf8_head(_type_name(exc), _INT_NAME_MAX)
@@ -99,10 +112,12 @@ def encode(exc: BaseException | str, limit: int, codec: str) -> bytes:
     if not isinstance(exc, (BaseException, str)):
         raise TypeError(f"reply_error() needs an exception or a str, not {type(exc).__name__}")
     name = _type_name(exc)
-    if isinstance(exc, RemoteError):
-        if exc._frame is not None and len(exc._frame) <= limit:
-            return exc._frame
-        message, trace, pickled = exc.message, exc.traceback, b""
+    relayed = _relayed(exc)
+    if relayed is not None:
+        frame, message, trace = relayed
+        if frame is not None and len(frame) <= limit:
+            return frame
+        pickled = b""
     elif isinstance(exc, str):
         message, trace, pickled = exc, "", b""
     else:

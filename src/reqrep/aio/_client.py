@@ -13,6 +13,7 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
@@ -249,6 +250,25 @@ class AsyncClient(Generic[_C]):
         gets closed, and ``RuntimeError``, before anything is sent, if called from
         another event loop while the one it is bound to is still open.
         """
+        return await self._submit(data, timeout)
+
+    @overload
+    def submit(
+        self: AsyncClient[Client[_T]], data: _T | Buffer, timeout: float | None = None
+    ) -> asyncio.Future[_T | None]: ...
+    @overload
+    def submit(
+        self: AsyncClient[IntClient], data: int, timeout: float | None = None
+    ) -> asyncio.Future[int | None]: ...
+    def submit(self, data: Any, timeout: float | None = None) -> asyncio.Future[Any]:
+        """Send a request; a future of its response (what :meth:`req` returns or
+        raises). For code that would rather add a done callback than run a task per
+        request. Cancelling the future cancels the request and frees its slot. Bad
+        data and a wrong event loop raise here, as for :meth:`req`; call it from a
+        coroutine or a callback of the running loop."""
+        return self._submit(data, timeout)
+
+    def _submit(self, data: Any, timeout: float | None) -> asyncio.Future[Any]:
         check_timeout(timeout)  # before anything happens
         loop = self._loop
         if loop is None or self._closed or loop is not asyncio.get_running_loop():
@@ -263,12 +283,14 @@ class AsyncClient(Generic[_C]):
             self._schedule_retry()
         if timeout is not None:
             self._add_deadline(loop.time() + timeout, req)
-        try:
-            return await req.fut
-        except asyncio.CancelledError:
-            if req.rid is not None and self._pending.pop(req.rid, None) is not None:
-                self._abandon(req.rid)
-            raise
+        req.fut.add_done_callback(partial(self._finished, req))
+        return req.fut
+
+    def _finished(self, req: _Request, fut: asyncio.Future[Any]) -> None:
+        """A request's future is done: if it was cancelled, so is the request."""
+        if (fut.cancelled() and req.rid is not None
+                and self._pending.pop(req.rid, None) is not None):
+            self._abandon(req.rid)
 
     def _abandon(self, rid: int) -> Any:
         """Cancel a request (already out of ``_pending``); a reply that beat the

@@ -9,6 +9,7 @@ import inspect
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
 from typing import TYPE_CHECKING, Any, overload
 
 from reqrep._reqrep import IntServer, Server
@@ -48,7 +49,8 @@ class _Service:
             getattr(handler, "__call__", None)  # noqa: B004 - an object with an async __call__
         )
         self.inflight = 0
-        self.tasks: set[asyncio.Task[None]] = set()
+        # handler tasks, and the futures handlers returned (no task of their own)
+        self.tasks: set[asyncio.Future[Any]] = set()
         self.taking = False
         self.failed: BaseException | None = None
         self.done: asyncio.Future[None] = loop.create_future()
@@ -178,10 +180,24 @@ class _Service:
         except Exception as exc:  # noqa: BLE001 - the error policy handles it
             self.spawn(self.error(exc, data, rid))
             return
-        if self.is_async or inspect.isawaitable(result):
+        if isinstance(result, asyncio.Future):  # its done callback replies: no task
+            self.inflight += 1
+            self.tasks.add(result)
+            result.add_done_callback(partial(self.future_done, data, rid))
+        elif self.is_async or inspect.isawaitable(result):
             self.spawn(self.finish(result, data, rid))
         else:
             self.spawn(self.reply(rid, result, data))
+
+    def future_done(self, data: Any, rid: int, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled():
+            later = self.error(asyncio.CancelledError(), data, rid)
+        elif (exc := fut.exception()) is not None:
+            later = self.error(exc, data, rid)
+        else:
+            later = self.reply(rid, fut.result(), data)
+        self.task_done(fut)
+        self.spawn(later)  # an async on_error's reply, if any
 
     def spawn(self, coro: Coroutine[Any, Any, None] | None) -> None:
         """Run ``coro`` (if any) as a handler task: counted against ``concurrency``
@@ -203,7 +219,7 @@ class _Service:
         if later is not None:
             await later
 
-    def task_done(self, task: asyncio.Task[None]) -> None:
+    def task_done(self, task: asyncio.Future[Any]) -> None:
         self.tasks.discard(task)
         was_full = self.inflight >= self.concurrency
         self.inflight -= 1
@@ -301,9 +317,11 @@ async def serve(
     Each request's data is passed to ``handler(data)``; its return value (or, for
     an ``async`` handler or one that returns an awaitable, the awaited value) is
     the reply. A plain function runs in the event loop thread, so keep it short
-    (or make it ``async`` and offload with ``asyncio.to_thread``). At most
-    ``concurrency`` async handlers run at once; requests beyond that stay queued
-    in the channel, where other workers can take them.
+    (or make it ``async`` and offload with ``asyncio.to_thread``). A plain function
+    may also return an ``asyncio.Future``: its result is the reply, and no task is
+    made for it (the cheapest way to have many requests in flight). At most
+    ``concurrency`` async handlers (or futures) are in flight at once; requests
+    beyond that stay queued in the channel, where other workers can take them.
 
     Requests are seen as soon as they are queued, from any client: one helper
     thread sleeps until the queue is non-empty and wakes the loop (clients sharing

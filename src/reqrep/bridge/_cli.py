@@ -2,11 +2,13 @@
 
 Connects, reconnects and errors are logged to stderr; ``--stats SECONDS`` adds a
 one-line rate every so often. SIGTERM or SIGINT stops cleanly (stop taking, answer
-what was taken, exit 0); a second one stops at once.
+what was taken, exit 0); a second one stops at once (exit 1); one while starting
+stops at once (exit 0: nothing was taken).
 
-Exit status: 0 after a clean stop; 2 for a bad command line; 66 when the channel
-cannot be opened; 69 when no NATS server answers; 77 when NATS refuses the
-credentials; 78 for unusable settings (a missing file, TLS not offered).
+Exit status: 0 after a clean stop; 1 after a second signal; 2 for a bad command line;
+66 when the channel cannot be opened; 69 when no NATS server answers (or NATS closed
+the connection for good); 77 when NATS refuses the credentials (at the start or on a
+reconnect); 78 for unusable settings (a missing file, TLS not offered).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Answer the NATS requests on SUBJECT (in a queue group: bridges on "
         "one subject share them) by sending each into the channel at PATH as a client.")
     _common(serve)
-    serve.add_argument("--queue", default="reqrep", metavar="GROUP",
+    serve.add_argument("--queue", default="reqrep", metavar="GROUP", type=_queue,
                        help="the NATS queue group (default: %(default)s)")
     serve.add_argument("--wait", type=_seconds, metavar="S",
                        help="wait up to S seconds for the workers to create the channel")
@@ -79,6 +81,26 @@ def _subject(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _url(text: str) -> str:
+    """A NATS URL as nats-py reads it (nats:// when no scheme is given), refused
+    with a user or password in it: ps would show them."""
+    url = text if "://" in text else f"nats://{text}"
+    if "@" in urlsplit(url).netloc:
+        raise argparse.ArgumentTypeError(
+            "put credentials in NATS_USER/NATS_PASSWORD or NATS_TOKEN, not in the URL, "
+            "where ps shows them")
+    return url
+
+
+def _queue(text: str) -> str:
+    from reqrep.bridge._common import check_queue
+
+    try:
+        return check_queue(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _count(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -88,7 +110,7 @@ def _count(text: str) -> int:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", metavar="PATH", help="the channel's file")
-    p.add_argument("--nats", action="append", metavar="URL",
+    p.add_argument("--nats", action="append", metavar="URL", type=_url,
                    help="a NATS server (nats://host:4222 or tls://host:4222); repeat for "
                    "several (default: nats://127.0.0.1:4222)")
     p.add_argument("--subject", required=True, type=_subject, help="the NATS subject")
@@ -106,46 +128,58 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _connection(args: argparse.Namespace, role: str) -> Any:
     from reqrep.bridge import Connection
 
-    urls = args.nats or ["nats://127.0.0.1:4222"]
-    for url in urls:
-        if urlsplit(url).password is not None or urlsplit(url).username is not None:
-            raise SystemExit("reqrep bridge: put credentials in NATS_USER/NATS_PASSWORD or "
-                             "NATS_TOKEN, not in the URL, where ps shows them")
-    return Connection(urls, creds=args.creds, tls_ca=args.tls_ca, tls_cert=args.tls_cert,
-                      tls_key=args.tls_key, name=args.name or f"reqrep bridge {role}")
+    return Connection(args.nats or ["nats://127.0.0.1:4222"], creds=args.creds,
+                      tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                      name=args.name or f"reqrep bridge {role}")
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+class _ChannelError(Exception):
+    """The channel at PATH cannot be opened (exit 66)."""
+
+
+async def _serve(args: argparse.Namespace, stop: asyncio.Event, ready: asyncio.Event,
+                 counters: Any) -> None:
     from reqrep.bridge import serve
     from reqrep.bridge._common import open_client
 
-    def run(stop: asyncio.Event, counters: Any) -> Any:
-        client = open_client(args.path, args.wait)
-        return client, serve(client, args.subject, connection=_connection(args, "serve"),
-                             queue=args.queue, inflight=args.inflight, timeout=args.timeout,
-                             stop=stop, counters=counters)
+    try:
+        client = await open_client(args.path, args.wait)
+    except (OSError, ValueError) as e:
+        raise _ChannelError(e) from None
+    with client:
+        await serve(client, args.subject, connection=_connection(args, "serve"),
+                    queue=args.queue, inflight=args.inflight, timeout=args.timeout,
+                    stop=stop, ready=ready, counters=counters)
 
-    return _main(args, "serve", run)
 
-
-def cmd_forward(args: argparse.Namespace) -> int:
+async def _forward(args: argparse.Namespace, stop: asyncio.Event, ready: asyncio.Event,
+                   counters: Any) -> None:
     from reqrep import IntServer, Server
     from reqrep.bridge import forward
     from reqrep.bridge._common import open_server
 
-    def run(stop: asyncio.Event, counters: Any) -> Any:
-        sizes = (args.req_cap, args.resp_slots, args.resp_size, args.arena)
+    sizes = (args.req_cap, args.resp_slots, args.resp_size, args.arena)
+    try:
         if args.int:
             server: Any = IntServer(args.path, args.req_cap, args.resp_slots)
         elif args.codec or any(s is not None for s in sizes):
             server = Server(args.path, *sizes, codec=args.codec)
         else:
             server = open_server(args.path)
-        return server, forward(server, args.subject, connection=_connection(args, "forward"),
-                               inflight=args.inflight, timeout=args.timeout, stop=stop,
-                               counters=counters)
+    except (OSError, ValueError) as e:
+        raise _ChannelError(e) from None
+    with server:
+        await forward(server, args.subject, connection=_connection(args, "forward"),
+                      inflight=args.inflight, timeout=args.timeout, stop=stop, ready=ready,
+                      counters=counters)
 
-    return _main(args, "forward", run)
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    return _main(args, "serve", _serve)
+
+
+def cmd_forward(args: argparse.Namespace) -> int:
+    return _main(args, "forward", _forward)
 
 
 def _main(args: argparse.Namespace, role: str, run: Any) -> int:
@@ -153,25 +187,26 @@ def _main(args: argparse.Namespace, role: str, run: Any) -> int:
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s reqrep %(message)s")
+    log = logging.getLogger("reqrep.bridge")
     counters = Counters(f"bridge {role} {args.subject!r}")
 
     async def main() -> int:
         loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        try:
-            handle, coro = run(stop, counters)
-        except (OSError, ValueError) as e:
-            sys.stderr.write(f"reqrep bridge {role}: cannot open the channel: {e}\n")
-            return EX_NOINPUT
-        task = asyncio.ensure_future(coro)
+        stop, ready = asyncio.Event(), asyncio.Event()
+        task = asyncio.ensure_future(run(args, stop, ready, counters))
+        forced = False
 
         def on_signal(signame: str) -> None:
-            if stop.is_set():
-                logging.getLogger("reqrep.bridge").warning("%s again: stopping now", signame)
+            nonlocal forced
+            if not ready.is_set():  # still starting: nothing was taken, stop at once
+                log.info("%s: stopping", signame)
+                task.cancel()
+            elif stop.is_set():
+                log.warning("%s again: stopping now", signame)
+                forced = True
                 task.cancel()
             else:
-                logging.getLogger("reqrep.bridge").info(
-                    "%s: stopping (answering what is in flight)", signame)
+                log.info("%s: stopping (answering what is in flight)", signame)
                 stop.set()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -179,16 +214,18 @@ def _main(args: argparse.Namespace, role: str, run: Any) -> int:
         reporter = asyncio.ensure_future(_report(counters, args.stats)) if args.stats else None
         try:
             await task
+        except _ChannelError as e:
+            sys.stderr.write(f"reqrep bridge {role}: cannot open the channel: {e}\n")
+            return EX_NOINPUT
         except BridgeError as e:
             sys.stderr.write(f"reqrep bridge {role}: {e}\n")
             return e.exit_code
         except asyncio.CancelledError:
-            return 1
+            return 1 if forced else 0
         finally:
             if reporter is not None:
                 reporter.cancel()
-            handle.close()
-        logging.getLogger("reqrep.bridge").info("%s: stopped", counters.line())
+        log.info("%s: stopped", counters.line())
         return 0
 
     return asyncio.run(main())

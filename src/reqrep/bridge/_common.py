@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reqrep import _format
-from reqrep._reqrep import ChannelFormatError, Client, IntClient, IntServer, Server
+from reqrep._reqrep import Client, IntClient, IntServer, Server
 from reqrep.bridge._wire import Channel
 
 Path = str | os.PathLike[str]
@@ -59,17 +59,15 @@ def _is_int(path: Path) -> bool:
         return False
 
 
-def open_client(path: Path, wait: float | None = None) -> Client[Any] | IntClient:
-    """A client of the channel at `path` (waiting up to `wait` seconds for it to be
-    made), Str or Int as the file says."""
-    if _is_int(path):
-        return IntClient(path, wait=wait)
-    try:
-        return Client(path, wait=wait)
-    except ChannelFormatError:
-        if not _is_int(path):  # made while we waited, as an Int channel
-            raise
-    return IntClient(path)
+async def open_client(path: Path, wait: float | None = None) -> Client[Any] | IntClient:
+    """A client of the channel at `path`, Str or Int as the file says. Until the file
+    exists, it is looked for every 50 ms for up to `wait` seconds, in the event loop
+    (a signal can stop the wait); then the handle waits for its initialisation."""
+    deadline = time.monotonic() + (wait or 0.0)
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    left = max(0.0, deadline - time.monotonic()) if wait is not None else None
+    return IntClient(path, wait=left) if _is_int(path) else Client(path, wait=left)
 
 
 def open_server(path: Path) -> Server[Any] | IntServer:
@@ -78,15 +76,16 @@ def open_server(path: Path) -> Server[Any] | IntServer:
     return IntServer(path) if _is_int(path) else Server(path)
 
 
-async def wait_stop(stop: asyncio.Event | None) -> bool:
-    """Until `stop` is set (or for ever): False then, True if cancelled instead."""
+async def until_stopped(stop: asyncio.Event | None, lost: asyncio.Event) -> bool:
+    """Until `stop` or `lost` is set: False then, True if cancelled instead."""
+    events = [asyncio.ensure_future(e.wait()) for e in (stop, lost) if e is not None]
     try:
-        if stop is None:
-            await asyncio.Future()
-        else:
-            await stop.wait()
+        await asyncio.wait(events, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
         return True
+    finally:
+        for e in events:
+            e.cancel()
     return False
 
 
@@ -96,6 +95,14 @@ def check_subject(subject: object) -> str:
             or "" in subject.split(".")):
         raise ValueError(f"not a NATS subject: {subject!r}")
     return subject
+
+
+def check_queue(queue: object) -> str:
+    """`queue` if it is a NATS queue group name, else ValueError (an empty one would
+    make a plain subscription: every bridge would take every request)."""
+    if not isinstance(queue, str) or not queue or any(c.isspace() for c in queue):
+        raise ValueError(f"not a NATS queue group: {queue!r}")
+    return queue
 
 
 def check_common(subject: object, inflight: object, timeout: object) -> None:

@@ -12,10 +12,11 @@ be TLS, and a connection that turns out plain is closed before any request trave
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +76,11 @@ class Connection:
     tls_key: str | None = None
     name: str | None = None
 
+    def __repr__(self) -> str:  # no secrets, in the URLs or beside them
+        urls = [redact(u) for u in self.urls()]
+        return (f"Connection({urls!r}, creds={self.creds!r}, tls_ca={self.tls_ca!r}, "
+                f"tls_cert={self.tls_cert!r}, tls_key={self.tls_key!r}, name={self.name!r})")
+
     def urls(self) -> list[str]:
         return [self.servers] if isinstance(self.servers, str) else list(self.servers)
 
@@ -108,17 +114,35 @@ def _is_tls(nc: NATS) -> bool:
     return writer is not None and writer.get_extra_info("ssl_object") is not None
 
 
-def _guarded(nc_box: list[NATS], secret: str) -> Callable[[], str]:
-    """The secret, as nats-py asks for it when it writes CONNECT: only over TLS."""
+class _NotEncrypted(ConnectionError):
+    """TLS was asked for and the connection is plain: nothing is written. A
+    ConnectionError, so that nats-py counts a failed attempt and tries again."""
 
-    def give() -> str:
-        if not nc_box or not _is_tls(nc_box[0]):
-            raise NatsConfigError(
-                "TLS was asked for but the server did not offer it: the credentials "
-                "were not sent")
-        return secret
+    def __init__(self) -> None:
+        super().__init__("TLS was asked for but the server did not offer it: nothing was "
+                         "sent (no credentials, no requests)")
 
-    return give
+
+def _require_tls(nc: NATS) -> None:
+    """Make nc refuse to write CONNECT (its credentials, then its subscriptions and
+    messages) on any connection that is not encrypted, the first and every reconnect.
+    nats-py builds CONNECT with ``_connect_command`` after any TLS upgrade and before
+    writing anything; it has no public hook for this (a test fails if that changes)."""
+    build = nc._connect_command
+
+    def connect_command() -> bytes:
+        if not _is_tls(nc):
+            raise _NotEncrypted()
+        return build()
+
+    nc._connect_command = connect_command  # type: ignore[method-assign]
+
+
+def redact(url: str) -> str:
+    """`url` without the user or password it may hold."""
+    scheme, sep, rest = url.rpartition("://")
+    host = rest.rpartition("@")[2]
+    return f"{scheme}{sep}{host}"
 
 
 def _reason(err: BaseException | None) -> str:
@@ -126,10 +150,79 @@ def _reason(err: BaseException | None) -> str:
     return text or (type(err).__name__ if err is not None else "no server answered")
 
 
-async def connect(conn: Connection, role: str) -> NATS:
-    """A connected nats-py client that reconnects for ever once connected, logging
-    disconnects, reconnects and errors as `role` (the first connection fails fast,
-    with a BridgeError saying why)."""
+def failure(err: BaseException | None, urls: list[str]) -> BridgeError:
+    """The BridgeError for why a connection could not be made or was closed."""
+    text, where = _reason(err), ", ".join(redact(u) for u in urls)
+    if isinstance(err, BridgeError):
+        return err
+    if isinstance(err, _NotEncrypted):
+        return NatsConfigError(text)
+    if "authorization" in text.lower() or "authentication" in text.lower():
+        return NatsAuthError(f"NATS refused the credentials ({text}) at {where}")
+    if isinstance(err, ssl.SSLError):
+        return NatsConfigError(f"TLS failed: {text}")
+    return NatsUnavailableError(f"cannot connect to NATS at {where}: {text}")
+
+
+class Link:
+    """A bridge's NATS connection: ``nc``, and ``lost``, set if NATS closes it for good
+    (nats-py gives up after a server's error such as an authorization violation);
+    ``why()`` is then the BridgeError to stop with."""
+
+    def __init__(self, nc: NATS, urls: list[str], role: str) -> None:
+        self.nc = nc
+        self.urls = urls
+        self.role = role
+        self.lost = asyncio.Event()
+        self.up = False  # connected once
+        self.closing = False  # closed by us
+        self.watchdog: asyncio.Future[None] | None = None
+        self.fatal: BaseException | None = None  # a reconnect refused for good
+
+    async def watch(self) -> None:
+        """Reconnect when nats-py's reader has stopped on a connection that is still
+        up. A message it cannot parse (a status line that is not UTF-8, from any peer
+        that can publish to us) ends its read loop without a word; the connection
+        would then look alive, and answer nothing, until its pings went stale.
+        nats-py has no public way to see this: its read loop is ``_reading_task``."""
+        nc = self.nc
+        while True:
+            await asyncio.sleep(READER_CHECK)
+            reader = getattr(nc, "_reading_task", None)
+            if nc.is_connected and reader is not None and reader.done():
+                logger.warning("%s: NATS reader stopped (a message it could not parse); "
+                               "reconnecting", self.role)
+                await nc.force_reconnect()
+
+    def why(self) -> BridgeError:
+        """Why the connection is lost for good."""
+        if self.fatal is not None:
+            return failure(self.fatal, self.urls)
+        err = failure(self.nc.last_error, self.urls)
+        err.args = (f"NATS closed the connection: {err}",)
+        return err
+
+    async def close(self) -> None:
+        self.closing = True
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+        try:
+            await self.nc.close()
+        except Exception as e:  # noqa: BLE001 - e.g. mid-reconnect: it is closed anyway
+            logger.debug("%s: closing the NATS connection: %s", self.role, e)
+
+
+# A connection that stops answering (a peer that poisoned nats-py's reader stops it
+# reading) is found stale after this many seconds times the pings: then reconnected.
+PING_INTERVAL = 5
+MAX_OUTSTANDING_PINGS = 2
+READER_CHECK = 0.5  # seconds between looks at nats-py's reader
+
+
+async def connect(conn: Connection, role: str) -> Link:
+    """A connection that reconnects for ever once made, logging disconnects,
+    reconnects and errors as `role` (the first connection fails fast, with a
+    BridgeError saying why)."""
     try:
         from nats.aio.client import Client as NATSClient
     except ImportError:
@@ -144,59 +237,59 @@ async def connect(conn: Connection, role: str) -> NATS:
     if (user is None) != (password is None):
         raise NatsConfigError("a NATS user needs a password (NATS_USER and NATS_PASSWORD)")
     nc = NATSClient()
-    box: list[NATS] = [nc]
+    if ctx is not None:
+        _require_tls(nc)
     auth: dict[str, Any] = {}
     if token is not None:
-        auth["token"] = _guarded(box, token) if ctx else token
+        auth["token"] = token
     if user is not None and password is not None:
         auth["user"] = user
-        auth["password"] = _guarded(box, password) if ctx else password
+        auth["password"] = password
     if conn.creds is not None:
         auth["user_credentials"] = conn.creds
     errors: list[BaseException] = []  # while the first connection is made
+    link = Link(nc, conn.urls(), role)
 
     async def disconnected() -> None:
-        if not nc.is_closed:  # not our own close()
+        if not nc.is_closed:  # not a close (ours, or nats-py's giving up)
             logger.warning("%s: disconnected from NATS; reconnecting", role)
+
+    async def closed() -> None:
+        if link.up and not link.closing:
+            logger.error("%s: NATS closed the connection: %s", role, _reason(nc.last_error))
+            link.lost.set()
 
     async def reconnected() -> None:
         logger.warning("%s: reconnected to NATS at %s", role, _url(nc))
 
     async def error(e: Exception) -> None:
-        if nc.is_connected or nc.is_reconnecting:
-            logger.warning("%s: NATS: %s", role, _reason(e))
-        else:
+        if not link.up:  # the first connection: connect() says why it failed
             errors.append(e)
+            return
+        logger.warning("%s: NATS: %s", role, _reason(e))
+        if isinstance(failure(e, link.urls), NatsAuthError) and link.fatal is None:
+            # The credentials stopped being valid (revoked, rotated): trying them
+            # again for ever helps nobody; stop, and say so.
+            link.fatal = e
+            link.lost.set()
 
     try:
         await nc.connect(
             conn.urls(), name=conn.name, tls=ctx, allow_reconnect=False,
             max_reconnect_attempts=1, reconnect_time_wait=1, connect_timeout=5,
-            error_cb=error, disconnected_cb=disconnected, reconnected_cb=reconnected, **auth)
-    except NatsConfigError:
-        raise
+            ping_interval=PING_INTERVAL, max_outstanding_pings=MAX_OUTSTANDING_PINGS,
+            error_cb=error, disconnected_cb=disconnected, reconnected_cb=reconnected,
+            closed_cb=closed, **auth)
     except Exception as e:  # noqa: BLE001 - sorted into a BridgeError below
-        last = errors[-1] if errors else e
-        text = _reason(last)
-        if isinstance(last, NatsConfigError):
-            raise last from None
-        if "authorization" in text.lower() or "authentication" in text.lower():
-            raise NatsAuthError(f"NATS refused the credentials ({text}) at "
-                                f"{', '.join(conn.urls())}") from None
-        if isinstance(last, ssl.SSLError):
-            raise NatsConfigError(f"TLS failed: {text}") from None
-        raise NatsUnavailableError(f"cannot connect to NATS at {', '.join(conn.urls())}: "
-                                   f"{text}") from None
-    if ctx is not None and not _is_tls(nc):
-        await nc.close()
-        raise NatsConfigError("TLS was asked for but the server did not offer it: "
-                              "the connection was closed before anything was sent")
+        raise failure(errors[-1] if errors else e, conn.urls()) from None
     # Connected: from now on, reconnect for ever, reporting through the callbacks.
     nc.options["allow_reconnect"] = True
     nc.options["max_reconnect_attempts"] = -1
     nc.options["reconnect_time_wait"] = 1
+    link.up = True
+    link.watchdog = asyncio.ensure_future(link.watch())
     logger.info("%s: connected to NATS at %s", role, _url(nc))
-    return nc
+    return link
 
 
 def _url(nc: NATS) -> str:

@@ -1,18 +1,31 @@
 """``serve``: local workers answer remote callers. The bridge subscribes to a NATS
 subject in a queue group, sends each request into the local channel as a client
-(``reqrep.aio.AsyncClient``) and responds with the worker's reply."""
+(``reqrep.aio.AsyncClient``) and responds with the worker's reply.
+
+No task per request: a request's reply is a future whose done callback queues the
+response, and one publisher task writes the queued responses."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from reqrep._reqrep import Client, IntClient
 from reqrep.aio import AsyncClient
 from reqrep.bridge import _wire
-from reqrep.bridge._common import Counters, Path, channel_of, check_common, open_client, wait_stop
-from reqrep.bridge._connect import Connection, connect
+from reqrep.bridge._common import (
+    Counters,
+    Path,
+    channel_of,
+    check_common,
+    check_queue,
+    open_client,
+    until_stopped,
+)
+from reqrep.bridge._connect import Connection, Link, connect
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -25,10 +38,10 @@ async def serve(
     subject: str,
     *,
     connection: Connection | None = None,
-    wait: float | None = None,
     queue: str = "reqrep",
     inflight: int = 64,
     timeout: float = 60.0,
+    wait: float | None = None,
     stop: asyncio.Event | None = None,
     ready: asyncio.Event | None = None,
     counters: Counters | None = None,
@@ -36,101 +49,136 @@ async def serve(
     """Answer the NATS requests on ``subject`` with the workers of a local channel.
 
     Each request is sent into ``channel`` (a path, or an open ``Client``/``IntClient``
-    that the bridge then uses alone; for a path, the workers are given ``wait``
-    seconds to create it, as ``Client(path, wait=)`` does) and the worker's reply is
-    the NATS response; a worker's error travels back as an error response
+    that the bridge then uses alone, and leaves moving payloads as they are; for a
+    path, the workers are given ``wait`` seconds to create it) and the worker's reply
+    is the NATS response; a worker's error travels back as an error response
     (docs/bridge.md). Bridges that serve one subject with one ``queue`` group share
-    its requests. At most
-    ``inflight`` requests are in the channel at once; one whose reply takes more than
-    ``timeout`` seconds is answered with a ``TimeoutError``.
+    its requests. At most ``inflight`` requests are in the channel at once; one whose
+    reply takes more than ``timeout`` seconds is answered with a ``TimeoutError``.
 
     ``ready``, if given, is set once the bridge is connected and taking requests.
     Runs until ``stop`` is set (then returns) or the task is cancelled (then raises
     the cancellation), stopping cleanly either way: it stops taking requests, answers
     those it took, then closes its NATS connection.
 
-    Raises :class:`~reqrep.bridge.BridgeError` when NATS cannot be reached or refuses
-    the credentials, and what opening the channel raises.
+    Raises :class:`~reqrep.bridge.BridgeError` when NATS cannot be reached, refuses
+    the credentials, or closes the connection for good, and what opening the channel
+    raises.
     """
     check_common(subject, inflight, timeout)
+    check_queue(queue)
     counters = counters if counters is not None else Counters("serve")
-    client = channel if isinstance(channel, (Client, IntClient)) else open_client(channel, wait)
+    client = channel if isinstance(channel, (Client, IntClient)) else await open_client(
+        channel, wait)
     try:
         chan = channel_of(client)
-        nc = await connect(connection or Connection(), f"bridge serve {subject!r}")
+        link = await connect(connection or Connection(), f"bridge serve {subject!r}")
         try:
             async with AsyncClient(client) as ac:
-                await _run(nc, ac, chan, subject, queue, inflight, timeout, stop, ready,
-                           counters)
+                serving = _Serving(link, ac, chan, subject, inflight, timeout, counters)
+                await serving.run(queue, stop, ready)
         finally:
-            await nc.close()
+            await link.close()
     finally:
         if client is not channel:
             client.close()
 
 
-async def _run(nc: Any, ac: AsyncClient[Any], chan: _wire.Channel, subject: str, queue: str,
-               inflight: int, timeout: float, stop: asyncio.Event | None,
-               ready: asyncio.Event | None, counters: Counters) -> None:
-    from nats.errors import MaxPayloadError
+class _Serving:
+    """One serve bridge at work (everything runs in the event loop)."""
 
-    slots = asyncio.Semaphore(inflight)
-    tasks: set[asyncio.Task[None]] = set()
-    loop = asyncio.get_running_loop()
+    def __init__(self, link: Link, ac: AsyncClient[Any], chan: _wire.Channel, subject: str,
+                 inflight: int, timeout: float, counters: Counters) -> None:
+        self.link, self.ac, self.chan, self.subject = link, ac, chan, subject
+        self.timeout, self.counters = timeout, counters
+        self.slots = asyncio.Semaphore(inflight)
+        # responses to publish: (reply subject, payload, headers, answered with a value)
+        self.outbox: deque[tuple[str, bytes, dict[str, str] | None, bool]] = deque()
+        self.queued = asyncio.Event()  # the outbox has something
+        self.idle = asyncio.Event()  # nothing in flight (looked at when stopping)
 
-    async def answer(msg: Msg) -> None:
-        ok = False
+    async def run(self, queue: str, stop: asyncio.Event | None,
+                  ready: asyncio.Event | None) -> None:
+        nc = self.link.nc
+        publisher = asyncio.ensure_future(self.publish())
         try:
+            sub = await nc.subscribe(self.subject, queue=queue, cb=self.take)
+            await nc.flush()  # the server has the subscription: requests come from now on
+            if ready is not None:
+                ready.set()
+            cancelled = await until_stopped(stop, self.link.lost)
+            if self.link.lost.is_set():
+                raise self.link.why()
+            # Stop taking: NATS sends no more, those delivered already are answered.
             try:
-                value = _wire.decode(chan, msg.data, msg.headers)
-                reply = await ac.req(value, timeout=timeout)
-                if reply is None:
-                    raise TimeoutError(f"no reply from the channel's workers in {timeout:g} s "
-                                       "(or the channel was cleared)")
-                payload, headers = _wire.encode(chan, reply)
-                answered = True
-            except Exception as e:  # noqa: BLE001 - every failure is the caller's answer
-                payload, headers = _wire.encode_error(chan, e)
-                answered = False
-            if msg.reply:
-                try:
-                    await nc.publish(msg.reply, payload, headers=headers)
-                except MaxPayloadError as e:  # a reply larger than NATS takes: say so
-                    answered = False
-                    payload, headers = _wire.encode_error(chan, e)
-                    await nc.publish(msg.reply, payload, headers=headers)
-            ok = answered
-        except Exception as e:  # noqa: BLE001 - NATS went away: its caller times out
-            logger.warning("bridge serve %r: cannot respond: %s", subject, e)
+                await sub.drain()  # type: ignore[no-untyped-call]
+            except Exception as e:  # noqa: BLE001 - the connection is gone: nothing to drain
+                logger.warning("bridge serve %r: %s", self.subject, e)
+            self.idle.clear()
+            if self.counters.inflight:
+                await self.idle.wait()
+            try:
+                await nc.flush()
+            except Exception:  # noqa: BLE001, S110 - closing anyway
+                pass
+            if cancelled:
+                raise asyncio.CancelledError
         finally:
-            counters.done(ok)
-            counters.inflight -= 1
-            slots.release()
+            publisher.cancel()
 
-    async def take(msg: Msg) -> None:
-        # nats-py calls this for one message at a time: waiting here leaves the rest
-        # in the subscription, so that at most `inflight` are in the channel.
-        await slots.acquire()
-        counters.inflight += 1
-        task = loop.create_task(answer(msg))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+    async def take(self, msg: Msg) -> None:
+        """nats-py's callback, for one message at a time: waiting here for a slot leaves
+        the rest in the subscription, so that at most `inflight` are in the channel."""
+        await self.slots.acquire()
+        self.counters.inflight += 1
+        try:
+            value = _wire.decode(self.chan, msg.data, msg.headers)
+            fut = self.ac.submit(value, self.timeout)
+        except Exception as e:  # noqa: BLE001 - the caller's answer
+            self.respond(msg.reply, *_wire.encode_error(self.chan, e), False)
+            return
+        fut.add_done_callback(partial(self.replied, msg.reply))
 
-    sub = await nc.subscribe(subject, queue=queue, cb=take)
-    await nc.flush()  # the server has the subscription: requests reach us from now on
-    if ready is not None:
-        ready.set()
-    cancelled = await wait_stop(stop)
-    # Stop taking: NATS sends no more, those delivered already are answered.
-    try:
-        await sub.drain()
-    except Exception as e:  # noqa: BLE001 - the connection is gone: nothing to drain
-        logger.warning("bridge serve %r: %s", subject, e)
-    while tasks:
-        await asyncio.gather(*tasks, return_exceptions=True)
-    try:
-        await nc.flush()
-    except Exception:  # noqa: BLE001, S110 - closing anyway
-        pass
-    if cancelled:
-        raise asyncio.CancelledError
+    def replied(self, reply_to: str, fut: asyncio.Future[Any]) -> None:
+        try:
+            if fut.cancelled():
+                raise RuntimeError("the bridge stopped before the reply came")
+            reply = fut.result()
+            if reply is None:
+                raise TimeoutError(f"no reply from the channel's workers in {self.timeout:g} s "
+                                   "(or the channel was cleared)")
+            self.respond(reply_to, *_wire.encode(self.chan, reply), True)
+        except Exception as e:  # noqa: BLE001 - every failure is the caller's answer
+            self.respond(reply_to, *_wire.encode_error(self.chan, e), False)
+
+    def respond(self, reply_to: str, payload: bytes, headers: dict[str, str] | None,
+                answered: bool) -> None:
+        self.outbox.append((reply_to, payload, headers, answered))
+        self.queued.set()
+
+    async def publish(self) -> None:
+        """Publish the queued responses (the one task that writes them)."""
+        from nats.errors import MaxPayloadError
+
+        nc, outbox, counters = self.link.nc, self.outbox, self.counters
+        while True:
+            await self.queued.wait()
+            self.queued.clear()
+            while outbox:
+                reply_to, payload, headers, answered = outbox.popleft()
+                try:
+                    if reply_to:  # a message without a reply subject gets none
+                        try:
+                            await nc.publish(reply_to, payload, headers=headers)
+                        except MaxPayloadError as e:  # a reply larger than NATS takes
+                            answered = False
+                            payload, headers = _wire.encode_error(self.chan, e)
+                            await nc.publish(reply_to, payload, headers=headers)
+                except Exception as e:  # noqa: BLE001 - NATS went away: its caller times out
+                    answered = False
+                    logger.warning("bridge serve %r: cannot respond: %s", self.subject, e)
+                counters.done(answered)
+                counters.inflight -= 1
+                self.slots.release()
+            if not counters.inflight:
+                self.idle.set()

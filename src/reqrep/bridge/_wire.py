@@ -52,7 +52,7 @@ def encode(chan: Channel, value: Any) -> tuple[bytes, dict[str, str] | None]:
     if chan.is_int:
         return _INT.pack(value), None
     if isinstance(value, str):
-        return value.encode("utf-8", "surrogatepass"), {KIND: "str"}
+        return value.encode("utf-8"), {KIND: "str"}
     if chan.codec is not None:  # passthrough handles give the encoded bytes
         return bytes(value), {KIND: chan.codec}
     return bytes(value), None
@@ -69,7 +69,7 @@ def decode(chan: Channel, data: bytes, headers: dict[str, str] | None) -> Any:
         return _INT.unpack(data)[0]
     if kind == "str" and chan.codec is None:
         try:
-            return data.decode("utf-8", "surrogatepass")
+            return data.decode("utf-8")
         except UnicodeDecodeError as e:
             raise WireError(f"{KIND}: str, but the payload is not UTF-8 ({e.reason})") from None
     if kind != chan.default_kind:
