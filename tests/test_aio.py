@@ -997,3 +997,76 @@ def test_idle_helpers_are_woken_to_stop(run: Any) -> None:
 
         run(main())
         c.close()
+
+
+# --------------------------------------------------------------------------- futures
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_submit_returns_a_future_of_the_reply(run: Any, variant: str) -> None:
+    """submit(): a future, resolved by the reply; cancelling it cancels the request."""
+    with new_server(variant, None, resp_slots=4) as server:
+        c = server.client()
+
+        async def main() -> None:
+            async with AsyncClient(c) as ac:
+                fut = ac.submit(payload(variant, 3), timeout=LONG)
+                assert isinstance(fut, asyncio.Future) and not fut.done()
+                got = await asyncio.to_thread(server.recv_wait, LONG)
+                assert got is not None
+                server.reply(got[1], reverse(got[0]))
+                assert await fut == reverse(payload(variant, 3))
+                # a cancelled future's request is cancelled: its slot comes back
+                fut = ac.submit(payload(variant, 4))
+                await until(lambda: c.pending() == 1)
+                fut.cancel()
+                await asyncio.sleep(0)
+                assert c.pending() == 0 and slots_free(c) == 4
+                # a timeout resolves it with None
+                assert await ac.submit(payload(variant, 5), timeout=0.05) is None
+                with pytest.raises((TypeError, ValueError, OverflowError)):
+                    ac.submit(object())
+                assert ac.pending() == 0
+
+        run(main())
+        c.close()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_serve_takes_futures_from_a_handler(run: Any, variant: str) -> None:
+    """A plain handler may return a future: its result is the reply, its exception the
+    error reply; at a stop, serve waits for the futures in flight."""
+    with new_server(variant, None) as server:
+        c = server.client()
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            futures: list[asyncio.Future[Any]] = []
+
+            def handler(data: Any) -> asyncio.Future[Any]:
+                fut = loop.create_future()
+                futures.append(fut)
+                return fut
+
+            stop = asyncio.Event()
+            worker = asyncio.create_task(serve(server, handler, stop=stop))
+            async with AsyncClient(c) as ac:
+                first = asyncio.create_task(ac.req(payload(variant, 1), timeout=LONG))
+                second = asyncio.create_task(ac.req(payload(variant, 2), timeout=LONG))
+                third = asyncio.create_task(ac.req(payload(variant, 3), timeout=LONG))
+                await until(lambda: len(futures) == 3)
+                futures[0].set_result(payload(variant, 10))
+                futures[1].set_exception(LookupError("not there"))
+                assert await first == payload(variant, 10)
+                with pytest.raises(reqrep.RemoteError) as info:
+                    await second
+                assert info.value.type_name == "LookupError"
+                stop.set()
+                await asyncio.sleep(0.05)
+                assert not worker.done()  # it waits for the future in flight
+                futures[2].set_result(payload(variant, 30))
+                assert await third == payload(variant, 30)
+                await asyncio.wait_for(worker, LONG)
+
+        run(main())
+        c.close()

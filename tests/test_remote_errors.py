@@ -218,6 +218,30 @@ def test_aio_client_raises_remote_error() -> None:
         assert kid.result(timeout=LONG) == 2
 
 
+def test_aio_error_replies_fail_only_their_own_requests() -> None:
+    """Error replies collected in one pass with other replies: each request gets its
+    own answer (an error reply used to fail every request in flight)."""
+    with reqrep.Server(None) as s, s.client() as c:
+        def worker() -> int:
+            return s.serve(lambda data: data if int(data) % 3 else 1 / 0, max_requests=300,
+                           timeout=LONG)
+
+        kid = fork_call(worker)
+
+        async def main() -> None:
+            async with AsyncClient(c) as ac:
+                got = await asyncio.gather(*(ac.req(b"%d" % i, timeout=LONG)
+                                             for i in range(300)), return_exceptions=True)
+            for i, answer in enumerate(got):
+                if i % 3:
+                    assert answer == b"%d" % i, (i, answer)
+                else:
+                    assert isinstance(answer, reqrep.RemoteError), (i, answer)
+
+        asyncio.run(asyncio.wait_for(main(), LONG))
+        assert kid.result(timeout=LONG) == 300
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_any_error_payload_decodes_to_an_exception(payload: bytes) -> None:

@@ -410,18 +410,31 @@ class AsyncClient(Generic[_C]):
         every ready reply it leaves behind was rung after the bell was read, or is
         paired with one collected here before its ring, and that ring comes later
         and wakes us again."""
-        get = self._client.get
-        found: list[tuple[int, asyncio.Future[Any], Any]] = []
+        client = self._client
+        get = client.get
+        # (rid, future, reply, the reply is an error to raise)
+        found: list[tuple[int, asyncio.Future[Any], Any, bool]] = []
         for rid, fut in self._pending.items():
-            resp = get(rid)
-            if resp is not None:
-                found.append((rid, fut, resp))
-                if len(found) >= rung:
-                    break
+            try:
+                resp = get(rid)
+            except Exception as exc:  # noqa: BLE001 - an error reply: that request's
+                if client.closed:  # not a reply: the client was closed under us
+                    raise
+                found.append((rid, fut, exc, True))
+            else:
+                if resp is None:
+                    continue
+                found.append((rid, fut, resp, False))
+            if len(found) >= rung:
+                break
         pending = self._pending
-        for rid, fut, resp in found:
+        for rid, fut, resp, failed in found:
             del pending[rid]
-            if not fut.done():
+            if fut.done():
+                continue
+            if failed:
+                fut.set_exception(resp)
+            else:
                 fut.set_result(resp)
 
     def _settle(self, rid: int, exc: BaseException | None) -> None:
