@@ -218,13 +218,15 @@ def test_nats_rows_run_and_clean_up(tmp_path: Path) -> None:
     proc = run_cli("bench", "--quick", "--json", str(out), "--rows", "nats-*", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     by_id = {r["id"]: r for r in json.loads(out.read_text())["rows"]}
-    assert list(by_id) == ["nats-py", "nats-bridge", "nats-bridge-2serve"]
+    assert list(by_id) == ["nats-py", "nats-bridge", "nats-bridge-2serve", "nats-bridge-busy",
+                           "nats-bridge-2serve-busy"]
     for row in by_id.values():
         assert row["status"] == "ok", row
         assert row["values"] and all(v > 0 for v in row["values"])
         assert row["ratio"] > 0
     assert by_id["nats-py"]["ratio"] == pytest.approx(1.0)
     assert "the one-serve row" in by_id["nats-bridge-2serve"]["note"]
+    assert "the one-serve row" in by_id["nats-bridge-2serve-busy"]["note"]
     # nothing of the run is left: no forked child (its command line names out.json),
     # no nats-server, no channel directory
     assert not _procs_with(str(out))

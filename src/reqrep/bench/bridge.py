@@ -11,6 +11,11 @@ a nats-server that each run starts on a free loopback port and stops afterwards.
 * ``nats-bridge-2serve``: two ``serve`` bridges on the subject (one queue group), each
   with a channel and a worker of its own: what a second serve bridge adds, without
   two bridges sharing one channel's workers in the way.
+* ``nats-bridge-busy`` and ``nats-bridge-2serve-busy``: the same two, with workers
+  that spend ``BUSY`` seconds on each request (asleep, as a worker waiting on a disk or
+  a database would): the capacity behind each serve bridge is then the limit, not the
+  two CPUs that every process of the echo rows shares, so the pair shows what a second
+  bridge (a second host) adds.
 
 Every Python process is one of the runner's forked children (killed when the run
 ends); the nats-server is the parent's child, started in ``open`` and stopped in
@@ -44,6 +49,7 @@ START_TIMEOUT = 10.0  # for the nats-server, then for the subscribers
 REQUEST_TIMEOUT = 10.0
 FALLBACK_SERVER = "/usr/sbin/nats-server"  # Debian's, off a user's PATH
 TWO_SERVE_TARGET = 1.6  # SPEC: two serve bridges against one
+BUSY = 0.001  # seconds a busy worker spends on a request
 
 # layout -> the worker processes, by role and channel B index (spawned in this order:
 # a bridge's workers first, so that they are up once its requests arrive)
@@ -51,7 +57,13 @@ LAYOUTS: dict[str, tuple[tuple[str, int], ...]] = {
     "nats-py": (("responder", 0),),
     "bridge": (("echo", 0), ("serve", 0), ("forward", 0)),
     "bridge-2serve": (("echo", 0), ("echo", 1), ("serve", 0), ("serve", 1), ("forward", 0)),
+    "bridge-busy": (("busy", 0), ("serve", 0), ("forward", 0)),
+    "bridge-2serve-busy": (("busy", 0), ("busy", 1), ("serve", 0), ("serve", 1),
+                           ("forward", 0)),
 }
+# the pairs of rows whose second has two serve bridges, the first one
+TWO_SERVE_PAIRS = (("nats-bridge", "nats-bridge-2serve"),
+                   ("nats-bridge-busy", "nats-bridge-2serve-busy"))
 
 
 def nats_server_path() -> str | None:
@@ -102,7 +114,7 @@ class NatsRow(Transport):
         self.dir = tempfile.mkdtemp(prefix="reqrep-bench-nats-", dir=shm)
         self._start_server()
         for role, index in self.roles:  # serve bridges and the client open existing ones
-            if role == "echo":
+            if role in ("echo", "busy"):
                 reqrep.Server(self._path(f"b{index}.rr")).close()
         if "forward" in (role for role, _ in self.roles):
             reqrep.Server(self._path("a.rr")).close()
@@ -157,6 +169,8 @@ class NatsRow(Transport):
         role, index = self.roles[worker]
         if role == "echo":
             reqrep.Server(self._path(f"b{index}.rr")).serve(_echo)
+        elif role == "busy":
+            reqrep.Server(self._path(f"b{index}.rr")).serve(_busy_echo)
         elif role == "responder":
             asyncio.run(_respond(self.url))
         else:
@@ -203,6 +217,11 @@ class NatsRow(Transport):
                 raise RuntimeError(f"{len(subs)} of {self.subscribers} subscribers on "
                                    f"{SUBJECT!r} after {START_TIMEOUT:g} s")
             time.sleep(0.01)
+
+
+def _busy_echo(data: bytes | str) -> bytes | str:
+    time.sleep(BUSY)
+    return data
 
 
 async def _respond(url: str) -> None:

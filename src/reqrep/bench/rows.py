@@ -272,6 +272,10 @@ def _nats_cases() -> list[Case]:
                    "bridge"),
         _nats_case("nats-bridge-2serve", "the same with 2 serve bridges, a worker each",
                    "bridge-2serve"),
+        _nats_case("nats-bridge-busy", "forward + serve, 1 worker busy 1 ms a request",
+                   "bridge-busy"),
+        _nats_case("nats-bridge-2serve-busy", "the same with 2 serve bridges, a worker each",
+                   "bridge-2serve-busy"),
     ]
 
 

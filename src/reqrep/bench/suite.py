@@ -68,12 +68,13 @@ def run_suite(
 
 
 def _two_serve_note(lines: list[Line]) -> None:
-    """The two-serve row's note: its rate against the one-serve row's (the ratio column
+    """Each two-serve row's note: its rate against its one-serve row's (the ratio column
     compares it with nats-py, the peer of the group)."""
-    one = next((ln for ln in lines if ln.id == "nats-bridge" and ln.median), None)
-    two = next((ln for ln in lines if ln.id == "nats-bridge-2serve" and ln.median), None)
-    if one is None or two is None:
-        return
-    assert one.median is not None and two.median is not None
-    two.note = (f"{two.median / one.median:.2f}x the one-serve row "
-                f"(target {bridge.TWO_SERVE_TARGET:g}x)")
+    rate = {ln.id: ln.median for ln in lines if ln.median}
+    for one_id, two_id in bridge.TWO_SERVE_PAIRS:
+        one, two = rate.get(one_id), rate.get(two_id)
+        line = next((ln for ln in lines if ln.id == two_id), None)
+        if one is None or two is None or line is None:
+            continue
+        line.note = (f"{two / one:.2f}x the one-serve row "
+                     f"(target {bridge.TWO_SERVE_TARGET:g}x)")
