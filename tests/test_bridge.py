@@ -140,6 +140,19 @@ def test_no_answer_in_time_is_a_remote_error(procs: Procs, tmp_path: Path) -> No
     assert info.value.type_name == "nats.errors.TimeoutError"
 
 
+def test_a_local_reply_too_slow_for_the_serve_bridge(procs: Procs, tmp_path: Path) -> None:
+    url = procs.nats().url
+    b, a = tmp_path / "b.rr", tmp_path / "a.rr"
+    procs.worker(b, "time.sleep(3) or data")
+    procs.bridge("serve", b, url, "svc", "--timeout", "0.5")
+    procs.bridge("forward", a, url, "svc", "--timeout", "60")
+    with reqrep.Client(a) as c:
+        with pytest.raises(reqrep.RemoteError) as info:
+            c.req(b"slow", 60)
+        assert info.value.type_name == "TimeoutError"
+        assert "no reply from the channel's workers in 0.5 s" in info.value.message
+
+
 def test_killed_forward_bridge_is_a_dead_worker(procs: Procs, tmp_path: Path) -> None:
     url = procs.nats().url
     b, a = tmp_path / "b.rr", tmp_path / "a.rr"

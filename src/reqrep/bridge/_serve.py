@@ -3,7 +3,8 @@ subject in a queue group, sends each request into the local channel as a client
 (``reqrep.aio.AsyncClient``) and responds with the worker's reply.
 
 No task per request: a request's reply is a future whose done callback queues the
-response, and one publisher task writes the queued responses."""
+response, one publisher task writes the queued responses, and one timer looks for the
+requests whose time is up (at most ``inflight`` of them wait)."""
 
 from __future__ import annotations
 
@@ -96,11 +97,16 @@ class _Serving:
         self.outbox: deque[tuple[str, bytes, dict[str, str] | None, bool]] = deque()
         self.queued = asyncio.Event()  # the outbox has something
         self.idle = asyncio.Event()  # nothing in flight (looked at when stopping)
+        self.loop = asyncio.get_running_loop()
+        self.deadlines: dict[asyncio.Future[Any], float] = {}  # the replies awaited
+        self.tick = min(0.1, timeout / 10)
+        self.timer: asyncio.TimerHandle | None = None
 
     async def run(self, queue: str, stop: asyncio.Event | None,
                   ready: asyncio.Event | None) -> None:
         nc = self.link.nc
         publisher = asyncio.ensure_future(self.publish())
+        self.timer = self.loop.call_later(self.tick, self.expire)
         try:
             sub = await nc.subscribe(self.subject, queue=queue, cb=self.take)
             await nc.flush()  # the server has the subscription: requests come from now on
@@ -125,6 +131,7 @@ class _Serving:
                 raise asyncio.CancelledError
         finally:
             publisher.cancel()
+            self.timer.cancel()
 
     async def take(self, msg: Msg) -> None:
         """nats-py's callback, for one message at a time: waiting here for a slot leaves
@@ -133,20 +140,29 @@ class _Serving:
         self.counters.inflight += 1
         try:
             value = _wire.decode(self.chan, msg.data, msg.headers)
-            fut = self.ac.submit(value, self.timeout)
+            fut = self.ac.submit(value)
         except Exception as e:  # noqa: BLE001 - the caller's answer
             self.respond(msg.reply, *_wire.encode_error(self.chan, e), False)
             return
+        self.deadlines[fut] = self.loop.time() + self.timeout
         fut.add_done_callback(partial(self.replied, msg.reply))
 
+    def expire(self) -> None:
+        """Cancel the requests whose time is up (every `tick` seconds): their replies
+        are TimeoutErrors."""
+        now = self.loop.time()
+        for fut in [f for f, deadline in self.deadlines.items() if deadline <= now]:
+            fut.cancel()  # the AsyncClient cancels the request and frees its slot
+        self.timer = self.loop.call_later(self.tick, self.expire)
+
     def replied(self, reply_to: str, fut: asyncio.Future[Any]) -> None:
+        del self.deadlines[fut]
         try:
-            if fut.cancelled():
-                raise RuntimeError("the bridge stopped before the reply came")
+            if fut.cancelled():  # by expire()
+                raise TimeoutError(f"no reply from the channel's workers in {self.timeout:g} s")
             reply = fut.result()
             if reply is None:
-                raise TimeoutError(f"no reply from the channel's workers in {self.timeout:g} s "
-                                   "(or the channel was cleared)")
+                raise RuntimeError("the request was dropped by clear() on the channel")
             self.respond(reply_to, *_wire.encode(self.chan, reply), True)
         except Exception as e:  # noqa: BLE001 - every failure is the caller's answer
             self.respond(reply_to, *_wire.encode_error(self.chan, e), False)
