@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from helpers import KINDS, AnyServer, Closer, make_server
+from natsproc import Procs, need_nats
 
 # Every test gets a watchdog. The "thread" method works even when the code under test
 # blocks signals or retries EINTR forever: it dumps the stacks and ends the run instead of
@@ -22,6 +23,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT, method="thread"))
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Procs]:
+    """The NATS bridge tests' processes (natsproc.py), all killed at the test's end;
+    the test is skipped without nats-server or nats-py."""
+    need_nats()
+    p = Procs(tmp_path)
+    try:
+        yield p
+    finally:
+        p.close()
 
 
 @pytest.fixture

@@ -13,25 +13,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from natsproc import Procs, need_nats, run_python
+from natsproc import Procs, run_python
 
 import reqrep
 
 pytestmark = pytest.mark.timeout(180, method="thread")
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    need_nats()
-    p = Procs(tmp_path)
-    try:
-        yield p
-    finally:
-        p.close()
 
 
 def _bridged(procs: Procs, tmp_path: Path, handler: str, *, subject: str = "svc",

@@ -16,13 +16,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from natsproc import Procs, _env, need_nats
+from natsproc import Procs, _env
 
 import reqrep
 
@@ -63,16 +62,6 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
                  cwd=d)
     return Certs(d / "ca.pem", d / "server.pem", d / "server.key", d / "client.pem",
                  d / "client.key")
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    need_nats()
-    p = Procs(tmp_path)
-    try:
-        yield p
-    finally:
-        p.close()
 
 
 def _tls(certs: Certs, verify: bool = False) -> str:

@@ -18,8 +18,11 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
+
+from reqrep.bridge._common import check_queue, check_subject
 
 EX_NOINPUT = 66
 
@@ -40,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Answer the NATS requests on SUBJECT (in a queue group: bridges on "
         "one subject share them) by sending each into the channel at PATH as a client.")
     _common(serve)
-    serve.add_argument("--queue", default="reqrep", metavar="GROUP", type=_queue,
+    serve.add_argument("--queue", default="reqrep", metavar="GROUP", type=_argument(check_queue),
                        help="the NATS queue group (default: %(default)s)")
     serve.add_argument("--wait", type=_seconds, metavar="S",
                        help="wait up to S seconds for the workers to create the channel")
@@ -72,13 +75,16 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _subject(text: str) -> str:
-    from reqrep.bridge._common import check_subject
+def _argument(check: Callable[[str], str]) -> Callable[[str], str]:
+    """An argparse type from one of the coroutines' checks (ValueError -> exit 2)."""
 
-    try:
-        return check_subject(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    def parse(text: str) -> str:
+        try:
+            return check(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse
 
 
 def _url(text: str) -> str:
@@ -90,15 +96,6 @@ def _url(text: str) -> str:
             "put credentials in NATS_USER/NATS_PASSWORD or NATS_TOKEN, not in the URL, "
             "where ps shows them")
     return url
-
-
-def _queue(text: str) -> str:
-    from reqrep.bridge._common import check_queue
-
-    try:
-        return check_queue(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _count(text: str) -> int:
@@ -113,7 +110,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nats", action="append", metavar="URL", type=_url,
                    help="a NATS server (nats://host:4222 or tls://host:4222); repeat for "
                    "several (default: nats://127.0.0.1:4222)")
-    p.add_argument("--subject", required=True, type=_subject, help="the NATS subject")
+    p.add_argument("--subject", required=True, type=_argument(check_subject),
+                   help="the NATS subject")
     p.add_argument("--inflight", type=_count, default=64, metavar="N",
                    help="requests in flight at most (default: %(default)s)")
     p.add_argument("--creds", metavar="FILE", help="a NATS credentials file")
