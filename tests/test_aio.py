@@ -1070,3 +1070,60 @@ def test_serve_takes_futures_from_a_handler(run: Any, variant: str) -> None:
 
         run(main())
         c.close()
+
+
+def test_an_error_reply_that_meets_its_deadline_is_raised(run: Any) -> None:
+    """The error reply and the deadline in one loop iteration: the deadline's cancel
+    finds the reply there, and the request raises it (it used to hang for ever)."""
+    with Server(None) as server:
+        c = server.client()
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            async with AsyncClient(c) as ac:
+                t0 = loop.time()
+                fut = ac.submit(b"x", timeout=0.2)
+                got = server.recv()
+                assert got is not None
+                loop.call_at(t0 + 0.19, lambda: server.reply_error(got[1], LookupError("boom")))
+                loop.call_at(t0 + 0.1, lambda: time.sleep(0.2))  # both due in one iteration
+                with pytest.raises(reqrep.RemoteError) as info:
+                    await asyncio.wait_for(fut, LONG)
+                assert info.value.type_name == "LookupError"
+                assert slots_free(c) == server.resp_slots
+
+        run(main())
+        c.close()
+
+
+def test_serve_stop_answers_a_future_that_fails_with_an_async_on_error(run: Any) -> None:
+    """A handler's future fails while serve stops, and on_error is async: its answer
+    is still sent (the task it needs came after stop began waiting)."""
+    with Server(None) as server:
+        c = server.client()
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            futures: list[asyncio.Future[Any]] = []
+
+            def handler(data: Any) -> asyncio.Future[Any]:
+                futures.append(loop.create_future())
+                return futures[-1]
+
+            async def on_error(exc: BaseException, data: Any, rid: int) -> bytes:
+                await asyncio.sleep(0)
+                return b"handled: " + str(exc).encode()
+
+            stop = asyncio.Event()
+            worker = asyncio.create_task(serve(server, handler, on_error=on_error, stop=stop))
+            async with AsyncClient(c) as ac:
+                reply = ac.submit(b"x")
+                await until(lambda: len(futures) == 1)
+                stop.set()
+                await asyncio.sleep(0.05)
+                futures[0].set_exception(LookupError("boom"))
+                await asyncio.wait_for(worker, LONG)
+                assert await asyncio.wait_for(reply, LONG) == b"handled: boom"
+
+        run(main())
+        c.close()

@@ -390,3 +390,20 @@ def test_secrets_are_not_shown() -> None:
     r = _bridge("serve", "x.rr", "--nats", "bob:" + PASSWORD + "@127.0.0.1:1",
                 "--subject", "s", env=_env_with())
     assert r.returncode == 2 and "NATS_USER" in r.stderr and PASSWORD not in r.stderr
+
+
+def test_only_the_servers_refusals_end_a_bridge() -> None:
+    """A refusal of the credentials ends a bridge; other errors that merely contain the
+    word (a slow consumer's names its subject, which anyone may choose) do not."""
+    import nats.errors
+
+    from reqrep.bridge._connect import refused
+
+    assert refused(nats.errors.Error("nats: 'Authorization Violation'"))
+    assert refused(nats.errors.Error("nats: 'User Authentication Expired'"))
+    assert refused(nats.errors.AuthorizationError())
+    assert not refused(nats.errors.SlowConsumerError(
+        subject="payments.authorization", reply="", sid=1, sub=None))
+    assert not refused(nats.errors.Error("nats: 'Authentication Timeout'"))
+    assert not refused(nats.errors.Error("nats: slow consumer on authorization"))
+    assert not refused(ConnectionRefusedError("Authorization Violation"))

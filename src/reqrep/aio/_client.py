@@ -49,6 +49,13 @@ class _Request:
     rid: int | None = None
 
 
+@dataclass
+class _Failed:
+    """An error reply that ``_abandon`` collected (the request's exception)."""
+
+    exc: BaseException
+
+
 @dataclass(order=True)
 class _Deadline:
     """An entry of the deadline heap: when, then send order (a tie-breaker)."""
@@ -294,14 +301,15 @@ class AsyncClient(Generic[_C]):
 
     def _abandon(self, rid: int) -> Any:
         """Cancel a request (already out of ``_pending``); a reply that beat the
-        cancel is drained and returned (else ``None``)."""
+        cancel is drained and returned (else ``None``), an error reply as a
+        :class:`_Failed`."""
         client = self._client
         try:
             if client.cancel(rid):
                 return None
             return client.get(rid)  # the reply arrived first: collect it, free the slot
-        except ValueError:  # the client was closed under us
-            return None
+        except Exception as exc:  # noqa: BLE001 - an error reply, or closed under us
+            return None if client.closed else _Failed(exc)
 
     # ---- timeouts: one heap of deadlines and one loop timer for the earliest.
     # (A loop timer per request costs more than the rest of a request.) Entries
@@ -339,7 +347,10 @@ class AsyncClient(Generic[_C]):
             resp = None
             if req.rid is not None and self._pending.pop(req.rid, None) is not None:
                 resp = self._abandon(req.rid)
-            req.fut.set_result(resp)
+            if isinstance(resp, _Failed):  # an error reply beat the timeout
+                req.fut.set_exception(resp.exc)
+            else:
+                req.fut.set_result(resp)
         if self._backlog:
             self._pump()
 

@@ -83,9 +83,14 @@ class _Service:
         self.arm()  # wake the helper if it waits to be armed
         with contextlib.suppress(ValueError):  # the server was closed under us
             self.server._wake_request()  # or if it waits for a request
+        deadline = None if drain_timeout is None else self.loop.time() + drain_timeout
         try:
-            if self.tasks:
-                await asyncio.wait(set(self.tasks), timeout=drain_timeout)
+            # again while new ones come: a future's error may start an on_error task
+            while self.tasks:
+                wait = None if deadline is None else deadline - self.loop.time()
+                if wait is not None and wait <= 0:
+                    break
+                await asyncio.wait(set(self.tasks), timeout=wait)
         finally:
             if self.tasks:  # drain_timeout passed, or we were cancelled again
                 left = set(self.tasks)
@@ -180,6 +185,10 @@ class _Service:
         except Exception as exc:  # noqa: BLE001 - the error policy handles it
             self.spawn(self.error(exc, data, rid))
             return
+        if isinstance(result, asyncio.Future) and result.get_loop() is not self.loop:
+            result = self.loop.create_future()
+            result.set_exception(RuntimeError("the handler returned a future of another "
+                                              "event loop"))
         if isinstance(result, asyncio.Future):  # its done callback replies: no task
             self.inflight += 1
             self.tasks.add(result)
@@ -260,6 +269,10 @@ class _Service:
     async def error_reply_later(self, awaitable: Awaitable[Any], rid: int) -> None:
         try:
             result = await awaitable
+        except asyncio.CancelledError as err:  # stopped: the request still gets an answer
+            with contextlib.suppress(Exception):
+                self.server.reply_error(rid, err)
+            raise
         except Exception as err:  # noqa: BLE001 - on_error asks serve() to stop with it
             self.fail(err)
             return

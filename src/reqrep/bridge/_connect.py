@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -82,7 +83,8 @@ class Connection:
                 f"tls_cert={self.tls_cert!r}, tls_key={self.tls_key!r}, name={self.name!r})")
 
     def urls(self) -> list[str]:
-        return [self.servers] if isinstance(self.servers, str) else list(self.servers)
+        servers = self.servers.split(",") if isinstance(self.servers, str) else self.servers
+        return [u.strip() for u in servers if u.strip()]
 
     def wants_tls(self) -> bool:
         return bool(self.tls_ca or self.tls_cert or self.tls_key) or any(
@@ -150,6 +152,20 @@ def _reason(err: BaseException | None) -> str:
     return text or (type(err).__name__ if err is not None else "no server answered")
 
 
+# The server's errors that refuse a client's credentials (its -ERR lines, as nats-py
+# words them). Only these: a slow consumer's error, say, names a subject, which may
+# hold any word.
+_REFUSALS = re.compile(r"nats: '(Authorization Violation|User Authentication (Expired|"
+                       r"Revoked)|Authentication (Expired|Revoked))", re.IGNORECASE)
+
+
+def refused(err: BaseException | None) -> bool:
+    """Whether `err` is the server refusing the credentials."""
+    if err is None or type(err).__name__ not in ("Error", "AuthorizationError"):
+        return False
+    return type(err).__name__ == "AuthorizationError" or bool(_REFUSALS.match(str(err)))
+
+
 def failure(err: BaseException | None, urls: list[str]) -> BridgeError:
     """The BridgeError for why a connection could not be made or was closed."""
     text, where = _reason(err), ", ".join(redact(u) for u in urls)
@@ -157,7 +173,7 @@ def failure(err: BaseException | None, urls: list[str]) -> BridgeError:
         return err
     if isinstance(err, _NotEncrypted):
         return NatsConfigError(text)
-    if "authorization" in text.lower() or "authentication" in text.lower():
+    if refused(err):
         return NatsAuthError(f"NATS refused the credentials ({text}) at {where}")
     if isinstance(err, ssl.SSLError):
         return NatsConfigError(f"TLS failed: {text}")
@@ -267,7 +283,7 @@ async def connect(conn: Connection, role: str) -> Link:
             errors.append(e)
             return
         logger.warning("%s: NATS: %s", role, _reason(e))
-        if isinstance(failure(e, link.urls), NatsAuthError) and link.fatal is None:
+        if refused(e) and link.fatal is None:
             # The credentials stopped being valid (revoked, rotated): trying them
             # again for ever helps nobody; stop, and say so.
             link.fatal = e
