@@ -23,7 +23,8 @@ class Counters:
     answered: int = 0  # requests answered with a value
     failed: int = 0  # requests answered with an error
     inflight: int = 0
-    _last: tuple[float, int] = field(default_factory=lambda: (time.monotonic(), 0))
+    _last: tuple[float, int] = field(default_factory=lambda: (time.monotonic(), 0),
+                                     init=False, repr=False)
 
     def done(self, ok: bool) -> None:
         if ok:
