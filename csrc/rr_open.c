@@ -15,8 +15,13 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(SYS_openat2) && __has_include(<linux/openat2.h>)
+#include <linux/openat2.h>
+#define RR_HAVE_OPENAT2 1
+#endif
 
 /* A failed open of a channel that is not published yet: its reason for
  * people, and err->unready for rr_open_unready. */
@@ -381,6 +386,24 @@ static int same_file(const char *path, const struct stat *st, int follow)
     return rc == 0 && now.st_dev == st->st_dev && now.st_ino == st->st_ino;
 }
 
+/* 1 if resolving `path` goes through a magic link (/proc/PID/fd/N, /dev/fd/N):
+ * how a memfd, which has no name, is reached by path. */
+static int through_magic_link(const char *path)
+{
+#ifdef RR_HAVE_OPENAT2
+    struct open_how how = {.flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_NO_MAGICLINKS};
+    int fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof how);
+    if (fd >= 0) {
+        close(fd);
+        return 0;
+    }
+    if (errno != ENOSYS)
+        return errno == ELOOP; /* else gone or replaced meanwhile: not a magic link */
+#endif
+    struct stat st; /* before Linux 5.6: a link of any kind */
+    return lstat(path, &st) == 0 && S_ISLNK(st.st_mode);
+}
+
 static void unlink_if_same(const char *path, int fd)
 {
     struct stat st;
@@ -465,15 +488,22 @@ static int open_path_once(const char *path, uint32_t variant, const rr_geometry 
     }
     /* A file without a name: either one removed since we opened it (a
      * server restarting: open what the path names now), or one the path
-     * still reaches through a link (a memfd as /proc/PID/fd/N), which is
-     * sealed against shrinking, or refused, as by rr_open_fd, before its
-     * size is validated: a peer must never shrink it under our mapping. */
+     * still reaches through a magic link (a memfd as /proc/PID/fd/N), which
+     * is sealed against shrinking, or refused, as by rr_open_fd, before its
+     * size is validated: a peer must never shrink it under our mapping.
+     * unlink drops the count before the name goes, so a lookup may still find
+     * a file being removed: one that cannot be sealed and is not reached
+     * through a magic link is such a file, and opened again. */
     if (st.st_nlink == 0) {
         if (!same_file(path, &st, 1)) {
             rc = RR_REOPEN;
             goto out;
         }
         int sealed = seal_shmem(fd, err);
+        if (sealed == -RR_EFORMAT && !through_magic_link(path)) {
+            rc = RR_REOPEN;
+            goto out;
+        }
         if (sealed < 0) {
             rc = sealed;
             goto out;
