@@ -51,9 +51,17 @@ class _Request:
 
 @dataclass
 class _Failed:
-    """An error reply that ``_abandon`` collected (the request's exception)."""
+    """An error reply, collected: the exception its request raises."""
 
     exc: BaseException
+
+
+def _resolve(fut: asyncio.Future[Any], resp: Any) -> None:
+    """Complete a request's future with what ``_take`` collected."""
+    if isinstance(resp, _Failed):
+        fut.set_exception(resp.exc)
+    else:
+        fut.set_result(resp)
 
 
 @dataclass(order=True)
@@ -299,17 +307,29 @@ class AsyncClient(Generic[_C]):
                 and self._pending.pop(req.rid, None) is not None):
             self._abandon(req.rid)
 
+    def _take(self, rid: int) -> Any:
+        """``get(rid)``: the reply, ``None``, or an error reply as a :class:`_Failed`;
+        raises if the client was closed under us."""
+        client = self._client
+        try:
+            return client.get(rid)
+        except Exception as exc:  # noqa: BLE001 - an error reply: that request's
+            if client.closed:  # not a reply
+                raise
+            return _Failed(exc)
+
     def _abandon(self, rid: int) -> Any:
         """Cancel a request (already out of ``_pending``); a reply that beat the
-        cancel is drained and returned (else ``None``), an error reply as a
-        :class:`_Failed`."""
+        cancel is collected and returned, as ``_take`` gives it (else ``None``)."""
         client = self._client
         try:
             if client.cancel(rid):
                 return None
-            return client.get(rid)  # the reply arrived first: collect it, free the slot
-        except Exception as exc:  # noqa: BLE001 - an error reply, or closed under us
-            return None if client.closed else _Failed(exc)
+            return self._take(rid)  # the reply arrived first: collect it, free the slot
+        except Exception:  # noqa: BLE001 - only when closed under us (_take keeps errors)
+            if client.closed:
+                return None
+            raise
 
     # ---- timeouts: one heap of deadlines and one loop timer for the earliest.
     # (A loop timer per request costs more than the rest of a request.) Entries
@@ -347,10 +367,7 @@ class AsyncClient(Generic[_C]):
             resp = None
             if req.rid is not None and self._pending.pop(req.rid, None) is not None:
                 resp = self._abandon(req.rid)
-            if isinstance(resp, _Failed):  # an error reply beat the timeout
-                req.fut.set_exception(resp.exc)
-            else:
-                req.fut.set_result(resp)
+            _resolve(req.fut, resp)  # None, or a reply (an error too) that beat the timeout
         if self._backlog:
             self._pump()
 
@@ -421,32 +438,19 @@ class AsyncClient(Generic[_C]):
         every ready reply it leaves behind was rung after the bell was read, or is
         paired with one collected here before its ring, and that ring comes later
         and wakes us again."""
-        client = self._client
-        get = client.get
-        # (rid, future, reply, the reply is an error to raise)
-        found: list[tuple[int, asyncio.Future[Any], Any, bool]] = []
+        take = self._take
+        found: list[tuple[int, asyncio.Future[Any], Any]] = []
         for rid, fut in self._pending.items():
-            try:
-                resp = get(rid)
-            except Exception as exc:  # noqa: BLE001 - an error reply: that request's
-                if client.closed:  # not a reply: the client was closed under us
-                    raise
-                found.append((rid, fut, exc, True))
-            else:
-                if resp is None:
-                    continue
-                found.append((rid, fut, resp, False))
-            if len(found) >= rung:
-                break
+            resp = take(rid)
+            if resp is not None:
+                found.append((rid, fut, resp))
+                if len(found) >= rung:
+                    break
         pending = self._pending
-        for rid, fut, resp, failed in found:
+        for rid, fut, resp in found:
             del pending[rid]
-            if fut.done():
-                continue
-            if failed:
-                fut.set_exception(resp)
-            else:
-                fut.set_result(resp)
+            if not fut.done():
+                _resolve(fut, resp)
 
     def _settle(self, rid: int, exc: BaseException | None) -> None:
         """A probe by the helper thread found request ``rid`` over (runs in the loop):

@@ -186,9 +186,9 @@ class _Service:
             self.spawn(self.error(exc, data, rid))
             return
         if isinstance(result, asyncio.Future) and result.get_loop() is not self.loop:
-            result = self.loop.create_future()
-            result.set_exception(RuntimeError("the handler returned a future of another "
-                                              "event loop"))
+            self.spawn(self.error(RuntimeError("the handler returned a future of another "
+                                               "event loop"), data, rid))
+            return
         if isinstance(result, asyncio.Future):  # its done callback replies: no task
             self.inflight += 1
             self.tasks.add(result)
