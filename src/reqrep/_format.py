@@ -105,10 +105,15 @@ VARIANT_NAMES = {v: k for k, v in VARIANTS.items()}
 SLOT_STATE_NAMES = {v: k for k, v in SLOT_STATES.items()}
 
 
+# how many bytes from a file's start say its variant (variant_in)
+VARIANT_HEAD = HEADER.fields["variant"].offset + HEADER.fields["variant"].size
+
+
 def variant_in(head: bytes) -> str | None:
-    """The variant ("str" or "int") a file starting with `head` says it is, if any."""
+    """The variant ("str" or "int") a file starting with `head` (its first
+    ``VARIANT_HEAD`` bytes) says it is, if any."""
     at = HEADER.fields["variant"]
-    if len(head) < at.offset + at.size:
+    if len(head) < VARIANT_HEAD:
         return None
     return VARIANT_NAMES.get(get_uint(head, at.offset, at.size))
 

@@ -112,16 +112,17 @@ def _open_readonly(path: str) -> int:
         raise StatsError(f"{path}: {e.strerror or e}") from None
 
 
-def _open_channel(path: str, variant: int) -> Any:
-    """A Client/IntClient on the channel (validated by the library)."""
+def _open_channel(path: str, variant: str | None) -> Any:
+    """A Client/IntClient on the channel (validated by the library); `variant` is what
+    the file says it is, if anything (else both are tried)."""
     from reqrep import ChannelFormatError, Client, IntClient
 
-    first, second = (IntClient, Client) if variant == VARIANT_INT else (Client, IntClient)
+    first, second = (IntClient, Client) if variant == "int" else (Client, IntClient)
     try:
         try:
             return first._open_existing(path)
         except ChannelFormatError:
-            if variant in _format.VARIANT_NAMES:
+            if variant is not None:
                 raise
             return second._open_existing(path)
     except ChannelFormatError as e:
@@ -144,11 +145,7 @@ def collect(path: str | os.PathLike[str]) -> dict[str, Any]:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise StatsError(f"{path}: not a regular file")
-        at = _format.HEADER.fields["variant"]
-        head = os.pread(fd, at.offset + at.size, 0)
-        whole = len(head) == at.offset + at.size
-        variant = _format.get_uint(head, at.offset, at.size) if whole else 0
-        chan = _open_channel(path, variant)
+        chan = _open_channel(path, _format.variant_in(os.pread(fd, _format.VARIANT_HEAD, 0)))
         try:
             stats = dict(chan.stats())
             layout = {k: int(v) for k, v in chan._layout().items()}

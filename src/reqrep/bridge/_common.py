@@ -54,8 +54,7 @@ def _is_int(path: Path) -> bool:
     checks the rest)."""
     try:
         with open(path, "rb") as f:
-            at = _format.HEADER.fields["variant"]
-            return _format.variant_in(f.read(at.offset + at.size)) == "int"
+            return _format.variant_in(f.read(_format.VARIANT_HEAD)) == "int"
     except OSError:  # the handle says it better
         return False
 
