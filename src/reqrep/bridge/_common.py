@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from reqrep import _format
 from reqrep._reqrep import Client, IntClient, IntServer, Server
 from reqrep.bridge._wire import Channel
 
 Path = str | os.PathLike[str]
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass
@@ -40,6 +42,36 @@ class Counters:
         rate = (total - before) / (now - then) if now > then else 0.0
         return (f"{self.role}: {rate:,.0f} req/s, {self.inflight} in flight, "
                 f"{self.answered:,} answered, {self.failed:,} failed")
+
+
+class Deadlines(Generic[K]):
+    """When each request in flight is due, looked at by one loop timer every tenth of
+    the timeout (at most 0.1 s): cheaper than a timer per request, and at most
+    `inflight` wait. ``late(key)`` is called for each one whose time is up (its
+    deadline is gone by then). Made in the running loop; ``close()`` stops it."""
+
+    def __init__(self, timeout: float, late: Callable[[K], None]) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.timeout, self.late = timeout, late
+        self.due: dict[K, float] = {}
+        self.tick = min(0.1, timeout / 10)
+        self.timer = self.loop.call_later(self.tick, self.sweep)
+
+    def add(self, key: K) -> None:
+        self.due[key] = self.loop.time() + self.timeout
+
+    def discard(self, key: K) -> None:
+        self.due.pop(key, None)
+
+    def close(self) -> None:
+        self.timer.cancel()
+
+    def sweep(self) -> None:
+        now = self.loop.time()
+        for key in [k for k, when in self.due.items() if when <= now]:
+            del self.due[key]
+            self.late(key)
+        self.timer = self.loop.call_later(self.tick, self.sweep)
 
 
 def channel_of(handle: Client[Any] | IntClient | Server[Any] | IntServer) -> Channel:

@@ -19,7 +19,14 @@ from reqrep._remote import RemoteError
 from reqrep._reqrep import IntServer, Server
 from reqrep.aio import serve as aio_serve
 from reqrep.bridge import _wire
-from reqrep.bridge._common import Counters, Path, channel_of, check_common, open_server
+from reqrep.bridge._common import (
+    Counters,
+    Deadlines,
+    Path,
+    channel_of,
+    check_common,
+    open_server,
+)
 from reqrep.bridge._connect import Connection, Link, connect
 
 if TYPE_CHECKING:
@@ -119,24 +126,20 @@ class _Asker:
         self.loop = asyncio.get_running_loop()
         self.prefix = self.nc.new_inbox() + "."
         self.tokens = itertools.count()
-        # token -> the future of its answer and its deadline
-        self.waiting: dict[str, tuple[asyncio.Future[Any], float]] = {}
+        self.waiting: dict[str, asyncio.Future[Any]] = {}  # token -> its answer
+        self.deadlines: Deadlines[str] = Deadlines(timeout, self.late)
         self.outbox: deque[tuple[str, bytes, dict[str, str] | None]] = deque()
         self.queued = asyncio.Event()
-        self.tick = min(0.1, timeout / 10)
-        self.timer: asyncio.TimerHandle | None = None
         self.publisher: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         await self.nc.subscribe(self.prefix + "*", cb=self.answered)
         self.publisher = asyncio.ensure_future(self.publish())
-        self.timer = self.loop.call_later(self.tick, self.expire)
 
     def close(self) -> None:
         if self.publisher is not None:
             self.publisher.cancel()
-        if self.timer is not None:
-            self.timer.cancel()
+        self.deadlines.close()
         self.fail_all(RuntimeError("the bridge stopped"))
 
     def ask(self, value: Any) -> asyncio.Future[Any]:
@@ -148,7 +151,8 @@ class _Asker:
             fut.set_exception(e)
             return fut
         token = f"{next(self.tokens):x}"
-        self.waiting[token] = (fut, self.loop.time() + self.timeout)
+        self.waiting[token] = fut
+        self.deadlines.add(token)
         self.counters.inflight += 1
         fut.add_done_callback(self.finished)
         self.outbox.append((token, payload, headers))
@@ -160,10 +164,10 @@ class _Asker:
         self.counters.done(not fut.cancelled() and fut.exception() is None)
 
     def settle(self, token: str, exc: BaseException | None = None, value: Any = None) -> None:
-        entry = self.waiting.pop(token, None)
-        if entry is None or entry[0].done():
+        fut = self.waiting.pop(token, None)
+        self.deadlines.discard(token)
+        if fut is None or fut.done():
             return
-        fut = entry[0]
         if exc is not None:
             fut.set_exception(exc)
         else:
@@ -191,13 +195,8 @@ class _Asker:
     async def answered(self, msg: Msg) -> None:
         """nats-py's callback for every answer (on the inbox subscription)."""
         token = msg.subject[len(self.prefix):]
-        headers = msg.headers
-        if headers is None:
-            try:
-                self.settle(token, value=_wire.decode(self.chan, msg.data, None))
-            except _wire.WireError as e:
-                self.settle(token, e)
-        elif headers.get("Status") == _NO_RESPONDERS:
+        headers = msg.headers or {}
+        if headers.get("Status") == _NO_RESPONDERS:
             self.settle(token, RemoteError("nats.errors.NoRespondersError",
                                            f"no responders on NATS subject {self.subject!r}"))
         elif _wire.ERROR in headers:
@@ -208,12 +207,8 @@ class _Asker:
             except _wire.WireError as e:
                 self.settle(token, e)
 
-    def expire(self) -> None:
-        """Answer the requests whose time is up (every `tick` seconds)."""
-        now = self.loop.time()
-        late = [token for token, (_, deadline) in self.waiting.items() if deadline <= now]
-        for token in late:
-            self.settle(token, RemoteError(
-                "nats.errors.TimeoutError",
-                f"no answer on NATS subject {self.subject!r} in {self.timeout:g} s"))
-        self.timer = self.loop.call_later(self.tick, self.expire)
+    def late(self, token: str) -> None:
+        """A request whose time is up (Deadlines calls it)."""
+        self.settle(token, RemoteError(
+            "nats.errors.TimeoutError",
+            f"no answer on NATS subject {self.subject!r} in {self.timeout:g} s"))

@@ -19,6 +19,7 @@ from reqrep.aio import AsyncClient
 from reqrep.bridge import _wire
 from reqrep.bridge._common import (
     Counters,
+    Deadlines,
     Path,
     channel_of,
     check_common,
@@ -97,16 +98,13 @@ class _Serving:
         self.outbox: deque[tuple[str, bytes, dict[str, str] | None, bool]] = deque()
         self.queued = asyncio.Event()  # the outbox has something
         self.idle = asyncio.Event()  # nothing in flight (looked at when stopping)
-        self.loop = asyncio.get_running_loop()
-        self.deadlines: dict[asyncio.Future[Any], float] = {}  # the replies awaited
-        self.tick = min(0.1, timeout / 10)
-        self.timer: asyncio.TimerHandle | None = None
+        # the replies awaited; one late is cancelled (its request too): a TimeoutError
+        self.deadlines: Deadlines[asyncio.Future[Any]] = Deadlines(timeout, _cancel)
 
     async def run(self, queue: str, stop: asyncio.Event | None,
                   ready: asyncio.Event | None) -> None:
         nc = self.link.nc
         publisher = asyncio.ensure_future(self.publish())
-        self.timer = self.loop.call_later(self.tick, self.expire)
         try:
             sub = await nc.subscribe(self.subject, queue=queue, cb=self.take)
             await nc.flush()  # the server has the subscription: requests come from now on
@@ -131,7 +129,7 @@ class _Serving:
                 raise asyncio.CancelledError
         finally:
             publisher.cancel()
-            self.timer.cancel()
+            self.deadlines.close()
 
     async def take(self, msg: Msg) -> None:
         """nats-py's callback, for one message at a time: waiting here for a slot leaves
@@ -144,21 +142,13 @@ class _Serving:
         except Exception as e:  # noqa: BLE001 - the caller's answer
             self.respond(msg.reply, *_wire.encode_error(self.chan, e), False)
             return
-        self.deadlines[fut] = self.loop.time() + self.timeout
+        self.deadlines.add(fut)
         fut.add_done_callback(partial(self.replied, msg.reply))
 
-    def expire(self) -> None:
-        """Cancel the requests whose time is up (every `tick` seconds): their replies
-        are TimeoutErrors."""
-        now = self.loop.time()
-        for fut in [f for f, deadline in self.deadlines.items() if deadline <= now]:
-            fut.cancel()  # the AsyncClient cancels the request and frees its slot
-        self.timer = self.loop.call_later(self.tick, self.expire)
-
     def replied(self, reply_to: str, fut: asyncio.Future[Any]) -> None:
-        del self.deadlines[fut]
+        self.deadlines.discard(fut)
         try:
-            if fut.cancelled():  # by expire()
+            if fut.cancelled():  # late
                 raise TimeoutError(f"no reply from the channel's workers in {self.timeout:g} s")
             reply = fut.result()
             if reply is None:
@@ -198,3 +188,7 @@ class _Serving:
                 self.slots.release()
             if not counters.inflight:
                 self.idle.set()
+
+
+def _cancel(fut: asyncio.Future[Any]) -> None:
+    fut.cancel()  # the AsyncClient cancels the request and frees its slot
