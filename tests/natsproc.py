@@ -8,7 +8,6 @@ nats-py is missing.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,19 +19,17 @@ from typing import IO, Any
 
 import pytest
 
-NATS_SERVER = shutil.which("nats-server") or (
-    "/usr/sbin/nats-server" if os.path.exists("/usr/sbin/nats-server") else None)
+from reqrep.bench.bridge import missing, nats_server_path
+
+NATS_SERVER = nats_server_path()
 START_TIMEOUT = 30.0
 
 
 def need_nats() -> None:
-    """Skip unless a nats-server and nats-py are here."""
-    if NATS_SERVER is None:
-        pytest.skip("no nats-server on PATH (Debian: apt-get install nats-server)")
-    try:
-        import nats  # noqa: F401
-    except ImportError:
-        pytest.skip("nats-py is not installed (pip install 'reqrep[nats]')")
+    """Skip unless a nats-server and nats-py are here (as the benchmark's rows ask)."""
+    reason = missing()
+    if reason is not None:
+        pytest.skip(reason)
 
 
 def free_port() -> int:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from natsproc import need_nats
 
 from reqrep.bench import core, peers, rows, runner, table
 from reqrep.bench.transports import Op, ReqrepStr, Transport
@@ -203,16 +204,8 @@ def _nats_dirs() -> set[Path]:
             for p in Path(d).glob("reqrep-bench-nats-*")}
 
 
-def _need_nats_rows() -> None:
-    from reqrep.bench import bridge
-
-    reason = bridge.missing()
-    if reason is not None:
-        pytest.skip(reason)
-
-
 def test_nats_rows_run_and_clean_up(tmp_path: Path) -> None:
-    _need_nats_rows()
+    need_nats()
     out = tmp_path / "out.json"
     dirs, servers = _nats_dirs(), _procs_with("reqrep-bench-nats-")
     proc = run_cli("bench", "--quick", "--json", str(out), "--rows", "nats-*", cwd=tmp_path)
@@ -235,7 +228,7 @@ def test_nats_rows_run_and_clean_up(tmp_path: Path) -> None:
 
 
 def test_a_failing_nats_row_cleans_up() -> None:
-    _need_nats_rows()
+    need_nats()
     from reqrep.bench import bridge
 
     class ServeFails(bridge.NatsRow):

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from natsproc import NATS_SERVER, need_nats
 
 import reqrep
 
@@ -189,9 +189,7 @@ class Hosts:
 
 @pytest.fixture
 def hosts(tmp_path: Path) -> Iterator[Hosts]:
-    if shutil.which("nats-server") is None:
-        pytest.skip("nats-server is not on PATH")
-    pytest.importorskip("nats", reason="nats-py is not installed (pip install 'reqrep[nats]')")
+    need_nats()
     h = Hosts(tmp_path)
     # A real attempt tells whether this process may make namespaces.
     try:
@@ -223,7 +221,7 @@ def ns_id(link: str) -> int:
 
 def test_clients_on_host_a_get_answers_from_workers_on_host_b(hosts: Hosts,
                                                               tmp_path: Path) -> None:
-    nats_server = shutil.which("nats-server")
+    nats_server = NATS_SERVER
     assert nats_server is not None
     py = sys.executable
     path_a, path_b = tmp_path / "a.rr", tmp_path / "b.rr"
