@@ -345,3 +345,31 @@ def test_passthrough_on_a_closed_handle_raises() -> None:
     s.close()
     with pytest.raises(ValueError):
         s._passthrough()
+
+
+def test_a_pickled_cancellation_travels_as_a_remote_error() -> None:
+    """A CancelledError (what aio.serve answers a handler cancelled at stop with) comes
+    back as a RemoteError, not as the caller's own cancellation: an AsyncClient that
+    met one lost the other replies of the same pass (helper-28)."""
+    with reqrep.Server(None, codec="pickle") as s, s.client() as c:
+        rid = c.send(1)
+        _, got = s.recv()  # type: ignore[misc]
+        s.reply_error(got, asyncio.CancelledError())
+        with pytest.raises(reqrep.RemoteError) as info:
+            c.get_wait(rid, LONG)
+        assert info.value.type_name == "asyncio.exceptions.CancelledError"
+
+        async def main() -> None:
+            async with AsyncClient(c) as ac:
+                first, second = ac.submit("a", LONG), ac.submit("b", LONG)
+                for _ in range(2):
+                    data, rid = s.recv_wait(LONG)  # type: ignore[misc]
+                    if data == "a":
+                        s.reply_error(rid, asyncio.CancelledError())
+                    else:
+                        s.reply(rid, "reply-b")
+                assert await asyncio.wait_for(second, LONG) == "reply-b"
+                with pytest.raises(reqrep.RemoteError):
+                    await asyncio.wait_for(first, LONG)
+
+        asyncio.run(asyncio.wait_for(main(), LONG))

@@ -179,7 +179,10 @@ def decode(payload: bytes, codec: str | None) -> BaseException:
             original = pickle.loads(parts[3])
         except Exception:  # a class this process cannot import: the text is what we have
             return remote
-        if isinstance(original, BaseException):
+        # Only an Exception: a CancelledError, KeyboardInterrupt or SystemExit raised by
+        # get() would be taken for the caller's own control flow (an asyncio client
+        # lost other replies to one), so those travel as the RemoteError.
+        if isinstance(original, Exception):
             original.__cause__ = remote
             return original
     return remote
