@@ -321,27 +321,36 @@ Py_ssize_t chan_len(Chan *self)
     return (Py_ssize_t)n;
 }
 
+/* The Passthrough codec standing for `codec` (reqrep._codecs). */
+static PyObject *passthrough_of(PyObject *codec)
+{
+    PyObject *make = package_attr("reqrep._codecs", "Passthrough");
+    PyObject *name = make ? PyObject_GetAttrString(codec, "name") : NULL;
+    PyObject *res = name ? PyObject_CallOneArg(make, name) : NULL;
+    Py_XDECREF(make);
+    Py_XDECREF(name);
+    return res;
+}
+
 /* Only while no other call is in progress: a call in another thread may be
- * using the codec it replaces. */
+ * using the codec it replaces. The new codec is made first: making it runs
+ * Python code, during which another thread could start a call. */
 PyObject *chan_passthrough(Chan *self, PyObject *unused)
 {
-    if (chan_enter(self) < 0)
+    PyObject *codec = NULL;
+    if (self->codec && !self->passthrough && !(codec = passthrough_of(self->codec)))
         return NULL;
+    if (chan_enter(self) < 0) {
+        Py_XDECREF(codec);
+        return NULL;
+    }
     PyObject *res = NULL;
     if (self->busy > 1) {
         PyErr_SetString(PyExc_RuntimeError, "_passthrough() while another call is in progress");
-    } else if (self->codec && !self->passthrough) {
-        PyObject *make = package_attr("reqrep._codecs", "Passthrough");
-        PyObject *name = make ? PyObject_GetAttrString(self->codec, "name") : NULL;
-        PyObject *codec = name ? PyObject_CallOneArg(make, name) : NULL;
-        Py_XDECREF(make);
-        Py_XDECREF(name);
-        if (codec) {
-            Py_SETREF(self->codec, codec);
-            self->passthrough = 1;
-            res = Py_NewRef(Py_None);
-        }
+        Py_XDECREF(codec);
     } else {
+        if (codec)
+            Py_SETREF(self->codec, codec);
         self->passthrough = 1;
         res = Py_NewRef(Py_None);
     }
