@@ -701,3 +701,12 @@ def test_a_client_opening_during_a_server_restart_is_never_refused(
             restarter.kill()
         shutil.rmtree(shm, ignore_errors=True)
     assert opened > 0 and not refused, refused[:3]
+
+
+def test_a_link_to_a_name_that_is_not_utf8(tmp_path: Path) -> None:
+    """The reason quotes the link's target: bytes that are not UTF-8 still give the
+    FileNotFoundError, not a UnicodeDecodeError (helper-28)."""
+    link = tmp_path / "link"
+    os.symlink(b"/nonexistent-\xff\xfe-" + b"\xc3" * 200, os.fsencode(link))
+    with pytest.raises(FileNotFoundError, match="symbolic link"):
+        Client(link)

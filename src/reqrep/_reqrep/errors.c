@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <string.h>
 
 PyObject *raise_closed(void)
 {
@@ -14,8 +15,11 @@ PyObject *raise_closed(void)
 static PyObject *raise_os_why(PyObject *type, int errnum, const char *why, PyObject *path)
 {
     /* Made here, not left to PyErr_SetObject: 3.10 matches `except TimeoutError`
-     * against the unnormalised type, OSError. */
-    PyObject *exc = PyObject_CallFunction(type, "isO", errnum, why, path ? path : Py_None);
+     * against the unnormalised type, OSError. The reason may quote bytes that are
+     * not UTF-8 (a link's target, or one cut short). */
+    PyObject *text = PyUnicode_DecodeUTF8(why, (Py_ssize_t)strlen(why), "replace");
+    PyObject *exc = text ? PyObject_CallFunction(type, "iNO", errnum, text, path ? path : Py_None)
+                         : NULL;
     if (exc)
         PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
     Py_XDECREF(exc);
