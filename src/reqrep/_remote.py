@@ -29,7 +29,8 @@ class RemoteError(Exception):
     built-ins), ``message`` is its ``str()`` and ``traceback`` the formatted remote
     traceback (empty when it did not fit the reply, and on Int channels, whose replies
     carry only the type name). On a ``"pickle"`` channel the original exception is raised
-    instead when it unpickles, with a RemoteError as its ``__cause__``.
+    instead when it unpickles and is an ``Exception``, with a RemoteError as its
+    ``__cause__`` (a CancelledError or KeyboardInterrupt stays a RemoteError).
     """
 
     def __init__(self, type_name: str, message: str = "", traceback: str = "") -> None:
