@@ -161,7 +161,7 @@ class Procs:
                 "--subject", subject, *extra]
         proc = self.start(argv, f"bridge-{role}", env)
         if connected:
-            proc.wait_log("connected to NATS")
+            proc.wait_log("taking requests")
         return proc
 
     def worker(self, path: Path, handler: str, *, setup: str = "", make: str = "Server",

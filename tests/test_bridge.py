@@ -252,7 +252,7 @@ def test_serve_waits_for_the_workers_to_make_the_channel(procs: Procs, tmp_path:
     serve = procs.bridge("serve", b, url, "svc", "--wait", "60", connected=False)
     time.sleep(0.5)  # the bridge is waiting for b.rr (no timing is asserted)
     procs.worker(b, "data * 2", make="IntServer")
-    serve.wait_log("connected to NATS")
+    serve.wait_log("taking requests")
     procs.bridge("forward", a, url, "svc", "--int")
     with reqrep.IntClient(a) as c:
         assert c.req(21, 30) == 42
@@ -344,10 +344,13 @@ def test_in_process_coroutines_and_many_in_flight(procs: Procs, tmp_path: Path) 
     procs.worker(b, "data + b'.'", count=2)
 
     async def main() -> list[bytes | str | None]:
-        stop = asyncio.Event()
+        stop, serving = asyncio.Event(), asyncio.Event()
         conn = Connection(url)
-        bridges = [asyncio.create_task(serve(b, "svc", connection=conn, stop=stop)),
+        bridges = [asyncio.create_task(serve(b, "svc", connection=conn, stop=stop,
+                                             ready=serving)),
                    asyncio.create_task(forward(a, "svc", connection=conn, stop=stop))]
+        # The subscription first: a request before it is answered "no responders".
+        await asyncio.wait_for(serving.wait(), 30)
         deadline = time.monotonic() + 30
         while not a.exists():
             assert time.monotonic() < deadline

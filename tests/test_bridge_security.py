@@ -163,7 +163,7 @@ def test_password_and_tls_work_and_nothing_travels_in_the_clear(
             proc = procs.start([sys.executable, "-m", "reqrep", "bridge", role, str(path),
                                 "--nats", relay.url, "--subject", "secure", *tls],
                                f"bridge-{role}", env)
-            proc.wait_log("connected to NATS")
+            proc.wait_log("taking requests")
         with reqrep.Client(a) as c:
             assert c.req(MARKER, 30) == MARKER + b"|" + MARKER
         seen = bytes(relay.seen)

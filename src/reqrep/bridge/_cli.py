@@ -210,6 +210,7 @@ def _main(args: argparse.Namespace, role: str, run: Any) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig.name)
         reporter = asyncio.ensure_future(_report(counters, args.stats)) if args.stats else None
+        announcer = asyncio.ensure_future(_announce(ready, counters.role))
         try:
             await task
         except _ChannelError as e:
@@ -221,12 +222,20 @@ def _main(args: argparse.Namespace, role: str, run: Any) -> int:
         except asyncio.CancelledError:
             return 1 if forced else 0
         finally:
+            announcer.cancel()
             if reporter is not None:
                 reporter.cancel()
         log.info("%s: stopped", counters.line())
         return 0
 
     return asyncio.run(main())
+
+
+async def _announce(ready: asyncio.Event, name: str) -> None:
+    """Log once the bridge takes requests: a caller started before it may be told
+    "no responders" (serve) or wait in the channel (forward)."""
+    await ready.wait()
+    logging.getLogger("reqrep.bridge").info("%s: taking requests", name)
 
 
 async def _report(counters: Any, every: float) -> None:
