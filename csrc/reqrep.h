@@ -169,6 +169,19 @@ void rr_str_recv_end(rr_chan *c, uint32_t n);
  * caller may also signal a reply eventfd it shares with it). */
 int rr_str_reply(rr_chan *c, uint64_t id, const void *data, size_t len, uint32_t flags);
 int rr_str_replyv(rr_chan *c, uint64_t id, const rr_iovec *iov, uint32_t n, uint32_t flags);
+/* A reply written in place (SPEC §9). begin claims request `id`'s slot as
+ * rr_str_reply does and gives where its up to resp_size bytes go (*data,
+ * *cap); then exactly one of: commit publishes the first len of them
+ * (-EMSGSIZE beyond cap: nothing changes, the claim stays; else returns as
+ * rr_str_reply), or abort gives the claim back unpublished: the request is
+ * pending again, and any process holding the id may reply to it (0, or
+ * -ESTALE if it was cancelled or cleared meanwhile: the slot is freed).
+ * Only the process that began may commit or abort, once; nothing else
+ * writes the slot in between, and a writer that dies in between is a dead
+ * worker to its client (its slot comes back). */
+int rr_str_reply_begin(rr_chan *c, uint64_t id, void **data, size_t *cap);
+int rr_str_reply_commit(rr_chan *c, uint64_t id, size_t len, uint32_t flags);
+int rr_str_reply_abort(rr_chan *c, uint64_t id);
 
 /* ---- Int requests ---- */
 int rr_int_send(rr_chan *c, int64_t value, int64_t deadline, uint64_t *id);

@@ -162,6 +162,39 @@ static inline int str_reply(rr_chan *c, uint64_t id, const rr_iovec *iov, uint32
     return rr_slot_publish(&c->slots, s, id);
 }
 
+int rr_str_reply_begin(rr_chan *c, uint64_t id, void **data, size_t *cap)
+{
+    rr_slot *s = rr_slot_claim(&c->slots, id);
+    if (!s)
+        return -ESTALE;
+    /* the large place: commit moves a reply that fits the slot's first line */
+    *data = rr_slot_data_for(s, UINT64_MAX);
+    *cap = c->geom.resp_size;
+    return 0;
+}
+
+int rr_str_reply_commit(rr_chan *c, uint64_t id, size_t len, uint32_t flags)
+{
+    if (len > c->geom.resp_size)
+        return -EMSGSIZE;
+    rr_slot *s = rr_slot_claimed(&c->slots, id);
+    if (!s)
+        return -ESTALE;
+    uint8_t *at = rr_slot_data_for(s, len);
+    if (at != rr_slot_data_for(s, UINT64_MAX))
+        memcpy(at, rr_slot_data_for(s, UINT64_MAX), len);
+    /* relaxed atomic: as in str_reply */
+    RR_WRITE_ONCE(s->len, (uint32_t)len);
+    s->flags = flags;
+    return rr_slot_publish(&c->slots, s, id);
+}
+
+int rr_str_reply_abort(rr_chan *c, uint64_t id)
+{
+    rr_slot *s = rr_slot_claimed(&c->slots, id);
+    return s ? rr_slot_unclaim(&c->slots, s, id) : -ESTALE;
+}
+
 int rr_str_replyv(rr_chan *c, uint64_t id, const rr_iovec *iov, uint32_t n, uint32_t flags)
 {
     return str_reply(c, id, iov, n, rr_iov_len(iov, n), flags);

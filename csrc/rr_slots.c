@@ -326,6 +326,40 @@ int rr_slot_publish(rr_slots *pool, rr_slot *s, uint64_t id)
     return 1;
 }
 
+int rr_slot_unclaim(rr_slots *pool, rr_slot *s, uint64_t id)
+{
+    uint32_t gen = rr_id_gen(id);
+    uint64_t v = rr_ctl(gen, RR_SLOT_WRITING);
+    /* release ↔ the next claimant's acq_rel claim CAS: what we wrote in the
+     * slot is void, and written before it writes; acquire on failure, for
+     * free_from */
+    if (!atomic_compare_exchange_strong_explicit(&s->ctl, &v, rr_ctl(gen, RR_SLOT_ACQUIRED),
+                                                 memory_order_release, memory_order_acquire)) {
+        if (v == rr_ctl(gen, RR_SLOT_CANCELLED))
+            free_from(pool, s, &v); /* still ours until freed, as in publish */
+        return -ESTALE;
+    }
+    rr_word_wake_after_rmw(rr_ctl_futex(s), &s->waiters, INT_MAX);
+    /* Then the record: "taken by" us again, so that another claimant may
+     * record itself. Before this CAS, ACQUIRED with our writing record: a
+     * claim finds the record and fails (as while we wrote), and if we die
+     * here, the client finds its worker dead (worker_lost). relaxed, as
+     * record(): a claimant's own CAS on ctl orders what follows. A failure
+     * means the slot moved on to a newer generation: not ours to touch. */
+    uint64_t mine = rr_worker_word(gen, rr_self_ident()) | RR_WORKER_WRITING;
+    atomic_compare_exchange_strong_explicit(&s->worker, &mine, mine & ~RR_WORKER_WRITING,
+                                            memory_order_relaxed, memory_order_relaxed);
+    return 0;
+}
+
+rr_slot *rr_slot_claimed(rr_slots *pool, uint64_t id)
+{
+    rr_slot *s = slot_of(pool, id);
+    uint64_t mine = rr_worker_word(rr_id_gen(id), rr_self_ident()) | RR_WORKER_WRITING;
+    /* relaxed: our own claim wrote it, and only we change it while we hold it */
+    return s && atomic_load_explicit(&s->worker, memory_order_relaxed) == mine ? s : NULL;
+}
+
 void rr_slot_mark_taken_by(rr_slots *pool, uint64_t id, uint64_t ident)
 {
     rr_slot *s = slot_of(pool, id);

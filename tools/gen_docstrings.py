@@ -18,7 +18,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 STUB = ROOT / "src" / "reqrep" / "_reqrep.pyi"
 HEADER = ROOT / "src" / "reqrep" / "_reqrep" / "docstrings.h"
-CLASSES = ("Server", "IntServer", "Client", "IntClient")
+CLASSES = ("Server", "IntServer", "Client", "IntClient", "View", "ReplyBuffer")
+# Types whose docstring is their tp_doc (DOC_Class): the four have their own.
+CLASS_DOCS = ("View", "ReplyBuffer")
 
 
 def _default(node: ast.expr) -> str:
@@ -76,12 +78,17 @@ def generate() -> str:
     for node in tree.body:
         if not (isinstance(node, ast.ClassDef) and node.name in CLASSES):
             continue
+        if node.name in CLASS_DOCS:
+            out.append(f"#define DOC_{node.name} \\")
+            doc = inspect.cleandoc(ast.get_docstring(node, clean=False) or "")
+            out.append(" \\\n".join(_c_string(doc).split("\n")))
+            out.append("")
         seen: set[str] = set()
         for fn in node.body:
             if not isinstance(fn, ast.FunctionDef) or fn.name in seen:
                 continue
             names = {d.id for d in fn.decorator_list if isinstance(d, ast.Name)}
-            if "property" in names or fn.name in ("__new__", "__len__", "__reduce__"):
+            if "property" in names or fn.name in ("__new__", "__len__", "__reduce__", "__buffer__"):
                 continue
             if any(isinstance(d, ast.Attribute) for d in fn.decorator_list):
                 continue  # a property setter

@@ -37,7 +37,9 @@ from reqrep._reqrep import (
     Client,
     IntClient,
     IntServer,
+    ReplyBuffer,
     Server,
+    View,
     WorkerDiedError,
 )
 
@@ -50,7 +52,9 @@ __all__ = [
     "IntClient",
     "IntServer",
     "RemoteError",
+    "ReplyBuffer",
     "Server",
+    "View",
     "WorkerDiedError",
     "__version__",
     "register_codec",

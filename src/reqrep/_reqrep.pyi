@@ -17,7 +17,7 @@ Conventions shared by every class below:
 import os
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Generic, TypeAlias, TypedDict, overload
+from typing import Any, Generic, Literal, TypeAlias, TypedDict, final, overload
 
 from typing_extensions import Buffer, Self, TypeVar, disjoint_base
 
@@ -86,6 +86,85 @@ class WorkerDiedError(RuntimeError):
     """The dead worker's process id."""
     id: int
     """The id of the request that will never be answered."""
+
+@final
+class View:
+    """A reply read in place (``get``/``get_wait``/``req`` with ``copy=False``): a
+    read-only buffer over the reply in its slot, pinned there until
+    ``release()``, the end of a ``with`` block, or garbage collection, which frees
+    the slot. ``memoryview(v)``, ``bytes(v)``, ``numpy.frombuffer(v)`` and
+    anything else that takes a buffer read it without a copy; what they make
+    keeps the View alive. The channel object stays open (mapped) while a View of
+    it lives, even after ``close()``. A View inherited through ``fork`` reads
+    the same bytes, and its release in the child leaves the parent's pin alone.
+    If the process holding it dies, the slot comes back to the channel."""
+
+    @property
+    def released(self) -> bool:
+        """Whether the View was released (reading it then raises ``ValueError``)."""
+    @property
+    def is_text(self) -> bool:
+        """Whether the reply was sent as ``str`` (its bytes are UTF-8)."""
+    @property
+    def id(self) -> int:
+        """The id of the request this is the reply to."""
+    def release(self) -> None:
+        """Unpin the reply and free its slot; a second call does nothing.
+        ``BufferError`` while a buffer made from it (a ``memoryview``, a NumPy
+        array) is alive: release or drop those first."""
+    def tobytes(self) -> bytes:
+        """A copy of the reply as ``bytes``."""
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+    def __len__(self) -> int: ...
+    def __enter__(self) -> Self:
+        """The View itself; the end of the block releases it."""
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> None:
+        """Release the View (as ``release()``)."""
+
+@final
+class ReplyBuffer:
+    """A reply written in place (``Server.reply_buffer``): a writable buffer of the
+    size asked for, in the request's response slot. Fill it through
+    ``memoryview(b)`` or anything that takes a writable buffer (``numpy.frombuffer``,
+    ``readinto``), then ``commit()``: the client gets those bytes, copied only by
+    the writer. ``abort()``, an exception out of a ``with`` block, or garbage
+    collection without a commit publish nothing: the request is pending again,
+    to be answered by ``reply``, ``reply_error`` or another buffer. A worker that
+    dies holding one is a dead worker to its client (``WorkerDiedError``)."""
+
+    @property
+    def done(self) -> bool:
+        """Whether it was committed or aborted."""
+    @property
+    def id(self) -> int:
+        """The id of the request it answers."""
+    def commit(self, nbytes: int | None = None) -> bool:
+        """Publish the first ``nbytes`` bytes (all if ``None``) and wake the client:
+        ``True``, or ``False`` if the request was cancelled or cleared meanwhile.
+        ``BufferError`` while a buffer made from it is alive (nothing changes);
+        ``ValueError`` after ``commit``/``abort``."""
+    def abort(self) -> None:
+        """Publish nothing and give the request back (pending again); nothing after
+        ``commit``/``abort``. ``BufferError`` while a buffer made from it is alive."""
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+    def __len__(self) -> int: ...
+    def __enter__(self) -> Self:
+        """The buffer itself; the end of the block commits it, or aborts it if the
+        block raised."""
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> Literal[False]:
+        """Commit (no exception) or abort (an exception, which goes on)."""
 
 @disjoint_base
 class Server(Generic[_T]):
@@ -191,6 +270,12 @@ class Server(Generic[_T]):
         success; ``False`` when the request was cancelled, recycled or cleared.
         A response larger than ``resp_size`` bytes raises ``ValueError`` and
         changes nothing."""
+    def reply_buffer(self, id: int, nbytes: int) -> ReplyBuffer | None:
+        """A writable buffer of ``nbytes`` bytes in the response slot of request
+        ``id``, to write the reply in place and ``commit()`` (see ``ReplyBuffer``);
+        ``None`` when the request was cancelled, recycled or cleared. Replies of
+        ``bytes``, on channels without a codec (``TypeError`` otherwise); more
+        than ``resp_size`` bytes raise ``ValueError``, changing nothing."""
     def reply_error(self, id: int, exc: BaseException | str) -> bool:
         """Answer request ``id`` with an error: its client's ``get``/``get_wait``/``req``
         raise ``reqrep.RemoteError`` (type name, message and traceback, cut to
@@ -365,12 +450,22 @@ class Client(Generic[_T]):
     def from_fd(cls, fd: int, *, spin: int | None = None) -> Self:
         """Open the channel held by a memfd or file descriptor (the fd is duplicated;
         a memfd is sealed or refused as by ``Server.from_fd``)."""
-    def req(self, data: _T | Buffer, timeout: float | None = None) -> _T | None:
+    @overload
+    def req(
+        self, data: _T | Buffer, timeout: float | None = None, *, copy: Literal[True] = True
+    ) -> _T | None:
         """Send a request and wait for its response. One deadline covers waiting
         for a free slot and queue space and waiting for the reply. ``None`` on
         timeout (the request is then cancelled and its slot freed) and when the
         request was dropped by ``clear()``. ``WorkerDiedError`` if the
-        worker that took it died before replying."""
+        worker that took it died before replying. ``copy=False``: the reply as a
+        ``View`` pinned in its slot, read without a copy (on a codec channel: the
+        object its codec reads from that View, a pickle's out-of-band buffers
+        included, which keep the slot until they are gone)."""
+    @overload
+    def req(
+        self, data: _T | Buffer, timeout: float | None = None, *, copy: Literal[False]
+    ) -> View | None: ...
     def send(self, data: _T | Buffer, /) -> int | None:
         """Send a request without waiting: its id, or ``None`` when no response
         slot is free or the queue (or arena) is full. A request larger than the
@@ -378,12 +473,25 @@ class Client(Generic[_T]):
     def send_wait(self, data: _T | Buffer, timeout: float | None = None) -> int | None:
         """Send a request, waiting for a free slot and queue space: its id, or
         ``None`` on timeout."""
-    def get(self, id: int, /) -> _T | None:
+    @overload
+    def get(self, id: int, /, *, copy: Literal[True] = True) -> _T | None:
         """Collect the response to ``id`` if it is there (the slot is then freed);
-        ``None`` while not ready or when ``id`` is stale."""
-    def get_wait(self, id: int, timeout: float | None = None) -> _T | None:
+        ``None`` while not ready or when ``id`` is stale. ``copy=False``: a
+        ``View`` pinned in the slot instead of a copy (see ``req``)."""
+    @overload
+    def get(self, id: int, /, *, copy: Literal[False]) -> View | None: ...
+    @overload
+    def get_wait(
+        self, id: int, timeout: float | None = None, *, copy: Literal[True] = True
+    ) -> _T | None:
         """Wait for and collect the response to ``id``; ``None`` on timeout or
-        when ``id`` is stale; ``WorkerDiedError`` if its worker died."""
+        when ``id`` is stale; ``WorkerDiedError`` if its worker died.
+        ``copy=False``: a ``View`` pinned in the slot instead of a copy (see
+        ``req``)."""
+    @overload
+    def get_wait(
+        self, id: int, timeout: float | None = None, *, copy: Literal[False]
+    ) -> View | None: ...
     def cancel(self, id: int, /) -> bool:
         """Abandon a pending request and free its slot: ``True``. ``False`` for a
         stale id and when the reply already arrived (collect it with ``get``)."""
@@ -677,19 +785,22 @@ class IntClient:
     def from_fd(cls, fd: int, *, spin: int | None = None) -> Self:
         """Open the channel held by a memfd or file descriptor (the fd is duplicated;
         a memfd is sealed or refused as by ``Server.from_fd``)."""
-    def req(self, data: int, timeout: float | None = None) -> int | None:
+    def req(self, data: int, timeout: float | None = None, *, copy: bool = True) -> int | None:
         """Send a request and wait for its response under one deadline; ``None``
         on timeout (the request is then cancelled) or after ``clear()``;
-        ``WorkerDiedError`` if the worker that took it died before replying."""
+        ``WorkerDiedError`` if the worker that took it died before replying.
+        ``copy`` is accepted for symmetry with ``Client``: an int is a value."""
     def send(self, data: int, /) -> int | None:
         """Send without waiting: the request id, or ``None`` when no slot is free
         or the queue is full."""
     def send_wait(self, data: int, timeout: float | None = None) -> int | None:
         """Send, waiting for a free slot and queue space: the id, or ``None`` on timeout."""
-    def get(self, id: int, /) -> int | None:
+    def get(self, id: int, /, *, copy: bool = True) -> int | None:
         """Collect the response to ``id`` if it is there; ``None`` while not ready
-        or when ``id`` is stale."""
-    def get_wait(self, id: int, timeout: float | None = None) -> int | None:
+        or when ``id`` is stale (``copy``: as in ``req``)."""
+    def get_wait(
+        self, id: int, timeout: float | None = None, *, copy: bool = True
+    ) -> int | None:
         """Wait for and collect the response to ``id``; ``None`` on timeout or
         when ``id`` is stale; ``WorkerDiedError`` if its worker died."""
     def cancel(self, id: int, /) -> bool:

@@ -10,11 +10,14 @@ int parse_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                const char *const *names, int nmin, int nmax, PyObject **out,
                const char *fname)
 {
+    int npos = 0; /* names from the first marked "*" on are keyword-only */
+    while (npos < nmax && names[npos][0] != '*')
+        npos++;
     for (int i = 0; i < nmax; i++)
         out[i] = NULL;
-    if (nargs > nmax) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)", fname, nmax,
-                     nargs);
+    if (nargs > npos) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %d positional arguments (%zd given)",
+                     fname, npos, nargs);
         return -1;
     }
     for (Py_ssize_t i = 0; i < nargs; i++)
@@ -24,7 +27,7 @@ int parse_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
         PyObject *key = PyTuple_GET_ITEM(kwnames, k);
         int found = -1;
         for (int i = 0; i < nmax && found < 0; i++)
-            if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0)
+            if (PyUnicode_CompareWithASCIIString(key, names[i] + (i >= npos)) == 0)
                 found = i;
         if (found < 0) {
             PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument %R", fname,

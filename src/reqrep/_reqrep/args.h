@@ -13,7 +13,8 @@
 #define GIL_FREE_COPY (256 * 1024)
 
 /* Positional-or-keyword parsing for METH_FASTCALL|METH_KEYWORDS methods:
- * out[i] is the argument named names[i], NULL where an optional one is absent. */
+ * out[i] is the argument named names[i], NULL where an optional one is absent.
+ * Names from the first that begins with '*' on are keyword-only. */
 int parse_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                const char *const *names, int nmin, int nmax, PyObject **out,
                const char *fname);

@@ -12,12 +12,14 @@
 #include "chan.h"
 #include "codec.h"
 #include "errors.h"
+#include "view.h"
 #include "wait.h"
 
 typedef struct Client {
     Chan base;
     uint64_t *pending; /* id + 1 of each uncollected request, by slot */
-    pid_t pid;         /* the process whose requests `pending` lists */
+    uint64_t *pinned;  /* id + 1 of each reply a View pins, by slot */
+    pid_t pid;         /* the process whose requests the tables list */
 } Client;
 
 typedef struct client_class {
@@ -25,31 +27,48 @@ typedef struct client_class {
     /* Sends `data`, waiting for room to `deadline`: 1 sent (*id set), 0 full
      * or timed out, -1 with an exception set. */
     int (*send)(Client *self, PyObject *data, int64_t deadline, uint64_t *id);
-    /* The response to `id`, collected (its slot freed); NULL with no
-     * exception set if it is not there (*stale: it never will be). */
-    PyObject *(*collect)(Client *self, uint64_t id, int *stale);
+    /* The response to `id`, collected (its slot freed, or pinned by a View
+     * if !copy); NULL with no exception set if it is not there (*stale: it
+     * never will be). */
+    PyObject *(*collect)(Client *self, uint64_t id, int copy, int *stale);
 } client_class;
 
 #define CLASS(self) ((const client_class *)(self)->base.cls)
 
 /* ---- the requests this object has pending ---- */
 
-/* This process's table (a forked copy starts empty: the parent's requests
- * are the parent's to collect); NULL if none and !create or out of memory. */
-static uint64_t *pending_table(Client *self, int create)
+/* This process's table, `pending` or `pinned` (a forked copy starts empty:
+ * the parent's requests are the parent's to collect); NULL if none and
+ * !create or out of memory. */
+static uint64_t *id_table(Client *self, uint64_t **table, int create)
 {
     uint32_t n = rr_geometry_of(self->base.ch)->resp_slots;
-    if (self->pending && self->pid != rr_self_pid()) {
-        memset(self->pending, 0, n * sizeof *self->pending);
-        self->pid = rr_self_pid();
-    }
-    if (!self->pending && create) {
-        self->pending = PyMem_Calloc(n, sizeof *self->pending);
-        if (!self->pending)
-            PyErr_NoMemory();
+    if (self->pid != rr_self_pid()) {
+        if (self->pending)
+            memset(self->pending, 0, n * sizeof *self->pending);
+        if (self->pinned)
+            memset(self->pinned, 0, n * sizeof *self->pinned);
         self->pid = rr_self_pid(); /* not the opener's: the object may have been forked since */
     }
-    return self->pending;
+    if (!*table && create) {
+        *table = PyMem_Calloc(n, sizeof **table);
+        if (!*table)
+            PyErr_NoMemory();
+    }
+    return *table;
+}
+
+static uint64_t *pending_table(Client *self, int create)
+{
+    return id_table(self, &self->pending, create);
+}
+
+/* Whether a View of this process pins the reply to `id`: collected already. */
+static int pinned_has(Client *self, uint64_t id)
+{
+    uint32_t idx = rr_id_index(id);
+    return self->pinned && self->pid == rr_self_pid()
+        && idx < rr_geometry_of(self->base.ch)->resp_slots && self->pinned[idx] == id + 1;
 }
 
 static int pending_add(Client *self, uint64_t id)
@@ -86,6 +105,8 @@ static void release_pending(Chan *base)
     }
     PyMem_Free(self->pending);
     self->pending = NULL;
+    PyMem_Free(self->pinned); /* every View is gone: each held a call */
+    self->pinned = NULL;
 }
 
 /* ---- sending ---- */
@@ -224,16 +245,62 @@ static PyObject *str_collect_decoded(Client *self, uint64_t id, const rr_resp *r
     return obj;
 }
 
-static PyObject *str_collect(Client *self, uint64_t id, int *stale)
+/* view_done_fn of a reply View: frees the slot, in the process that pinned it. */
+static void unpin(Chan *base, uint64_t id, pid_t pid)
+{
+    Client *self = (Client *)base;
+    if (pid == rr_self_pid() && base->ch) {
+        rr_resp_release(base->ch, id); /* -ESTALE: a clear() or sweep took it */
+        uint32_t idx = rr_id_index(id);
+        if (self->pinned && self->pid == pid && self->pinned[idx] == id + 1)
+            self->pinned[idx] = 0;
+    }
+    chan_leave(base);
+}
+
+/* str_collect with copy=False: the reply pinned in its slot, as a View (or,
+ * on a codec channel, the object its codec reads from that View). */
+static PyObject *str_collect_view(Client *self, uint64_t id, const rr_resp *r)
+{
+    Chan *c = &self->base;
+    if (!id_table(self, &self->pinned, 1)) {
+        rr_resp_unview(c->ch, id); /* leave the reply for another try */
+        return NULL;
+    }
+    c->busy++; /* the View's call: the mapping stays while it lives */
+    PyObject *view = view_new(c->st, c, id, r->data, r->len, r->flags, unpin);
+    if (!view) {
+        c->busy--;
+        rr_resp_unview(c->ch, id);
+        return NULL;
+    }
+    self->pinned[rr_id_index(id)] = id + 1;
+    pending_drop(self, id);
+    if (!c->codec)
+        return view;
+    /* The codec reads in place: what it makes from the View (a pickle's
+     * out-of-band buffers) keeps it, and the slot, alive. */
+    PyObject *obj = codec_decode(c->codec, view);
+    Py_DECREF(view);
+    return obj;
+}
+
+static PyObject *str_collect(Client *self, uint64_t id, int copy, int *stale)
 {
     rr_chan *ch = self->base.ch;
     rr_resp r;
     *stale = 0;
+    if (pinned_has(self, id)) {
+        *stale = 1; /* collected already, by copy=False */
+        return NULL;
+    }
     int rc = rr_resp_view(ch, id, &r);
     if (rc < 0) {
         *stale = rc == -ESTALE;
         return NULL;
     }
+    if (!copy && !(r.flags & RR_FLAG_ERROR))
+        return str_collect_view(self, id, &r);
     if ((r.flags & RR_FLAG_ERROR) || self->base.codec)
         return str_collect_decoded(self, id, &r, stale);
     PyObject *obj = payload_object(r.data, r.len, r.flags);
@@ -270,7 +337,7 @@ static PyObject *int_collect_error(Client *self, uint64_t id, int *stale)
     return raise_remote(name, len, self->base.passthrough ? NULL : "");
 }
 
-static PyObject *int_collect(Client *self, uint64_t id, int *stale)
+static PyObject *int_collect(Client *self, uint64_t id, int copy, int *stale)
 {
     rr_chan *ch = self->base.ch;
     int64_t value;
@@ -315,12 +382,12 @@ static int resp_wait(rr_chan *ch, int64_t deadline, void *id)
 }
 
 /* Waits for and collects the response to `id`; None on timeout or stale. */
-static PyObject *wait_collect(Client *self, uint64_t id, int64_t deadline)
+static PyObject *wait_collect(Client *self, uint64_t id, int64_t deadline, int copy)
 {
     Chan *c = &self->base;
     int stale, rc = 0;
     for (;;) {
-        PyObject *obj = CLASS(self)->collect(self, id, &stale);
+        PyObject *obj = CLASS(self)->collect(self, id, copy, &stale);
         if (obj || PyErr_Occurred())
             return obj;
         if (stale) {
@@ -397,31 +464,48 @@ static PyObject *client_send_wait_notify(Client *self, PyObject *const *args, Py
     return notified(self, client_send_wait(self, args, nargs, kwnames));
 }
 
-static PyObject *get_method(Client *self, PyObject *id_obj, int64_t deadline)
+/* copy= (keyword-only; absent: True) */
+static int parse_copy(PyObject *obj, int *copy)
+{
+    *copy = obj ? PyObject_IsTrue(obj) : 1;
+    return *copy < 0 ? -1 : 0;
+}
+
+static PyObject *get_method(Client *self, PyObject *id_obj, int64_t deadline, int copy)
 {
     uint64_t id;
     if (parse_id(id_obj, &id) < 0 || chan_enter(&self->base) < 0)
         return NULL;
-    PyObject *res = wait_collect(self, id, deadline);
+    PyObject *res = wait_collect(self, id, deadline, copy);
     chan_leave(&self->base);
     return res;
 }
 
-static PyObject *client_get(Client *self, PyObject *id_obj)
+static PyObject *client_get(Client *self, PyObject *const *args, Py_ssize_t nargs,
+                            PyObject *kwnames)
 {
-    return get_method(self, id_obj, RR_NOWAIT);
+    static const char *const names[] = {"id", "*copy"};
+    PyObject *a[2];
+    int copy;
+    if (nargs == 1 && !kwnames) /* the common call, parsed at once */
+        return get_method(self, args[0], RR_NOWAIT, 1);
+    if (parse_args(args, nargs, kwnames, names, 1, 2, a, "get") < 0
+        || parse_copy(a[1], &copy) < 0)
+        return NULL;
+    return get_method(self, a[0], RR_NOWAIT, copy);
 }
 
 static PyObject *client_get_wait(Client *self, PyObject *const *args, Py_ssize_t nargs,
                                  PyObject *kwnames)
 {
-    static const char *const names[] = {"id", "timeout"};
-    PyObject *a[2];
+    static const char *const names[] = {"id", "timeout", "*copy"};
+    PyObject *a[3];
     int64_t deadline;
-    if (parse_args(args, nargs, kwnames, names, 1, 2, a, "get_wait") < 0
-        || parse_deadline(a[1], &deadline) < 0)
+    int copy;
+    if (parse_args(args, nargs, kwnames, names, 1, 3, a, "get_wait") < 0
+        || parse_deadline(a[1], &deadline) < 0 || parse_copy(a[2], &copy) < 0)
         return NULL;
-    return get_method(self, a[0], deadline);
+    return get_method(self, a[0], deadline, copy);
 }
 
 static PyObject *client_cancel(Client *self, PyObject *id_obj)
@@ -439,11 +523,13 @@ static PyObject *client_cancel(Client *self, PyObject *id_obj)
 static PyObject *client_req(Client *self, PyObject *const *args, Py_ssize_t nargs,
                             PyObject *kwnames)
 {
-    static const char *const names[] = {"data", "timeout"};
-    PyObject *a[2];
+    static const char *const names[] = {"data", "timeout", "*copy"};
+    PyObject *a[3];
     int64_t deadline;
-    if (parse_args(args, nargs, kwnames, names, 1, 2, a, "req") < 0
-        || parse_deadline(a[1], &deadline) < 0 || chan_enter(&self->base) < 0)
+    int copy;
+    if (parse_args(args, nargs, kwnames, names, 1, 3, a, "req") < 0
+        || parse_deadline(a[1], &deadline) < 0 || parse_copy(a[2], &copy) < 0
+        || chan_enter(&self->base) < 0)
         return NULL;
     uint64_t id;
     PyObject *res = NULL;
@@ -452,7 +538,7 @@ static PyObject *client_req(Client *self, PyObject *const *args, Py_ssize_t narg
         res = Py_NewRef(Py_None);
     if (rc <= 0)
         goto out;
-    res = wait_collect(self, id, deadline);
+    res = wait_collect(self, id, deadline, copy);
     if (res == Py_None || !res) {
         /* Timed out, dropped by clear(), or interrupted: give the slot back
          * (a reply being written loses). A complete reply that won the race
@@ -460,7 +546,7 @@ static PyObject *client_req(Client *self, PyObject *const *args, Py_ssize_t narg
         int crc = rr_cancel(self->base.ch, id);
         if (crc == -EBUSY && res == Py_None) {
             Py_DECREF(res);
-            res = wait_collect(self, id, RR_NOWAIT);
+            res = wait_collect(self, id, RR_NOWAIT, copy);
         } else if (crc != -EBUSY) {
             pending_drop(self, id);
         }
@@ -634,7 +720,7 @@ static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     {"req", FASTFN(client_req), FASTKW, DOC(cls, req)},                                    \
     {"send", (PyCFunction)client_send, METH_O, DOC(cls, send)},                            \
     {"send_wait", FASTFN(client_send_wait), FASTKW, DOC(cls, send_wait)},                  \
-    {"get", (PyCFunction)client_get, METH_O, DOC(cls, get)},                               \
+    {"get", FASTFN(client_get), FASTKW, DOC(cls, get)},                               \
     {"get_wait", FASTFN(client_get_wait), FASTKW, DOC(cls, get_wait)},                     \
     {"cancel", (PyCFunction)client_cancel, METH_O, DOC(cls, cancel)},                      \
     {"pending", (PyCFunction)client_pending, METH_NOARGS, DOC(cls, pending)},              \

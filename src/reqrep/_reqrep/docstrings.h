@@ -5,6 +5,82 @@
 
 #define DOC(cls, method) DOC_##cls##_##method
 
+#define DOC_View \
+    "A reply read in place (``get``/``get_wait``/``req`` with ``copy=False``): a\n" \
+    "read-only buffer over the reply in its slot, pinned there until\n" \
+    "``release()``, the end of a ``with`` block, or garbage collection, which frees\n" \
+    "the slot. ``memoryview(v)``, ``bytes(v)``, ``numpy.frombuffer(v)`` and\n" \
+    "anything else that takes a buffer read it without a copy; what they make\n" \
+    "keeps the View alive. The channel object stays open (mapped) while a View of\n" \
+    "it lives, even after ``close()``. A View inherited through ``fork`` reads\n" \
+    "the same bytes, and its release in the child leaves the parent's pin alone.\n" \
+    "If the process holding it dies, the slot comes back to the channel."
+
+#define DOC_View_release \
+    "release($self)\n" \
+    "--\n" \
+    "\n" \
+    "Unpin the reply and free its slot; a second call does nothing.\n" \
+    "``BufferError`` while a buffer made from it (a ``memoryview``, a NumPy\n" \
+    "array) is alive: release or drop those first."
+
+#define DOC_View_tobytes \
+    "tobytes($self)\n" \
+    "--\n" \
+    "\n" \
+    "A copy of the reply as ``bytes``."
+
+#define DOC_View___enter__ \
+    "__enter__($self)\n" \
+    "--\n" \
+    "\n" \
+    "The View itself; the end of the block releases it."
+
+#define DOC_View___exit__ \
+    "__exit__($self, exc_type, exc, tb, /)\n" \
+    "--\n" \
+    "\n" \
+    "Release the View (as ``release()``)."
+
+#define DOC_ReplyBuffer \
+    "A reply written in place (``Server.reply_buffer``): a writable buffer of the\n" \
+    "size asked for, in the request's response slot. Fill it through\n" \
+    "``memoryview(b)`` or anything that takes a writable buffer (``numpy.frombuffer``,\n" \
+    "``readinto``), then ``commit()``: the client gets those bytes, copied only by\n" \
+    "the writer. ``abort()``, an exception out of a ``with`` block, or garbage\n" \
+    "collection without a commit publish nothing: the request is pending again,\n" \
+    "to be answered by ``reply``, ``reply_error`` or another buffer. A worker that\n" \
+    "dies holding one is a dead worker to its client (``WorkerDiedError``)."
+
+#define DOC_ReplyBuffer_commit \
+    "commit($self, nbytes=None)\n" \
+    "--\n" \
+    "\n" \
+    "Publish the first ``nbytes`` bytes (all if ``None``) and wake the client:\n" \
+    "``True``, or ``False`` if the request was cancelled or cleared meanwhile.\n" \
+    "``BufferError`` while a buffer made from it is alive (nothing changes);\n" \
+    "``ValueError`` after ``commit``/``abort``."
+
+#define DOC_ReplyBuffer_abort \
+    "abort($self)\n" \
+    "--\n" \
+    "\n" \
+    "Publish nothing and give the request back (pending again); nothing after\n" \
+    "``commit``/``abort``. ``BufferError`` while a buffer made from it is alive."
+
+#define DOC_ReplyBuffer___enter__ \
+    "__enter__($self)\n" \
+    "--\n" \
+    "\n" \
+    "The buffer itself; the end of the block commits it, or aborts it if the\n" \
+    "block raised."
+
+#define DOC_ReplyBuffer___exit__ \
+    "__exit__($self, exc_type, exc, tb, /)\n" \
+    "--\n" \
+    "\n" \
+    "Commit (no exception) or abort (an exception, which goes on)."
+
 #define DOC_Server_new_memfd \
     "new_memfd($type, name, req_cap=1024, resp_slots=64, resp_size=4096, arena=None, *, spin=None, codec=None)\n" \
     "--\n" \
@@ -69,6 +145,16 @@
     "success; ``False`` when the request was cancelled, recycled or cleared.\n" \
     "A response larger than ``resp_size`` bytes raises ``ValueError`` and\n" \
     "changes nothing."
+
+#define DOC_Server_reply_buffer \
+    "reply_buffer($self, id, nbytes)\n" \
+    "--\n" \
+    "\n" \
+    "A writable buffer of ``nbytes`` bytes in the response slot of request\n" \
+    "``id``, to write the reply in place and ``commit()`` (see ``ReplyBuffer``);\n" \
+    "``None`` when the request was cancelled, recycled or cleared. Replies of\n" \
+    "``bytes``, on channels without a codec (``TypeError`` otherwise); more\n" \
+    "than ``resp_size`` bytes raise ``ValueError``, changing nothing."
 
 #define DOC_Server_reply_error \
     "reply_error($self, id, exc)\n" \
@@ -280,14 +366,17 @@
     "a memfd is sealed or refused as by ``Server.from_fd``)."
 
 #define DOC_Client_req \
-    "req($self, data, timeout=None)\n" \
+    "req($self, data, timeout=None, *, copy=True)\n" \
     "--\n" \
     "\n" \
     "Send a request and wait for its response. One deadline covers waiting\n" \
     "for a free slot and queue space and waiting for the reply. ``None`` on\n" \
     "timeout (the request is then cancelled and its slot freed) and when the\n" \
     "request was dropped by ``clear()``. ``WorkerDiedError`` if the\n" \
-    "worker that took it died before replying."
+    "worker that took it died before replying. ``copy=False``: the reply as a\n" \
+    "``View`` pinned in its slot, read without a copy (on a codec channel: the\n" \
+    "object its codec reads from that View, a pickle's out-of-band buffers\n" \
+    "included, which keep the slot until they are gone)."
 
 #define DOC_Client_send \
     "send($self, data, /)\n" \
@@ -305,18 +394,21 @@
     "``None`` on timeout."
 
 #define DOC_Client_get \
-    "get($self, id, /)\n" \
+    "get($self, id, /, *, copy=True)\n" \
     "--\n" \
     "\n" \
     "Collect the response to ``id`` if it is there (the slot is then freed);\n" \
-    "``None`` while not ready or when ``id`` is stale."
+    "``None`` while not ready or when ``id`` is stale. ``copy=False``: a\n" \
+    "``View`` pinned in the slot instead of a copy (see ``req``)."
 
 #define DOC_Client_get_wait \
-    "get_wait($self, id, timeout=None)\n" \
+    "get_wait($self, id, timeout=None, *, copy=True)\n" \
     "--\n" \
     "\n" \
     "Wait for and collect the response to ``id``; ``None`` on timeout or\n" \
-    "when ``id`` is stale; ``WorkerDiedError`` if its worker died."
+    "when ``id`` is stale; ``WorkerDiedError`` if its worker died.\n" \
+    "``copy=False``: a ``View`` pinned in the slot instead of a copy (see\n" \
+    "``req``)."
 
 #define DOC_Client_cancel \
     "cancel($self, id, /)\n" \
@@ -719,12 +811,13 @@
     "a memfd is sealed or refused as by ``Server.from_fd``)."
 
 #define DOC_IntClient_req \
-    "req($self, data, timeout=None)\n" \
+    "req($self, data, timeout=None, *, copy=True)\n" \
     "--\n" \
     "\n" \
     "Send a request and wait for its response under one deadline; ``None``\n" \
     "on timeout (the request is then cancelled) or after ``clear()``;\n" \
-    "``WorkerDiedError`` if the worker that took it died before replying."
+    "``WorkerDiedError`` if the worker that took it died before replying.\n" \
+    "``copy`` is accepted for symmetry with ``Client``: an int is a value."
 
 #define DOC_IntClient_send \
     "send($self, data, /)\n" \
@@ -740,14 +833,14 @@
     "Send, waiting for a free slot and queue space: the id, or ``None`` on timeout."
 
 #define DOC_IntClient_get \
-    "get($self, id, /)\n" \
+    "get($self, id, /, *, copy=True)\n" \
     "--\n" \
     "\n" \
     "Collect the response to ``id`` if it is there; ``None`` while not ready\n" \
-    "or when ``id`` is stale."
+    "or when ``id`` is stale (``copy``: as in ``req``)."
 
 #define DOC_IntClient_get_wait \
-    "get_wait($self, id, timeout=None)\n" \
+    "get_wait($self, id, timeout=None, *, copy=True)\n" \
     "--\n" \
     "\n" \
     "Wait for and collect the response to ``id``; ``None`` on timeout or\n" \

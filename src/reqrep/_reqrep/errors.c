@@ -102,6 +102,17 @@ PyObject *take_exception(void)
 #endif
 }
 
+void restore_exception(PyObject *exc)
+{
+    if (!exc)
+        return;
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+#endif
+}
+
 /* reqrep._remote.<fn>(*args): errors that travel back are written and read in
  * Python, where they are rare enough not to matter. */
 static PyObject *call_remote(const char *fn, const char *fmt, ...)

@@ -50,5 +50,7 @@ PyObject *remote_reply(PyObject *exc, size_t limit, const char *codec, int is_in
 /* The exception being raised, normalised, with its traceback; cleared
  * (to hand to Python code, as serve() does to on_error). */
 PyObject *take_exception(void);
+/* Raises `exc` (from take_exception; stolen) again; NULL: nothing. */
+void restore_exception(PyObject *exc);
 
 #endif

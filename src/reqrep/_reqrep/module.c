@@ -9,6 +9,7 @@
 #include "client.h"
 #include "server.h"
 #include "state.h"
+#include "view.h"
 
 #include <stdint.h>
 
@@ -89,7 +90,8 @@ static int module_exec(PyObject *mod)
     PyObject *fmt = format_entries();
     int rc = fmt ? PyModule_AddObjectRef(mod, "_format", fmt) : -1;
     Py_XDECREF(fmt);
-    if (rc < 0 || server_setup_types(mod, st) < 0 || client_setup_types(mod, st) < 0)
+    if (rc < 0 || server_setup_types(mod, st) < 0 || client_setup_types(mod, st) < 0
+        || view_setup_types(mod, st) < 0)
         return -1;
     return 0;
 }
@@ -101,6 +103,8 @@ static int module_traverse(PyObject *mod, visitproc visit, void *arg)
         Py_VISIT(st->types[i]);
     Py_VISIT(st->format_error);
     Py_VISIT(st->worker_died);
+    Py_VISIT(st->view_type);
+    Py_VISIT(st->reply_buffer_type);
     return 0;
 }
 
@@ -111,6 +115,8 @@ static int module_clear(PyObject *mod)
         Py_CLEAR(st->types[i]);
     Py_CLEAR(st->format_error);
     Py_CLEAR(st->worker_died);
+    Py_CLEAR(st->view_type);
+    Py_CLEAR(st->reply_buffer_type);
     return 0;
 }
 

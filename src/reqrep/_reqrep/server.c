@@ -10,6 +10,7 @@
 #include "chan.h"
 #include "codec.h"
 #include "errors.h"
+#include "view.h"
 #include "wait.h"
 
 typedef struct server_class {
@@ -424,6 +425,67 @@ static PyObject *server_reply_error(Chan *self, PyObject *const *args, Py_ssize_
     return rc < 0 ? NULL : PyBool_FromLong(rc);
 }
 
+/* replybuf_done_fn: publishes or gives back a reply written in place. */
+static int finish_reply_buffer(Chan *self, uint64_t id, Py_ssize_t len, int commit)
+{
+    int rc, res;
+    if (commit) {
+        rc = rr_str_reply_commit(self->ch, id, (size_t)len, 0);
+        res = replied(self, rc, NULL);
+    } else {
+        rc = rr_str_reply_abort(self->ch, id);
+        res = rc == -ESTALE ? 0 : rc < 0 ? (raise_core(self->st, rc, NULL, NULL), -1) : 1;
+    }
+    chan_leave(self);
+    return res;
+}
+
+static PyObject *server_reply_buffer(Chan *self, PyObject *const *args, Py_ssize_t nargs,
+                                     PyObject *kwnames)
+{
+    static const char *const names[] = {"id", "nbytes"};
+    PyObject *a[2];
+    uint64_t id, n;
+    if (parse_args(args, nargs, kwnames, names, 2, 2, a, "reply_buffer") < 0
+        || parse_id(a[0], &id) < 0 || parse_u64_range(a[1], "nbytes", 0, UINT32_MAX, &n) < 0
+        || chan_enter(self) < 0)
+        return NULL;
+    const rr_geometry *g = rr_geometry_of(self->ch);
+    if (self->codec) {
+        PyErr_Format(PyExc_TypeError, "reply_buffer() writes bytes as they are; this channel "
+                     "encodes its replies with codec '%s': use reply()", g->codec);
+        goto fail;
+    }
+    if (n > g->resp_size) {
+        PyErr_Format(PyExc_ValueError, "reply_buffer() of %llu bytes exceeds resp_size (%u)",
+                     (unsigned long long)n, g->resp_size);
+        goto fail;
+    }
+    void *data;
+    size_t cap;
+    int rc = rr_str_reply_begin(self->ch, id, &data, &cap);
+    if (rc == -ESTALE) {
+        chan_leave(self);
+        Py_RETURN_NONE;
+    }
+    if (rc < 0) {
+        raise_core(self->st, rc, NULL, NULL);
+        goto fail;
+    }
+    /* the buffer holds this call (the mapping) until it is committed or aborted */
+    PyObject *buf = replybuf_new(self->st, self, id, data, (Py_ssize_t)n, finish_reply_buffer);
+    if (!buf) {
+        PyObject *exc = take_exception();
+        rr_str_reply_abort(self->ch, id);
+        restore_exception(exc);
+        goto fail;
+    }
+    return buf;
+fail:
+    chan_leave(self);
+    return NULL;
+}
+
 /* ---- serve ---- */
 
 /* Answers one request taken by serve(): handler(data) is the reply; when the
@@ -768,6 +830,7 @@ static PyMethodDef str_methods[] = {
     {"recv_multi", FASTFN(server_recv_multi), FASTKW, DOC(Server, recv_multi)},
     {"recv_wait_multi", FASTFN(server_recv_wait_multi), FASTKW, DOC(Server, recv_wait_multi)},
     {"drain", FASTFN(server_drain), FASTKW, DOC(Server, drain)},
+    {"reply_buffer", FASTFN(server_reply_buffer), FASTKW, DOC(Server, reply_buffer)},
     {"_test_hold_lock", (PyCFunction)server_test_hold_lock, METH_NOARGS,
      DOC(Server, _test_hold_lock)},
     {NULL},

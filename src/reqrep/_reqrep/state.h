@@ -17,6 +17,8 @@ typedef struct module_state {
     const struct chan_class *classes[N_TYPES]; /* static; classes[i] describes types[i] */
     PyObject *format_error;                    /* reqrep.ChannelFormatError */
     PyObject *worker_died;                     /* reqrep.WorkerDiedError */
+    PyTypeObject *view_type;                   /* reqrep.View (view.h) */
+    PyTypeObject *reply_buffer_type;           /* reqrep.ReplyBuffer */
 } module_state;
 
 /* Defined in module.c; here so that a type can find its module. */

@@ -17,6 +17,7 @@ from functools import partial
 from reqrep.bench import peers
 from reqrep.bench.transports import (
     BURST,
+    ECHO_SIZE,
     ReqrepInt,
     ReqrepSingle,
     ReqrepStr,
@@ -25,6 +26,10 @@ from reqrep.bench.transports import (
 )
 
 BIG = 64 * 1024
+MIB = 1024 * 1024
+# The oversubscribed MPMC layout: many more processes than a small machine has CPUs.
+OVER_CLIENTS = 16
+OVER_WORKERS = 4
 
 # Group names, in table order.
 ECHO = "1:1 echo, 12 B (1 client : 1 worker process)"
@@ -32,7 +37,10 @@ SINGLE = "single-process echo (send, recv, reply, get)"
 BATCH = f"batch receive ({BURST} pipelined requests)"
 BIG_RT = "64 KiB echo (1 client : 1 worker)"
 BIG_BW = "64 KiB echo, throughput"
+MIB_RT = "1 MiB echo (1 client : 1 worker)"
+MIB_BW = "1 MiB echo, throughput"
 MPMC = "MPMC (4 client : 2 worker processes)"
+MPMC16 = f"MPMC oversubscribed ({OVER_CLIENTS} client : {OVER_WORKERS} worker processes)"
 P50 = "1:1 latency, p50"
 P99 = "1:1 latency, p99"
 ASYNCIO = "asyncio client, 12 B (1 client process : 1 worker process)"
@@ -110,11 +118,31 @@ def _echo_cases(group: str, prefix: str, *, loaded: bool = False) -> list[Case]:
             m,
             requires="faster_fifo",
         ),
+        *_iceoryx2_cases(prefix, m),
     ]
     if loaded:
         keep = {"reqrep-str", "reqrep-int", "reqrep-str-spin0", "reqrep-int-spin0", "pipe"}
         rows = [replace(c, loaded=True) for c in rows if c.id.removeprefix(prefix) in keep]
     return rows
+
+
+def _iceoryx2_cases(
+    prefix: str, metrics: tuple[Metric, ...], size: int = ECHO_SIZE
+) -> list[Case]:
+    """iceoryx2 request-response in both its modes (see ``bench.iceoryx``): busy-polling,
+    its fastest while each side has a CPU, and sleeping on event listeners; both write
+    their payloads into loaned shared-memory slices (its zero-copy API)."""
+    from reqrep.bench.iceoryx import Iceoryx2Echo
+
+    labels = {
+        "poll": "iceoryx2 request-response, busy-poll (loaned slices)",
+        "event": "iceoryx2 request-response, event listeners (loaned slices)",
+    }
+    return [
+        Case(f"{prefix}iceoryx2-{mode}", label, partial(Iceoryx2Echo, mode, size), metrics,
+             requires="iceoryx2")
+        for mode, label in labels.items()
+    ]
 
 
 def _single_cases() -> list[Case]:
@@ -161,6 +189,22 @@ def _big_cases() -> list[Case]:
         Case("64k-reqrep-str", "reqrep Str", lambda: ReqrepStr(size=BIG), m, peer=False),
         Case("64k-pipe", "os.pipe pair", lambda: peers.PipePair(BIG), m),
         Case("64k-socketpair", "socket.socketpair", lambda: peers.SocketPair(BIG), m),
+        *_iceoryx2_cases("64k-", m, BIG),
+    ]
+
+
+def _mib_cases() -> list[Case]:
+    """1 MiB each way: the copying reqrep row (``resp_size`` 1 MiB, 16 MiB arena) among
+    the peers. The zero-copy rows of SPEC §9 belong in this group too."""
+    m = (
+        Metric("rt_per_s", MIB_RT, "rt/s"),
+        Metric("mib_per_s", MIB_BW, "MiB/s"),
+    )
+    return [
+        Case("1m-reqrep-str", "reqrep Str", lambda: ReqrepStr(size=MIB), m, peer=False),
+        Case("1m-pipe", "os.pipe pair", lambda: peers.PipePair(MIB), m),
+        Case("1m-socketpair", "socket.socketpair", lambda: peers.SocketPair(MIB), m),
+        *_iceoryx2_cases("1m-", m, MIB),
     ]
 
 
@@ -185,6 +229,28 @@ def _mpmc_cases() -> list[Case]:
             clients=4,
             workers=2,
         ),
+    ]
+
+
+def _mpmc16_cases() -> list[Case]:
+    """16 clients and 4 workers on one channel, far more processes than a small machine
+    has CPUs (this project's has 2): a waiter that spins holds a CPU another process
+    needs, so these rows show what spinning costs or gains once the machine is
+    oversubscribed, against ``spin=0`` (sleep at once) and a ``multiprocessing.Queue``
+    pair."""
+    m = _rate(MPMC16)
+
+    def case(cid: str, label: str, make: Callable[[], Transport], peer: bool = False) -> Case:
+        return Case(f"mpmc16-{cid}", label, make, m, peer=peer, clients=OVER_CLIENTS,
+                    workers=OVER_WORKERS)
+
+    return [
+        case("reqrep-str", "reqrep Str", ReqrepStr),
+        case("reqrep-str-spin0", "reqrep Str, spin=0", lambda: ReqrepStr(0)),
+        case("reqrep-int", "reqrep Int", ReqrepInt),
+        case("reqrep-int-spin0", "reqrep Int, spin=0", lambda: ReqrepInt(0)),
+        case("mp-queue", "multiprocessing.Queue, reply queue per client",
+             lambda: peers.MpQueues(clients=OVER_CLIENTS), peer=True),
     ]
 
 
@@ -286,7 +352,9 @@ def all_cases() -> list[Case]:
         *_single_cases(),
         *_batch_cases(),
         *_big_cases(),
+        *_mib_cases(),
         *_mpmc_cases(),
+        *_mpmc16_cases(),
         *_latency_cases(),
         *asyncio_cases(),
         *_object_cases(),
