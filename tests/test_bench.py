@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from natsproc import need_nats
@@ -22,6 +23,10 @@ from reqrep.bench.transports import Op, ReqrepStr, Transport
 from reqrep.bench.workloads import Timing, percentile
 
 SUBPROCESS_TIMEOUT = 120
+MPMC16_ROWS = ["mpmc16-reqrep-str", "mpmc16-reqrep-str-spin0", "mpmc16-reqrep-int",
+               "mpmc16-reqrep-int-spin0", "mpmc16-mp-queue"]
+ICEORYX2_ROWS = ["iceoryx2-poll", "iceoryx2-event", "64k-iceoryx2-poll", "64k-iceoryx2-event",
+                 "1m-iceoryx2-poll", "1m-iceoryx2-event"]
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -95,6 +100,12 @@ def test_row_ids_unique_and_patterns() -> None:
         "mpmc-reqrep-str-spin0",
         "mpmc-mp-queue",
     ]
+    assert [c.id for c in rows.select(cases, ["mpmc16-*"])] == MPMC16_ROWS
+    assert [c.id for c in rows.select(cases, ["1m-*"])] == [
+        "1m-reqrep-str", "1m-pipe", "1m-socketpair", "1m-iceoryx2-poll", "1m-iceoryx2-event"]
+    assert [c.id for c in rows.select(cases, ["*iceoryx2*"])] == ICEORYX2_ROWS
+    for case in rows.select(cases, ["*iceoryx2*"]):
+        assert case.requires == "iceoryx2" and case.peer
     with pytest.raises(ValueError):
         rows.select(cases, ["nothing-like-this"])
 
@@ -163,6 +174,100 @@ def test_a_broken_row_fails_fast_and_leaves_no_process(
     assert lines[0].status == "failed"
     assert reason in lines[0].note
     assert _children() <= before  # every child was killed and reaped
+
+
+def test_an_oversubscribed_run_that_hangs_ends_and_leaves_no_process() -> None:
+    # the mpmc16 layout: 16 clients and 4 workers, every worker stuck
+    settings = runner.Settings("test", 1, Timing(0.01, 0.05), timeout=2.0)
+    case = rows.Case("broken", "broken", _WorkerHangs, (rows.Metric("rt_per_s", "g", "rt/s"),),
+                     clients=rows.OVER_CLIENTS, workers=rows.OVER_WORKERS)
+    before = _children()
+    start = time.monotonic()
+    lines = runner.run_case(case, settings, lambda run, runs: None)
+    assert time.monotonic() - start < 10
+    assert lines[0].status == "failed" and "timed out" in lines[0].note
+    assert _children() <= before
+
+
+def _json_rows(proc: subprocess.CompletedProcess[str], out: Path) -> list[dict[str, Any]]:
+    assert proc.returncode == 0, proc.stderr
+    found: list[dict[str, Any]] = json.loads(out.read_text())["rows"]
+    return found
+
+
+def test_oversubscribed_mpmc_rows_run(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    found = _json_rows(run_cli("bench", "--quick", "--json", str(out), "--rows", "mpmc16-*",
+                               cwd=tmp_path), out)
+    assert [r["id"] for r in found] == MPMC16_ROWS
+    for row in found:
+        assert row["status"] == "ok", row
+        assert row["values"] and all(v > 0 for v in row["values"])
+    assert not _procs_with(str(out))  # not one of the 20 forked children is left
+
+
+def test_1mib_rows_run(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    found = _json_rows(run_cli("bench", "--quick", "--json", str(out), "--rows",
+                               "1m-reqrep-str,1m-pipe,1m-socketpair", cwd=tmp_path), out)
+    assert [(r["id"], r["metric"]) for r in found] == [
+        (cid, metric) for cid in ("1m-reqrep-str", "1m-pipe", "1m-socketpair")
+        for metric in ("rt_per_s", "mib_per_s")]
+    for row in found:
+        assert row["status"] == "ok", row
+        assert row["median"] > 0
+    by_key = {(r["id"], r["metric"]): r["median"] for r in found}
+    # a MiB each way: the two metrics of a run are the same number
+    assert by_key["1m-pipe", "mib_per_s"] == pytest.approx(by_key["1m-pipe", "rt_per_s"])
+
+
+def _iox2_files() -> set[Path]:
+    from reqrep.bench.iceoryx import RUN_PREFIX, SHM_DIR
+
+    return {p for d in (SHM_DIR, tempfile.gettempdir()) for p in Path(d).glob(RUN_PREFIX + "*")}
+
+
+def test_iceoryx2_rows_run_and_clean_up(tmp_path: Path) -> None:
+    pytest.importorskip("iceoryx2")
+    out = tmp_path / "out.json"
+    files = _iox2_files()
+    found = _json_rows(run_cli("bench", "--quick", "--json", str(out), "--rows", "*iceoryx2*",
+                               cwd=tmp_path), out)
+    assert list(dict.fromkeys(r["id"] for r in found)) == ICEORYX2_ROWS
+    assert len(found) == 2 + 4 * 2  # the 64 KiB and 1 MiB rows have a MiB/s line too
+    for row in found:
+        assert row["status"] == "ok", row
+        assert row["values"] and all(v > 0 for v in row["values"])
+        assert row["peer"] is True and row["ratio"] > 0
+    # nothing of the runs is left: no forked child, no shared memory, no run directory
+    assert not _procs_with(str(out))
+    assert _iox2_files() <= files
+
+
+def test_a_failing_iceoryx2_row_cleans_up() -> None:
+    pytest.importorskip("iceoryx2")
+    from reqrep.bench.iceoryx import Iceoryx2Echo
+
+    made: list[Iceoryx2Echo] = []
+
+    class ServerFails(Iceoryx2Echo):
+        def serve(self, worker: int) -> None:
+            self._ports()  # its node and services make their files first
+            raise RuntimeError("broken on purpose")
+
+    def make() -> Iceoryx2Echo:
+        made.append(ServerFails("event"))
+        return made[-1]
+
+    settings = runner.Settings("test", 1, Timing(0.01, 0.05), timeout=20.0)
+    case = rows.Case("broken", "broken", make, (rows.Metric("rt_per_s", "g", "rt/s"),))
+    before = _children()
+    lines = runner.run_case(case, settings, lambda run, runs: None)
+    assert lines[0].status == "failed"
+    assert "broken on purpose" in lines[0].note
+    assert _children() <= before
+    assert made and made[0].root  # the run did make its directory
+    assert made[0].leftovers() == []
 
 
 def test_core_bench_builds_and_runs(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ Modules:
 * ``workloads`` - the client loops (warm-up, start gate, timed part);
 * ``procs`` - forked, bounded child processes;
 * ``bridge`` - the NATS bridge rows (a nats-server per run) against plain nats-py;
+* ``iceoryx`` - iceoryx2 request-response (busy-polling and event modes), when installed;
 * ``runner`` - runs each row several times in fresh processes, takes medians;
 * ``table`` - ratios to the fastest peer, the printed table, the JSON document;
 * ``core`` - the optional C micro-benchmark (``--core``);

@@ -3,16 +3,18 @@
 
 * ``poll``: both sides busy-poll. The client sends a request and calls
   ``PendingResponse.receive()`` in a loop until the response is there; the server calls
-  ``Server.receive()`` in a loop. This is iceoryx2's fastest mode when each side has a
-  CPU of its own: nothing sleeps, no system call on the round trip.
+  ``Server.receive()`` in a loop. This is iceoryx2's fastest mode while each side has a
+  CPU of its own: nothing sleeps, and a round trip makes no system call at all (strace:
+  none in 1,000 round trips).
 * ``event``: both sides sleep until told. Two event services go with the
-  request-response one: after sending its request the client notifies the server's
-  ``Listener`` and waits on its own with ``Listener.blocking_wait()`` until the response
-  is there; the server waits on its listener while it has no request, and notifies the
-  client's listener after each response. This is iceoryx2's way of not burning a CPU
-  (what its request-response-with-events example does); ``blocking_wait`` on one
-  listener is the direct form of it (a ``WaitSet`` waits on the same listener with more
-  Python calls per wake-up).
+  request-response one (the pattern of iceoryx2's request-response-with-events
+  example): after sending its request the client notifies the server's ``Listener`` and
+  waits on its own with ``Listener.blocking_wait()`` until the response is there; the
+  server waits on its listener while it has no request, and notifies the client's
+  listener after each response. In iceoryx2 0.10 on Linux a listener is a Unix datagram
+  socket: a notify is a ``sendto``, a wait a blocking ``recvfrom`` (with a few ``fcntl``
+  and ``setsockopt`` calls around it). ``blocking_wait`` on one listener is the direct
+  form; a ``WaitSet`` waits on the same listener with more Python calls per wake-up.
 
 Payloads are ``Slice[c_uint8]`` of the row's size (``initial_max_slice_len``), written
 in place: the client loans a request slice and copies its ``bytes`` into it, the server
