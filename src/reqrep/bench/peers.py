@@ -265,21 +265,16 @@ class MpQueues(Transport):
             puts[idx](data)
 
     def connect(self, client: int) -> Op:
+        if self.clients > 1:
+            return _RoutedOp(self.requests, self.replies[client], client)
         put = self.requests.put
         get = self.replies[client].get
-        if self.clients == 1:
 
-            def op(msg: bytes) -> bytes:
-                put(msg)
-                return get()  # type: ignore[no-any-return]
-
-            return op
-
-        def routed(msg: bytes) -> bytes:
-            put((client, msg))
+        def op(msg: bytes) -> bytes:
+            put(msg)
             return get()  # type: ignore[no-any-return]
 
-        return routed
+        return op
 
     def close(self) -> None:
         for q in [self.requests, *self.replies]:
@@ -288,6 +283,33 @@ class MpQueues(Transport):
                 q.cancel_join_thread()
         self.requests = None
         self.replies = []
+
+
+class _RoutedOp:
+    """A client's op on the request queue that several clients share: the request
+    carries the client's index, the reply comes on the client's own queue.
+
+    ``finish()`` (the runner calls it once the workload is done) flushes the queue and
+    joins its feeder thread. That thread takes the queue's write lock, shared by every
+    client, for each request it writes, and releases it only after writing, by which
+    time the worker may have answered already: a client that exited at once could leave
+    the lock taken forever and every other client's requests stuck (seen with 16 clients:
+    the run hung until its timeout).
+    """
+
+    def __init__(self, requests: Any, replies: Any, client: int) -> None:
+        self.requests = requests
+        self.put = requests.put
+        self.get = replies.get
+        self.client = client
+
+    def __call__(self, msg: bytes) -> bytes:
+        self.put((self.client, msg))
+        return self.get()  # type: ignore[no-any-return]
+
+    def finish(self) -> None:
+        self.requests.close()
+        self.requests.join_thread()
 
 
 # ---- peers from the [bench] extra --------------------------------------------

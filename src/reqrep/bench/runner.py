@@ -71,7 +71,8 @@ def _client(
     # hang-up first and the run look failed.
     _KEEP_ALIVE.append(op)
     result = WORKLOADS[workload](op, transport.payload(), timing, gate)
-    finish = getattr(op, "finish", None)  # a pool row's op: shut the pool down
+    # a pool row's op shuts its pool down; a shared queue's releases the queue's lock
+    finish = getattr(op, "finish", None)
     if finish is not None:
         finish()
     return result
