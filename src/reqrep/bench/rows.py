@@ -53,6 +53,10 @@ POOL_BEST = "process pool, tiny tasks: map at the standard pool's best chunksize
 NATS = "NATS request/reply, 12 B, 64 in flight (1 requester process, a local nats-server)"
 
 
+# How to install an optional package that the [bench] extra does not bring.
+INSTALL = {"iceoryx2": "pip install iceoryx2"}
+
+
 @dataclass(frozen=True)
 class Metric:
     """One line of the table produced by a case."""
@@ -84,7 +88,8 @@ class Case:
         """Why the case cannot run here (a missing optional package or program), or None."""
         for name in (self.requires or "").split(","):  # "a,b": needs both
             if name and importlib.util.find_spec(name) is None:
-                return f"{name} not installed (pip install 'reqrep[bench]')"
+                how = INSTALL.get(name, "pip install 'reqrep[bench]'")
+                return f"{name} not installed ({how})"
         return self.check() if self.check is not None else None
 
 
