@@ -164,6 +164,16 @@ typedef struct rr_entry {
 int rr_str_recv_begin(rr_chan *c, int64_t deadline);
 int rr_str_recv_peek(rr_chan *c, uint32_t i, rr_entry *e);
 void rr_str_recv_end(rr_chan *c, uint32_t n);
+/* Between begin and end: pins the i-th entry's bytes (where peek shows them)
+ * in the arena past end, until rr_str_unpin (SPEC §9). 0 with the pin's
+ * number; -EINVAL for an entry kept in its cell (copy those), -ENOSPC when
+ * all RR_ARENA_PINS pins are in use (copy it). The pinned bytes hold back
+ * every later entry's room: the arena is a ring. A pin whose process dies
+ * is taken back by a sender short of room. unpin: only the pinning process
+ * (-ESTALE elsewhere: a forked child's copy), once, with no lock held;
+ * any thread. */
+int rr_str_recv_pin(rr_chan *c, uint32_t i, uint32_t *pin);
+int rr_str_unpin(rr_chan *c, uint32_t pin);
 
 /* Replies return 0, or 1 when the requester waits in an event loop (so the
  * caller may also signal a reply eventfd it shares with it). */
@@ -210,6 +220,10 @@ typedef struct rr_resp {
     int64_t value;     /* Int, unless RR_FLAG_ERROR */
 } rr_resp;
 int rr_resp_view(rr_chan *c, uint64_t id, rr_resp *r);
+/* As rr_resp_view, for a reply kept pinned (SPEC §9): nobody else may look
+ * at it then (a view or a pin of it is -ESTALE: collected) until
+ * rr_resp_release frees it; -EAGAIN while another thread views it. */
+int rr_resp_pin(rr_chan *c, uint64_t id, rr_resp *r);
 int rr_resp_release(rr_chan *c, uint64_t id);
 int rr_resp_unview(rr_chan *c, uint64_t id);
 int rr_resp_discard(rr_chan *c, uint64_t id);

@@ -111,6 +111,13 @@ int rr_str_recv_peek(rr_chan *c, uint32_t i, rr_entry *e)
 
 void rr_str_recv_end(rr_chan *c, uint32_t n) { rr_strq_recv_end(&c->q.strq, n); }
 
+int rr_str_recv_pin(rr_chan *c, uint32_t i, uint32_t *pin)
+{
+    return rr_strq_recv_pin(&c->q.strq, i, pin);
+}
+
+int rr_str_unpin(rr_chan *c, uint32_t pin) { return rr_strq_unpin(&c->q.strq, pin); }
+
 int rr_int_recv(rr_chan *c, int64_t deadline, int64_t *value, uint64_t *id)
 {
     return rr_intq_recv(&c->q.intq, deadline, value, id);
@@ -245,6 +252,7 @@ int rr_resp_wait(rr_chan *c, uint64_t id, int64_t deadline)
 }
 
 int rr_resp_view(rr_chan *c, uint64_t id, rr_resp *r) { return rr_slot_view(&c->slots, id, r); }
+int rr_resp_pin(rr_chan *c, uint64_t id, rr_resp *r) { return rr_slot_pin(&c->slots, id, r); }
 int rr_resp_release(rr_chan *c, uint64_t id) { return rr_slot_release(&c->slots, id); }
 int rr_resp_unview(rr_chan *c, uint64_t id) { return rr_slot_unview(&c->slots, id); }
 int rr_resp_discard(rr_chan *c, uint64_t id) { return rr_slot_discard(&c->slots, id); }

@@ -38,6 +38,14 @@ static const rr_format_entry entries[] = {
     FIELD("header", rr_header, recv_empty, "recv_empty"),
     FIELD("header", rr_header, recoveries, "recoveries"),
     FIELD("header", rr_header, last_sweep, "last_sweep"),
+    FIELD("header", rr_header, pins, "pins"),
+    FIELD("header", rr_header, pin, "pin"),
+    CONST("header", "arena_pins", RR_ARENA_PINS),
+    /* an arena pin (header.pin holds arena_pins of them) */
+    FIELD("pin", rr_pin, owner, "owner"),
+    FIELD("pin", rr_pin, beg, "beg"),
+    FIELD("pin", rr_pin, end, "end"),
+    CONST("pin", "size", sizeof(rr_pin)),
     /* a Str request cell (entries of up to str_inline bytes lie in `small`) */
     FIELD("str_cell", rr_str_cell, mark, "mark"),
     FIELD("str_cell", rr_str_cell, beg, "beg"),
@@ -90,6 +98,7 @@ static const rr_format_entry entries[] = {
     CONST("slot_state", "writing", RR_SLOT_WRITING),
     CONST("slot_state", "ready", RR_SLOT_READY),
     CONST("slot_state", "reading", RR_SLOT_READING),
+    CONST("slot_state", "pinned", RR_SLOT_PINNED),
     CONST("slot_state", "cancelled", RR_SLOT_CANCELLED),
     /* the worker record: generation << gen_shift | writing << writing_shift
      * | start << pid_bits | pid */

@@ -25,7 +25,7 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 
 #define RR_LINE 64
 #define RR_MAGIC UINT64_C(0x31504552514552ff) /* "\xffRREQPE1" little-endian */
-#define RR_FORMAT_VERSION 6u /* 6: the codec's name in the header; Int error replies */
+#define RR_FORMAT_VERSION 7u /* 7: arena pins; 6: the codec's name, Int error replies */
 #define RR_HEADER_SIZE 1024u
 #define RR_PAGE 4096u                         /* the file's size is a multiple of it */
 #define RR_MAX_TOTAL ((uint64_t)1 << 42)      /* no file is larger */
@@ -140,6 +140,7 @@ enum {
     RR_SLOT_READY = 3,
     RR_SLOT_READING = 4,
     RR_SLOT_CANCELLED = 5,
+    RR_SLOT_PINNED = 6, /* READING for one View (SPEC §9): nobody else looks at it */
 };
 
 static inline uint64_t rr_ctl(uint32_t gen, uint32_t state)
@@ -209,6 +210,17 @@ typedef struct rr_waitq {
     _Atomic uint32_t waiters;
 } rr_waitq;
 
+/* An arena pin (SPEC §9): a Str request a receiver took without copying it
+ * out, whose arena bytes stay until it unpins them. Taken under the queue
+ * lock (beg and end, then owner); given back by its owner with one CAS of
+ * owner to 0, without the lock, or, once its owner is dead, by a sender
+ * under the lock (rr_strq.c). */
+#define RR_ARENA_PINS 16u
+typedef struct rr_pin {
+    _Atomic uint64_t owner; /* identity word of the receiver that holds it; 0 = free */
+    uint64_t beg, end;      /* the entry's charge in the arena (virtual offsets) */
+} rr_pin;
+
 typedef struct rr_header {
     RR_ALIGNED rr_hdr_geom geom;
     /* consumer side: written by receivers */
@@ -223,6 +235,11 @@ typedef struct rr_header {
      * that a send need not read the receivers' line while it sees room.
      * Under the lock; both only lag the truth, which errs towards full. */
     uint64_t seen_head, seen_first;
+    /* Str: arena pins in use, counted up before one is taken (under the
+     * lock) and down after one is given back: never below the truth, so a
+     * sender that reads 0 (under the lock) knows the arena holds no pinned
+     * bytes. A process that dies in between leaves it above: harmless. */
+    _Atomic uint32_t pins;
     /* The sleep queues on lines of their own: written only when somebody
      * sleeps, so the other side's look at the waiter count stays a cache hit
      * instead of pulling the head or tail line across cores. */
@@ -235,6 +252,9 @@ typedef struct rr_header {
     _Atomic uint64_t recv_empty;
     _Atomic uint64_t recoveries;
     _Atomic int64_t last_sweep; /* monotonic ns of the last sweep for dead clients' slots */
+    /* Str: the arena pins, written by receivers (rarely: large requests
+     * taken without a copy) and read by senders only when pins is not 0 */
+    RR_ALIGNED rr_pin pin[RR_ARENA_PINS];
 } rr_header;
 
 _Static_assert(sizeof(rr_header) <= RR_HEADER_SIZE, "header too large");

@@ -6,13 +6,18 @@
  * transition is one CAS on the exact value and changes the futex word.
  *
  *   FREE --acquire(gen+1)--> ACQUIRED --claim--> WRITING --publish--> READY
- *    ^  ^       | cancel, clear, abandon  |  cancel, clear           |  view
- *    |  |       v (gen+1)                 v                          v
- *    |  +----------------------------- CANCELLED (publish frees it) READING
+ *    ^  ^       | cancel, clear, abandon  |  ^  unclaim             |  view, pin
+ *    |  |       v (gen+1)                 v  +-- (ACQUIRED)          v
+ *    |  +----------------------------- CANCELLED (publish frees it) READING, PINNED
  *    +----- release (gen+1), clear from READY, abandon/sweep ----------+
  *
- * A slot in WRITING belongs to its writer and one in READING to the client
- * copying the reply out: nothing else writes it. Cancel and clear turn
+ * A slot in WRITING belongs to its writer and one in READING or PINNED to the
+ * client reading the reply: nothing else writes it. READING may be looked at
+ * twice (two threads of one handle collecting one id: one release wins);
+ * PINNED is a View's (SPEC §9), collected: every other look finds it stale.
+ * A writer may give its claim back unpublished (unclaim: WRITING ->
+ * ACQUIRED, then its record back to "taken"), and any replier may claim it
+ * again. Cancel and clear turn
  * WRITING into CANCELLED, which the writer's publish CAS then finds: its
  * reply is refused and it frees the slot. Only a writer found dead lets
  * anyone else free a WRITING or CANCELLED slot.
@@ -406,6 +411,8 @@ static int resp_ready(void *arg)
         return -ESTALE;
     if (rr_ctl_state(v) == RR_SLOT_READY || rr_ctl_state(v) == RR_SLOT_READING)
         return 1; /* READING: pinned by a view, and there to be seen */
+    if (rr_ctl_state(v) == RR_SLOT_PINNED)
+        return -ESTALE; /* collected, by a View */
     if (!in_flight(rr_ctl_state(v)))
         return -ESTALE; /* FREE, CANCELLED */
     if (w->first) {
@@ -459,7 +466,7 @@ int rr_slot_check(rr_slots *pool, uint64_t id)
     if (rr_ctl_state(v) == RR_SLOT_READY || rr_ctl_state(v) == RR_SLOT_READING)
         return 1;
     if (!in_flight(rr_ctl_state(v)))
-        return -ESTALE;
+        return -ESTALE; /* FREE, CANCELLED, PINNED (collected) */
     return worker_lost(pool, id, worker_for(s, gen, rr_ctl_state(v))) ? -EOWNERDEAD : 0;
 }
 
@@ -513,6 +520,28 @@ int rr_slot_view(rr_slots *pool, uint64_t id, rr_resp *r)
     return 0;
 }
 
+int rr_slot_pin(rr_slots *pool, uint64_t id, rr_resp *r)
+{
+    rr_slot *s = slot_of(pool, id);
+    if (!s)
+        return -ESTALE;
+    uint32_t gen = rr_id_gen(id);
+    uint64_t v = rr_ctl(gen, RR_SLOT_READY);
+    /* acquire ↔ the release CAS in rr_slot_publish: the reply is visible */
+    if (!atomic_compare_exchange_strong_explicit(&s->ctl, &v, rr_ctl(gen, RR_SLOT_PINNED),
+                                                 memory_order_acquire, memory_order_acquire)) {
+        /* READING: another thread copies it out, and frees it or gives it back */
+        bool coming = in_flight(rr_ctl_state(v)) || rr_ctl_state(v) == RR_SLOT_READING;
+        return rr_ctl_gen(v) == gen && coming ? -EAGAIN : -ESTALE;
+    }
+    uint32_t len = s->len; /* read once: bounded, then used (LESSONS.md) */
+    r->len = len <= pool->resp_size ? len : pool->resp_size;
+    r->data = rr_slot_data_for(s, r->len);
+    r->flags = s->flags;
+    r->value = s->value;
+    return 0;
+}
+
 int rr_slot_int_peek(rr_slots *pool, uint64_t id, int64_t *value)
 {
     rr_slot *s = slot_of(pool, id);
@@ -543,8 +572,10 @@ static int free_id(rr_slots *pool, uint64_t id, uint32_t from)
 
 int rr_slot_release(rr_slots *pool, uint64_t id)
 {
-    /* pinned by rr_slot_view, or (a caller that read nothing) still READY */
-    return free_id(pool, id, RR_SLOT_READING) == 0 ? 0 : free_id(pool, id, RR_SLOT_READY);
+    /* pinned by rr_slot_view or rr_slot_pin, or (a caller that read nothing)
+     * still READY */
+    return free_id(pool, id, RR_SLOT_READING) == 0 || free_id(pool, id, RR_SLOT_PINNED) == 0
+        ? 0 : free_id(pool, id, RR_SLOT_READY);
 }
 
 int rr_slot_unview(rr_slots *pool, uint64_t id)
@@ -552,9 +583,14 @@ int rr_slot_unview(rr_slots *pool, uint64_t id)
     rr_slot *s = slot_of(pool, id);
     uint64_t v = rr_ctl(rr_id_gen(id), RR_SLOT_READING);
     /* release ↔ the next viewer's acquire CAS: our reads are done */
-    if (!s || !atomic_compare_exchange_strong_explicit(&s->ctl, &v,
-                                                       rr_ctl(rr_id_gen(id), RR_SLOT_READY),
-                                                       memory_order_release, memory_order_relaxed))
+    if (!s
+        || (!atomic_compare_exchange_strong_explicit(&s->ctl, &v,
+                                                     rr_ctl(rr_id_gen(id), RR_SLOT_READY),
+                                                     memory_order_release, memory_order_relaxed)
+            && (v != rr_ctl(rr_id_gen(id), RR_SLOT_PINNED)
+                || !atomic_compare_exchange_strong_explicit(
+                    &s->ctl, &v, rr_ctl(rr_id_gen(id), RR_SLOT_READY), memory_order_release,
+                    memory_order_relaxed))))
         return -ESTALE;
     rr_word_wake_after_rmw(rr_ctl_futex(s), &s->waiters, INT_MAX);
     return 0;
@@ -658,7 +694,7 @@ void rr_slots_count(rr_slots *pool, rr_stats *st)
         uint32_t state = rr_ctl_state(atomic_load_explicit(&s->ctl, memory_order_relaxed));
         if (state == RR_SLOT_FREE)
             st->slots_free++;
-        else if (state == RR_SLOT_READY || state == RR_SLOT_READING)
+        else if (state == RR_SLOT_READY || state == RR_SLOT_READING || state == RR_SLOT_PINNED)
             st->slots_ready++;
         else
             st->slots_acquired++;

@@ -34,6 +34,9 @@ static inline bool rr_strq_fits(const rr_strq *q, size_t len)
 int rr_strq_recv_begin(rr_strq *q, int64_t deadline);
 int rr_strq_recv_peek(rr_strq *q, uint32_t i, rr_entry *e);
 void rr_strq_recv_end(rr_strq *q, uint32_t n);
+/* rr_str_recv_pin, rr_str_unpin (reqrep.h) */
+int rr_strq_recv_pin(rr_strq *q, uint32_t i, uint32_t *pin);
+int rr_strq_unpin(rr_strq *q, uint32_t pin);
 /* Whether request `id` may still be queued (Str: a worker killed between
  * recording itself as the taker and popping it left it there). A look
  * without the lock: "no" can be wrong only while a live worker pops it,

@@ -102,7 +102,8 @@ def test_row_ids_unique_and_patterns() -> None:
     ]
     assert [c.id for c in rows.select(cases, ["mpmc16-*"])] == MPMC16_ROWS
     assert [c.id for c in rows.select(cases, ["1m-*"])] == [
-        "1m-reqrep-str", "1m-pipe", "1m-socketpair", "1m-iceoryx2-poll", "1m-iceoryx2-event"]
+        "1m-reqrep-str", "1m-reqrep-zerocopy", "1m-pipe", "1m-socketpair", "1m-iceoryx2-poll",
+        "1m-iceoryx2-event"]
     assert [c.id for c in rows.select(cases, ["*iceoryx2*"])] == ICEORYX2_ROWS
     for case in rows.select(cases, ["*iceoryx2*"]):
         assert case.requires == "iceoryx2" and case.peer
@@ -209,9 +210,11 @@ def test_oversubscribed_mpmc_rows_run(tmp_path: Path) -> None:
 def test_1mib_rows_run(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
     found = _json_rows(run_cli("bench", "--quick", "--json", str(out), "--rows",
-                               "1m-reqrep-str,1m-pipe,1m-socketpair", cwd=tmp_path), out)
+                               "1m-reqrep-str,1m-reqrep-zerocopy,1m-pipe,1m-socketpair",
+                               cwd=tmp_path), out)
     assert [(r["id"], r["metric"]) for r in found] == [
-        (cid, metric) for cid in ("1m-reqrep-str", "1m-pipe", "1m-socketpair")
+        (cid, metric)
+        for cid in ("1m-reqrep-str", "1m-reqrep-zerocopy", "1m-pipe", "1m-socketpair")
         for metric in ("rt_per_s", "mib_per_s")]
     for row in found:
         assert row["status"] == "ok", row

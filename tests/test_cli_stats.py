@@ -312,7 +312,7 @@ def test_json_shape(tmp_path: Path) -> None:
                                     "slot_stride", "regions"}
     assert set(rep["geometry"]["regions"]) == {"off_bells", "off_cells", "off_slots", "off_arena"}
     assert set(rep["slots"]) == {"total", "free", "acquired", "writing", "ready", "reading",
-                                 "cancelled", "free_with_owner", "busy"}
+                                 "pinned", "cancelled", "free_with_owner", "busy"}
     assert rep["slots"]["free"] == rep["slots"]["total"] == 64
     assert rep["slots"]["busy"] == [] and rep["processes"] == []
     assert set(rep["bells"]) == {"total", "in_use"}

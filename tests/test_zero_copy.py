@@ -254,6 +254,24 @@ def test_a_view_in_a_forked_child_leaves_the_parents_pin_alone(tmp_path: Path) -
     assert server.stats()["slots_free"] == server.stats()["resp_slots"]
 
 
+def test_nobody_else_collects_a_pinned_reply(tmp_path: Path) -> None:
+    """A pinned slot is PINNED, not READING: another process (or a second look) holding
+    the id finds it collected, and cannot free it under the View."""
+    server, client = _pair()
+    rid = _replied(server, client, b"only mine")
+    view = client.get(rid, copy=False)
+
+    def child() -> tuple[Any, Any, bool, int]:
+        return (client.get(rid), client.get_wait(rid, 0.05, copy=False), client.cancel(rid),
+                client._check(rid))
+
+    got, got_view, cancelled, state = fork_call(child).result(timeout=WAIT)
+    assert got is None and got_view is None and not cancelled and state == 2
+    assert bytes(view) == b"only mine"
+    assert server.stats()["slots_free"] == server.stats()["resp_slots"] - 1
+    view.release()
+
+
 def test_a_process_killed_holding_a_view_gives_its_slot_back(tmp_path: Path) -> None:
     path = tmp_path / "chan.rr"
     server = reqrep.Server(path, resp_slots=1)
@@ -464,3 +482,132 @@ def test_view_and_buffer_types_are_not_made_directly_nor_pickled() -> None:
         pickle.dumps(view)
     view.release()
     assert os.getpid() > 0
+
+
+# --------------------------------------------------------------------------- request Views
+
+BIG = 3000  # over the 32 bytes a request cell holds: such a request lies in the arena
+
+
+def test_recv_copy_false_pins_the_request_in_the_arena() -> None:
+    server, client = _pair(arena=8192, req_cap=16)
+    payload = bytes(range(256)) * 11 + b"tail"
+    rid = client.send(payload)
+    assert rid is not None
+    got = server.recv(copy=False)
+    assert got is not None
+    view, sid = got
+    assert isinstance(view, reqrep.View) and view.id == sid and bytes(view) == payload
+    assert server.stats()["arena_used"] >= len(payload)  # pinned, though taken
+    assert client.send(b"y" * BIG) is not None  # room after it
+    assert client.send(b"z" * BIG) is None  # not over it: the arena is a ring
+    assert bytes(view) == payload
+    view.release()
+    assert client.send(b"z" * BIG) is None  # the "y" request still holds its room...
+    taken = server.recv()
+    assert taken is not None and taken[0] == b"y" * BIG
+    assert client.send(b"z" * BIG) is not None  # ...until it is taken
+    for v, _ in server.drain(copy=False):
+        v.release()
+    assert server.stats()["arena_used"] == 0
+
+
+def test_recv_variants_with_copy_false_and_small_requests() -> None:
+    server, client = _pair(arena=1 << 16)
+    for data in (b"small", "t\u00e9xt" * 20, b"x" * BIG):
+        assert client.send(data) is not None
+    views = server.recv_multi(2, copy=False) + server.recv_wait_multi(5, WAIT, copy=False)
+    assert [bytes(v) for v, _ in views] == [b"small", ("t\u00e9xt" * 20).encode(), b"x" * BIG]
+    assert [v.is_text for v, _ in views] == [False, True, False]
+    for v, _ in views:
+        v.release()
+    assert client.send(b"w" * BIG) is not None
+    got = server.recv_wait(WAIT, copy=False)
+    assert got is not None and bytes(got[0]) == b"w" * BIG
+    del got
+    gc.collect()
+    assert server.stats()["arena_used"] == 0
+    assert server.recv(copy=False) is None and server.recv_wait(0.01, copy=False) is None
+
+
+def test_a_request_view_answers_through_a_reply_buffer() -> None:
+    server, client = _pair(arena=1 << 21, resp_size=1 << 20)
+    data = np.random.default_rng(1).integers(0, 255, 1 << 20, dtype=np.uint8)
+    rid = client.send(data)
+    assert rid is not None
+    got = server.recv(copy=False)
+    assert got is not None
+    with got[0] as request, server.reply_buffer(got[1], len(request)) as reply:  # type: ignore[union-attr]
+        np.frombuffer(reply, dtype=np.uint8)[:] = np.frombuffer(request, dtype=np.uint8)
+    with client.get_wait(rid, WAIT, copy=False) as answer:  # type: ignore[union-attr]
+        assert (np.frombuffer(answer, dtype=np.uint8) == data).all()
+
+
+def test_more_pinned_requests_than_pins_are_views_of_copies() -> None:
+    server, client = _pair(arena=1 << 20, req_cap=64)
+    pins = reqrep._format.ARENA_PINS
+    for _ in range(pins + 4):
+        assert client.send(b"p" * BIG) is not None
+    views = server.drain(copy=False)
+    assert len(views) == pins + 4 and all(bytes(v) == b"p" * BIG for v, _ in views)
+    for v, _ in views:
+        v.release()
+    assert server.stats()["arena_used"] == 0
+
+
+def test_pickle_requests_read_in_place() -> None:
+    server = reqrep.Server(None, codec="pickle", arena=1 << 22, resp_size=1 << 12)
+    client = server.client()
+    big = np.arange(50_000, dtype=np.float64)
+    assert client.send({"x": big}) is not None
+    got = server.recv(copy=False)
+    assert got is not None
+    obj, _ = got
+    assert (obj["x"] == big).all() and not obj["x"].flags.writeable
+    assert server.stats()["arena_used"] > 0
+    del obj, got
+    gc.collect()
+    assert server.stats()["arena_used"] == 0
+
+
+def test_a_forked_childs_release_leaves_the_parents_request_pin(tmp_path: Path) -> None:
+    server, client = _pair(arena=8192, req_cap=16)
+    assert client.send(b"a" * BIG) is not None
+    got = server.recv(copy=False)
+    assert got is not None
+    view = got[0]
+
+    def child() -> int:
+        view.release()
+        return int(server.stats()["arena_used"])
+
+    assert fork_call(child).result(timeout=WAIT) >= BIG
+    assert server.stats()["arena_used"] >= BIG
+    view.release()
+    assert server.stats()["arena_used"] == 0
+
+
+def test_a_worker_killed_holding_a_request_view_gives_the_room_back(tmp_path: Path) -> None:
+    path = tmp_path / "chan.rr"
+    server = reqrep.Server(path, arena=8192, req_cap=16)
+    client = reqrep.Client(path)
+    flag = Shared(1)
+
+    def worker() -> None:
+        s = reqrep.Server(path)
+        got = s.recv_wait(WAIT, copy=False)
+        assert got is not None
+        flag[0] = 1
+        signal.pause()
+
+    with children() as kids:
+        kid = fork_call(worker)
+        kids.append(kid)
+        assert client.send(b"a" * 5000) is not None
+        assert flag.wait_for(0, 1)
+        assert client.send(b"b" * 5000) is None  # the pinned request holds the room
+        sigkill(kid.pid)
+        kid.kill()
+        # a sender short of room takes the dead worker's pin back
+        assert client.send_wait(b"b" * 5000, WAIT) is not None
+    assert server.stats()["recoveries"] >= 1

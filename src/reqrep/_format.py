@@ -89,6 +89,8 @@ STR_CELL = _STRUCTS["str_cell"]
 INT_CELL = _STRUCTS["int_cell"]
 SLOT = _STRUCTS["slot"]
 BELL = _STRUCTS["bell"]
+PIN = _STRUCTS["pin"]  # an arena pin; the header holds ARENA_PINS of them at "pin"
+ARENA_PINS = _CONSTS["header"]["arena_pins"]
 
 FILE = _CONSTS["file"]  # magic, version, sizes
 VARIANTS = _CONSTS["variant"]  # "str" / "int" -> the header's variant

@@ -252,19 +252,50 @@ class Server(Generic[_T]):
         allow sealing: a peer can never shrink it under the mapping."""
     def client(self) -> Client[_T]:
         """A ``Client`` on the same mapping (works for anonymous channels too)."""
-    def recv(self) -> tuple[_T, int] | None:
+    @overload
+    def recv(self, *, copy: Literal[True] = True) -> tuple[_T, int] | None:
         """Take one request without waiting: ``(data, id)``, or ``None`` when the
-        queue is empty."""
-    def recv_wait(self, timeout: float | None = None) -> tuple[_T, int] | None:
-        """Take one request, waiting for it: ``(data, id)``, or ``None`` on timeout."""
-    def recv_multi(self, n: int) -> list[tuple[_T, int]]:
+        queue is empty. ``copy=False``: ``data`` is a ``View`` of the request where
+        it lies in the arena, pinned there until released (a request of up to 32
+        bytes, or one taken while 16 others are pinned, is a View of a copy); on a
+        codec channel, the object its codec reads from that View. The arena is a
+        ring: a pinned request holds back the room of every later one, so release
+        Views soon. A worker that dies holding one gives its room back."""
+    @overload
+    def recv(self, *, copy: Literal[False]) -> tuple[View, int] | None: ...
+    @overload
+    def recv_wait(
+        self, timeout: float | None = None, *, copy: Literal[True] = True
+    ) -> tuple[_T, int] | None:
+        """Take one request, waiting for it: ``(data, id)``, or ``None`` on timeout.
+        ``copy=False``: as in ``recv``."""
+    @overload
+    def recv_wait(
+        self, timeout: float | None = None, *, copy: Literal[False]
+    ) -> tuple[View, int] | None: ...
+    @overload
+    def recv_multi(self, n: int, *, copy: Literal[True] = True) -> list[tuple[_T, int]]:
         """Take up to ``n`` queued requests under one lock acquisition, without
-        waiting (``[]`` when empty or ``n == 0``; ``n < 0`` raises ``ValueError``)."""
-    def recv_wait_multi(self, n: int, timeout: float | None = None) -> list[tuple[_T, int]]:
+        waiting (``[]`` when empty or ``n == 0``; ``n < 0`` raises ``ValueError``).
+        ``copy=False``: as in ``recv``."""
+    @overload
+    def recv_multi(self, n: int, *, copy: Literal[False]) -> list[tuple[View, int]]: ...
+    @overload
+    def recv_wait_multi(
+        self, n: int, timeout: float | None = None, *, copy: Literal[True] = True
+    ) -> list[tuple[_T, int]]:
         """Wait for at least one request, then take up to ``n`` like ``recv_multi``;
-        ``[]`` on timeout."""
-    def drain(self, max: int | None = None) -> list[tuple[_T, int]]:
-        """Take every queued request (at most ``max``), without waiting."""
+        ``[]`` on timeout. ``copy=False``: as in ``recv``."""
+    @overload
+    def recv_wait_multi(
+        self, n: int, timeout: float | None = None, *, copy: Literal[False]
+    ) -> list[tuple[View, int]]: ...
+    @overload
+    def drain(self, max: int | None = None, *, copy: Literal[True] = True) -> list[tuple[_T, int]]:
+        """Take every queued request (at most ``max``), without waiting.
+        ``copy=False``: as in ``recv``."""
+    @overload
+    def drain(self, max: int | None = None, *, copy: Literal[False]) -> list[tuple[View, int]]: ...
     def reply(self, id: int, data: _T | Buffer) -> bool:
         """Write the response for request ``id`` and wake its client. ``True`` on
         success; ``False`` when the request was cancelled, recycled or cleared.
@@ -635,9 +666,12 @@ class IntServer:
         a memfd is sealed or refused as by ``Server.from_fd``)."""
     def client(self) -> IntClient:
         """An ``IntClient`` on the same mapping (works for anonymous channels too)."""
-    def recv(self) -> tuple[int, int] | None:
-        """Take one request without waiting: ``(value, id)``, or ``None`` when empty."""
-    def recv_wait(self, timeout: float | None = None) -> tuple[int, int] | None:
+    def recv(self, *, copy: bool = True) -> tuple[int, int] | None:
+        """Take one request without waiting: ``(value, id)``, or ``None`` when empty
+        (``copy`` is accepted for symmetry with ``Server``: an int is a value)."""
+    def recv_wait(
+        self, timeout: float | None = None, *, copy: bool = True
+    ) -> tuple[int, int] | None:
         """Take one request, waiting for it: ``(value, id)``, or ``None`` on timeout."""
     def reply(self, id: int, data: int) -> bool:
         """Write the response for request ``id`` and wake its client. ``False``

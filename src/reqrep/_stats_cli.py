@@ -39,6 +39,7 @@ _STATE_HELP = {
     "writing": "a worker is writing the reply",
     "ready": "replied, not collected yet",
     "reading": "the client is copying the reply out",
+    "pinned": "collected as a View (copy=False), held until released",
     "cancelled": "cancelled while its reply was being written; the writer frees it",
 }
 

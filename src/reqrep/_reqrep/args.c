@@ -50,6 +50,12 @@ int parse_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
     return 0;
 }
 
+int parse_copy(PyObject *obj, int *copy)
+{
+    *copy = obj ? PyObject_IsTrue(obj) : 1;
+    return *copy < 0 ? -1 : 0;
+}
+
 /* ---- timeouts ---- */
 
 int parse_timeout(PyObject *obj, int64_t *ns)

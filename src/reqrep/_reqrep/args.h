@@ -19,6 +19,9 @@ int parse_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                const char *const *names, int nmin, int nmax, PyObject **out,
                const char *fname);
 
+/* copy= of a receive or a collect: truth, absent True. */
+int parse_copy(PyObject *obj, int *copy);
+
 /* A timeout in seconds as a length: None (or absent) RR_FOREVER, 0 RR_NOWAIT,
  * else at least 1 ns. */
 int parse_timeout(PyObject *obj, int64_t *ns);

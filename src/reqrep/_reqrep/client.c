@@ -18,8 +18,7 @@
 typedef struct Client {
     Chan base;
     uint64_t *pending; /* id + 1 of each uncollected request, by slot */
-    uint64_t *pinned;  /* id + 1 of each reply a View pins, by slot */
-    pid_t pid;         /* the process whose requests the tables list */
+    pid_t pid;         /* the process whose requests `pending` lists */
 } Client;
 
 typedef struct client_class {
@@ -37,38 +36,22 @@ typedef struct client_class {
 
 /* ---- the requests this object has pending ---- */
 
-/* This process's table, `pending` or `pinned` (a forked copy starts empty:
- * the parent's requests are the parent's to collect); NULL if none and
- * !create or out of memory. */
-static uint64_t *id_table(Client *self, uint64_t **table, int create)
-{
-    uint32_t n = rr_geometry_of(self->base.ch)->resp_slots;
-    if (self->pid != rr_self_pid()) {
-        if (self->pending)
-            memset(self->pending, 0, n * sizeof *self->pending);
-        if (self->pinned)
-            memset(self->pinned, 0, n * sizeof *self->pinned);
-        self->pid = rr_self_pid(); /* not the opener's: the object may have been forked since */
-    }
-    if (!*table && create) {
-        *table = PyMem_Calloc(n, sizeof **table);
-        if (!*table)
-            PyErr_NoMemory();
-    }
-    return *table;
-}
-
+/* This process's table (a forked copy starts empty: the parent's requests
+ * are the parent's to collect); NULL if none and !create or out of memory. */
 static uint64_t *pending_table(Client *self, int create)
 {
-    return id_table(self, &self->pending, create);
-}
-
-/* Whether a View of this process pins the reply to `id`: collected already. */
-static int pinned_has(Client *self, uint64_t id)
-{
-    uint32_t idx = rr_id_index(id);
-    return self->pinned && self->pid == rr_self_pid()
-        && idx < rr_geometry_of(self->base.ch)->resp_slots && self->pinned[idx] == id + 1;
+    uint32_t n = rr_geometry_of(self->base.ch)->resp_slots;
+    if (self->pending && self->pid != rr_self_pid()) {
+        memset(self->pending, 0, n * sizeof *self->pending);
+        self->pid = rr_self_pid();
+    }
+    if (!self->pending && create) {
+        self->pending = PyMem_Calloc(n, sizeof *self->pending);
+        if (!self->pending)
+            PyErr_NoMemory();
+        self->pid = rr_self_pid(); /* not the opener's: the object may have been forked since */
+    }
+    return self->pending;
 }
 
 static int pending_add(Client *self, uint64_t id)
@@ -105,8 +88,6 @@ static void release_pending(Chan *base)
     }
     PyMem_Free(self->pending);
     self->pending = NULL;
-    PyMem_Free(self->pinned); /* every View is gone: each held a call */
-    self->pinned = NULL;
 }
 
 /* ---- sending ---- */
@@ -248,33 +229,34 @@ static PyObject *str_collect_decoded(Client *self, uint64_t id, const rr_resp *r
 /* view_done_fn of a reply View: frees the slot, in the process that pinned it. */
 static void unpin(Chan *base, uint64_t id, pid_t pid)
 {
-    Client *self = (Client *)base;
-    if (pid == rr_self_pid() && base->ch) {
-        rr_resp_release(base->ch, id); /* -ESTALE: a clear() or sweep took it */
-        uint32_t idx = rr_id_index(id);
-        if (self->pinned && self->pid == pid && self->pinned[idx] == id + 1)
-            self->pinned[idx] = 0;
-    }
+    if (pid == rr_self_pid() && base->ch)
+        rr_resp_release(base->ch, id); /* -ESTALE: a sweep took it (we were thought dead) */
     chan_leave(base);
 }
 
 /* str_collect with copy=False: the reply pinned in its slot, as a View (or,
  * on a codec channel, the object its codec reads from that View). */
-static PyObject *str_collect_view(Client *self, uint64_t id, const rr_resp *r)
+static PyObject *str_collect_view(Client *self, uint64_t id, int *stale)
 {
     Chan *c = &self->base;
-    if (!id_table(self, &self->pinned, 1)) {
-        rr_resp_unview(c->ch, id); /* leave the reply for another try */
+    rr_resp r;
+    /* Made first: nothing may fail once the reply is pinned (PINNED: every
+     * other look at it, get(id) again included, finds it collected) */
+    PyObject *view = view_alloc(c->st);
+    if (!view)
         return NULL;
+    int rc = rr_resp_pin(c->ch, id, &r);
+    if (rc < 0) {
+        Py_DECREF(view);
+        *stale = rc == -ESTALE;
+        return NULL;
+    }
+    if (r.flags & RR_FLAG_ERROR) {
+        Py_DECREF(view);
+        return str_collect_decoded(self, id, &r, stale); /* its copy, then the slot freed */
     }
     c->busy++; /* the View's call: the mapping stays while it lives */
-    PyObject *view = view_new(c->st, c, id, r->data, r->len, r->flags, unpin);
-    if (!view) {
-        c->busy--;
-        rr_resp_unview(c->ch, id);
-        return NULL;
-    }
-    self->pinned[rr_id_index(id)] = id + 1;
+    view_set(view, id, r.data, r.len, r.flags, c, id, unpin, NULL);
     pending_drop(self, id);
     if (!c->codec)
         return view;
@@ -290,17 +272,13 @@ static PyObject *str_collect(Client *self, uint64_t id, int copy, int *stale)
     rr_chan *ch = self->base.ch;
     rr_resp r;
     *stale = 0;
-    if (pinned_has(self, id)) {
-        *stale = 1; /* collected already, by copy=False */
-        return NULL;
-    }
+    if (!copy)
+        return str_collect_view(self, id, stale);
     int rc = rr_resp_view(ch, id, &r);
     if (rc < 0) {
         *stale = rc == -ESTALE;
         return NULL;
     }
-    if (!copy && !(r.flags & RR_FLAG_ERROR))
-        return str_collect_view(self, id, &r);
     if ((r.flags & RR_FLAG_ERROR) || self->base.codec)
         return str_collect_decoded(self, id, &r, stale);
     PyObject *obj = payload_object(r.data, r.len, r.flags);
@@ -462,13 +440,6 @@ static PyObject *client_send_wait_notify(Client *self, PyObject *const *args, Py
                                          PyObject *kwnames)
 {
     return notified(self, client_send_wait(self, args, nargs, kwnames));
-}
-
-/* copy= (keyword-only; absent: True) */
-static int parse_copy(PyObject *obj, int *copy)
-{
-    *copy = obj ? PyObject_IsTrue(obj) : 1;
-    return *copy < 0 ? -1 : 0;
 }
 
 static PyObject *get_method(Client *self, PyObject *id_obj, int64_t deadline, int copy)

@@ -105,37 +105,45 @@
     "A ``Client`` on the same mapping (works for anonymous channels too)."
 
 #define DOC_Server_recv \
-    "recv($self)\n" \
+    "recv($self, *, copy=True)\n" \
     "--\n" \
     "\n" \
     "Take one request without waiting: ``(data, id)``, or ``None`` when the\n" \
-    "queue is empty."
+    "queue is empty. ``copy=False``: ``data`` is a ``View`` of the request where\n" \
+    "it lies in the arena, pinned there until released (a request of up to 32\n" \
+    "bytes, or one taken while 16 others are pinned, is a View of a copy); on a\n" \
+    "codec channel, the object its codec reads from that View. The arena is a\n" \
+    "ring: a pinned request holds back the room of every later one, so release\n" \
+    "Views soon. A worker that dies holding one gives its room back."
 
 #define DOC_Server_recv_wait \
-    "recv_wait($self, timeout=None)\n" \
+    "recv_wait($self, timeout=None, *, copy=True)\n" \
     "--\n" \
     "\n" \
-    "Take one request, waiting for it: ``(data, id)``, or ``None`` on timeout."
+    "Take one request, waiting for it: ``(data, id)``, or ``None`` on timeout.\n" \
+    "``copy=False``: as in ``recv``."
 
 #define DOC_Server_recv_multi \
-    "recv_multi($self, n)\n" \
+    "recv_multi($self, n, *, copy=True)\n" \
     "--\n" \
     "\n" \
     "Take up to ``n`` queued requests under one lock acquisition, without\n" \
-    "waiting (``[]`` when empty or ``n == 0``; ``n < 0`` raises ``ValueError``)."
+    "waiting (``[]`` when empty or ``n == 0``; ``n < 0`` raises ``ValueError``).\n" \
+    "``copy=False``: as in ``recv``."
 
 #define DOC_Server_recv_wait_multi \
-    "recv_wait_multi($self, n, timeout=None)\n" \
+    "recv_wait_multi($self, n, timeout=None, *, copy=True)\n" \
     "--\n" \
     "\n" \
     "Wait for at least one request, then take up to ``n`` like ``recv_multi``;\n" \
-    "``[]`` on timeout."
+    "``[]`` on timeout. ``copy=False``: as in ``recv``."
 
 #define DOC_Server_drain \
-    "drain($self, max=None)\n" \
+    "drain($self, max=None, *, copy=True)\n" \
     "--\n" \
     "\n" \
-    "Take every queued request (at most ``max``), without waiting."
+    "Take every queued request (at most ``max``), without waiting.\n" \
+    "``copy=False``: as in ``recv``."
 
 #define DOC_Server_reply \
     "reply($self, id, data)\n" \
@@ -600,13 +608,14 @@
     "An ``IntClient`` on the same mapping (works for anonymous channels too)."
 
 #define DOC_IntServer_recv \
-    "recv($self)\n" \
+    "recv($self, *, copy=True)\n" \
     "--\n" \
     "\n" \
-    "Take one request without waiting: ``(value, id)``, or ``None`` when empty."
+    "Take one request without waiting: ``(value, id)``, or ``None`` when empty\n" \
+    "(``copy`` is accepted for symmetry with ``Server``: an int is a value)."
 
 #define DOC_IntServer_recv_wait \
-    "recv_wait($self, timeout=None)\n" \
+    "recv_wait($self, timeout=None, *, copy=True)\n" \
     "--\n" \
     "\n" \
     "Take one request, waiting for it: ``(value, id)``, or ``None`` on timeout."

@@ -18,7 +18,7 @@ typedef struct server_class {
     int client_slot; /* TYPE_x of server.client() */
     /* (data, id) of the next request, waiting for it to `deadline`; None if
      * there was none; NULL with an exception set. */
-    PyObject *(*take)(Chan *self, int64_t deadline);
+    PyObject *(*take)(Chan *self, int64_t deadline, int copy);
     /* Replies `data` to request `id`: 1 sent, 0 stale (the request was
      * cancelled or cleared), -1 with an exception set. */
     int (*reply)(Chan *self, uint64_t id, PyObject *data);
@@ -109,11 +109,46 @@ static PyObject *decode_taken(Chan *self, PyObject *res, int as_list)
     return res;
 }
 
+/* view_done_fn of a request View: gives its arena pin back. */
+static void unpin_request(Chan *self, uint64_t pin, pid_t pid)
+{
+    if (pid == rr_self_pid() && self->ch)
+        rr_str_unpin(self->ch, (uint32_t)pin); /* -ESTALE: not ours, nothing to do */
+    chan_leave(self);
+}
+
+/* The i-th entry of a receive (e, shown by peek) as a View: pinned in the
+ * arena where it can be, else over a copy. Under the queue lock: allocates,
+ * runs no Python code. */
+static PyObject *request_view(Chan *self, uint32_t i, const rr_entry *e)
+{
+    uint32_t pin;
+    if (rr_str_recv_pin(self->ch, i, &pin) == 0) {
+        self->busy++; /* the View's call: the mapping stays while it lives */
+        PyObject *view = view_new(self->st, e->id, e->data, e->len, e->flags, self, pin,
+                                  unpin_request, NULL);
+        if (!view) {
+            self->busy--;
+            rr_str_unpin(self->ch, pin);
+        }
+        return view;
+    }
+    /* in its cell, or every pin in use: a View of a copy */
+    PyObject *copy = PyBytes_FromStringAndSize(e->data, e->len);
+    if (!copy)
+        return NULL;
+    PyObject *view = view_new(self->st, e->id, PyBytes_AS_STRING(copy), e->len, e->flags, NULL,
+                              0, NULL, copy);
+    Py_DECREF(copy);
+    return view;
+}
+
 /* Pairs (data, id) taken from the Str queue, at most `max`; `deadline` bounds
  * the wait for the first. The payloads are built while the queue lock is
  * held (no Python code runs then: a codec's payload is copied, and decoded
- * after) and only what was built is consumed. */
-static PyObject *str_take(Chan *self, uint32_t max, int64_t deadline, int as_list)
+ * after) and only what was built is consumed. !copy: each payload a View
+ * (on a codec channel, decoded from it). */
+static PyObject *str_take(Chan *self, uint32_t max, int64_t deadline, int as_list, int copy)
 {
     rr_chan *ch = self->ch;
     int n;
@@ -154,8 +189,9 @@ static PyObject *str_take(Chan *self, uint32_t max, int64_t deadline, int as_lis
             bad = 1; /* a corrupt cell: drop it rather than block the queue */
             continue;
         }
-        PyObject *data = self->codec ? codec_copy(e.data, e.len)
-                                     : payload_object(e.data, e.len, e.flags);
+        PyObject *data = !copy         ? request_view(self, used, &e)
+                         : self->codec ? codec_copy(e.data, e.len)
+                                       : payload_object(e.data, e.len, e.flags);
         PyObject *pair = make_pair(data, e.id);
         if (!pair)
             break; /* this one stays queued */
@@ -182,9 +218,9 @@ static PyObject *str_take(Chan *self, uint32_t max, int64_t deadline, int as_lis
     return self->codec ? decode_taken(self, res, as_list) : res;
 }
 
-static PyObject *str_take_one(Chan *self, int64_t deadline)
+static PyObject *str_take_one(Chan *self, int64_t deadline, int copy)
 {
-    return str_take(self, 1, deadline, 0);
+    return str_take(self, 1, deadline, 0, copy);
 }
 
 /* ---- Int: taking requests ---- */
@@ -202,7 +238,7 @@ static int int_recv(rr_chan *ch, int64_t deadline, void *arg)
     return rr_int_recv(ch, deadline, &t->value, &t->id);
 }
 
-static PyObject *int_take_one(Chan *self, int64_t deadline)
+static PyObject *int_take_one(Chan *self, int64_t deadline, int copy)
 {
     int_taken t;
     int rc = int_recv(self->ch, RR_NOWAIT, &t);
@@ -318,37 +354,47 @@ static int int_reply_error(Chan *self, uint64_t id, PyObject *exc)
 
 /* ---- receiving and replying: the methods ---- */
 
-static PyObject *take_one(Chan *self, int64_t deadline)
+static PyObject *take_one(Chan *self, int64_t deadline, int copy)
 {
     if (chan_enter(self) < 0)
         return NULL;
-    PyObject *res = CLASS(self)->take(self, deadline);
+    PyObject *res = CLASS(self)->take(self, deadline, copy);
     chan_leave(self);
     return res;
 }
 
-static PyObject *server_recv(Chan *self, PyObject *unused)
+static PyObject *server_recv(Chan *self, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames)
 {
-    return take_one(self, RR_NOWAIT);
+    static const char *const names[] = {"*copy"};
+    PyObject *a[1];
+    int copy;
+    if (nargs == 0 && !kwnames) /* the common call, parsed at once */
+        return take_one(self, RR_NOWAIT, 1);
+    if (parse_args(args, nargs, kwnames, names, 0, 1, a, "recv") < 0
+        || parse_copy(a[0], &copy) < 0)
+        return NULL;
+    return take_one(self, RR_NOWAIT, copy);
 }
 
 static PyObject *server_recv_wait(Chan *self, PyObject *const *args, Py_ssize_t nargs,
                                   PyObject *kwnames)
 {
-    static const char *const names[] = {"timeout"};
-    PyObject *a[1];
+    static const char *const names[] = {"timeout", "*copy"};
+    PyObject *a[2];
     int64_t deadline;
-    if (parse_args(args, nargs, kwnames, names, 0, 1, a, "recv_wait") < 0
-        || parse_deadline(a[0], &deadline) < 0)
+    int copy;
+    if (parse_args(args, nargs, kwnames, names, 0, 2, a, "recv_wait") < 0
+        || parse_deadline(a[0], &deadline) < 0 || parse_copy(a[1], &copy) < 0)
         return NULL;
-    return take_one(self, deadline);
+    return take_one(self, deadline, copy);
 }
 
-static PyObject *take_many(Chan *self, uint32_t max, int64_t deadline)
+static PyObject *take_many(Chan *self, uint32_t max, int64_t deadline, int copy)
 {
     if (chan_enter(self) < 0)
         return NULL;
-    PyObject *res = str_take(self, max, deadline, 1);
+    PyObject *res = str_take(self, max, deadline, 1, copy);
     chan_leave(self);
     return res;
 }
@@ -356,38 +402,42 @@ static PyObject *take_many(Chan *self, uint32_t max, int64_t deadline)
 static PyObject *server_recv_multi(Chan *self, PyObject *const *args, Py_ssize_t nargs,
                                    PyObject *kwnames)
 {
-    static const char *const names[] = {"n"};
-    PyObject *a[1];
+    static const char *const names[] = {"n", "*copy"};
+    PyObject *a[2];
     uint32_t n;
-    if (parse_args(args, nargs, kwnames, names, 1, 1, a, "recv_multi") < 0
-        || parse_count(a[0], "n", 0, &n) < 0)
+    int copy;
+    if (parse_args(args, nargs, kwnames, names, 1, 2, a, "recv_multi") < 0
+        || parse_count(a[0], "n", 0, &n) < 0 || parse_copy(a[1], &copy) < 0)
         return NULL;
-    return take_many(self, n, RR_NOWAIT);
+    return take_many(self, n, RR_NOWAIT, copy);
 }
 
 static PyObject *server_recv_wait_multi(Chan *self, PyObject *const *args, Py_ssize_t nargs,
                                         PyObject *kwnames)
 {
-    static const char *const names[] = {"n", "timeout"};
-    PyObject *a[2];
+    static const char *const names[] = {"n", "timeout", "*copy"};
+    PyObject *a[3];
     uint32_t n;
     int64_t deadline;
-    if (parse_args(args, nargs, kwnames, names, 1, 2, a, "recv_wait_multi") < 0
-        || parse_count(a[0], "n", 0, &n) < 0 || parse_deadline(a[1], &deadline) < 0)
+    int copy;
+    if (parse_args(args, nargs, kwnames, names, 1, 3, a, "recv_wait_multi") < 0
+        || parse_count(a[0], "n", 0, &n) < 0 || parse_deadline(a[1], &deadline) < 0
+        || parse_copy(a[2], &copy) < 0)
         return NULL;
-    return take_many(self, n, deadline);
+    return take_many(self, n, deadline, copy);
 }
 
 static PyObject *server_drain(Chan *self, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames)
 {
-    static const char *const names[] = {"max"};
-    PyObject *a[1];
+    static const char *const names[] = {"max", "*copy"};
+    PyObject *a[2];
     uint32_t n;
-    if (parse_args(args, nargs, kwnames, names, 0, 1, a, "drain") < 0
-        || parse_count(a[0], "max", 1, &n) < 0)
+    int copy;
+    if (parse_args(args, nargs, kwnames, names, 0, 2, a, "drain") < 0
+        || parse_count(a[0], "max", 1, &n) < 0 || parse_copy(a[1], &copy) < 0)
         return NULL;
-    return take_many(self, n, RR_NOWAIT);
+    return take_many(self, n, RR_NOWAIT, copy);
 }
 
 static PyObject *server_reply(Chan *self, PyObject *const *args, Py_ssize_t nargs,
@@ -562,7 +612,7 @@ static PyObject *server_serve(Chan *self, PyObject *const *args, Py_ssize_t narg
     while (served < max && !self->closing) {
         /* the idle timeout runs per request; close() ends the wait at once */
         self->undecodable = 0;
-        PyObject *pair = CLASS(self)->take(self, deadline_in(idle_ns));
+        PyObject *pair = CLASS(self)->take(self, deadline_in(idle_ns), 1);
         if (!pair && closed_under(self))
             pair = Py_NewRef(Py_None);
         if (!pair && self->undecodable && PyErr_ExceptionMatches(PyExc_Exception)) {
@@ -797,7 +847,7 @@ static PyObject *int_server_new_memfd(PyTypeObject *type, PyObject *args, PyObje
 #define SERVER_METHODS(cls)                                                                        \
     CHAN_METHODS(cls),                                                                             \
     {"client", (PyCFunction)server_new_client, METH_NOARGS, DOC(cls, client)},                     \
-    {"recv", (PyCFunction)server_recv, METH_NOARGS, DOC(cls, recv)},                               \
+    {"recv", FASTFN(server_recv), FASTKW, DOC(cls, recv)},                                         \
     {"recv_wait", FASTFN(server_recv_wait), FASTKW, DOC(cls, recv_wait)},                          \
     {"reply", FASTFN(server_reply), FASTKW, DOC(cls, reply)},                                      \
     {"reply_error", FASTFN(server_reply_error), FASTKW, DOC(cls, reply_error)},                    \

@@ -12,8 +12,11 @@
 
 typedef struct View {
     PyObject_HEAD
-    Chan *owner;       /* NULL once released */
+    int live;          /* not yet released */
+    Chan *owner;       /* the channel it pins in; NULL: a copy, or released */
     view_done_fn done;
+    uint64_t token;    /* what done() unpins */
+    PyObject *keep;    /* a copy's bytes */
     uint64_t id;
     const char *data;
     Py_ssize_t len;
@@ -24,29 +27,53 @@ typedef struct View {
 
 static void view_end(View *self)
 {
-    Chan *owner = self->owner;
-    if (!owner)
+    if (!self->live)
         return;
+    self->live = 0;
+    Chan *owner = self->owner;
     self->owner = NULL;
-    self->done(owner, self->id, self->pid);
-    Py_DECREF(owner);
+    if (owner) {
+        self->done(owner, self->token, self->pid);
+        Py_DECREF(owner);
+    }
+    Py_CLEAR(self->keep);
 }
 
-PyObject *view_new(module_state *st, Chan *owner, uint64_t id, const void *data, uint32_t len,
-                   uint32_t flags, view_done_fn done)
+PyObject *view_alloc(module_state *st)
 {
     View *self = PyObject_New(View, st->view_type);
-    if (!self)
-        return NULL;
-    self->owner = (Chan *)Py_NewRef(owner);
+    if (self) {
+        self->live = 0; /* released until set: its dealloc ends nothing */
+        self->owner = NULL;
+        self->keep = NULL;
+    }
+    return (PyObject *)self;
+}
+
+void view_set(PyObject *view, uint64_t id, const void *data, uint32_t len, uint32_t flags,
+              Chan *owner, uint64_t token, view_done_fn done, PyObject *keep)
+{
+    View *self = (View *)view;
+    self->live = 1;
+    self->owner = (Chan *)Py_XNewRef(owner);
     self->done = done;
+    self->token = token;
+    self->keep = Py_XNewRef(keep);
     self->id = id;
     self->data = data;
     self->len = (Py_ssize_t)len;
     self->flags = flags;
     self->pid = rr_self_pid();
     self->exports = 0;
-    return (PyObject *)self;
+}
+
+PyObject *view_new(module_state *st, uint64_t id, const void *data, uint32_t len, uint32_t flags,
+                   Chan *owner, uint64_t token, view_done_fn done, PyObject *keep)
+{
+    PyObject *view = view_alloc(st);
+    if (view)
+        view_set(view, id, data, len, flags, owner, token, done, keep);
+    return view;
 }
 
 static void view_dealloc(View *self)
@@ -59,7 +86,7 @@ static void view_dealloc(View *self)
 
 static int view_getbuffer(View *self, Py_buffer *buf, int flags)
 {
-    if (!self->owner) {
+    if (!self->live) {
         PyErr_SetString(PyExc_ValueError, "operation on a released View");
         return -1;
     }
@@ -85,7 +112,7 @@ static PyObject *view_release(View *self, PyObject *unused)
 
 static PyObject *view_enter(View *self, PyObject *unused)
 {
-    if (!self->owner) {
+    if (!self->live) {
         PyErr_SetString(PyExc_ValueError, "operation on a released View");
         return NULL;
     }
@@ -96,7 +123,7 @@ static PyObject *view_exit(View *self, PyObject *args) { return view_release(sel
 
 static PyObject *view_tobytes(View *self, PyObject *unused)
 {
-    if (!self->owner) {
+    if (!self->live) {
         PyErr_SetString(PyExc_ValueError, "operation on a released View");
         return NULL;
     }
@@ -105,7 +132,7 @@ static PyObject *view_tobytes(View *self, PyObject *unused)
 
 static Py_ssize_t view_length(View *self)
 {
-    if (!self->owner) {
+    if (!self->live) {
         PyErr_SetString(PyExc_ValueError, "operation on a released View");
         return -1;
     }
@@ -114,7 +141,7 @@ static Py_ssize_t view_length(View *self)
 
 static PyObject *view_get_released(View *self, void *unused)
 {
-    return PyBool_FromLong(self->owner == NULL);
+    return PyBool_FromLong(!self->live);
 }
 
 static PyObject *view_get_is_text(View *self, void *unused)
@@ -129,7 +156,7 @@ static PyObject *view_get_id(View *self, void *unused)
 
 static PyObject *view_repr(View *self)
 {
-    if (!self->owner)
+    if (!self->live)
         return PyUnicode_FromFormat("<reqrep.View id=%llu released>",
                                     (unsigned long long)self->id);
     return PyUnicode_FromFormat("<reqrep.View id=%llu, %zd bytes%s>",

@@ -1,5 +1,6 @@
 /* View and ReplyBuffer (SPEC §9): buffers over channel memory, handed out
- * instead of a copy. A View is a read-only reply pinned in its slot; a
+ * instead of a copy. A View is a read-only reply pinned in its slot, or a
+ * request pinned in the arena (or, where it cannot be pinned, a copy); a
  * ReplyBuffer a writable reply being written in place. Each holds a call on
  * its channel object (chan_enter) from creation to its end, so the channel
  * stays mapped while one lives, and ends once, through the function its
@@ -11,10 +12,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* Ends a View: unpins `id` (in process `pid`, the View's maker: a forked
- * copy ends nothing of the parent's) and leaves the call it held. Runs no
- * Python code and cannot fail. */
-typedef void (*view_done_fn)(Chan *owner, uint64_t id, pid_t pid);
+/* Ends a View: unpins what `token` names (in process `pid`, the View's
+ * maker: a forked copy ends nothing of the parent's) and leaves the call it
+ * held. Runs no Python code and cannot fail. */
+typedef void (*view_done_fn)(Chan *owner, uint64_t token, pid_t pid);
 
 /* Ends a ReplyBuffer: publishes its first `len` bytes (commit 1) or gives
  * the claim back (commit 0), then leaves the call it held (also on
@@ -22,12 +23,19 @@ typedef void (*view_done_fn)(Chan *owner, uint64_t id, pid_t pid);
  * with an exception set. Not called in a process other than the maker. */
 typedef int (*replybuf_done_fn)(Chan *owner, uint64_t id, Py_ssize_t len, int commit);
 
-/* A View of `len` bytes at `data`, pinned as reply `id` of `owner` (whose
- * call, entered for it, the View now holds); flags are the reply's
- * (RR_FLAG_UTF8: sent as str). NULL with an exception on failure: then
- * the caller still holds the pin and the call (done() did not run). */
-PyObject *view_new(module_state *st, Chan *owner, uint64_t id, const void *data, uint32_t len,
-                   uint32_t flags, view_done_fn done);
+/* A View of `len` bytes at `data` of the reply or request `id` (flags: its
+ * RR_FLAG_UTF8, sent as str), either pinned in `owner`'s channel, whose
+ * call (entered for it) it now holds and which done(owner, token) ends, or,
+ * with owner NULL, a copy that `keep` holds. NULL with an exception on
+ * failure: then the caller still holds the pin and the call. */
+PyObject *view_new(module_state *st, uint64_t id, const void *data, uint32_t len, uint32_t flags,
+                   Chan *owner, uint64_t token, view_done_fn done, PyObject *keep);
+
+/* view_new in two steps, for a caller that must not fail once it has
+ * pinned: a View that is released until view_set makes it one. */
+PyObject *view_alloc(module_state *st);
+void view_set(PyObject *view, uint64_t id, const void *data, uint32_t len, uint32_t flags,
+              Chan *owner, uint64_t token, view_done_fn done, PyObject *keep);
 
 /* A ReplyBuffer of `len` bytes at `data` for request `id` of `owner` (whose
  * call, entered for it, it now holds). NULL with an exception on failure:

@@ -24,8 +24,10 @@ from reqrep.bench.transports import (
     ReqrepStrBurst,
     Transport,
 )
+from reqrep.bench.zerocopy import ReqrepZeroCopy
 
 BIG = 64 * 1024
+ZEROCOPY_LABEL = "reqrep Str, zero-copy (recv/req copy=False, reply_buffer)"
 MIB = 1024 * 1024
 # The oversubscribed MPMC layout: many more processes than a small machine has CPUs.
 OVER_CLIENTS = 16
@@ -192,6 +194,8 @@ def _big_cases() -> list[Case]:
     )
     return [
         Case("64k-reqrep-str", "reqrep Str", lambda: ReqrepStr(size=BIG), m, peer=False),
+        Case("64k-reqrep-zerocopy", ZEROCOPY_LABEL, lambda: ReqrepZeroCopy(size=BIG), m,
+             peer=False),
         Case("64k-pipe", "os.pipe pair", lambda: peers.PipePair(BIG), m),
         Case("64k-socketpair", "socket.socketpair", lambda: peers.SocketPair(BIG), m),
         *_iceoryx2_cases("64k-", m, BIG),
@@ -200,13 +204,15 @@ def _big_cases() -> list[Case]:
 
 def _mib_cases() -> list[Case]:
     """1 MiB each way: the copying reqrep row (``resp_size`` 1 MiB, 16 MiB arena) among
-    the peers. The zero-copy rows of SPEC §9 belong in this group too."""
+    the peers, and the zero-copy row (SPEC §9)."""
     m = (
         Metric("rt_per_s", MIB_RT, "rt/s"),
         Metric("mib_per_s", MIB_BW, "MiB/s"),
     )
     return [
         Case("1m-reqrep-str", "reqrep Str", lambda: ReqrepStr(size=MIB), m, peer=False),
+        Case("1m-reqrep-zerocopy", ZEROCOPY_LABEL, lambda: ReqrepZeroCopy(size=MIB), m,
+             peer=False),
         Case("1m-pipe", "os.pipe pair", lambda: peers.PipePair(MIB), m),
         Case("1m-socketpair", "socket.socketpair", lambda: peers.SocketPair(MIB), m),
         *_iceoryx2_cases("1m-", m, MIB),
