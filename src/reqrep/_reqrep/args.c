@@ -182,12 +182,14 @@ int parse_int64(PyObject *obj, int64_t *out)
         PyErr_Format(PyExc_TypeError, "data must be an int, not %.100s", Py_TYPE(obj)->tp_name);
         return -1;
     }
-    long long v = PyLong_AsLongLong(obj);
-    if (v == -1 && PyErr_Occurred()) {
-        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
-            PyErr_Clear();
-            PyErr_SetString(PyExc_OverflowError, "data does not fit in a signed 64-bit int");
-        }
+    /* AndOverflow: a loop over the digits, where PyLong_AsLongLong (3.10,
+     * 3.11) goes through _PyLong_AsByteArray for any value over 30 bits */
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (overflow) {
+        PyErr_SetString(PyExc_OverflowError, "data does not fit in a signed 64-bit int");
         return -1;
     }
     *out = v;
