@@ -222,8 +222,13 @@ typedef struct rr_resp {
 int rr_resp_view(rr_chan *c, uint64_t id, rr_resp *r);
 /* As rr_resp_view, for a reply kept pinned (SPEC §9): nobody else may look
  * at it then (a view or a pin of it is -ESTALE: collected) until
- * rr_resp_release frees it; -EAGAIN while another thread views it. */
+ * rr_resp_unpin frees it (free) or gives it back unread (!free). -EAGAIN
+ * while the reply is not there; -EBUSY while somebody views it
+ * (rr_resp_view), -EPERM if the request is not this process's (only its
+ * owner pins, so that the sweep of a dead owner is the sweep of the pin's
+ * holder): view and copy it instead. */
 int rr_resp_pin(rr_chan *c, uint64_t id, rr_resp *r);
+int rr_resp_unpin(rr_chan *c, uint64_t id, int free);
 int rr_resp_release(rr_chan *c, uint64_t id);
 int rr_resp_unview(rr_chan *c, uint64_t id);
 int rr_resp_discard(rr_chan *c, uint64_t id);

@@ -253,6 +253,10 @@ int rr_resp_wait(rr_chan *c, uint64_t id, int64_t deadline)
 
 int rr_resp_view(rr_chan *c, uint64_t id, rr_resp *r) { return rr_slot_view(&c->slots, id, r); }
 int rr_resp_pin(rr_chan *c, uint64_t id, rr_resp *r) { return rr_slot_pin(&c->slots, id, r); }
+int rr_resp_unpin(rr_chan *c, uint64_t id, int free)
+{
+    return rr_slot_unpin(&c->slots, id, free);
+}
 int rr_resp_release(rr_chan *c, uint64_t id) { return rr_slot_release(&c->slots, id); }
 int rr_resp_unview(rr_chan *c, uint64_t id) { return rr_slot_unview(&c->slots, id); }
 int rr_resp_discard(rr_chan *c, uint64_t id) { return rr_slot_discard(&c->slots, id); }

@@ -44,7 +44,6 @@ static const rr_format_entry entries[] = {
     /* an arena pin (header.pin holds arena_pins of them) */
     FIELD("pin", rr_pin, owner, "owner"),
     FIELD("pin", rr_pin, beg, "beg"),
-    FIELD("pin", rr_pin, end, "end"),
     CONST("pin", "size", sizeof(rr_pin)),
     /* a Str request cell (entries of up to str_inline bytes lie in `small`) */
     FIELD("str_cell", rr_str_cell, mark, "mark"),

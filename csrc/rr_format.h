@@ -211,14 +211,14 @@ typedef struct rr_waitq {
 } rr_waitq;
 
 /* An arena pin (SPEC §9): a Str request a receiver took without copying it
- * out, whose arena bytes stay until it unpins them. Taken under the queue
- * lock (beg and end, then owner); given back by its owner with one CAS of
+ * out, whose arena bytes (and all after them) stay until it unpins them.
+ * Taken under the queue lock (beg, then owner); given back by its owner with one CAS of
  * owner to 0, without the lock, or, once its owner is dead, by a sender
  * under the lock (rr_strq.c). */
 #define RR_ARENA_PINS 16u
 typedef struct rr_pin {
     _Atomic uint64_t owner; /* identity word of the receiver that holds it; 0 = free */
-    uint64_t beg, end;      /* the entry's charge in the arena (virtual offsets) */
+    uint64_t beg;           /* where the entry's charge in the arena begins (virtual) */
 } rr_pin;
 
 typedef struct rr_header {

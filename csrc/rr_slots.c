@@ -526,13 +526,21 @@ int rr_slot_pin(rr_slots *pool, uint64_t id, rr_resp *r)
     if (!s)
         return -ESTALE;
     uint32_t gen = rr_id_gen(id);
+    /* Only the owner pins: the sweep judges a PINNED slot by its owner, who
+     * must then be the one holding it. relaxed: stable while the slot is not
+     * FREE; a stale look only refuses the pin, or loses the CAS below. */
+    if ((atomic_load_explicit(&s->owner, memory_order_relaxed) & RR_PROC_MASK)
+        != rr_proc_bits(rr_self_ident()))
+        return -EPERM;
     uint64_t v = rr_ctl(gen, RR_SLOT_READY);
     /* acquire ↔ the release CAS in rr_slot_publish: the reply is visible */
     if (!atomic_compare_exchange_strong_explicit(&s->ctl, &v, rr_ctl(gen, RR_SLOT_PINNED),
                                                  memory_order_acquire, memory_order_acquire)) {
-        /* READING: another thread copies it out, and frees it or gives it back */
-        bool coming = in_flight(rr_ctl_state(v)) || rr_ctl_state(v) == RR_SLOT_READING;
-        return rr_ctl_gen(v) == gen && coming ? -EAGAIN : -ESTALE;
+        if (rr_ctl_gen(v) != gen)
+            return -ESTALE;
+        if (rr_ctl_state(v) == RR_SLOT_READING)
+            return -EBUSY; /* somebody copies it out (or died doing so): copy it too */
+        return in_flight(rr_ctl_state(v)) ? -EAGAIN : -ESTALE;
     }
     uint32_t len = s->len; /* read once: bounded, then used (LESSONS.md) */
     r->len = len <= pool->resp_size ? len : pool->resp_size;
@@ -572,10 +580,24 @@ static int free_id(rr_slots *pool, uint64_t id, uint32_t from)
 
 int rr_slot_release(rr_slots *pool, uint64_t id)
 {
-    /* pinned by rr_slot_view or rr_slot_pin, or (a caller that read nothing)
-     * still READY */
-    return free_id(pool, id, RR_SLOT_READING) == 0 || free_id(pool, id, RR_SLOT_PINNED) == 0
-        ? 0 : free_id(pool, id, RR_SLOT_READY);
+    /* viewed by rr_slot_view, or (a caller that read nothing) still READY;
+     * never PINNED: that is a View's, which rr_slot_unpin ends */
+    return free_id(pool, id, RR_SLOT_READING) == 0 ? 0 : free_id(pool, id, RR_SLOT_READY);
+}
+
+int rr_slot_unpin(rr_slots *pool, uint64_t id, bool free)
+{
+    if (free)
+        return free_id(pool, id, RR_SLOT_PINNED);
+    rr_slot *s = slot_of(pool, id);
+    uint64_t v = rr_ctl(rr_id_gen(id), RR_SLOT_PINNED);
+    /* release ↔ the next viewer's acquire CAS: our reads are done */
+    if (!s || !atomic_compare_exchange_strong_explicit(&s->ctl, &v,
+                                                       rr_ctl(rr_id_gen(id), RR_SLOT_READY),
+                                                       memory_order_release, memory_order_relaxed))
+        return -ESTALE;
+    rr_word_wake_after_rmw(rr_ctl_futex(s), &s->waiters, INT_MAX);
+    return 0;
 }
 
 int rr_slot_unview(rr_slots *pool, uint64_t id)
@@ -583,14 +605,9 @@ int rr_slot_unview(rr_slots *pool, uint64_t id)
     rr_slot *s = slot_of(pool, id);
     uint64_t v = rr_ctl(rr_id_gen(id), RR_SLOT_READING);
     /* release ↔ the next viewer's acquire CAS: our reads are done */
-    if (!s
-        || (!atomic_compare_exchange_strong_explicit(&s->ctl, &v,
-                                                     rr_ctl(rr_id_gen(id), RR_SLOT_READY),
-                                                     memory_order_release, memory_order_relaxed)
-            && (v != rr_ctl(rr_id_gen(id), RR_SLOT_PINNED)
-                || !atomic_compare_exchange_strong_explicit(
-                    &s->ctl, &v, rr_ctl(rr_id_gen(id), RR_SLOT_READY), memory_order_release,
-                    memory_order_relaxed))))
+    if (!s || !atomic_compare_exchange_strong_explicit(&s->ctl, &v,
+                                                       rr_ctl(rr_id_gen(id), RR_SLOT_READY),
+                                                       memory_order_release, memory_order_relaxed))
         return -ESTALE;
     rr_word_wake_after_rmw(rr_ctl_futex(s), &s->waiters, INT_MAX);
     return 0;

@@ -136,28 +136,40 @@ static bool pin_give_back(rr_header *h, rr_pin *p, uint64_t owner)
     return true;
 }
 
-/* The oldest begin among the live pins, or `first` if it is older (under the
- * lock). With `reclaim`, the pins of dead receivers are given back first. */
-static uint64_t pins_first(rr_strq *q, uint64_t first, bool reclaim)
+/* Whether the receiver of identity `owner` is dead: we are not. */
+static bool pin_owner_dead(uint64_t owner)
+{
+    return owner != rr_self_ident() && !rr_ident_alive(owner);
+}
+
+/* The oldest begin among the live pins, or `first` if it is older, and
+ * whether any pin lives (under the lock, where pins are taken: the answer
+ * holds until we unlock, but for give-backs). With `reclaim`, the pins of
+ * dead receivers are given back first. */
+static uint64_t pins_first(rr_strq *q, uint64_t first, bool reclaim, bool *live)
 {
     rr_header *h = q->ring.hdr;
+    *live = false;
     for (uint32_t i = 0; i < RR_ARENA_PINS; i++) {
         rr_pin *p = &h->pin[i];
         /* acquire ↔ the release CAS in pin_give_back */
         uint64_t owner = atomic_load_explicit(&p->owner, memory_order_acquire);
         if (!owner)
             continue;
-        if (reclaim && !rr_ident_alive(owner) && pin_give_back(h, p, owner)) {
+        if (reclaim && pin_owner_dead(owner) && pin_give_back(h, p, owner)) {
             atomic_fetch_add_explicit(&h->recoveries, 1, memory_order_relaxed);
             continue;
         }
+        *live = true;
         if (p->beg < first)
             first = p->beg;
     }
     return first;
 }
 
-/* Under the lock: whether a pin may live (the count is never below them). */
+/* Under the lock: whether a pin may live (the count is never below them;
+ * a process that died between a pin's two steps leaves it above, which
+ * only sends a sender to look at the pins themselves). */
 static bool pins_in_use(const rr_header *h)
 {
     /* relaxed: raised only under the lock we hold; a give-back that lowers it
@@ -190,9 +202,8 @@ static int push_attempt(void *qv, const rr_request *p)
         head = atomic_load_explicit(&h->head, memory_order_relaxed);
         h->seen_head = head;
         uint64_t first = head != tail ? cell_at(q, head)->beg : UINT64_MAX;
-        if (pinned)
-            first = pins_first(q, first, look == 1);
-        pinned = pins_in_use(h);
+        if (pinned) /* what the pins say, not the count, which may be stale */
+            first = pins_first(q, first, look == 1, &pinned);
         h->seen_first = first != UINT64_MAX ? first : 0;
         rc = place(q, head, tail, h->seen_first, pinned, p->len, &beg, &start);
     }
@@ -346,12 +357,11 @@ int rr_strq_recv_pin(rr_strq *q, uint32_t i, uint32_t *pin)
             rr_pin *p = &h->pin[k];
             /* relaxed: free words are taken only under the lock we hold */
             uint64_t owner = atomic_load_explicit(&p->owner, memory_order_relaxed);
-            if (owner && (look == 0 || rr_ident_alive(owner) || !pin_give_back(h, p, owner)))
+            if (owner && (look == 0 || !pin_owner_dead(owner) || !pin_give_back(h, p, owner)))
                 continue;
             /* counted first: never below the pins that live */
             atomic_fetch_add_explicit(&h->pins, 1, memory_order_relaxed);
-            p->beg = beg;
-            p->end = end;
+            RR_WRITE_ONCE(p->beg, beg); /* statistics read it without the lock */
             /* relaxed: senders read it under the lock we hold, whose unlock
              * releases it with beg and end */
             atomic_store_explicit(&p->owner, rr_self_ident(), memory_order_relaxed);

@@ -235,18 +235,24 @@ def test_pickle_channel_reads_out_of_band_buffers_in_place() -> None:
     assert server.stats()["slots_free"] == server.stats()["resp_slots"]
 
 
-def test_a_view_in_a_forked_child_leaves_the_parents_pin_alone(tmp_path: Path) -> None:
+def test_a_view_in_a_forked_child_reads_as_released_and_leaves_the_pin(tmp_path: Path) -> None:
+    """The child's copy shows memory its parent may release at any time: it reads as
+    released, and releasing it there leaves the parent's pin alone."""
     server, client = _pair()
     view = client.get(_replied(server, client, b"parent's"), copy=False)
 
-    def child() -> tuple[bytes, int]:
-        data = bytes(view)
-        view.release()  # the child's copy: the parent's pin stays
-        return data, server.stats()["slots_free"]
+    def child() -> tuple[bool, str, int]:
+        try:
+            bytes(view)
+            raised = ""
+        except ValueError as e:
+            raised = str(e)
+        released = view.released
+        view.release()
+        return released, raised, server.stats()["slots_free"]
 
-    kid = fork_call(child)
-    data, free = kid.result(timeout=WAIT)
-    assert data == b"parent's"
+    released, raised, free = fork_call(child).result(timeout=WAIT)
+    assert released and "released" in raised
     assert free == server.stats()["resp_slots"] - 1
     assert server.stats()["slots_free"] == server.stats()["resp_slots"] - 1
     assert bytes(view) == b"parent's"
@@ -577,11 +583,12 @@ def test_a_forked_childs_release_leaves_the_parents_request_pin(tmp_path: Path) 
     assert got is not None
     view = got[0]
 
-    def child() -> int:
+    def child() -> tuple[bool, int]:
+        released = view.released
         view.release()
-        return int(server.stats()["arena_used"])
+        return released, int(server.stats()["arena_used"])
 
-    assert fork_call(child).result(timeout=WAIT) >= BIG
+    assert fork_call(child).result(timeout=WAIT) == (True, server.stats()["arena_used"])
     assert server.stats()["arena_used"] >= BIG
     view.release()
     assert server.stats()["arena_used"] == 0
@@ -611,3 +618,50 @@ def test_a_worker_killed_holding_a_request_view_gives_the_room_back(tmp_path: Pa
         # a sender short of room takes the dead worker's pin back
         assert client.send_wait(b"b" * 5000, WAIT) is not None
     assert server.stats()["recoveries"] >= 1
+
+
+def test_a_pin_count_left_high_by_a_dead_process_does_not_stop_sends(tmp_path: Path) -> None:
+    """A receiver killed between giving a pin back and lowering the header's count leaves
+    the count above the live pins: senders look at the pins themselves, find none, and
+    use the whole arena again."""
+    from layout import ChannelMap
+
+    from reqrep import _format
+
+    path = tmp_path / "chan.rr"
+    server = reqrep.Server(path, arena=8192, req_cap=16)
+    client = reqrep.Client(path)
+    with ChannelMap.open(path) as cm:
+        _format.HEADER.put(cm.mm, 0, "pins", 1)
+    for size in (1, 100, 5000, 8000):
+        assert client.send(b"s" * size) is not None, size
+        got = server.recv()
+        assert got is not None and len(got[0]) == size
+
+
+def test_a_reply_not_of_this_process_comes_as_a_view_of_a_copy(tmp_path: Path) -> None:
+    """Only the process that sent a request pins its reply (the sweep judges a pinned slot
+    by that process); another process holding the id gets a View of a copy."""
+    server, client = _pair()
+    rid = _replied(server, client, b"copied")
+
+    def child() -> tuple[bytes, bool, int]:
+        view = client.get(rid, copy=False)
+        assert view is not None
+        free = server.stats()["slots_free"]  # collected and freed: a copy
+        return bytes(view), view.released, free
+
+    data, released, free = fork_call(child).result(timeout=WAIT)
+    assert data == b"copied" and not released and free == server.stats()["resp_slots"]
+    assert client.get(rid) is None
+
+
+def test_a_codec_that_fails_on_a_view_does_not_keep_the_pin() -> None:
+    server = reqrep.Server(None, codec="pickle", arena=8192, req_cap=16)
+    client = server.client()
+    client._passthrough()  # sends bytes as they are: here, not a pickle frame
+    assert client.send(b"\x00" * 3000) is not None
+    with pytest.raises(Exception) as info:
+        server.recv(copy=False)
+    assert info.value is not None
+    assert server.stats()["arena_used"] == 0  # the failure's frames hold no View

@@ -30,8 +30,11 @@ class Codec(Protocol):
 
     ``dumps(obj)`` returns the payload: a buffer (``bytes``, ``bytearray``,
     ``memoryview``, ...) or a sequence of buffers, which are written one after another
-    straight into the channel. ``loads(view)`` gets a read-write ``memoryview`` of a
-    private copy of the payload (it may keep views of it) and returns the object.
+    straight into the channel. ``loads(view)`` gets a ``memoryview`` of the payload and
+    returns the object; it may keep views of it. By default that is a read-write view of
+    a private copy; with ``copy=False`` (SPEC section 9) it is a read-only view of the
+    payload where it lies in the channel, which stays pinned there while any view of it
+    lives.
     """
 
     name: str

@@ -89,15 +89,17 @@ class WorkerDiedError(RuntimeError):
 
 @final
 class View:
-    """A reply read in place (``get``/``get_wait``/``req`` with ``copy=False``): a
-    read-only buffer over the reply in its slot, pinned there until
-    ``release()``, the end of a ``with`` block, or garbage collection, which frees
-    the slot. ``memoryview(v)``, ``bytes(v)``, ``numpy.frombuffer(v)`` and
-    anything else that takes a buffer read it without a copy; what they make
-    keeps the View alive. The channel object stays open (mapped) while a View of
-    it lives, even after ``close()``. A View inherited through ``fork`` reads
-    the same bytes, and its release in the child leaves the parent's pin alone.
-    If the process holding it dies, the slot comes back to the channel."""
+    """A reply or request read in place (``copy=False`` on ``get``/``get_wait``/``req``
+    and on ``recv*``/``drain``): a read-only buffer over the bytes where they lie,
+    pinned there (the reply's slot, the request's arena room) until ``release()``,
+    the end of a ``with`` block, or garbage collection. ``memoryview(v)``,
+    ``bytes(v)``, ``numpy.frombuffer(v)`` and anything else that takes a buffer read
+    it without a copy; what they make keeps the View alive. The channel object
+    stays open (mapped) while a View of it lives, even after ``close()``. A View
+    belongs to the process that made it: a forked child's copy reads as released.
+    If the process holding it dies, the slot or room comes back to the channel.
+    Where the bytes cannot be pinned (a small request, all pins in use, a reply to
+    another process's request) the View is of a copy."""
 
     @property
     def released(self) -> bool:

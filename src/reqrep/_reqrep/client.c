@@ -230,8 +230,55 @@ static PyObject *str_collect_decoded(Client *self, uint64_t id, const rr_resp *r
 static void unpin(Chan *base, uint64_t id, pid_t pid)
 {
     if (pid == rr_self_pid() && base->ch)
-        rr_resp_release(base->ch, id); /* -ESTALE: a sweep took it (we were thought dead) */
+        rr_resp_unpin(base->ch, id, 1); /* -ESTALE: a sweep took it (we were thought dead) */
     chan_leave(base);
+}
+
+/* A pinned reply that is an error: copied, its slot freed, raised. */
+static PyObject *pinned_error(Client *self, uint64_t id, const rr_resp *r, int *stale)
+{
+    rr_chan *ch = self->base.ch;
+    PyObject *copy = PyBytes_FromStringAndSize(r->data, r->len);
+    if (!copy) {
+        rr_resp_unpin(ch, id, 0); /* leave the reply for another try */
+        return NULL;
+    }
+    if (rr_resp_unpin(ch, id, 1) < 0) {
+        Py_DECREF(copy);
+        *stale = 1;
+        return NULL;
+    }
+    pending_drop(self, id);
+    PyObject *res = raise_remote(PyBytes_AS_STRING(copy), (size_t)PyBytes_GET_SIZE(copy),
+                                 self->base.passthrough ? NULL : rr_geometry_of(ch)->codec);
+    Py_DECREF(copy);
+    return res;
+}
+
+static PyObject *str_collect(Client *self, uint64_t id, int copy, int *stale);
+
+/* The reply collected with a copy, as a View of that copy (or, on a codec
+ * channel, the object decoded): where it cannot be pinned. */
+static PyObject *copied_view(Client *self, uint64_t id, int *stale)
+{
+    PyObject *obj = str_collect(self, id, 1, stale);
+    if (!obj || self->base.codec)
+        return obj;
+    Py_ssize_t len;
+    const char *data;
+    uint32_t flags = 0;
+    if (PyUnicode_Check(obj)) {
+        data = PyUnicode_AsUTF8AndSize(obj, &len); /* kept with obj */
+        flags = RR_FLAG_UTF8;
+    } else {
+        data = PyBytes_AS_STRING(obj);
+        len = PyBytes_GET_SIZE(obj);
+    }
+    PyObject *view = data ? view_new(self->base.st, id, data, (uint32_t)len, flags, NULL, 0,
+                                     NULL, obj)
+                          : NULL;
+    Py_DECREF(obj);
+    return view;
 }
 
 /* str_collect with copy=False: the reply pinned in its slot, as a View (or,
@@ -248,12 +295,14 @@ static PyObject *str_collect_view(Client *self, uint64_t id, int *stale)
     int rc = rr_resp_pin(c->ch, id, &r);
     if (rc < 0) {
         Py_DECREF(view);
+        if (rc == -EBUSY || rc == -EPERM) /* being copied, or not our request */
+            return copied_view(self, id, stale);
         *stale = rc == -ESTALE;
         return NULL;
     }
     if (r.flags & RR_FLAG_ERROR) {
         Py_DECREF(view);
-        return str_collect_decoded(self, id, &r, stale); /* its copy, then the slot freed */
+        return pinned_error(self, id, &r, stale);
     }
     c->busy++; /* the View's call: the mapping stays while it lives */
     view_set(view, id, r.data, r.len, r.flags, c, id, unpin, NULL);
@@ -262,7 +311,7 @@ static PyObject *str_collect_view(Client *self, uint64_t id, int *stale)
         return view;
     /* The codec reads in place: what it makes from the View (a pickle's
      * out-of-band buffers) keeps it, and the slot, alive. */
-    PyObject *obj = codec_decode(c->codec, view);
+    PyObject *obj = codec_decode_view(c->codec, view);
     Py_DECREF(view);
     return obj;
 }
@@ -363,7 +412,7 @@ static int resp_wait(rr_chan *ch, int64_t deadline, void *id)
 static PyObject *wait_collect(Client *self, uint64_t id, int64_t deadline, int copy)
 {
     Chan *c = &self->base;
-    int stale, rc = 0;
+    int stale, rc = 0, waited = 0;
     for (;;) {
         PyObject *obj = CLASS(self)->collect(self, id, copy, &stale);
         if (obj || PyErr_Occurred())
@@ -374,7 +423,13 @@ static PyObject *wait_collect(Client *self, uint64_t id, int64_t deadline, int c
         }
         if (rc == -EAGAIN || deadline == RR_NOWAIT)
             Py_RETURN_NONE;
+        /* A look after a wait that said "there" found nothing to collect
+         * (it moved on meanwhile): never loop past the deadline or a signal. */
+        if (waited && ((deadline != RR_FOREVER && rr_now_ns() >= deadline)
+                       || PyErr_CheckSignals() < 0))
+            return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
         rc = wait_sliced(c->ch, &c->closing, deadline, resp_wait, &id);
+        waited = 1;
         if (rc == -EOWNERDEAD) {
             int died = worker_died(self, id);
             if (died < 0)

@@ -1,5 +1,6 @@
 /* Calling a channel's codec (see codec.h). */
 #include "codec.h"
+#include "errors.h"
 
 #include <string.h>
 
@@ -148,6 +149,24 @@ PyObject *codec_copy(const void *data, uint32_t len)
         Py_END_ALLOW_THREADS
     }
     return copy;
+}
+
+PyObject *codec_decode_view(PyObject *codec, PyObject *view)
+{
+    PyObject *obj = codec_decode(codec, view);
+    if (obj)
+        return obj;
+    PyObject *exc = take_exception();
+    PyObject *tb = exc ? PyException_GetTraceback(exc) : NULL;
+    PyObject *clear = tb ? package_attr("traceback", "clear_frames") : NULL;
+    PyObject *res = clear ? PyObject_CallOneArg(clear, tb) : NULL;
+    if (!res && tb)
+        PyErr_Clear(); /* the pin then lasts as long as the exception: no worse */
+    Py_XDECREF(res);
+    Py_XDECREF(clear);
+    Py_XDECREF(tb);
+    restore_exception(exc);
+    return NULL;
 }
 
 PyObject *codec_decode(PyObject *codec, PyObject *copy)

@@ -45,5 +45,9 @@ void encoded_release(encoded *e);
 PyObject *codec_copy(const void *data, uint32_t len);
 /* codec.loads(memoryview(copy)); a new reference or NULL. */
 PyObject *codec_decode(PyObject *codec, PyObject *copy);
+/* The same from a View (view.h): a failure's traceback has its frames
+ * cleared, or their memoryviews of the View would keep its pin as long as
+ * the exception lives. */
+PyObject *codec_decode_view(PyObject *codec, PyObject *view);
 
 #endif

@@ -6,15 +6,17 @@
 #define DOC(cls, method) DOC_##cls##_##method
 
 #define DOC_View \
-    "A reply read in place (``get``/``get_wait``/``req`` with ``copy=False``): a\n" \
-    "read-only buffer over the reply in its slot, pinned there until\n" \
-    "``release()``, the end of a ``with`` block, or garbage collection, which frees\n" \
-    "the slot. ``memoryview(v)``, ``bytes(v)``, ``numpy.frombuffer(v)`` and\n" \
-    "anything else that takes a buffer read it without a copy; what they make\n" \
-    "keeps the View alive. The channel object stays open (mapped) while a View of\n" \
-    "it lives, even after ``close()``. A View inherited through ``fork`` reads\n" \
-    "the same bytes, and its release in the child leaves the parent's pin alone.\n" \
-    "If the process holding it dies, the slot comes back to the channel."
+    "A reply or request read in place (``copy=False`` on ``get``/``get_wait``/``req``\n" \
+    "and on ``recv*``/``drain``): a read-only buffer over the bytes where they lie,\n" \
+    "pinned there (the reply's slot, the request's arena room) until ``release()``,\n" \
+    "the end of a ``with`` block, or garbage collection. ``memoryview(v)``,\n" \
+    "``bytes(v)``, ``numpy.frombuffer(v)`` and anything else that takes a buffer read\n" \
+    "it without a copy; what they make keeps the View alive. The channel object\n" \
+    "stays open (mapped) while a View of it lives, even after ``close()``. A View\n" \
+    "belongs to the process that made it: a forked child's copy reads as released.\n" \
+    "If the process holding it dies, the slot or room comes back to the channel.\n" \
+    "Where the bytes cannot be pinned (a small request, all pins in use, a reply to\n" \
+    "another process's request) the View is of a copy."
 
 #define DOC_View_release \
     "release($self)\n" \

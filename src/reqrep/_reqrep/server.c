@@ -49,7 +49,8 @@ static int str_reply_error(Chan *self, uint64_t id, PyObject *exc);
 static PyObject *decode_pair(Chan *self, PyObject *pair)
 {
     PyObject *copy = PyTuple_GET_ITEM(pair, 0), *id_obj = PyTuple_GET_ITEM(pair, 1);
-    PyObject *obj = codec_decode(self->codec, copy);
+    PyObject *obj = Py_IS_TYPE(copy, self->st->view_type) ? codec_decode_view(self->codec, copy)
+                                                          : codec_decode(self->codec, copy);
     if (obj) {
         PyObject *out = PyTuple_Pack(2, obj, id_obj);
         Py_DECREF(obj);
@@ -118,12 +119,15 @@ static void unpin_request(Chan *self, uint64_t pin, pid_t pid)
 }
 
 /* The i-th entry of a receive (e, shown by peek) as a View: pinned in the
- * arena where it can be, else over a copy. Under the queue lock: allocates,
- * runs no Python code. */
-static PyObject *request_view(Chan *self, uint32_t i, const rr_entry *e)
+ * arena where it can be (*pins: none left is known, do not ask again), else
+ * over a copy. Under the queue lock: allocates, runs no Python code. */
+static PyObject *request_view(Chan *self, uint32_t i, const rr_entry *e, int *pins)
 {
     uint32_t pin;
-    if (rr_str_recv_pin(self->ch, i, &pin) == 0) {
+    int rc = *pins ? rr_str_recv_pin(self->ch, i, &pin) : -ENOSPC;
+    if (rc == -ENOSPC)
+        *pins = 0;
+    if (rc == 0) {
         self->busy++; /* the View's call: the mapping stays while it lives */
         PyObject *view = view_new(self->st, e->id, e->data, e->len, e->flags, self, pin,
                                   unpin_request, NULL);
@@ -182,14 +186,14 @@ static PyObject *str_take(Chan *self, uint32_t max, int64_t deadline, int as_lis
         rr_str_recv_end(ch, 0);
         return NULL;
     }
-    int bad = 0;
+    int bad = 0, pins = 1;
     for (; used < (uint32_t)n && built < want; used++) {
         rr_entry e;
         if (rr_str_recv_peek(ch, used, &e) < 0) {
             bad = 1; /* a corrupt cell: drop it rather than block the queue */
             continue;
         }
-        PyObject *data = !copy         ? request_view(self, used, &e)
+        PyObject *data = !copy         ? request_view(self, used, &e, &pins)
                          : self->codec ? codec_copy(e.data, e.len)
                                        : payload_object(e.data, e.len, e.flags);
         PyObject *pair = make_pair(data, e.id);

@@ -25,6 +25,14 @@ typedef struct View {
     Py_ssize_t exports; /* buffers exported and not yet released */
 } View;
 
+/* Whether it may be read here: not released, and in the process that made
+ * it (a forked child's copy shows memory its parent may release at any time:
+ * it reads as released). */
+static int view_open(View *self)
+{
+    return self->live && self->pid == rr_self_pid();
+}
+
 static void view_end(View *self)
 {
     if (!self->live)
@@ -86,7 +94,7 @@ static void view_dealloc(View *self)
 
 static int view_getbuffer(View *self, Py_buffer *buf, int flags)
 {
-    if (!self->live) {
+    if (!view_open(self)) {
         PyErr_SetString(PyExc_ValueError, "operation on a released View");
         return -1;
     }
@@ -112,7 +120,7 @@ static PyObject *view_release(View *self, PyObject *unused)
 
 static PyObject *view_enter(View *self, PyObject *unused)
 {
-    if (!self->live) {
+    if (!view_open(self)) {
         PyErr_SetString(PyExc_ValueError, "operation on a released View");
         return NULL;
     }
@@ -123,7 +131,7 @@ static PyObject *view_exit(View *self, PyObject *args) { return view_release(sel
 
 static PyObject *view_tobytes(View *self, PyObject *unused)
 {
-    if (!self->live) {
+    if (!view_open(self)) {
         PyErr_SetString(PyExc_ValueError, "operation on a released View");
         return NULL;
     }
@@ -132,7 +140,7 @@ static PyObject *view_tobytes(View *self, PyObject *unused)
 
 static Py_ssize_t view_length(View *self)
 {
-    if (!self->live) {
+    if (!view_open(self)) {
         PyErr_SetString(PyExc_ValueError, "operation on a released View");
         return -1;
     }
@@ -141,7 +149,7 @@ static Py_ssize_t view_length(View *self)
 
 static PyObject *view_get_released(View *self, void *unused)
 {
-    return PyBool_FromLong(!self->live);
+    return PyBool_FromLong(!view_open(self));
 }
 
 static PyObject *view_get_is_text(View *self, void *unused)
@@ -156,7 +164,7 @@ static PyObject *view_get_id(View *self, void *unused)
 
 static PyObject *view_repr(View *self)
 {
-    if (!self->live)
+    if (!view_open(self))
         return PyUnicode_FromFormat("<reqrep.View id=%llu released>",
                                     (unsigned long long)self->id);
     return PyUnicode_FromFormat("<reqrep.View id=%llu, %zd bytes%s>",
