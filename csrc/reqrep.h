@@ -8,7 +8,9 @@
  *   -EINTR      a signal interrupted a wait; the call had no effect, retry it
  *   -RR_EFORMAT the file is not a valid channel (reason in rr_error.why)
  *   -EOWNERDEAD the worker that took the request died before replying
- *   -EBUSY      (RR_TRY only) the Str queue lock is held by someone else
+ *   -EBUSY      (RR_TRY) the Str queue lock is held by someone else; (a reply)
+ *               this process holds the request's reply claim (an open
+ *               rr_str_reply_begin); (rr_resp_pin) somebody views the reply
  *   -ECANCELED  a wait ended by rr_interrupt (the call had no effect), or
  *               rr_wait_request's by rr_wake_receivers
  *   -EREMOTEIO  (rr_int_peek only) the reply is an error: view it to read it
@@ -185,13 +187,17 @@ int rr_str_replyv(rr_chan *c, uint64_t id, const rr_iovec *iov, uint32_t n, uint
  * (-EMSGSIZE beyond cap: nothing changes, the claim stays; else returns as
  * rr_str_reply), or abort gives the claim back unpublished: the request is
  * pending again, and any process holding the id may reply to it (0, or
- * -ESTALE if it was cancelled or cleared meanwhile: the slot is freed).
- * Only the process that began may commit or abort, once; nothing else
- * writes the slot in between, and a writer that dies in between is a dead
- * worker to its client (its slot comes back). */
-int rr_str_reply_begin(rr_chan *c, uint64_t id, void **data, size_t *cap);
+ * -ESTALE if it was cancelled or cleared meanwhile: the slot is freed),
+ * the request's record as it was before begin (*token keeps it). Only the
+ * process that began may commit or abort, once; nothing else writes the
+ * slot in between, and a writer that dies in between is a dead worker to
+ * its client (its slot comes back). Every reply call of this process for an
+ * id whose claim it holds (a begin not yet committed or aborted) returns
+ * -EBUSY; another process's reply then finds the id stale (-ESTALE) until
+ * the claim ends. */
+int rr_str_reply_begin(rr_chan *c, uint64_t id, void **data, size_t *cap, uint64_t *token);
 int rr_str_reply_commit(rr_chan *c, uint64_t id, size_t len, uint32_t flags);
-int rr_str_reply_abort(rr_chan *c, uint64_t id);
+int rr_str_reply_abort(rr_chan *c, uint64_t id, uint64_t token);
 
 /* ---- Int requests ---- */
 int rr_int_send(rr_chan *c, int64_t value, int64_t deadline, uint64_t *id);

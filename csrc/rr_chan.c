@@ -153,6 +153,13 @@ void rr_wake_receivers(rr_chan *c)
 
 /* ---- replies ---- */
 
+/* Why a reply could not claim id: this process holds its claim (-EBUSY,
+ * an open reply in place), or it is stale or another's (-ESTALE). */
+static int no_claim(rr_chan *c, uint64_t id)
+{
+    return rr_slot_claimed(&c->slots, id) ? -EBUSY : -ESTALE;
+}
+
 /* A Str reply of the n pieces of iov, len bytes in all. */
 static inline int str_reply(rr_chan *c, uint64_t id, const rr_iovec *iov, uint32_t n, size_t len,
                             uint32_t flags)
@@ -161,7 +168,7 @@ static inline int str_reply(rr_chan *c, uint64_t id, const rr_iovec *iov, uint32
         return -EMSGSIZE;
     rr_slot *s = rr_slot_claim(&c->slots, id);
     if (!s)
-        return -ESTALE;
+        return no_claim(c, id);
     rr_iov_gather(rr_slot_data_for(s, len), iov, n);
     /* relaxed atomic: try_acquire peeks at it as a hint without owning the slot */
     RR_WRITE_ONCE(s->len, (uint32_t)len);
@@ -169,11 +176,11 @@ static inline int str_reply(rr_chan *c, uint64_t id, const rr_iovec *iov, uint32
     return rr_slot_publish(&c->slots, s, id);
 }
 
-int rr_str_reply_begin(rr_chan *c, uint64_t id, void **data, size_t *cap)
+int rr_str_reply_begin(rr_chan *c, uint64_t id, void **data, size_t *cap, uint64_t *token)
 {
-    rr_slot *s = rr_slot_claim(&c->slots, id);
+    rr_slot *s = rr_slot_claim_keeping(&c->slots, id, token);
     if (!s)
-        return -ESTALE;
+        return no_claim(c, id);
     /* the large place: commit moves a reply that fits the slot's first line */
     *data = rr_slot_data_for(s, UINT64_MAX);
     *cap = c->geom.resp_size;
@@ -196,10 +203,10 @@ int rr_str_reply_commit(rr_chan *c, uint64_t id, size_t len, uint32_t flags)
     return rr_slot_publish(&c->slots, s, id);
 }
 
-int rr_str_reply_abort(rr_chan *c, uint64_t id)
+int rr_str_reply_abort(rr_chan *c, uint64_t id, uint64_t token)
 {
     rr_slot *s = rr_slot_claimed(&c->slots, id);
-    return s ? rr_slot_unclaim(&c->slots, s, id) : -ESTALE;
+    return s ? rr_slot_unclaim(&c->slots, s, id, token) : -ESTALE;
 }
 
 int rr_str_replyv(rr_chan *c, uint64_t id, const rr_iovec *iov, uint32_t n, uint32_t flags)
@@ -217,7 +224,7 @@ int rr_int_reply(rr_chan *c, uint64_t id, int64_t value)
 {
     rr_slot *s = rr_slot_claim(&c->slots, id);
     if (!s)
-        return -ESTALE;
+        return no_claim(c, id);
     /* relaxed atomics: rr_int_peek may read them after losing to clear() */
     RR_WRITE_ONCE(s->value, value);
     RR_WRITE_ONCE(s->flags, 0u); /* a slot's last reply may have been an error */
@@ -230,7 +237,7 @@ int rr_int_reply_error(rr_chan *c, uint64_t id, const void *name, size_t len)
         return -EMSGSIZE;
     rr_slot *s = rr_slot_claim(&c->slots, id);
     if (!s)
-        return -ESTALE;
+        return no_claim(c, id);
     /* The name's first 8 bytes share value's place, which rr_int_peek may
      * read after losing to clear(): stored as rr_int_reply stores value. The
      * rest is only read pinned (rr_slot_view). */

@@ -264,8 +264,8 @@ void rr_slot_abandon(rr_slots *pool, uint64_t id)
 
 /* Contract: any process holding the id may call it, any number at once;
  * exactly one claim of a generation succeeds, and only while nobody
- * cancelled, cleared or took the slot back. */
-rr_slot *rr_slot_claim(rr_slots *pool, uint64_t id)
+ * cancelled, cleared or took the slot back. *prev: the record it replaced. */
+static rr_slot *claim(rr_slots *pool, uint64_t id, uint64_t *prev)
 {
     rr_slot *s = slot_of(pool, id);
     if (!s)
@@ -295,7 +295,19 @@ rr_slot *rr_slot_claim(rr_slots *pool, uint64_t id)
     if (!atomic_compare_exchange_strong_explicit(&s->ctl, &v, rr_ctl(gen, RR_SLOT_WRITING),
                                                  memory_order_acq_rel, memory_order_relaxed))
         return NULL;
+    *prev = cur;
     return s;
+}
+
+rr_slot *rr_slot_claim(rr_slots *pool, uint64_t id)
+{
+    uint64_t prev;
+    return claim(pool, id, &prev);
+}
+
+rr_slot *rr_slot_claim_keeping(rr_slots *pool, uint64_t id, uint64_t *prev)
+{
+    return claim(pool, id, prev);
 }
 
 /* Returns 1 if the requester waits in an event loop (its bell was rung), 0,
@@ -331,7 +343,7 @@ int rr_slot_publish(rr_slots *pool, rr_slot *s, uint64_t id)
     return 1;
 }
 
-int rr_slot_unclaim(rr_slots *pool, rr_slot *s, uint64_t id)
+int rr_slot_unclaim(rr_slots *pool, rr_slot *s, uint64_t id, uint64_t prev)
 {
     uint32_t gen = rr_id_gen(id);
     uint64_t v = rr_ctl(gen, RR_SLOT_WRITING);
@@ -345,24 +357,32 @@ int rr_slot_unclaim(rr_slots *pool, rr_slot *s, uint64_t id)
         return -ESTALE;
     }
     rr_word_wake_after_rmw(rr_ctl_futex(s), &s->waiters, INT_MAX);
-    /* Then the record: "taken by" us again, so that another claimant may
-     * record itself. Before this CAS, ACQUIRED with our writing record: a
-     * claim finds the record and fails (as while we wrote), and if we die
-     * here, the client finds its worker dead (worker_lost). relaxed, as
-     * record(): a claimant's own CAS on ctl orders what follows. A failure
-     * means the slot moved on to a newer generation: not ours to touch. */
+    /* Then the record, back to what the claim replaced (the taker's, most
+     * often), so that another claimant may record itself and the client
+     * judges the taker again, not us. Before this CAS, ACQUIRED with our
+     * writing record: a claim finds the record and fails (as while we
+     * wrote), and if we die here, the client finds its worker dead
+     * (worker_lost). Nobody else writes a writing record of its generation,
+     * so ours is there to replace. relaxed, as record(): a claimant's own
+     * CAS on ctl orders what follows. */
     uint64_t mine = rr_worker_word(gen, rr_self_ident()) | RR_WORKER_WRITING;
-    atomic_compare_exchange_strong_explicit(&s->worker, &mine, mine & ~RR_WORKER_WRITING,
-                                            memory_order_relaxed, memory_order_relaxed);
+    atomic_compare_exchange_strong_explicit(&s->worker, &mine, prev, memory_order_relaxed,
+                                            memory_order_relaxed);
     return 0;
 }
 
 rr_slot *rr_slot_claimed(rr_slots *pool, uint64_t id)
 {
     rr_slot *s = slot_of(pool, id);
-    uint64_t mine = rr_worker_word(rr_id_gen(id), rr_self_ident()) | RR_WORKER_WRITING;
-    /* relaxed: our own claim wrote it, and only we change it while we hold it */
-    return s && atomic_load_explicit(&s->worker, memory_order_relaxed) == mine ? s : NULL;
+    if (!s)
+        return NULL;
+    uint32_t gen = rr_id_gen(id);
+    uint64_t mine = rr_worker_word(gen, rr_self_ident()) | RR_WORKER_WRITING;
+    /* relaxed: our own claim wrote both, and while we hold it only a cancel
+     * changes ctl (to CANCELLED, still ours); a publish leaves the record */
+    uint64_t v = atomic_load_explicit(&s->ctl, memory_order_relaxed);
+    bool held = v == rr_ctl(gen, RR_SLOT_WRITING) || v == rr_ctl(gen, RR_SLOT_CANCELLED);
+    return held && atomic_load_explicit(&s->worker, memory_order_relaxed) == mine ? s : NULL;
 }
 
 void rr_slot_mark_taken_by(rr_slots *pool, uint64_t id, uint64_t ident)

@@ -95,11 +95,14 @@ void rr_slot_mark_taken_by(rr_slots *pool, uint64_t id, uint64_t ident);
  * exactly one claim of a generation succeeds; only its claimant publishes. */
 rr_slot *rr_slot_claim(rr_slots *pool, uint64_t id);
 int rr_slot_publish(rr_slots *pool, rr_slot *s, uint64_t id);
+/* A claim that may be given back: *prev is the record it replaced, for
+ * rr_slot_unclaim. */
+rr_slot *rr_slot_claim_keeping(rr_slots *pool, uint64_t id, uint64_t *prev);
 /* Gives a claim back unpublished (WRITING -> ACQUIRED, then the record
- * back to "taken by" the claimant): 0, or -ESTALE if the request was
- * cancelled or cleared meanwhile (the slot freed, as publish would). Only
- * the claimant, instead of publishing. */
-int rr_slot_unclaim(rr_slots *pool, rr_slot *s, uint64_t id);
+ * back to `prev`, what the claim replaced): 0, or -ESTALE if the request
+ * was cancelled or cleared meanwhile (the slot freed, as publish would).
+ * Only the claimant, instead of publishing. */
+int rr_slot_unclaim(rr_slots *pool, rr_slot *s, uint64_t id, uint64_t prev);
 /* The slot of `id` if this process holds its claim (its record says so),
  * for the claimant's later calls; NULL if not. */
 rr_slot *rr_slot_claimed(rr_slots *pool, uint64_t id);

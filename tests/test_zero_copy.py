@@ -401,7 +401,10 @@ def test_reply_buffer_for_stale_or_cancelled_requests() -> None:
     buf = server.reply_buffer(sid, 3)
     assert buf is not None
     assert client.cancel(rid)  # while the worker writes
-    assert server.reply_buffer(sid, 3) is None  # one claim at a time
+    with pytest.raises(RuntimeError, match="open ReplyBuffer"):  # one claim at a time
+        server.reply_buffer(sid, 3)
+    with pytest.raises(RuntimeError, match="open ReplyBuffer"):
+        server.reply(sid, b"x")
     assert buf.commit() is False
     assert server.stats()["slots_free"] == server.stats()["resp_slots"]
     rid, sid = _taken(server, client)
@@ -665,3 +668,109 @@ def test_a_codec_that_fails_on_a_view_does_not_keep_the_pin() -> None:
         server.recv(copy=False)
     assert info.value is not None
     assert server.stats()["arena_used"] == 0  # the failure's frames hold no View
+
+
+def test_views_and_buffers_in_reference_cycles_are_collected(tmp_path: Path) -> None:
+    """A View or ReplyBuffer kept by its own channel object (an attribute of a subclass)
+    is a cycle: the collector frees it, and with it the pin or the claim."""
+
+    class KeepingClient(reqrep.Client):
+        last: Any = None
+
+    class KeepingServer(reqrep.Server):
+        buf: Any = None
+
+    path = tmp_path / "chan.rr"
+    server = reqrep.Server(path)
+    client = KeepingClient(path)
+    rid = _replied(server, client, b"kept")
+    client.last = client.get(rid, copy=False)
+    del client
+    gc.collect()
+    assert server.stats()["slots_free"] == server.stats()["resp_slots"]
+    other = reqrep.Client(path)
+    rid, sid = _taken(server, other)
+    keeper = KeepingServer(path)
+    keeper.buf = keeper.reply_buffer(sid, 4)
+    del keeper
+    gc.collect()  # the buffer is aborted: the request can be answered again
+    assert server.reply(sid, b"late") and other.get(rid) == b"late"
+
+
+def test_an_abort_gives_the_request_back_to_its_taker(tmp_path: Path) -> None:
+    """A process that claims a request's reply and aborts leaves the request as it was:
+    the worker that took it may still answer, and it is the one whose death counts."""
+    path = tmp_path / "chan.rr"
+    server = reqrep.Server(path)
+    client = reqrep.Client(path)
+    rid, sid = _taken(server, client)  # taken by this process
+
+    def helper() -> bool:
+        buf = reqrep.Server(path).reply_buffer(sid, 4)
+        assert buf is not None
+        buf.abort()
+        return True
+
+    assert fork_call(helper).result(timeout=WAIT)  # the helper has exited since
+    assert client.get_wait(rid, 0.2) is None  # no WorkerDiedError: the taker lives
+    assert server.reply(sid, b"mine") and client.get(rid) == b"mine"
+
+
+def test_close_with_a_live_view_cancels_what_the_client_had_pending() -> None:
+    server, client = _pair(resp_slots=4)
+    view = client.get(_replied(server, client, b"held"), copy=False)
+    for _ in range(3):
+        assert client.send(b"pending") is not None
+    assert server.stats()["slots_free"] == 0
+    client.close()
+    assert server.stats()["slots_free"] == 3  # the pending ones, at once
+    assert bytes(view) == b"held"
+    view.release()
+    assert server.stats()["slots_free"] == 4
+
+
+def test_with_blocks_that_raise_keep_their_exception() -> None:
+    server, client = _pair()
+    rid, sid = _taken(server, client)
+    with pytest.raises(KeyError):
+        with server.reply_buffer(sid, 4) as buf:  # type: ignore[union-attr]
+            m = memoryview(buf)
+            raise KeyError("mine")
+    m.release()
+    del buf, m
+    gc.collect()  # aborted when dropped
+    assert server.reply(sid, b"ok") and client.get(rid) == b"ok"
+    view = client.get(_replied(server, client, b"v"), copy=False)
+    with pytest.raises(KeyError):
+        with view:
+            m = memoryview(view)
+            raise KeyError("mine")
+    del m, view
+    gc.collect()
+    assert server.stats()["slots_free"] == server.stats()["resp_slots"]
+
+
+def test_copy_takes_only_bools_and_passthrough_handles_write_in_place(tmp_path: Path) -> None:
+    server, client = _pair()
+    rid = _replied(server, client, b"x")
+    for bad in (None, 0, "no"):
+        with pytest.raises(TypeError, match="copy must be True or False"):
+            client.get(rid, copy=bad)  # type: ignore[call-overload]
+    assert client.get(rid, copy=True) == b"x"
+    # a passthrough handle (a bridge's) writes a codec channel's frames as they are
+    path = tmp_path / "coded.rr"
+    coded = reqrep.Server(path, codec="pickle")
+    asker = reqrep.Client(path)
+    rid = asker.send({"a": 1})
+    assert rid is not None
+    raw = reqrep.Server(path)
+    raw._passthrough()
+    got = raw.recv()
+    assert got is not None
+    from reqrep import _codecs
+
+    frame = b"".join(bytes(part) for part in _codecs.lookup("pickle").dumps("answer"))
+    with raw.reply_buffer(got[1], len(frame)) as buf:  # type: ignore[union-attr]
+        memoryview(buf)[:] = frame
+    assert asker.get(rid) == "answer"
+    coded.close()

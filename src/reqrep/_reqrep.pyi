@@ -300,15 +300,18 @@ class Server(Generic[_T]):
     def drain(self, max: int | None = None, *, copy: Literal[False]) -> list[tuple[View, int]]: ...
     def reply(self, id: int, data: _T | Buffer) -> bool:
         """Write the response for request ``id`` and wake its client. ``True`` on
-        success; ``False`` when the request was cancelled, recycled or cleared.
-        A response larger than ``resp_size`` bytes raises ``ValueError`` and
-        changes nothing."""
+        success; ``False`` when the request was cancelled, recycled or cleared,
+        or another process is answering it right now. A response larger than
+        ``resp_size`` bytes raises ``ValueError`` and changes nothing;
+        ``RuntimeError`` while this process has a ``ReplyBuffer`` open for it."""
     def reply_buffer(self, id: int, nbytes: int) -> ReplyBuffer | None:
         """A writable buffer of ``nbytes`` bytes in the response slot of request
         ``id``, to write the reply in place and ``commit()`` (see ``ReplyBuffer``);
-        ``None`` when the request was cancelled, recycled or cleared. Replies of
-        ``bytes``, on channels without a codec (``TypeError`` otherwise); more
-        than ``resp_size`` bytes raise ``ValueError``, changing nothing."""
+        ``None`` when the request was cancelled, recycled or cleared, or another
+        process is answering it right now (``RuntimeError`` if this one is).
+        Replies of ``bytes``, on channels without a codec (``TypeError``
+        otherwise); more than ``resp_size`` bytes raise ``ValueError``, changing
+        nothing."""
     def reply_error(self, id: int, exc: BaseException | str) -> bool:
         """Answer request ``id`` with an error: its client's ``get``/``get_wait``/``req``
         raise ``reqrep.RemoteError`` (type name, message and traceback, cut to

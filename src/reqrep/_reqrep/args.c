@@ -52,8 +52,14 @@ int parse_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
 
 int parse_copy(PyObject *obj, int *copy)
 {
-    *copy = obj ? PyObject_IsTrue(obj) : 1;
-    return *copy < 0 ? -1 : 0;
+    if (obj && !PyBool_Check(obj)) {
+        /* not truth: copy=None or 0 asking for a View would be a surprise */
+        PyErr_Format(PyExc_TypeError, "copy must be True or False, not %.100s",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    *copy = !obj || obj == Py_True;
+    return 0;
 }
 
 /* ---- timeouts ---- */

@@ -19,7 +19,7 @@ int parse_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                const char *const *names, int nmin, int nmax, PyObject **out,
                const char *fname);
 
-/* copy= of a receive or a collect: truth, absent True. */
+/* copy= of a receive or a collect: True or False (TypeError else), absent True. */
 int parse_copy(PyObject *obj, int *copy);
 
 /* A timeout in seconds as a length: None (or absent) RR_FOREVER, 0 RR_NOWAIT,

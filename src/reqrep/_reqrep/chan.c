@@ -59,18 +59,36 @@ PyObject *chan_wrap(PyTypeObject *type, module_state *st, const chan_class *cls,
     return (PyObject *)self;
 }
 
-/* Unmaps now: no call is in progress. */
-void chan_close_now(Chan *self)
+/* Ends what the object has pending and its eventfds: no call is in
+ * progress (holds may be). */
+static void chan_release(Chan *self)
 {
-    if (!self->ch)
+    if (self->released)
         return;
+    self->released = 1;
     efd_replace(&self->req_efd, -1, 0);
     efd_replace(&self->reply_efd, -1, 0);
     if (self->cls->release)
         self->cls->release(self);
+}
+
+/* Unmaps now: no call is in progress, and no hold. */
+void chan_close_now(Chan *self)
+{
+    if (!self->ch)
+        return;
+    chan_release(self);
     rr_close(self->ch);
     self->ch = NULL;
     self->closing = 0;
+    self->released = 0;
+}
+
+void chan_close_idle(Chan *self)
+{
+    chan_release(self);
+    if (self->busy == 0)
+        chan_close_now(self);
 }
 
 /* With calls in progress (other threads waiting, or a handler of serve()),
@@ -83,8 +101,9 @@ PyObject *chan_close(Chan *self, PyObject *unused)
 {
     if (!self->ch)
         Py_RETURN_NONE;
-    if (self->busy == 0) {
-        chan_close_now(self);
+    if (self->busy == self->holds) {
+        self->closing = 1;
+        chan_close_idle(self);
     } else if (!self->closing) {
         self->closing = 1;
         rr_interrupt(self->ch);
@@ -345,7 +364,7 @@ PyObject *chan_passthrough(Chan *self, PyObject *unused)
         return NULL;
     }
     PyObject *res = NULL;
-    if (self->busy > 1) {
+    if (self->busy - self->holds > 1) {
         PyErr_SetString(PyExc_RuntimeError, "_passthrough() while another call is in progress");
         Py_XDECREF(codec);
     } else {

@@ -28,8 +28,11 @@ typedef struct Chan {
     PyObject *path;           /* str or None */
     efd req_efd;              /* signalled when a request is sent */
     efd reply_efd;            /* signalled when a reply is written */
-    int busy;                 /* calls in progress (the GIL may be released) */
+    int busy;                 /* calls in progress (the GIL may be released), and holds */
+    int holds;                /* Views and ReplyBuffers that live (view.h): of busy, the
+                               * ones that keep only the mapping */
     int closing;              /* close() was called while busy */
+    int released;             /* what the object had pending is ended (cls->release) */
     PyObject *codec;          /* the channel's codec (codec.h); NULL: bytes and str */
     int passthrough;          /* _passthrough(): payloads and error replies as they are */
     int undecodable;          /* the last take met a request its codec could not
@@ -69,8 +72,13 @@ PyObject *chan_open_memfd(PyTypeObject *type, const char *name, PyObject *req_ca
 
 /* Every call on an open object runs between chan_enter (-1 with ValueError
  * if closed) and chan_leave; the last to leave a closing object closes it.
- * Inline: every call makes them. */
+ * A hold (chan_hold, inside a call, ended by chan_unhold) is a View or
+ * ReplyBuffer: it keeps the mapping, not the object open: once only holds
+ * are left, a closing object ends what it had pending at once (its pending
+ * requests are cancelled, its eventfds closed) and unmaps with the last
+ * hold. Inline: every call makes them. */
 void chan_close_now(Chan *self);
+void chan_close_idle(Chan *self);
 
 static inline int chan_enter(Chan *self)
 {
@@ -84,8 +92,20 @@ static inline int chan_enter(Chan *self)
 
 static inline void chan_leave(Chan *self)
 {
-    if (--self->busy == 0 && self->closing)
-        chan_close_now(self);
+    if (--self->busy == self->holds && self->closing)
+        chan_close_idle(self);
+}
+
+static inline void chan_hold(Chan *self)
+{
+    self->busy++;
+    self->holds++;
+}
+
+static inline void chan_unhold(Chan *self)
+{
+    self->holds--;
+    chan_leave(self);
 }
 
 /* ---- eventfds: process-local notification for event loops ---- */

@@ -231,7 +231,7 @@ static void unpin(Chan *base, uint64_t id, pid_t pid)
 {
     if (pid == rr_self_pid() && base->ch)
         rr_resp_unpin(base->ch, id, 1); /* -ESTALE: a sweep took it (we were thought dead) */
-    chan_leave(base);
+    chan_unhold(base);
 }
 
 /* A pinned reply that is an error: copied, its slot freed, raised. */
@@ -304,7 +304,7 @@ static PyObject *str_collect_view(Client *self, uint64_t id, int *stale)
         Py_DECREF(view);
         return pinned_error(self, id, &r, stale);
     }
-    c->busy++; /* the View's call: the mapping stays while it lives */
+    chan_hold(c); /* the mapping stays while the View lives */
     view_set(view, id, r.data, r.len, r.flags, c, id, unpin, NULL);
     pending_drop(self, id);
     if (!c->codec)

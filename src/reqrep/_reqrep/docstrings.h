@@ -152,9 +152,10 @@
     "--\n" \
     "\n" \
     "Write the response for request ``id`` and wake its client. ``True`` on\n" \
-    "success; ``False`` when the request was cancelled, recycled or cleared.\n" \
-    "A response larger than ``resp_size`` bytes raises ``ValueError`` and\n" \
-    "changes nothing."
+    "success; ``False`` when the request was cancelled, recycled or cleared,\n" \
+    "or another process is answering it right now. A response larger than\n" \
+    "``resp_size`` bytes raises ``ValueError`` and changes nothing;\n" \
+    "``RuntimeError`` while this process has a ``ReplyBuffer`` open for it."
 
 #define DOC_Server_reply_buffer \
     "reply_buffer($self, id, nbytes)\n" \
@@ -162,9 +163,11 @@
     "\n" \
     "A writable buffer of ``nbytes`` bytes in the response slot of request\n" \
     "``id``, to write the reply in place and ``commit()`` (see ``ReplyBuffer``);\n" \
-    "``None`` when the request was cancelled, recycled or cleared. Replies of\n" \
-    "``bytes``, on channels without a codec (``TypeError`` otherwise); more\n" \
-    "than ``resp_size`` bytes raise ``ValueError``, changing nothing."
+    "``None`` when the request was cancelled, recycled or cleared, or another\n" \
+    "process is answering it right now (``RuntimeError`` if this one is).\n" \
+    "Replies of ``bytes``, on channels without a codec (``TypeError``\n" \
+    "otherwise); more than ``resp_size`` bytes raise ``ValueError``, changing\n" \
+    "nothing."
 
 #define DOC_Server_reply_error \
     "reply_error($self, id, exc)\n" \

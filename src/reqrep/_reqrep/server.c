@@ -115,7 +115,7 @@ static void unpin_request(Chan *self, uint64_t pin, pid_t pid)
 {
     if (pid == rr_self_pid() && self->ch)
         rr_str_unpin(self->ch, (uint32_t)pin); /* -ESTALE: not ours, nothing to do */
-    chan_leave(self);
+    chan_unhold(self);
 }
 
 /* The i-th entry of a receive (e, shown by peek) as a View: pinned in the
@@ -128,11 +128,12 @@ static PyObject *request_view(Chan *self, uint32_t i, const rr_entry *e, int *pi
     if (rc == -ENOSPC)
         *pins = 0;
     if (rc == 0) {
-        self->busy++; /* the View's call: the mapping stays while it lives */
+        chan_hold(self); /* the mapping stays while the View lives */
         PyObject *view = view_new(self->st, e->id, e->data, e->len, e->flags, self, pin,
                                   unpin_request, NULL);
         if (!view) {
-            self->busy--;
+            self->holds--;
+            self->busy--; /* inside this call: never the last to leave */
             rr_str_unpin(self->ch, pin);
         }
         return view;
@@ -270,6 +271,12 @@ static int replied(Chan *self, int rc, const rr_error *err)
         PyErr_Clear(); /* best effort: its helper thread hears the bell anyway */
     if (rc == -ESTALE)
         return 0;
+    if (rc == -EBUSY) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "this request's reply is being written in place by this process (an "
+                        "open ReplyBuffer): commit or abort that first");
+        return -1;
+    }
     if (rc < 0) {
         raise_core(self->st, rc, NULL, err);
         return -1;
@@ -480,17 +487,18 @@ static PyObject *server_reply_error(Chan *self, PyObject *const *args, Py_ssize_
 }
 
 /* replybuf_done_fn: publishes or gives back a reply written in place. */
-static int finish_reply_buffer(Chan *self, uint64_t id, Py_ssize_t len, int commit)
+static int finish_reply_buffer(Chan *self, uint64_t id, uint64_t token, Py_ssize_t len,
+                               int commit)
 {
     int rc, res;
     if (commit) {
         rc = rr_str_reply_commit(self->ch, id, (size_t)len, 0);
         res = replied(self, rc, NULL);
     } else {
-        rc = rr_str_reply_abort(self->ch, id);
+        rc = rr_str_reply_abort(self->ch, id, token);
         res = rc == -ESTALE ? 0 : rc < 0 ? (raise_core(self->st, rc, NULL, NULL), -1) : 1;
     }
-    chan_leave(self);
+    chan_unhold(self);
     return res;
 }
 
@@ -505,7 +513,7 @@ static PyObject *server_reply_buffer(Chan *self, PyObject *const *args, Py_ssize
         || chan_enter(self) < 0)
         return NULL;
     const rr_geometry *g = rr_geometry_of(self->ch);
-    if (self->codec) {
+    if (self->codec && !self->passthrough) {
         PyErr_Format(PyExc_TypeError, "reply_buffer() writes bytes as they are; this channel "
                      "encodes its replies with codec '%s': use reply()", g->codec);
         goto fail;
@@ -517,20 +525,24 @@ static PyObject *server_reply_buffer(Chan *self, PyObject *const *args, Py_ssize
     }
     void *data;
     size_t cap;
-    int rc = rr_str_reply_begin(self->ch, id, &data, &cap);
+    uint64_t token;
+    int rc = rr_str_reply_begin(self->ch, id, &data, &cap, &token);
     if (rc == -ESTALE) {
         chan_leave(self);
         Py_RETURN_NONE;
     }
     if (rc < 0) {
-        raise_core(self->st, rc, NULL, NULL);
+        replied(self, rc, NULL);
         goto fail;
     }
-    /* the buffer holds this call (the mapping) until it is committed or aborted */
-    PyObject *buf = replybuf_new(self->st, self, id, data, (Py_ssize_t)n, finish_reply_buffer);
+    /* this call becomes the buffer's hold on the mapping, until it ends */
+    self->holds++;
+    PyObject *buf = replybuf_new(self->st, self, id, token, data, (Py_ssize_t)n,
+                                 finish_reply_buffer);
     if (!buf) {
+        self->holds--;
         PyObject *exc = take_exception();
-        rr_str_reply_abort(self->ch, id);
+        rr_str_reply_abort(self->ch, id, token);
         restore_exception(exc);
         goto fail;
     }

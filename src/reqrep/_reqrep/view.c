@@ -49,11 +49,12 @@ static void view_end(View *self)
 
 PyObject *view_alloc(module_state *st)
 {
-    View *self = PyObject_New(View, st->view_type);
+    View *self = PyObject_GC_New(View, st->view_type);
     if (self) {
         self->live = 0; /* released until set: its dealloc ends nothing */
         self->owner = NULL;
         self->keep = NULL;
+        PyObject_GC_Track(self);
     }
     return (PyObject *)self;
 }
@@ -87,9 +88,20 @@ PyObject *view_new(module_state *st, uint64_t id, const void *data, uint32_t len
 static void view_dealloc(View *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
     view_end(self); /* exports hold a reference: there are none left */
-    PyObject_Free(self);
+    PyObject_GC_Del(self);
     Py_DECREF(tp);
+}
+
+/* A GC type: a View kept by its own channel object (a subclass's attribute)
+ * is a cycle, collected like any other. */
+static int view_traverse(View *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->owner);
+    Py_VISIT(self->keep);
+    return 0;
 }
 
 static int view_getbuffer(View *self, Py_buffer *buf, int flags)
@@ -127,7 +139,20 @@ static PyObject *view_enter(View *self, PyObject *unused)
     return Py_NewRef(self);
 }
 
-static PyObject *view_exit(View *self, PyObject *args) { return view_release(self, NULL); }
+/* The end of a with block: release. If the block raised and a buffer made
+ * from the View still lives, its exception goes on, not a BufferError: the
+ * View is released when it is dropped. */
+static PyObject *view_exit(View *self, PyObject *args)
+{
+    PyObject *type = PyTuple_GET_SIZE(args) ? PyTuple_GET_ITEM(args, 0) : Py_None;
+    if (type != Py_None && self->exports)
+        Py_RETURN_FALSE;
+    PyObject *res = view_release(self, NULL);
+    if (!res)
+        return NULL;
+    Py_DECREF(res);
+    Py_RETURN_FALSE;
+}
 
 static PyObject *view_tobytes(View *self, PyObject *unused)
 {
@@ -191,6 +216,7 @@ static PyGetSetDef view_getset[] = {
 static PyType_Slot view_slots[] = {
     {Py_tp_doc, (void *)DOC_View},
     {Py_tp_dealloc, view_dealloc},
+    {Py_tp_traverse, view_traverse},
     {Py_tp_repr, view_repr},
     {Py_tp_methods, view_methods},
     {Py_tp_getset, view_getset},
@@ -204,7 +230,7 @@ static PyType_Slot view_slots[] = {
 static PyType_Spec view_spec = {
     .name = "reqrep.View",
     .basicsize = sizeof(View),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION | Py_TPFLAGS_HAVE_GC,
     .slots = view_slots,
 };
 
@@ -215,6 +241,7 @@ typedef struct ReplyBuffer {
     Chan *owner;       /* NULL once committed or aborted */
     replybuf_done_fn done;
     uint64_t id;
+    uint64_t token;    /* the core's, for an abort */
     char *data;
     Py_ssize_t len;
     pid_t pid;
@@ -248,30 +275,40 @@ static int replybuf_end(ReplyBuffer *self, Py_ssize_t len, int commit)
 {
     Chan *owner = self->owner;
     self->owner = NULL;
-    int rc = self->done(owner, self->id, len, commit);
+    int rc = self->done(owner, self->id, self->token, len, commit);
     Py_DECREF(owner);
     return rc;
 }
 
-PyObject *replybuf_new(module_state *st, Chan *owner, uint64_t id, void *data, Py_ssize_t len,
-                       replybuf_done_fn done)
+PyObject *replybuf_new(module_state *st, Chan *owner, uint64_t id, uint64_t token, void *data,
+                       Py_ssize_t len, replybuf_done_fn done)
 {
-    ReplyBuffer *self = PyObject_New(ReplyBuffer, st->reply_buffer_type);
+    ReplyBuffer *self = PyObject_GC_New(ReplyBuffer, st->reply_buffer_type);
     if (!self)
         return NULL;
     self->owner = (Chan *)Py_NewRef(owner);
     self->done = done;
     self->id = id;
+    self->token = token;
     self->data = data;
     self->len = len;
     self->pid = rr_self_pid();
     self->exports = 0;
+    PyObject_GC_Track(self);
     return (PyObject *)self;
+}
+
+static int replybuf_traverse(ReplyBuffer *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->owner);
+    return 0;
 }
 
 static void replybuf_dealloc(ReplyBuffer *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
     if (self->owner) {
         if (self->pid == rr_self_pid()) {
             /* dropped unpublished: as abort() */
@@ -280,11 +317,11 @@ static void replybuf_dealloc(ReplyBuffer *self)
                 PyErr_WriteUnraisable((PyObject *)self);
             restore_exception(exc);
         } else {
-            chan_leave(self->owner); /* a forked copy: the claim is the parent's */
+            chan_unhold(self->owner); /* a forked copy: the claim is the parent's */
             Py_CLEAR(self->owner);
         }
     }
-    PyObject_Free(self);
+    PyObject_GC_Del(self);
     Py_DECREF(tp);
 }
 
@@ -341,11 +378,13 @@ static PyObject *replybuf_enter(ReplyBuffer *self, PyObject *unused)
 }
 
 /* The end of a with block: commit, or abort if it raised (then the
- * exception goes on). After an explicit commit or abort: nothing. */
+ * exception goes on, not a BufferError: with a buffer made from it still
+ * alive, the abort comes when it is dropped). After an explicit commit or
+ * abort: nothing. */
 static PyObject *replybuf_exit(ReplyBuffer *self, PyObject *args)
 {
     PyObject *type = PyTuple_GET_SIZE(args) ? PyTuple_GET_ITEM(args, 0) : Py_None;
-    if (!self->owner)
+    if (!self->owner || (type != Py_None && (self->exports || self->pid != rr_self_pid())))
         Py_RETURN_FALSE;
     if (replybuf_check(self, type == Py_None ? "commit" : "abort") < 0)
         return NULL;
@@ -390,6 +429,7 @@ static PyGetSetDef replybuf_getset[] = {
 static PyType_Slot replybuf_slots[] = {
     {Py_tp_doc, (void *)DOC_ReplyBuffer},
     {Py_tp_dealloc, replybuf_dealloc},
+    {Py_tp_traverse, replybuf_traverse},
     {Py_tp_repr, replybuf_repr},
     {Py_tp_methods, replybuf_methods},
     {Py_tp_getset, replybuf_getset},
@@ -403,7 +443,7 @@ static PyType_Slot replybuf_slots[] = {
 static PyType_Spec replybuf_spec = {
     .name = "reqrep.ReplyBuffer",
     .basicsize = sizeof(ReplyBuffer),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION | Py_TPFLAGS_HAVE_GC,
     .slots = replybuf_slots,
 };
 

@@ -21,7 +21,8 @@ typedef void (*view_done_fn)(Chan *owner, uint64_t token, pid_t pid);
  * the claim back (commit 0), then leaves the call it held (also on
  * failure). 1 delivered, 0 not (the request was cancelled or cleared), -1
  * with an exception set. Not called in a process other than the maker. */
-typedef int (*replybuf_done_fn)(Chan *owner, uint64_t id, Py_ssize_t len, int commit);
+typedef int (*replybuf_done_fn)(Chan *owner, uint64_t id, uint64_t token, Py_ssize_t len,
+                                int commit);
 
 /* A View of `len` bytes at `data` of the reply or request `id` (flags: its
  * RR_FLAG_UTF8, sent as str), either pinned in `owner`'s channel, whose
@@ -38,10 +39,11 @@ void view_set(PyObject *view, uint64_t id, const void *data, uint32_t len, uint3
               Chan *owner, uint64_t token, view_done_fn done, PyObject *keep);
 
 /* A ReplyBuffer of `len` bytes at `data` for request `id` of `owner` (whose
- * call, entered for it, it now holds). NULL with an exception on failure:
- * then the caller still holds the claim and the call. */
-PyObject *replybuf_new(module_state *st, Chan *owner, uint64_t id, void *data, Py_ssize_t len,
-                       replybuf_done_fn done);
+ * call, entered for it, it now holds; `token` goes back to done()). NULL
+ * with an exception on failure: then the caller still holds the claim and
+ * the call. */
+PyObject *replybuf_new(module_state *st, Chan *owner, uint64_t id, uint64_t token, void *data,
+                       Py_ssize_t len, replybuf_done_fn done);
 
 int view_setup_types(PyObject *mod, module_state *st);
 
