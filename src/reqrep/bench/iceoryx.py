@@ -61,7 +61,7 @@ class _Ports:
     def __init__(self, root: str, prefix: str, mode: str) -> None:
         import ctypes
 
-        import iceoryx2 as iox  # type: ignore[import-untyped, unused-ignore]
+        import iceoryx2 as iox
 
         iox.set_log_level(iox.LogLevel.Error)  # no "using the default config" on stderr
         cfg = iox.config.default()  # not the global config: no config file is looked for
