@@ -15,12 +15,18 @@
  * client reading the reply: nothing else writes it. READING may be looked at
  * twice (two threads of one handle collecting one id: one release wins);
  * PINNED is a View's (SPEC §9), collected: every other look finds it stale.
- * A writer may give its claim back unpublished (unclaim: WRITING ->
- * ACQUIRED, then its record back to "taken"), and any replier may claim it
- * again. Cancel and clear turn
- * WRITING into CANCELLED, which the writer's publish CAS then finds: its
- * reply is refused and it frees the slot. Only a writer found dead lets
- * anyone else free a WRITING or CANCELLED slot.
+ * Cancel and clear turn WRITING into CANCELLED, which the writer's publish
+ * CAS then finds: its reply is refused and it frees the slot. Only a writer
+ * found dead lets anyone else free a WRITING or CANCELLED slot.
+ *
+ * A writer may give its claim back unpublished (rr_slot_unclaim, for
+ * rr_str_reply_abort; S14 in rr_slots.pml): WRITING -> ACQUIRED, then its
+ * record back to what its claim replaced; any replier may claim it again.
+ * So WRITING(g) may come back with another writer, the same ctl value:
+ * whoever frees a slot for a dead worker reads the record again after its
+ * verdict and goes on only if it is unchanged (record_still), and the
+ * claimant's later calls check ctl as well as the record (rr_slot_claimed),
+ * which outlives the claim.
  *
  * Ownership is two words: `owner` (generation tag (24 bits) << 40 | start
  * time (18 bits) << 22 | pid) is claimed for the generation being acquired
@@ -49,13 +55,23 @@
  * is ignored by readers and overwritten by writers; nobody clears it on
  * acquire (that would pull its line, see rr_slot, away from the next worker
  * on every request). A stale record could be taken for a new one only after
- * 2^23 generations of the slot without a single take. */
+ * 2^23 generations of the slot without a single take. Only the writer
+ * replaces its writing record (unclaim), after ctl is back to ACQUIRED, and
+ * with release; a claim's CAS of the record is acquire: a claimant that finds
+ * the record given back finds ACQUIRED too, rather than fail on WRITING
+ * having recorded itself, which would lock every replier out. */
 #include "rr_slots.h"
 #include "rr_bells.h"
 #include "rr_proc.h"
+#include "rr_test_hooks.h"
 
 #include <errno.h>
 #include <limits.h>
+
+#ifdef RR_TEST_HOOKS
+void (*rr_test_mid_unclaim)(void);    /* rr_test_hooks.h */
+void (*rr_test_before_verdict)(void); /* rr_test_hooks.h */
+#endif
 
 static rr_slot *slot_of(rr_slots *pool, uint64_t id)
 {
@@ -101,6 +117,21 @@ static bool worker_lost(rr_slots *pool, uint64_t id, uint64_t w)
 {
     return w && !rr_proc_alive(w)
         && ((w & RR_WORKER_WRITING) || !pool->holds(pool->queue, id));
+}
+
+/* After a verdict that the process of record w is dead: whether the record
+ * is still w, so that the ctl value loaded before it is still that
+ * process's to free (F3 in rr_slots.pml). A writer that gave its claim back
+ * and then died may have let a live one claim since: WRITING(g) again, the
+ * same value. A writing record is replaced only by its writer, so once that
+ * writer is dead an unchanged record stays so, and the WRITING(g) is its.
+ * An RMW (a CAS of w to itself), so that it reads the latest record, not a
+ * copy from before the dead writer's last change; relaxed: the acq_rel CAS
+ * of ctl that follows decides what is freed. */
+static bool record_still(rr_slot *s, uint64_t w)
+{
+    return atomic_compare_exchange_strong_explicit(&s->worker, &w, w, memory_order_relaxed,
+                                                   memory_order_relaxed);
 }
 
 /* ---- freeing ---- */
@@ -273,7 +304,7 @@ static rr_slot *claim(rr_slots *pool, uint64_t id, uint64_t *prev)
     uint32_t gen = rr_id_gen(id);
     uint64_t v = rr_ctl(gen, RR_SLOT_ACQUIRED);
     uint64_t want = rr_worker_word(gen, rr_self_ident()) | RR_WORKER_WRITING;
-    /* relaxed: the claim CAS below orders the record (release) */
+    /* relaxed: the CAS of the record below decides */
     uint64_t cur = atomic_load_explicit(&s->worker, memory_order_relaxed);
     do {
         if (rr_worker_of(cur, gen)) {
@@ -287,7 +318,10 @@ static rr_slot *claim(rr_slots *pool, uint64_t id, uint64_t *prev)
              * record would lock the real writer out. */
             return NULL;
         }
-    } while (!atomic_compare_exchange_weak_explicit(&s->worker, &cur, want, memory_order_relaxed,
+        /* acquire ↔ the release CAS of the record in rr_slot_unclaim: a
+         * record given back comes after its ACQUIRED, which the CAS of ctl
+         * below then finds. Our record is ordered by that CAS (release). */
+    } while (!atomic_compare_exchange_weak_explicit(&s->worker, &cur, want, memory_order_acquire,
                                                     memory_order_relaxed));
     /* acq_rel: acquire ↔ the client's acq_rel acquire CAS (the slot's data is
      * ours now); release ↔ the acquire loads of ctl in rr_slot_check,
@@ -357,16 +391,23 @@ int rr_slot_unclaim(rr_slots *pool, rr_slot *s, uint64_t id, uint64_t prev)
         return -ESTALE;
     }
     rr_word_wake_after_rmw(rr_ctl_futex(s), &s->waiters, INT_MAX);
+    RR_TEST_HOOK(rr_test_mid_unclaim);
     /* Then the record, back to what the claim replaced (the taker's, most
      * often), so that another claimant may record itself and the client
      * judges the taker again, not us. Before this CAS, ACQUIRED with our
      * writing record: a claim finds the record and fails (as while we
      * wrote), and if we die here, the client finds its worker dead
      * (worker_lost). Nobody else writes a writing record of its generation,
-     * so ours is there to replace. relaxed, as record(): a claimant's own
-     * CAS on ctl orders what follows. */
+     * so ours is there to replace. release ↔ the acquire CAS of the record
+     * in claim: a claimant that sees this record sees ACQUIRED (relaxed, it
+     * could find WRITING, fail having recorded itself, and lock every
+     * replier out: MUT_UNCLAIM_ORDER in rr_slots.pml). A claim never
+     * replaces a writing record of its generation; a token that names one
+     * would lock them out too. */
+    if (rr_worker_of(prev, gen))
+        prev &= ~RR_WORKER_WRITING;
     uint64_t mine = rr_worker_word(gen, rr_self_ident()) | RR_WORKER_WRITING;
-    atomic_compare_exchange_strong_explicit(&s->worker, &mine, prev, memory_order_relaxed,
+    atomic_compare_exchange_strong_explicit(&s->worker, &mine, prev, memory_order_release,
                                             memory_order_relaxed);
     return 0;
 }
@@ -378,8 +419,11 @@ rr_slot *rr_slot_claimed(rr_slots *pool, uint64_t id)
         return NULL;
     uint32_t gen = rr_id_gen(id);
     uint64_t mine = rr_worker_word(gen, rr_self_ident()) | RR_WORKER_WRITING;
-    /* relaxed: our own claim wrote both, and while we hold it only a cancel
-     * changes ctl (to CANCELLED, still ours); a publish leaves the record */
+    /* Both: the record outlives the claim (a publish, or a free after
+     * CANCELLED, leaves it), and a second commit would write a published slot
+     * or a newer request's (F4 in rr_slots.pml). relaxed: our own claim wrote
+     * both, and while we hold it only a cancel changes ctl (to CANCELLED,
+     * still ours) */
     uint64_t v = atomic_load_explicit(&s->ctl, memory_order_relaxed);
     bool held = v == rr_ctl(gen, RR_SLOT_WRITING) || v == rr_ctl(gen, RR_SLOT_CANCELLED);
     return held && atomic_load_explicit(&s->worker, memory_order_relaxed) == mine ? s : NULL;
@@ -507,8 +551,15 @@ int rr_slot_abandon_dead(rr_slots *pool, uint64_t id)
             return -EBUSY;
         if (!in_flight(rr_ctl_state(v)))
             return -ESTALE;
-        if (!worker_lost(pool, id, worker_for(s, gen, rr_ctl_state(v))))
+        uint64_t w = worker_for(s, gen, rr_ctl_state(v));
+        RR_TEST_HOOK(rr_test_before_verdict);
+        if (!worker_lost(pool, id, w))
             return -EAGAIN;
+        if (!record_still(s, w)) {
+            /* claimed (or given back) since: decide again. acquire, as above */
+            v = atomic_load_explicit(&s->ctl, memory_order_acquire);
+            continue;
+        }
         if (free_from(pool, s, &v)) {
             atomic_fetch_add_explicit(&pool->hdr->recoveries, 1, memory_order_relaxed);
             return 0;
@@ -808,7 +859,8 @@ void rr_slots_sweep(rr_slots *pool, int64_t period_ns)
             if (!owner_dead && st == RR_SLOT_WRITING)
                 continue;
             uint64_t w = worker_for(s, rr_ctl_gen(v), st);
-            if (!w || cached_alive(&k, w))
+            RR_TEST_HOOK(rr_test_before_verdict);
+            if (!w || cached_alive(&k, w) || !record_still(s, w))
                 continue;
         } else if (!owner_dead) {
             continue;

@@ -103,8 +103,9 @@ rr_slot *rr_slot_claim_keeping(rr_slots *pool, uint64_t id, uint64_t *prev);
  * was cancelled or cleared meanwhile (the slot freed, as publish would).
  * Only the claimant, instead of publishing. */
 int rr_slot_unclaim(rr_slots *pool, rr_slot *s, uint64_t id, uint64_t prev);
-/* The slot of `id` if this process holds its claim (its record says so),
- * for the claimant's later calls; NULL if not. */
+/* The slot of `id` if this process holds its claim (its record says so, and
+ * ctl is still WRITING or CANCELLED of id), for the claimant's later calls;
+ * NULL if not. */
 rr_slot *rr_slot_claimed(rr_slots *pool, uint64_t id);
 
 /* ---- the pool ---- */
