@@ -12,6 +12,15 @@
  * dead holder is taken over. Each client sweeps once when it finds no free
  * slot (acquire_or_sweep).
  *
+ * Replies written in place (rr_str_reply_begin/commit/abort in rr_chan.c;
+ * rr_slot_claim_keeping, rr_slot_claimed, rr_slot_publish, rr_slot_unclaim
+ * in rr_slots.c): a claimant writes the slot, then commits (S5, S6) or gives
+ * the claim back unpublished (S14: WRITING -> ACQUIRED, then the record from
+ * "writing, me" back to what the claim replaced), after which the request
+ * is pending again and that replier or another claims it again. Up to
+ * MAXABORT aborts per run; the aborter then claims again itself. Every reply
+ * attempt ends with a stray second commit (S15), which must be refused.
+ *
  * Death: before every step on shared memory (DO) a process may be SIGKILLed,
  * at most MAXDEATH times per run. A dead process stops; dead[] is what the
  * liveness checks read. A process that is done stays alive (idle). A process
@@ -21,14 +30,18 @@
  *
  * Not modelled: futex wake-ups (a wait is a guard on the shared words, i.e. a
  * perfect wake-up; the C code also polls), memory ordering (every CAS here is
- * one the C code makes acq_rel or pairs; the model is sequentially
- * consistent), the wrap of generations (they only grow here: a few rounds),
- * and the record's generation modulo 2^23.
+ * one the C code makes acq_rel or pairs, and so are the record's CASes of a
+ * claim (acquire) and of S14 (release): -DMUT_UNCLAIM_ORDER shows what others
+ * could see with a relaxed one; the model is sequentially consistent), the
+ * wrap of generations (they only grow here: a few rounds),
+ * the record's generation modulo 2^23, and the PINNED state of a View
+ * (rr_resp_pin: READY -> PINNED by the owner, then FREE or READY again).
  *
  * Where this model departs from the notes. As the notes have it, the owner
  * word loses slots (-DNOTES_OWNER, -DNOTES_SWEEP; the trails are in
- * csrc/tests/README.md). The default here is the protocol with two fixes,
- * which csrc/rr_slots.c must carry for this model to be its model:
+ * csrc/tests/README.md). The default here is the protocol with four fixes,
+ * which csrc/rr_slots.c must carry for this model to be its model (F3 and F4
+ * came with S14: without them the checks fail):
  *  F1 The owner word holds the generation its owner acquires, OWN(identity,
  *     g+1), written before ctl goes FREE(g) -> ACQUIRED(g+1). On FREE(g) an
  *     acquirer may take a word that is 0 or of a generation older than g: the
@@ -42,17 +55,30 @@
  *     again and goes on only if it is still the word it judged (while ctl is
  *     not FREE the word is v's acquirer's, and stays so); the CANCELLED
  *     branch for a live owner releases the word loaded after v.
+ *  F3 A freer that judged the worker record's process dead (sweep,
+ *     abandon_dead) reads the record again after the verdict and frees only
+ *     if it is unchanged (STILL, below). S14 makes WRITING(g) -> ACQUIRED(g)
+ *     -> WRITING(g) possible: the ctl value it loaded may be another,
+ *     live writer's claim by the time of its CAS.
+ *  F4 rr_slot_claimed, which commit and abort ask first, also checks that
+ *     ctl is still WRITING or CANCELLED of the id (CLAIMED, below): the
+ *     record alone outlives the claim, and a second commit wrote a slot that
+ *     had been published, freed, or taken by a newer request.
  *
  * Properties:
  *  (a) a client copies out only data written for its own generation (assert
- *      in collect); a writer never writes a slot that is at another
- *      generation (assert in S5 write);
+ *      in collect), never the bytes of a reply given back (VOID); a writer
+ *      never writes a slot that is at another generation or not claimed
+ *      (assert in S5 write and before S14), a stray commit (S15) included;
  *  (b) once every process is done or dead, one recovery pass leaves the slot
  *      FREE and acquirable (assert in init);
  *  (c) every waiting client ends: reply, worker-died error or stale; spin's
- *      invalid-end-state check finds anybody blocked for good. A client whose
+ *      invalid-end-state check finds anybody blocked for good (a request
+ *      given back, S14, is claimed again and answered). A client whose
  *      request only dead workers could take would wait for a new worker; in
- *      the model its deadline then ends the wait;
+ *      the model its deadline then ends the wait. So does one whose request
+ *      was given back by a process that then died (L1, at the client's
+ *      wait): a limit of the protocol, not of the model;
  *  (d) a cancel that returned True never sees a reply published for its
  *      generation; at most one reply is published per generation; a cancel
  *      that returned False because the reply is there is followed by a get
@@ -71,8 +97,17 @@
  *  NOTES_SWEEP  F1 but not F2: the sweep frees the slot of the owner word it
  *               loaded before ctl, which may be an earlier acquirer's
  *  NO_CLIENT_SWEEP  clients do not sweep when no slot is free
- *  MAXDEATH, ROUNDS1, ROUNDS2, NWORKER, C1FULL, C2FULL, SERVER_OPS, QCAP:
- *  the scope (csrc/tests/spin.sh runs three).
+ *  OLD_WRITER_CHECK  no F3: a freer acts on the record it read before its
+ *               verdict
+ *  OLD_CLAIMED  no F4: commit and abort trust the record alone
+ *  MUT_UNCLAIM_ORDER  S14 gives the record back before ctl (what others may
+ *               see if the record's CAS were relaxed): a claim that sees the
+ *               record given back finds WRITING, fails having recorded itself,
+ *               and locks every replier out
+ *  STRICT_WAIT  no L1: a client without a deadline must end even then
+ *               (fails: the trail of L1)
+ *  MAXDEATH, ROUNDS1, ROUNDS2, NWORKER, C1FULL, C2FULL, SERVER_OPS, QCAP,
+ *  MAXABORT: the scope (csrc/tests/spin.sh runs three).
  */
 
 #ifndef MAXDEATH
@@ -98,6 +133,9 @@
 #endif
 #ifndef QCAP
 #define QCAP 2
+#endif
+#ifndef MAXABORT
+#define MAXABORT 1  /* replies given back (S14) per run */
 #endif
 
 /* identities: 0 none (and the final pass), clients 1-2, workers 3-4, server 5 */
@@ -134,6 +172,7 @@ byte wg = 0;
 bit ww = 0;
 byte wp = 0;
 byte data = 0;  /* the generation the reply data was written for */
+#define VOID(g) ((g) + 64) /* ...by a writer that then gave its claim back */
 
 /* the request queue (Str): ids (= gens: one slot) and the lock word */
 byte q[QCAP];
@@ -144,6 +183,8 @@ byte qlock = 0;
 /* an id a taker handed to the other worker */
 byte handoff = 0;
 byte handto = 0;
+byte aborts = 0; /* S14 so far */
+byte gave_g = 0, gave_p = 0; /* ghosts: the last S14 (gen, process) not claimed again since */
 
 bit dead[SRV + 1];
 byte deaths = 0;
@@ -211,6 +252,27 @@ inline free_from(v, o, ok) {
 #else
 #define WRITER_DEAD(v) (srg == GN(v) && srw && srp != 0 && dead[srp])
 #endif
+/* a record with writing bit w counts for a client's look at state st: in
+ * WRITING only a writer's (worker_for; OLD_RECORD: the taker's) */
+#ifdef OLD_RECORD
+#define COUNTS(st, w) 1
+#else
+#define COUNTS(st, w) ((st) == ACQUIRED || (w))
+#endif
+
+/* F3: a freer that judged a record's process dead reads the record again
+ * (in C an RMW, which reads the latest value) and goes on only if it is
+ * still the one judged. A writer that gave its claim back (S14) and died
+ * may have let another process claim: ctl is WRITING(g) again, the same
+ * value, now a live writer's. A record still the same after its process is
+ * seen dead stays so, and the WRITING(g) is that dead writer's (a claim
+ * records itself first, over no writing record). OLD_WRITER_CHECK: the
+ * freer acts on the record it read before the verdict. */
+#ifdef OLD_WRITER_CHECK
+#define STILL(okv, g, w, p) okv = 1
+#else
+#define STILL(okv, g, w, p) DO(okv = (wg == (g) && ww == (w) && wp == (p)))
+#endif
 
 /* S13 sweep of the slot (any process). */
 inline sweep() {
@@ -247,8 +309,13 @@ inline sweep() {
             DO(sdead = WRITER_DEAD(sv)); /* the verdict on the writer */
             if
             :: sdead ->
-                DO(CAS(ctl, sv, MK(GN(sv) + 1, FREE), sok));
-                if :: sok -> RELEASE_OWNER(so) :: else fi
+                STILL(sok, srg, srw, srp);
+                if
+                :: sok ->
+                    DO(CAS(ctl, sv, MK(GN(sv) + 1, FREE), sok));
+                    if :: sok -> RELEASE_OWNER(so) :: else fi
+                :: else
+                fi
             :: else
             fi
         fi
@@ -264,6 +331,8 @@ inline sweep() {
             DO(sdead = WRITER_DEAD(sv));
             if
             :: sdead ->
+                STILL(sdead, srg, srw, srp);
+                if :: !sdead -> goto sweep_done :: else fi;
 #if !defined(NOTES_OWNER) && !defined(NOTES_SWEEP)
                 DO(so = owner); /* F2: the word of v's acquirer, loaded after v */
 #endif
@@ -319,6 +388,7 @@ proctype Client(byte me; byte rounds; bit rich)
     bit deadline; /* this request's wait has a deadline */
     bit unviewed; /* at most one unview per request */
     byte rg, rp;
+    bit rw;
 
     do
     :: r < rounds -> r++;
@@ -410,12 +480,22 @@ wait:
             :: else -> goto stale
             fi
         :: (GN(ctl) == g && (ST(ctl) == ACQUIRED || ST(ctl) == WRITING)
-            && wg == g && wp != 0 && dead[wp]) -> goto abandon
+            && COUNTS(ST(ctl), ww) && wg == g && wp != 0 && dead[wp]) -> goto abandon
         :: deadline -> goto timedout
         :: !deadline && GN(ctl) == g && ST(ctl) == ACQUIRED && wdead == NWORKER ->
             /* no live worker can take it: the client would wait for a new
              * one; here its deadline ends the wait */
             goto timedout
+#ifndef STRICT_WAIT
+        :: (!deadline && GN(ctl) == g && ST(ctl) == ACQUIRED && gave_g == g && gave_p != 0
+            && dead[gave_p]) ->
+            /* L1: given back (S14), and the process that gave it back died
+             * before claiming again. The record names the taker again, alive,
+             * whose own reply may have been refused (stale) while the claim
+             * was held: nobody answers, and the client waits for its
+             * deadline. -DSTRICT_WAIT shows the trail. */
+            goto timedout
+#endif
         fi;
 
         /* S11 abandon_dead, after the worker check found the worker dead */
@@ -426,10 +506,17 @@ abandon:
         :: ST(v) == READY || ST(v) == READING -> goto collect /* busy: collect it */
         :: else
         fi;
-        DO(rg = wg; rp = wp);
-        DO(ok = (rg == g && rp != 0 && dead[rp])); /* the verdict */
+        DO(rg = wg; rw = ww; rp = wp);
+        /* the verdict; in WRITING only a writer's record counts (worker_for):
+         * a taker's record there is a writer's that gave its claim back */
+        DO(ok = (rg == g && COUNTS(ST(v), rw) && rp != 0 && dead[rp]));
         if
         :: ok ->
+            STILL(ok, rg, rw, rp); /* F3 */
+            if
+            :: !ok -> goto abandon /* another claim since: decide again */
+            :: else
+            fi;
             free_from(v, o, ok);
             if
             :: ok -> goto next /* WorkerDiedError */
@@ -523,7 +610,7 @@ next:
         /* forget this round (fewer distinct states) */
         d_step { g = 0; v = 0; o = 0; d = 0; sv = 0; so = 0; srg = 0; srp = 0;
                  srw = 0; sok = 0; sdead = 0; ok = 0; deadline = 0; unviewed = 0;
-                 rg = 0; rp = 0 }
+                 rg = 0; rw = 0; rp = 0 }
     :: else -> break
     od;
     atomic { fin++; cfin++ };
@@ -536,48 +623,129 @@ end:
 
 /* ------------------------------------------------------------------ worker */
 
-/* S4 claim, S5 write, S6 publish, by any process holding the id */
-inline reply(id) {
-#ifdef OLD_RECORD
-    ok = 1;
+/* rr_slot_claimed (rr_slots.c), the check commit and abort make first: the
+ * record names this process as the writer of id, and ctl is still that
+ * claim's (WRITING or CANCELLED of id: nobody else moves it from there while
+ * we live). OLD_CLAIMED: the record alone, which outlives the claim. */
+#ifdef OLD_CLAIMED
+#define CLAIMED(id) (wg == (id) && ww && wp == me)
 #else
-    DO(if /* the CAS loop on the record */
-       :: wg > id || (wg == id && ww) -> ok = 0 /* another replier, or newer */
-       :: else -> wg = id; ww = 1; wp = me; ok = 1
-       fi);
+#define CLAIMED(id) (wg == (id) && ww && wp == me && GN(ctl) == (id) \
+                     && (ST(ctl) == WRITING || ST(ctl) == CANCELLED))
 #endif
+
+/* S5 write (the reply's bytes, in place) and S6 publish, by the claimant */
+inline commit(id) {
+    /* S5; (a) a stale writer never scribbles over a newer request */
+    DO(assert(GN(ctl) == id && (ST(ctl) == WRITING || ST(ctl) == CANCELLED));
+       data = id);
+#ifdef OLD_PUBLISH
+    DO(ctl = MK(id, READY); ok = 1;
+       assert(!cancel_true[id]); assert(!reply_true[id]); reply_true[id] = 1);
+#else
+    DO(if
+       :: ctl == MK(id, WRITING) ->
+           ctl = MK(id, READY); ok = 1;
+           assert(!cancel_true[id]); /* (d) */
+           assert(!reply_true[id]);  /* one reply per request */
+           reply_true[id] = 1
+       :: else -> ok = 0
+       fi);
+    if
+    :: !ok ->
+        DO(v = ctl);
+        if
+        :: v == MK(id, CANCELLED) -> free_from(v, o, ok)
+        :: else
+        fi
+    :: else
+    fi
+#endif
+}
+
+/* S14 abort (rr_slot_unclaim, for rr_str_reply_abort): the claimant gives its
+ * claim back unpublished. CAS ctl WRITING(id) -> ACQUIRED(id) (release in C),
+ * then CAS the record from "writing, me" back to the one the claim replaced
+ * (the taker's, most often: rr_str_reply_begin's token) (release in C,
+ * and the claim's CAS of the record is acquire: a claimant that sees the
+ * record given back sees ACQUIRED). Between the two, a claim finds the
+ * writing record and fails, and a client that finds the writer dead frees
+ * the slot. A CAS of ctl that finds CANCELLED(id) frees the slot, as
+ * publish does. MUT_UNCLAIM_ORDER: the record before ctl, which is what
+ * others may see if the record's CAS is relaxed. */
+inline unclaim(id) {
+#ifdef MUT_UNCLAIM_ORDER
+    DO(if :: wg == id && ww && wp == me -> wg = pg; ww = pw; wp = pp :: else fi);
+#endif
+    DO(CAS(ctl, MK(id, WRITING), MK(id, ACQUIRED), ok);
+       if :: ok -> gave_g = id; gave_p = me :: else fi);
     if
     :: ok ->
-        DO(CAS(ctl, MK(id, ACQUIRED), MK(id, WRITING), ok));
+#ifndef MUT_UNCLAIM_ORDER
+        DO(if :: wg == id && ww && wp == me -> wg = pg; ww = pw; wp = pp :: else fi);
+#endif
+        /* pending again: claim again ourselves. The other worker may hold
+         * the id too (the taker's handoff, taken up at any time): whichever
+         * claims first replies. (Handing it over once more adds nothing: a
+         * refused claim changes nothing, so a second try is a late first.) */
+        again = 1
+    :: else ->
+        DO(v = ctl);
+        if
+        :: v == MK(id, CANCELLED) -> free_from(v, o, ok)
+        :: else
+        fi
+    fi
+}
+
+/* S4 claim, then S5 write and S6 publish, or a write in place then S14 abort
+ * (at most MAXABORT aborts per run) and a claim again: by any process
+ * holding the id */
+inline reply(id) {
+    again = 1;
+    do
+    :: again ->
+        again = 0;
+#ifdef OLD_RECORD
+        ok = 1;
+#else
+        DO(if /* the CAS loop on the record; keeps what it replaces */
+           :: wg > id || (wg == id && ww) -> ok = 0 /* another replier, or newer */
+           :: else -> pg = wg; pw = ww; pp = wp; wg = id; ww = 1; wp = me; ok = 1
+           fi);
+#endif
         if
         :: ok ->
-            /* S5; (a) a stale writer never scribbles over a newer request */
-            DO(assert(GN(ctl) == id && (ST(ctl) == WRITING || ST(ctl) == CANCELLED));
-               data = id);
-#ifdef OLD_PUBLISH
-            DO(ctl = MK(id, READY); ok = 1;
-               assert(!cancel_true[id]); assert(!reply_true[id]); reply_true[id] = 1);
-#else
-            DO(if
-               :: ctl == MK(id, WRITING) ->
-                   ctl = MK(id, READY); ok = 1;
-                   assert(!cancel_true[id]); /* (d) */
-                   assert(!reply_true[id]);  /* one reply per request */
-                   reply_true[id] = 1
-               :: else -> ok = 0
-               fi);
+            DO(CAS(ctl, MK(id, ACQUIRED), MK(id, WRITING), ok);
+               if :: ok && gave_g == id -> gave_p = 0 :: else fi);
             if
-            :: !ok ->
-                DO(v = ctl);
+            :: ok ->
                 if
-                :: v == MK(id, CANCELLED) -> free_from(v, o, ok)
-                :: else
+                :: atomic { aborts < MAXABORT -> aborts++ } ->
+                    /* rr_str_reply_begin gave the slot; bytes written there
+                     * are void once aborted: (a) finds them if delivered */
+                    DO(assert(GN(ctl) == id && (ST(ctl) == WRITING || ST(ctl) == CANCELLED));
+                       data = VOID(id));
+                    unclaim(id)
+                :: true -> commit(id)
                 fi
             :: else
             fi
-#endif
         :: else
         fi
+    :: else -> break
+    od
+}
+
+/* S15 a second commit of the id after every reply attempt, once its claim
+ * ended or never was (a double reply, a contract breach: published, refused,
+ * given back): rr_slot_claimed must refuse it before anything is written
+ * (SPEC 5: double replies have no effect). The check is a load: no death
+ * point of its own, and nothing changes when it refuses. */
+inline stray(id) {
+    atomic { ok = CLAIMED(id) };
+    if
+    :: ok -> commit(id)
     :: else
     fi
 }
@@ -585,7 +753,9 @@ inline reply(id) {
 proctype Worker(byte me; byte other)
 {
     byte id, v, o;
-    bit ok;
+    bit ok, again;
+    byte pg, pp; /* the record a claim replaced (pw: its writing bit) */
+    bit pw;
 
 serve:
     MAYDIE;
@@ -602,12 +772,14 @@ serve:
         :: handoff == 0 && other != 0 -> handoff = id; handto = other
         :: true
         fi;
-        reply(id)
+        reply(id);
+        stray(id)
     :: atomic { handoff != 0 && handto == me -> id = handoff; handoff = 0 };
-        reply(id)
+        reply(id);
+        stray(id)
     :: cfin == NCLIENT && qn == 0 && !(handoff != 0 && handto == me) -> goto done
     fi;
-    d_step { id = 0; v = 0; o = 0; ok = 0 };
+    d_step { id = 0; v = 0; o = 0; ok = 0; again = 0; pg = 0; pw = 0; pp = 0 };
     goto serve;
 done:
     atomic { fin++ };

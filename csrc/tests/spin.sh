@@ -8,7 +8,7 @@
 #   csrc/tests/spin.sh            all checks
 #   csrc/tests/spin.sh PATTERN    only the checks whose name contains PATTERN
 # Environment: SPIN (default spin), CC (default gcc), SPIN_MEMLIM (MB of
-# state storage per search, default 2048), SPIN_KEEP=1 (keep the work dirs).
+# state storage per search, default 3072), SPIN_KEEP=1 (keep the work dirs).
 # Work dirs go to csrc/tests/bin/spin/ (gitignored); a failing check's dir
 # and trail are kept and named. Exits non-zero if any check fails.
 set -uo pipefail
@@ -18,7 +18,7 @@ csrc=$(dirname "$here")
 work="$here/bin/spin"
 SPIN=${SPIN:-spin}
 CC=${CC:-gcc}
-MEMLIM=${SPIN_MEMLIM:-2048}
+MEMLIM=${SPIN_MEMLIM:-3072}
 pattern=${1:-}
 
 if ! command -v "$SPIN" >/dev/null; then
@@ -100,7 +100,8 @@ check() {
     fi
 }
 
-# Response slots (rr_slots.pml). Scopes:
+# Response slots (rr_slots.pml). Every scope has one reply given back (S14)
+# and claimed again, and a stray second commit after each reply. Scopes:
 #   reply   1 client (deadline or none, view/unview or Int get), 2 workers
 #           handing ids to each other, a server's sweep or clear, 3 deaths
 #   owners  2 clients racing for the slot (each sweeps once when none is
@@ -111,6 +112,9 @@ check() {
 reply=(-DROUNDS2=0 -DMAXDEATH=3)
 owners=(-DNWORKER=1 -DC1FULL=0 -DC2FULL=0 -DQCAP=1 -DMAXDEATH=2)
 rounds=(-DROUNDS2=0 -DROUNDS1=2 -DNWORKER=1 -DSERVER_OPS=2 -DQCAP=1 -DMAXDEATH=2)
+# reply with a client that only waits (no deadline) and views: smaller, for
+# the mutations that need two writers
+waits=(-DROUNDS2=0 -DMAXDEATH=3 -DC1FULL=0)
 check slots/reply pass rr_slots.pml "${reply[@]}"
 check slots/owners pass rr_slots.pml "${owners[@]}"
 check slots/rounds pass rr_slots.pml "${rounds[@]}"
@@ -127,6 +131,10 @@ check slots/reply-OLD_CANCEL fail rr_slots.pml "${reply[@]}" -DOLD_CANCEL
 check slots/reply-OLD_SWEEP fail rr_slots.pml "${reply[@]}" -DOLD_SWEEP
 check slots/reply-NOTES_OWNER fail rr_slots.pml "${reply[@]}" -DNOTES_OWNER
 check slots/owners-NOTES_SWEEP fail rr_slots.pml "${owners[@]}" -DNOTES_SWEEP
+check slots/reply-OLD_CLAIMED fail rr_slots.pml "${reply[@]}" -DOLD_CLAIMED
+check slots/reply-MUT_UNCLAIM_ORDER fail rr_slots.pml "${reply[@]}" -DMUT_UNCLAIM_ORDER
+check slots/waits-OLD_WRITER_CHECK fail rr_slots.pml "${waits[@]}" -DOLD_WRITER_CHECK
+check slots/waits-STRICT_WAIT fail rr_slots.pml "${waits[@]}" -DSTRICT_WAIT
 check intq/ring2-C_REPAIR fail rr_intq.pml -DNCELL=2 -DMAXDEATH=3 -DC_REPAIR
 check intq/ring2-MUT_TAKE_STORE fail rr_intq.pml -DNCELL=2 -DMAXDEATH=3 -DMUT_TAKE_STORE
 check intq/ring2-MUT_RECORD_LATE fail rr_intq.pml -DNCELL=2 -DMAXDEATH=3 -DMUT_RECORD_LATE
