@@ -27,6 +27,11 @@
  * or reply that succeeded is visible at once, no fd or mapping outlives an
  * input (an fd leak or a leaked mapping aborts).
  *
+ * A reply written in place keeps its contract: each handle has at most one
+ * open (rr_str_reply_begin that succeeded), and only that handle commits or
+ * aborts it, once (an -EMSGSIZE commit leaves it open); closing a handle
+ * aborts its open reply first.
+ *
  * Built by fuzz.sh with clang -fsanitize=fuzzer,address,undefined. Built with
  * -DFZ_STANDALONE (any compiler) it is a replayer, `fuzz_chan FILE...`, and
  * both builds write the seed corpus: `fuzz_chan --make-corpus=DIR`. */
@@ -115,11 +120,20 @@ typedef struct fz_op {
     uint64_t y;
 } fz_op;
 
+/* A handle's reply in place, between its begin and its commit or abort. */
+typedef struct fz_inplace {
+    bool open;
+    uint64_t id, token;
+    uint8_t *data;
+    size_t cap;
+} fz_inplace;
+
 typedef struct fz {
     int fd;             /* our own fd on the file: rewrites go through it */
     uint32_t variant;   /* asked for at open (0: any) */
     uint32_t flags;
     rr_chan *h[FZ_HANDLES];
+    fz_inplace ip[FZ_HANDLES]; /* each handle's open reply in place */
     int nh;
     int holder;         /* handle inside recv_begin..end, or -1 */
     bool hold_test;     /* the holder took the lock with rr_test_hold_lock */
@@ -440,7 +454,7 @@ enum {
     OP_LIVE, OP_RECLAIM, OP_SWEEP, OP_CLEAR, OP_STATS, OP_SYNC, OP_BELL_CLAIM, OP_BELL_RELEASE,
     OP_BELL_WAIT, OP_BELL_POKE, OP_WAIT_REQ, OP_WAKE_RECV, OP_SETTLE, OP_HOLD, OP_UNHOLD,
     OP_SHARE, OP_REOPEN, OP_CLOSE, OP_POKE, OP_POKE_FIELD, OP_SPIN, OP_MARK_TAKEN, OP_CLAIM,
-    OP_AGE, OP_COUNT
+    OP_AGE, OP_REPLY_BEGIN, OP_REPLY_COMMIT, OP_REPLY_ABORT, OP_COUNT
 };
 static const char *const op_names[OP_COUNT] = {
     "send", "recv", "peek", "end", "batch", "reply", "wait", "view", "release",
@@ -448,6 +462,7 @@ static const char *const op_names[OP_COUNT] = {
     "live", "reclaim", "sweep", "clear", "stats", "sync", "bell_claim", "bell_release",
     "bell_wait", "bell_poke", "wait_req", "wake_recv", "settle", "hold", "unhold",
     "share", "reopen", "close", "poke", "poke_field", "spin", "mark_taken", "claim", "age",
+    "reply_begin", "reply_commit", "reply_abort",
 };
 
 static uint8_t payload[70000];
@@ -507,15 +522,17 @@ static void reply_one(rr_chan *c, uint64_t id, const fz_op *op)
         } else {
             rc = rr_str_reply(c, id, payload, len, (uint32_t)op->y & 3);
         }
-        FZ_CHECK(rc == 0 || rc == 1 || rc == -ESTALE || rc == -EMSGSIZE, "str_reply %d", rc);
+        FZ_CHECK(rc == 0 || rc == 1 || rc == -ESTALE || rc == -EMSGSIZE || rc == -EBUSY,
+                 "str_reply %d", rc);
     } else if (op->b & 4) { /* an error's name, sometimes too long */
         rc = rr_int_reply_error(c, id, payload, op->x % (RR_SLOT_ERROR_MAX + 4));
-        FZ_CHECK(rc == 0 || rc == 1 || rc == -ESTALE || rc == -EMSGSIZE, "int_reply_error %d",
-                 rc);
+        FZ_CHECK(rc == 0 || rc == 1 || rc == -ESTALE || rc == -EMSGSIZE || rc == -EBUSY,
+                 "int_reply_error %d", rc);
     } else {
         rc = rr_int_reply(c, id, (int64_t)op->y);
-        FZ_CHECK(rc == 0 || rc == 1 || rc == -ESTALE, "int_reply %d", rc);
+        FZ_CHECK(rc == 0 || rc == 1 || rc == -ESTALE || rc == -EBUSY, "int_reply %d", rc);
     }
+    /* -EBUSY: this process holds the id's claim (OP_CLAIM, an open reply in place) */
     if (rc >= 0)
         FZ_CHECK(rr_resp_check(c, id) == 1, "a reply is there at once");
 }
@@ -574,8 +591,65 @@ static void batch(fz *f, rr_chan *c, const fz_op *op)
     }
 }
 
+/* Begins a reply in place on handle k (Str): fills part of its room. */
+static void inplace_begin(fz *f, int k, rr_chan *c, const fz_op *op)
+{
+    fz_inplace *ip = &f->ip[k];
+    if (ip->open || c->geom.variant != RR_VARIANT_STR)
+        return;
+    uint64_t id = pick_id(f, c, op);
+    void *data = NULL;
+    size_t cap = 0;
+    uint64_t token = 0;
+    int rc = rr_str_reply_begin(c, id, &data, &cap, &token);
+    FZ_CHECK(rc == 0 || rc == -ESTALE || rc == -EBUSY, "reply_begin %d", rc);
+    if (rc != 0)
+        return;
+    FZ_CHECK(cap == c->geom.resp_size, "reply_begin: room of %zu, resp_size %u", cap,
+             c->geom.resp_size);
+    in_map(c, data, cap, "reply room");
+    rc = rr_resp_check(c, id);
+    FZ_CHECK(rc == 0 && rr_id_live(c, id) == 1, "a reply begun is pending (check %d)", rc);
+    size_t n = op->x % (cap + 1);
+    memcpy(data, payload, n < sizeof payload ? n : sizeof payload);
+    *ip = (fz_inplace){true, id, token, data, cap};
+}
+
+/* Commits handle k's reply in place: len up to a little beyond its room
+ * (b & 16: just beyond it). */
+static void inplace_commit(fz *f, int k, rr_chan *c, const fz_op *op)
+{
+    fz_inplace *ip = &f->ip[k];
+    if (!ip->open)
+        return;
+    size_t len = op->b & 16 ? ip->cap + 1 : op->b % 2 ? op->x % (ip->cap + 2) : op->b % 48;
+    if (op->b & 2) { /* more written just before the commit */
+        size_t n = len < ip->cap ? len : ip->cap;
+        memcpy(ip->data, payload, n < sizeof payload ? n : sizeof payload);
+    }
+    int rc = rr_str_reply_commit(c, ip->id, len, (uint32_t)op->y & 3);
+    FZ_CHECK(rc == 0 || rc == 1 || rc == -ESTALE || (rc == -EMSGSIZE && len > ip->cap),
+             "reply_commit %d (%zu of %zu)", rc, len, ip->cap);
+    if (rc == -EMSGSIZE)
+        return; /* the claim stays */
+    ip->open = false;
+    if (rc >= 0)
+        FZ_CHECK(rr_resp_check(c, ip->id) == 1, "a reply is there at once");
+}
+
+static void inplace_abort(fz *f, int k, rr_chan *c)
+{
+    fz_inplace *ip = &f->ip[k];
+    if (!ip->open)
+        return;
+    int rc = rr_str_reply_abort(c, ip->id, ip->token);
+    FZ_CHECK(rc == 0 || rc == -ESTALE, "reply_abort %d", rc);
+    ip->open = false;
+}
+
 static void close_handle(fz *f, int k)
 {
+    inplace_abort(f, k, f->h[k]); /* its room goes with its mapping */
     if (f->holder == k) {
         /* our hold dies with the handle, the lock word stays ours: lock_safe clears it */
         f->holder = -1;
@@ -583,6 +657,8 @@ static void close_handle(fz *f, int k)
     }
     rr_close(f->h[k]);
     f->h[k] = f->h[--f->nh];
+    f->ip[k] = f->ip[f->nh];
+    f->ip[f->nh].open = false;
     if (f->holder == f->nh)
         f->holder = k;
 }
@@ -780,7 +856,7 @@ static void run_op(fz *f, const fz_op *op)
         break;
     case OP_SHARE:
         if (f->nh < FZ_HANDLES && rr_chan_share(c, &f->h[f->nh]) == 0)
-            f->nh++;
+            f->ip[f->nh++].open = false;
         break;
     case OP_REOPEN:
         if (f->nh < FZ_HANDLES && f->fd >= 0) {
@@ -788,7 +864,7 @@ static void run_op(fz *f, const fz_op *op)
             rc = rr_open_fd(f->fd, (op->b & 1) ? 0 : c->geom.variant, &f->h[f->nh], &err);
             if (rc == 0) {
                 FZ_CHECK(rr_map_size(f->h[f->nh]) == f->size, "reopened at another size");
-                f->nh++;
+                f->ip[f->nh++].open = false;
             } else {
                 FZ_CHECK(rc == -RR_EFORMAT && err.why[0], "reopen %d", rc);
             }
@@ -831,6 +907,15 @@ static void run_op(fz *f, const fz_op *op)
         }
         break;
     }
+    case OP_REPLY_BEGIN:
+        inplace_begin(f, k, c, op);
+        break;
+    case OP_REPLY_COMMIT:
+        inplace_commit(f, k, c, op);
+        break;
+    case OP_REPLY_ABORT:
+        inplace_abort(f, k, c);
+        break;
     }
 }
 
@@ -1121,8 +1206,11 @@ static void scrub(rr_chan *c, uint8_t *img)
     for (uint32_t i = 0; i < c->geom.resp_slots; i++) {
         rr_slot *s = (rr_slot *)(img + (c->slots.base - c->map->base)
                                  + (uint64_t)i * c->slots.stride);
-        if (atomic_load(&s->owner) == me)
-            atomic_store(&s->owner, FZ_DEAD_IDENT);
+        /* an owner word keeps its generation tag and names the process
+         * by its low bits (rr_owner_word) */
+        uint64_t o = atomic_load(&s->owner);
+        if (o && (o & RR_PROC_MASK) == rr_proc_bits(me))
+            atomic_store(&s->owner, (o & ~RR_PROC_MASK) | rr_proc_bits(FZ_DEAD_IDENT));
         uint64_t w = atomic_load(&s->worker);
         if (w)
             atomic_store(&s->worker, (w & ~pid_bits) | dead_worker);
@@ -1188,6 +1276,20 @@ static void prog_worker(prog *p)
     prog_add(p, OP_MARK_TAKEN, A_SLOT, 1, 2, 0);
     prog_add(p, OP_SETTLE, A_SHORT, 0, 0, 0);
     prog_add(p, OP_STATS, 0, 0, 0, 0);
+    /* replies in place (Str): committed after one too long, given back,
+     * cancelled while open */
+    prog_add(p, OP_SEND, 0, 1, 0, 0);
+    prog_add(p, OP_REPLY_BEGIN, A_LAST, 0, 20, 0);
+    prog_add(p, OP_REPLY, A_LAST, 0, 0, 0); /* ours to finish: -EBUSY */
+    prog_add(p, OP_REPLY_COMMIT, 0, 16, 0, 0);
+    prog_add(p, OP_REPLY_COMMIT, 0, 2 | 1, 9, 1);
+    prog_add(p, OP_SEND, 0, 1, 0, 0);
+    prog_add(p, OP_REPLY_BEGIN, A_LAST, 0, 5, 0);
+    prog_add(p, OP_REPLY_ABORT, 0, 0, 0, 0);
+    prog_add(p, OP_REPLY_BEGIN, A_LAST, 0, 5, 0);
+    prog_add(p, OP_CANCEL, A_LAST, 0, 0, 0);
+    prog_add(p, OP_REPLY_COMMIT, 0, 0, 0, 0);
+    prog_add(p, OP_REPLY_BEGIN, A_SLOT, 0, 7, 0);
     prog_add(p, OP_CLEAR, 0, 0, 0, 0);
     prog_add(p, OP_STATS, 0, 0, 0, 0);
 }
