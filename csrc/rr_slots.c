@@ -656,12 +656,12 @@ int rr_slot_release(rr_slots *pool, uint64_t id)
     return free_id(pool, id, RR_SLOT_READING) == 0 ? 0 : free_id(pool, id, RR_SLOT_READY);
 }
 
-int rr_slot_unpin(rr_slots *pool, uint64_t id, bool free)
+/* Gives a reply its reader could not use back (from READING or PINNED to
+ * READY), for another try. */
+static int back_to_ready(rr_slots *pool, uint64_t id, uint32_t from)
 {
-    if (free)
-        return free_id(pool, id, RR_SLOT_PINNED);
     rr_slot *s = slot_of(pool, id);
-    uint64_t v = rr_ctl(rr_id_gen(id), RR_SLOT_PINNED);
+    uint64_t v = rr_ctl(rr_id_gen(id), from);
     /* release ↔ the next viewer's acquire CAS: our reads are done */
     if (!s || !atomic_compare_exchange_strong_explicit(&s->ctl, &v,
                                                        rr_ctl(rr_id_gen(id), RR_SLOT_READY),
@@ -671,18 +671,12 @@ int rr_slot_unpin(rr_slots *pool, uint64_t id, bool free)
     return 0;
 }
 
-int rr_slot_unview(rr_slots *pool, uint64_t id)
+int rr_slot_unpin(rr_slots *pool, uint64_t id, bool free)
 {
-    rr_slot *s = slot_of(pool, id);
-    uint64_t v = rr_ctl(rr_id_gen(id), RR_SLOT_READING);
-    /* release ↔ the next viewer's acquire CAS: our reads are done */
-    if (!s || !atomic_compare_exchange_strong_explicit(&s->ctl, &v,
-                                                       rr_ctl(rr_id_gen(id), RR_SLOT_READY),
-                                                       memory_order_release, memory_order_relaxed))
-        return -ESTALE;
-    rr_word_wake_after_rmw(rr_ctl_futex(s), &s->waiters, INT_MAX);
-    return 0;
+    return free ? free_id(pool, id, RR_SLOT_PINNED) : back_to_ready(pool, id, RR_SLOT_PINNED);
 }
+
+int rr_slot_unview(rr_slots *pool, uint64_t id) { return back_to_ready(pool, id, RR_SLOT_READING); }
 
 int rr_slot_discard(rr_slots *pool, uint64_t id) { return free_id(pool, id, RR_SLOT_READY); }
 

@@ -201,6 +201,13 @@ static int collected(Client *self, uint64_t id)
     return 1;
 }
 
+/* Raises the error reply whose frame was copied out into `copy` (bytes). */
+static PyObject *raise_error_frame(Client *self, PyObject *copy)
+{
+    return raise_remote(PyBytes_AS_STRING(copy), (size_t)PyBytes_GET_SIZE(copy),
+                        self->base.passthrough ? NULL : rr_geometry_of(self->base.ch)->codec);
+}
+
 /* str_collect of an error reply, or of a payload for the channel's codec:
  * copied out, the slot freed, then decoded (Python code runs on no slot). */
 static PyObject *str_collect_decoded(Client *self, uint64_t id, const rr_resp *r, int *stale)
@@ -217,11 +224,7 @@ static PyObject *str_collect_decoded(Client *self, uint64_t id, const rr_resp *r
         *stale = 1;
         return NULL;
     }
-    PyObject *obj = error ? raise_remote(PyBytes_AS_STRING(copy), (size_t)PyBytes_GET_SIZE(copy),
-                                         self->base.passthrough
-                                             ? NULL
-                                             : rr_geometry_of(self->base.ch)->codec)
-                          : codec_decode(self->base.codec, copy);
+    PyObject *obj = error ? raise_error_frame(self, copy) : codec_decode(self->base.codec, copy);
     Py_DECREF(copy);
     return obj;
 }
@@ -249,8 +252,7 @@ static PyObject *pinned_error(Client *self, uint64_t id, const rr_resp *r, int *
         return NULL;
     }
     pending_drop(self, id);
-    PyObject *res = raise_remote(PyBytes_AS_STRING(copy), (size_t)PyBytes_GET_SIZE(copy),
-                                 self->base.passthrough ? NULL : rr_geometry_of(ch)->codec);
+    PyObject *res = raise_error_frame(self, copy);
     Py_DECREF(copy);
     return res;
 }

@@ -33,6 +33,15 @@ static int view_open(View *self)
     return self->live && self->pid == rr_self_pid();
 }
 
+/* view_open, or -1 with ValueError. */
+static int view_check(View *self)
+{
+    if (view_open(self))
+        return 0;
+    PyErr_SetString(PyExc_ValueError, "operation on a released View");
+    return -1;
+}
+
 static void view_end(View *self)
 {
     if (!self->live)
@@ -106,10 +115,8 @@ static int view_traverse(View *self, visitproc visit, void *arg)
 
 static int view_getbuffer(View *self, Py_buffer *buf, int flags)
 {
-    if (!view_open(self)) {
-        PyErr_SetString(PyExc_ValueError, "operation on a released View");
+    if (view_check(self) < 0)
         return -1;
-    }
     if (PyBuffer_FillInfo(buf, (PyObject *)self, (void *)self->data, self->len, 1, flags) < 0)
         return -1;
     self->exports++;
@@ -132,10 +139,8 @@ static PyObject *view_release(View *self, PyObject *unused)
 
 static PyObject *view_enter(View *self, PyObject *unused)
 {
-    if (!view_open(self)) {
-        PyErr_SetString(PyExc_ValueError, "operation on a released View");
+    if (view_check(self) < 0)
         return NULL;
-    }
     return Py_NewRef(self);
 }
 
@@ -156,19 +161,15 @@ static PyObject *view_exit(View *self, PyObject *args)
 
 static PyObject *view_tobytes(View *self, PyObject *unused)
 {
-    if (!view_open(self)) {
-        PyErr_SetString(PyExc_ValueError, "operation on a released View");
+    if (view_check(self) < 0)
         return NULL;
-    }
     return PyBytes_FromStringAndSize(self->data, self->len);
 }
 
 static Py_ssize_t view_length(View *self)
 {
-    if (!view_open(self)) {
-        PyErr_SetString(PyExc_ValueError, "operation on a released View");
+    if (view_check(self) < 0)
         return -1;
-    }
     return self->len;
 }
 

@@ -187,35 +187,20 @@ def _batch_cases() -> list[Case]:
     ]
 
 
-def _big_cases() -> list[Case]:
+def _large_cases(prefix: str, size: int, rt_group: str, bw_group: str) -> list[Case]:
+    """A large echo (64 KiB, 1 MiB each way): reqrep copying and zero-copy (SPEC §9)
+    among the peers, in round trips/s and MiB/s."""
     m = (
-        Metric("rt_per_s", BIG_RT, "rt/s"),
-        Metric("mib_per_s", BIG_BW, "MiB/s"),
+        Metric("rt_per_s", rt_group, "rt/s"),
+        Metric("mib_per_s", bw_group, "MiB/s"),
     )
     return [
-        Case("64k-reqrep-str", "reqrep Str", lambda: ReqrepStr(size=BIG), m, peer=False),
-        Case("64k-reqrep-zerocopy", ZEROCOPY_LABEL, lambda: ReqrepZeroCopy(size=BIG), m,
+        Case(f"{prefix}reqrep-str", "reqrep Str", lambda: ReqrepStr(size=size), m, peer=False),
+        Case(f"{prefix}reqrep-zerocopy", ZEROCOPY_LABEL, lambda: ReqrepZeroCopy(size=size), m,
              peer=False),
-        Case("64k-pipe", "os.pipe pair", lambda: peers.PipePair(BIG), m),
-        Case("64k-socketpair", "socket.socketpair", lambda: peers.SocketPair(BIG), m),
-        *_iceoryx2_cases("64k-", m, BIG),
-    ]
-
-
-def _mib_cases() -> list[Case]:
-    """1 MiB each way: the copying reqrep row (``resp_size`` 1 MiB, 16 MiB arena) among
-    the peers, and the zero-copy row (SPEC §9)."""
-    m = (
-        Metric("rt_per_s", MIB_RT, "rt/s"),
-        Metric("mib_per_s", MIB_BW, "MiB/s"),
-    )
-    return [
-        Case("1m-reqrep-str", "reqrep Str", lambda: ReqrepStr(size=MIB), m, peer=False),
-        Case("1m-reqrep-zerocopy", ZEROCOPY_LABEL, lambda: ReqrepZeroCopy(size=MIB), m,
-             peer=False),
-        Case("1m-pipe", "os.pipe pair", lambda: peers.PipePair(MIB), m),
-        Case("1m-socketpair", "socket.socketpair", lambda: peers.SocketPair(MIB), m),
-        *_iceoryx2_cases("1m-", m, MIB),
+        Case(f"{prefix}pipe", "os.pipe pair", lambda: peers.PipePair(size), m),
+        Case(f"{prefix}socketpair", "socket.socketpair", lambda: peers.SocketPair(size), m),
+        *_iceoryx2_cases(prefix, m, size),
     ]
 
 
@@ -362,8 +347,8 @@ def all_cases() -> list[Case]:
         *_echo_cases(ECHO, ""),
         *_single_cases(),
         *_batch_cases(),
-        *_big_cases(),
-        *_mib_cases(),
+        *_large_cases("64k-", BIG, BIG_RT, BIG_BW),
+        *_large_cases("1m-", MIB, MIB_RT, MIB_BW),
         *_mpmc_cases(),
         *_mpmc16_cases(),
         *_latency_cases(),
