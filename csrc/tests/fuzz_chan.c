@@ -27,6 +27,11 @@
  * or reply that succeeded is visible at once, no fd or mapping outlives an
  * input (an fd leak or a leaked mapping aborts).
  *
+ * On a channel the input created (a server on an empty file) that nothing
+ * rewrote since, the core's promises hold in full: pinned bytes (a reply's,
+ * an arena entry's; SPEC §9) must not change while pinned, and a pinned reply
+ * reads as collected to every other look.
+ *
  * A reply written in place keeps its contract: each handle has at most one
  * open (rr_str_reply_begin that succeeded), and only that handle commits or
  * aborts it, once (an -EMSGSIZE commit leaves it open); closing a handle
@@ -128,8 +133,25 @@ typedef struct fz_inplace {
     size_t cap;
 } fz_inplace;
 
+/* A pin this input holds (SPEC §9): a reply's (by id) or an arena entry's
+ * (by number), taken through handle k, with a sum of its bytes then. */
+typedef struct fz_pin {
+    bool live, resp;
+    int k;
+    uint64_t id;
+    uint32_t num;
+    const uint8_t *data; /* NULL once handle k's mapping may be gone */
+    uint32_t len;
+    uint64_t sum;
+} fz_pin;
+#define FZ_PINS 8
+
 typedef struct fz {
     int fd;             /* our own fd on the file: rewrites go through it */
+    /* a channel this input created and nobody rewrote: the core's promises
+     * hold in full, so pinned bytes must stay as they were */
+    bool trusted;
+    fz_pin pins[FZ_PINS];
     uint32_t variant;   /* asked for at open (0: any) */
     uint32_t flags;
     rr_chan *h[FZ_HANDLES];
@@ -246,8 +268,10 @@ static void lock_safe(fz *f)
     uint64_t v = atomic_load_explicit(&hdr->lock, memory_order_relaxed);
     if (v == 0)
         return;
-    if (!(f->flags & FZ_KEEP_DEAD_LOCK) || rr_ident_alive(v & ~RR_LOCK_WAITERS))
+    if (!(f->flags & FZ_KEEP_DEAD_LOCK) || rr_ident_alive(v & ~RR_LOCK_WAITERS)) {
         atomic_store_explicit(&hdr->lock, 0, memory_order_relaxed);
+        f->trusted = false; /* a lock broken under whoever held it */
+    }
 }
 
 /* A deadline for a Str call that takes the lock: RR_NOWAIT (and, for clear
@@ -359,6 +383,7 @@ static void rewrite(fz *f, uint64_t off, const void *src, size_t w)
 {
     if (f->fd < 0 || w > f->size || off > f->size - w)
         return;
+    f->trusted = false;
     ssize_t n = pwrite(f->fd, src, w, (off_t)off);
     (void)n;
 }
@@ -454,7 +479,8 @@ enum {
     OP_LIVE, OP_RECLAIM, OP_SWEEP, OP_CLEAR, OP_STATS, OP_SYNC, OP_BELL_CLAIM, OP_BELL_RELEASE,
     OP_BELL_WAIT, OP_BELL_POKE, OP_WAIT_REQ, OP_WAKE_RECV, OP_SETTLE, OP_HOLD, OP_UNHOLD,
     OP_SHARE, OP_REOPEN, OP_CLOSE, OP_POKE, OP_POKE_FIELD, OP_SPIN, OP_MARK_TAKEN, OP_CLAIM,
-    OP_AGE, OP_REPLY_BEGIN, OP_REPLY_COMMIT, OP_REPLY_ABORT, OP_COUNT
+    OP_AGE, OP_REPLY_BEGIN, OP_REPLY_COMMIT, OP_REPLY_ABORT, OP_PIN, OP_UNPIN, OP_RECV_PIN,
+    OP_COUNT
 };
 static const char *const op_names[OP_COUNT] = {
     "send", "recv", "peek", "end", "batch", "reply", "wait", "view", "release",
@@ -462,7 +488,7 @@ static const char *const op_names[OP_COUNT] = {
     "live", "reclaim", "sweep", "clear", "stats", "sync", "bell_claim", "bell_release",
     "bell_wait", "bell_poke", "wait_req", "wake_recv", "settle", "hold", "unhold",
     "share", "reopen", "close", "poke", "poke_field", "spin", "mark_taken", "claim", "age",
-    "reply_begin", "reply_commit", "reply_abort",
+    "reply_begin", "reply_commit", "reply_abort", "pin", "unpin", "recv_pin",
 };
 
 static uint8_t payload[70000];
@@ -647,9 +673,131 @@ static void inplace_abort(fz *f, int k, rr_chan *c)
     ip->open = false;
 }
 
+/* ---- pins (SPEC §9) ---- */
+
+static uint64_t sum_of(const uint8_t *p, uint32_t n)
+{
+    uint64_t h = 1469598103934665603u; /* FNV-1a */
+    for (uint32_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 1099511628211u;
+    return h;
+}
+
+static fz_pin *pin_room(fz *f)
+{
+    for (int i = 0; i < FZ_PINS; i++)
+        if (!f->pins[i].live)
+            return &f->pins[i];
+    return NULL;
+}
+
+static void pin_keep(fz *f, bool resp, int k, uint64_t id, uint32_t num, const void *data,
+                     uint32_t len)
+{
+    fz_pin *p = pin_room(f);
+    if (G.trace)
+        fprintf(stderr, "fuzz_chan: pinned %s of %u bytes (id %#llx, pin %u)%s%s\n",
+                resp ? "a reply" : "an entry", len, (unsigned long long)id, num,
+                p ? "" : ", forgotten", f->trusted ? ", checked" : "");
+    if (p)
+        *p = (fz_pin){true, resp, k, id, num, data, len, sum_of(data, len)};
+    /* (no room: forgotten, as a process may forget to unpin: its pins stay) */
+}
+
+/* Pins a reply (b & 1: then looks at it again through the other calls). */
+static void pin_reply(fz *f, int k, rr_chan *c, const fz_op *op)
+{
+    uint64_t id = pick_id(f, c, op);
+    rr_resp r;
+    int rc = rr_resp_pin(c, id, &r);
+    FZ_CHECK(rc == 0 || rc == -EAGAIN || rc == -ESTALE || rc == -EBUSY || rc == -EPERM,
+             "resp_pin %d", rc);
+    if (rc != 0)
+        return;
+    uint32_t max = c->geom.variant == RR_VARIANT_STR ? c->geom.resp_size : RR_SLOT_ERROR_MAX;
+    FZ_CHECK(r.len <= max, "pinned reply of %u bytes", r.len);
+    in_map(c, r.data, r.len, "pinned reply");
+    if (op->b & 1) { /* collected, for every other look */
+        rr_resp again;
+        FZ_CHECK(rr_resp_view(c, id, &again) == -ESTALE, "a pinned reply is viewed");
+        FZ_CHECK(rr_resp_pin(c, id, &again) == -ESTALE, "a pinned reply is pinned twice");
+        FZ_CHECK(rr_resp_check(c, id) == -ESTALE, "a pinned reply reads as pending");
+        FZ_CHECK(rr_cancel(c, id) == -ESTALE, "a pinned reply is cancelled");
+        FZ_CHECK(rr_id_live(c, id) == 0, "a pinned reply reads as pending (live)");
+    }
+    pin_keep(f, true, k, id, 0, r.data, r.len);
+}
+
+/* Under handle k's recv_begin: pins the i-th entry in the arena. */
+static void pin_entry(fz *f, int k, rr_chan *c, const fz_op *op)
+{
+    if (c->geom.variant != RR_VARIANT_STR || f->holder != k || f->hold_test)
+        return;
+    uint32_t i = op->b % (c->q.strq.locked_n + 2);
+    rr_entry e;
+    int peeked = rr_str_recv_peek(c, i, &e);
+    uint32_t num;
+    int rc = rr_str_recv_pin(c, i, &num);
+    FZ_CHECK(rc == 0 || rc == -EINVAL || rc == -ENOSPC || rc == -RR_EFORMAT, "recv_pin %d", rc);
+    if (rc != 0)
+        return;
+    FZ_CHECK(num < RR_ARENA_PINS && peeked == 0, "pin %u of an entry peek refused (%d)", num,
+             peeked);
+    in_map(c, e.data, e.len, "pinned entry");
+    pin_keep(f, false, k, e.id, num, e.data, e.len);
+}
+
+/* Gives a pin back: b picks which; a reply's is freed (b & 8) or left READY. */
+static void unpin_one(fz *f, const fz_op *op)
+{
+    if (f->holder >= 0) /* an arena pin is given back with no lock held */
+        return;
+    fz_pin *p = &f->pins[op->b % FZ_PINS];
+    if (!p->live)
+        return;
+    rr_chan *c = f->h[p->k < f->nh ? p->k : 0];
+    int rc;
+    if (p->resp) {
+        bool free = op->b & 8;
+        rc = rr_resp_unpin(c, p->id, free);
+        FZ_CHECK(rc == 0 || (rc == -ESTALE && !f->trusted), "resp_unpin %d", rc);
+        if (rc == 0 && !free) /* back to READY: collected by one more look */
+            FZ_CHECK(rr_resp_check(c, p->id) == 1 || !f->trusted, "an unpinned reply is there");
+        if (rc == 0 && free)
+            FZ_CHECK(rr_id_live(c, p->id) == 0 || !f->trusted, "a freed pin's id is live");
+    } else {
+        rc = rr_str_unpin(c, p->num);
+        FZ_CHECK(rc == 0 || (rc == -ESTALE && !f->trusted), "str_unpin %d", rc);
+    }
+    if (G.trace)
+        fprintf(stderr, "fuzz_chan: unpinned %s: %d\n", p->resp ? "a reply" : "an entry", rc);
+    p->live = false;
+}
+
+/* Pinned bytes never change while pinned (a channel nobody rewrote). */
+static void check_pins(fz *f)
+{
+    if (!f->trusted)
+        return;
+    for (int i = 0; i < FZ_PINS; i++) {
+        fz_pin *p = &f->pins[i];
+        if (p->live && p->data)
+            FZ_CHECK(sum_of(p->data, p->len) == p->sum, "%s pin %d of %u bytes was overwritten",
+                     p->resp ? "a reply" : "an arena", i, p->len);
+    }
+}
+
 static void close_handle(fz *f, int k)
 {
     inplace_abort(f, k, f->h[k]); /* its room goes with its mapping */
+    /* its pins stay (this process's), their bytes with its mapping; the
+     * last handle takes its place */
+    for (int i = 0; i < FZ_PINS; i++) {
+        if (f->pins[i].k == k)
+            f->pins[i].data = NULL;
+        else if (f->pins[i].k == f->nh - 1)
+            f->pins[i].k = k;
+    }
     if (f->holder == k) {
         /* our hold dies with the handle, the lock word stays ours: lock_safe clears it */
         f->holder = -1;
@@ -916,7 +1064,17 @@ static void run_op(fz *f, const fz_op *op)
     case OP_REPLY_ABORT:
         inplace_abort(f, k, c);
         break;
+    case OP_PIN:
+        pin_reply(f, k, c, op);
+        break;
+    case OP_UNPIN:
+        unpin_one(f, op);
+        break;
+    case OP_RECV_PIN:
+        pin_entry(f, k, c, op);
+        break;
     }
+    check_pins(f);
 }
 
 /* ---- one input ---- */
@@ -1114,6 +1272,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         rr_geometry g = {v, 4, 4, v == RR_VARIANT_STR ? 64 : 0, 0, ""};
         FZ_CHECK(rr_geometry_normalise(&g, &err) == 0, "geometry");
         rc = rr_open_path(G.path, v, &g, &c, &err);
+        f.trusted = rc == 0 && zero_start; /* created here, not opened */
         if (rc == 0)
             f.variant = v;
         else if (rc != -EINTR)
@@ -1336,6 +1495,40 @@ static void prog_everything(prog *p)
     prog_add(p, OP_STATS, 0, 0, 0, 0);
 }
 
+/* Pins on a channel created here (their bytes are then checked after every
+ * call): entries pinned in the arena while senders fill it, a clear, the
+ * pins given back; a reply pinned, looked at, swept, given back, pinned
+ * again and freed. */
+static void prog_pins(prog *p)
+{
+    for (int i = 0; i < 3; i++)
+        prog_add(p, OP_SEND, 0, 0, 200u + 50u * (uint32_t)i, 0); /* past their cells */
+    prog_add(p, OP_RECV, 0, 0, 0, 0);
+    prog_add(p, OP_RECV_PIN, 0, 0, 0, 0);
+    prog_add(p, OP_RECV_PIN, 0, 1, 0, 0);
+    prog_add(p, OP_END, 0, 2, 0, 0);
+    for (int i = 0; i < 6; i++) { /* round the arena: the pins hold their room */
+        prog_add(p, OP_SEND, A_NOW, 0, 3000, 0);
+        prog_add(p, OP_BATCH, 0, 1, 0, 0);
+    }
+    prog_add(p, OP_CLEAR, 0, 0, 0, 0);
+    prog_add(p, OP_SEND, A_NOW, 0, 1500, 0);
+    prog_add(p, OP_SEND, 0, 1, 0, 7);
+    prog_add(p, OP_BATCH, 0, 1, 60, 0); /* replies of 60 bytes */
+    prog_add(p, OP_PIN, A_LAST, 1, 0, 0);
+    prog_add(p, OP_SWEEP, 0, 1, 0, 0);
+    prog_add(p, OP_CLAIM, A_LAST, 1, 0, 0);
+    prog_add(p, OP_REPLY, A_LAST, 0, 0, 0);
+    prog_add(p, OP_UNPIN, 0, 2, 0, 0);       /* the reply's: back to READY */
+    prog_add(p, OP_PIN, A_LAST, 0, 0, 0);
+    prog_add(p, OP_UNPIN, 0, 2 | 8, 0, 0);   /* freed */
+    prog_add(p, OP_UNPIN, 0, 0, 0, 0);       /* the arena's */
+    prog_add(p, OP_SEND, A_NOW, 0, 3000, 0);
+    prog_add(p, OP_UNPIN, 0, 1, 0, 0);
+    prog_add(p, OP_SEND, A_NOW, 0, 3000, 0);
+    prog_add(p, OP_STATS, 0, 0, 0, 0);
+}
+
 /* Edge values (poke_field's kind 7, by index) into queue words, cells,
  * slots and bells, each followed by the calls that use it: a one-byte
  * mutation of a field or edge index then reaches the others. */
@@ -1507,8 +1700,9 @@ static int make_corpus(const char *dir)
 {
     mkdir(dir, 0755);
     int bad = 0;
-    prog pw = {0}, pc = {0}, pe = {0}, pg = {0}, none = {0};
+    prog pw = {0}, pc = {0}, pe = {0}, pg = {0}, pp = {0}, none = {0};
     prog_edges(&pg);
+    prog_pins(&pp);
     prog_worker(&pw);
     prog_client(&pc);
     prog_everything(&pe);
@@ -1619,6 +1813,8 @@ static int make_corpus(const char *dir)
     bad |= write_seed(dir, "empty-server", FZ_OPEN_SERVER, &pw, zeros, 0);
     bad |= write_seed(dir, "short", FZ_OPEN_MEMFD, &none, (const uint8_t *)"\xffRREQPE1xx", 10);
     bad |= write_seed(dir, "zero-server", FZ_OPEN_SERVER | 1u << 2, &pe, zeros, sizeof zeros);
+    bad |= write_seed(dir, "str-pins-server", FZ_OPEN_SERVER | 1u << 2, &pp, zeros, 0);
+    bad |= write_seed(dir, "int-pins-server", FZ_OPEN_SERVER | 2u << 2, &pp, zeros, 0);
     return bad ? 1 : 0;
 }
 
