@@ -126,6 +126,11 @@ void rr_interrupt(rr_chan *c);
 /* Per-handle spin budget before sleeping, in microseconds (0 = never spin). */
 void rr_set_spin(rr_chan *c, uint32_t spin_us);
 uint32_t rr_get_spin(const rr_chan *c);
+/* 1 if a wait on this handle would spin now: a budget, more than one CPU,
+ * and its self-tuning not in a stretch of sleeping at once (spins that kept
+ * ending in sleep). For a caller that spins on its own first (the hints
+ * below). Changes nothing. */
+int rr_spin_advised(rr_chan *c);
 
 const rr_geometry *rr_geometry_of(const rr_chan *c);
 uint64_t rr_map_size(const rr_chan *c);
@@ -278,6 +283,14 @@ int rr_wait_request(rr_chan *c, int64_t deadline);
  * way, the next one returns that at once). Receivers elsewhere wake, look
  * again and, finding nothing, sleep again. For stopping a helper thread. */
 void rr_wake_receivers(rr_chan *c);
+
+/* Hints for a caller that spins on its own before a wait (one that holds
+ * something it would give up to sleep, such as an interpreter lock): a
+ * request may be queued; the reply to `id` may be there, or `id` has moved
+ * on. Lock-free loads only, no write to shared memory: spin on the hint, and
+ * make the real call (RR_NOWAIT) once it says yes (1). Any thread. */
+int rr_request_hint(rr_chan *c);
+int rr_resp_hint(rr_chan *c, uint64_t id);
 
 /* ---- management ---- */
 int rr_clear(rr_chan *c);

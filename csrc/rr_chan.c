@@ -140,6 +140,8 @@ static bool request_hint(void *arg)
     return c->ops->queued_hint(&c->q);
 }
 
+int rr_request_hint(rr_chan *c) { return c->ops->queued_hint(&c->q); }
+
 int rr_wait_request(rr_chan *c, int64_t deadline)
 {
     return rr_recv_wait(&c->q.ring, request_queued, request_hint, c, deadline);
@@ -258,6 +260,7 @@ int rr_resp_wait(rr_chan *c, uint64_t id, int64_t deadline)
     return rr_slot_wait(&c->slots, id, deadline);
 }
 
+int rr_resp_hint(rr_chan *c, uint64_t id) { return rr_slot_hint(&c->slots, id); }
 int rr_resp_view(rr_chan *c, uint64_t id, rr_resp *r) { return rr_slot_view(&c->slots, id, r); }
 int rr_resp_pin(rr_chan *c, uint64_t id, rr_resp *r) { return rr_slot_pin(&c->slots, id, r); }
 int rr_resp_unpin(rr_chan *c, uint64_t id, int free)
@@ -298,6 +301,7 @@ void rr_bell_poke(rr_chan *c) { rr_bells_poke(&c->bells); }
 void rr_interrupt(rr_chan *c) { rr_waiter_interrupt(&c->wait); }
 void rr_set_spin(rr_chan *c, uint32_t spin_us) { c->wait.spin_us = spin_us; }
 uint32_t rr_get_spin(const rr_chan *c) { return c->wait.spin_us; }
+int rr_spin_advised(rr_chan *c) { return rr_waiter_spins(&c->wait); }
 
 /* ---- management ---- */
 

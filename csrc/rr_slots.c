@@ -500,11 +500,20 @@ static int resp_ready(void *arg)
     return rr_slot_check(pool, w->id);
 }
 
+bool rr_slot_hint(rr_slots *pool, uint64_t id)
+{
+    rr_slot *s = slot_of(pool, id);
+    if (!s)
+        return true; /* not an id of ours: the call says so */
+    /* relaxed: a hint; the call's own acquire load decides */
+    uint64_t v = atomic_load_explicit(&s->ctl, memory_order_relaxed);
+    return rr_ctl_gen(v) != rr_id_gen(id) || !in_flight(rr_ctl_state(v));
+}
+
 static bool resp_peek(void *arg)
 {
     resp_wait *w = arg;
-    uint64_t v = atomic_load_explicit(&slot_of(w->pool, w->id)->ctl, memory_order_relaxed);
-    return rr_ctl_gen(v) != rr_id_gen(w->id) || !in_flight(rr_ctl_state(v));
+    return rr_slot_hint(w->pool, w->id);
 }
 
 int rr_slot_wait(rr_slots *pool, uint64_t id, int64_t deadline)

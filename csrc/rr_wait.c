@@ -111,6 +111,12 @@ static int online_cpus(void)
     return n;
 }
 
+bool rr_waiter_spins(rr_waiter *w)
+{
+    return w->spin_us && online_cpus() >= 2
+        && atomic_load_explicit(&w->spin_skip, memory_order_relaxed) == 0;
+}
+
 static bool spin_wanted(rr_waiter *w)
 {
     if (w->spin_us == 0 || online_cpus() < 2)

@@ -480,7 +480,7 @@ enum {
     OP_BELL_WAIT, OP_BELL_POKE, OP_WAIT_REQ, OP_WAKE_RECV, OP_SETTLE, OP_HOLD, OP_UNHOLD,
     OP_SHARE, OP_REOPEN, OP_CLOSE, OP_POKE, OP_POKE_FIELD, OP_SPIN, OP_MARK_TAKEN, OP_CLAIM,
     OP_AGE, OP_REPLY_BEGIN, OP_REPLY_COMMIT, OP_REPLY_ABORT, OP_PIN, OP_UNPIN, OP_RECV_PIN,
-    OP_COUNT
+    OP_HINT, OP_COUNT
 };
 static const char *const op_names[OP_COUNT] = {
     "send", "recv", "peek", "end", "batch", "reply", "wait", "view", "release",
@@ -489,6 +489,7 @@ static const char *const op_names[OP_COUNT] = {
     "bell_wait", "bell_poke", "wait_req", "wake_recv", "settle", "hold", "unhold",
     "share", "reopen", "close", "poke", "poke_field", "spin", "mark_taken", "claim", "age",
     "reply_begin", "reply_commit", "reply_abort", "pin", "unpin", "recv_pin",
+    "hint",
 };
 
 static uint8_t payload[70000];
@@ -1073,6 +1074,17 @@ static void run_op(fz *f, const fz_op *op)
     case OP_RECV_PIN:
         pin_entry(f, k, c, op);
         break;
+    case OP_HINT:
+        rc = rr_request_hint(c);
+        FZ_CHECK(rc == 0 || rc == 1, "request_hint %d", rc);
+        id = pick_id(f, c, op);
+        rc = rr_resp_hint(c, id);
+        FZ_CHECK(rc == 0 || rc == 1, "resp_hint %d", rc);
+        if (rc == 0 && f->trusted) { /* "nothing to say": the request is in flight */
+            rc = rr_resp_check(c, id);
+            FZ_CHECK(rc == 0 || rc == -EOWNERDEAD, "resp_hint 0, resp_check %d", rc);
+        }
+        break;
     }
     check_pins(f);
 }
@@ -1514,7 +1526,9 @@ static void prog_pins(prog *p)
     prog_add(p, OP_CLEAR, 0, 0, 0, 0);
     prog_add(p, OP_SEND, A_NOW, 0, 1500, 0);
     prog_add(p, OP_SEND, 0, 1, 0, 7);
+    prog_add(p, OP_HINT, A_LAST, 0, 0, 0);
     prog_add(p, OP_BATCH, 0, 1, 60, 0); /* replies of 60 bytes */
+    prog_add(p, OP_HINT, A_LAST, 0, 0, 0);
     prog_add(p, OP_PIN, A_LAST, 1, 0, 0);
     prog_add(p, OP_SWEEP, 0, 1, 0, 0);
     prog_add(p, OP_CLAIM, A_LAST, 1, 0, 0);

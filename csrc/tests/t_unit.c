@@ -8,6 +8,7 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -750,6 +751,48 @@ TEST("unit", wake_receivers)
         else
             REQUIRE_EQ(rr_str_send(c, "x", 1, 0, RR_NOWAIT, &id), 0);
         CHECK_EQ(rr_wait_request(c, RR_NOWAIT), 0);
+        rr_close(c);
+    }
+}
+
+/* The hints a caller spins on: true exactly when the real call has something
+ * to say (a request to take; a reply, or an id that moved on); and whether
+ * it should spin at all. */
+TEST("unit", hints)
+{
+    for (int variant = 0; variant < 2; variant++) {
+        rr_chan *c = variant ? tu_anon(INT, 4, 2, 0, 0) : tu_anon(STR, 4, 2, 64, 0);
+        REQUIRE(c);
+        CHECK_EQ(rr_request_hint(c), 0);
+        uint64_t id, got;
+        int64_t v;
+        if (variant)
+            REQUIRE_EQ(rr_int_send(c, 7, RR_NOWAIT, &id), 0);
+        else
+            REQUIRE_EQ(rr_str_send(c, "x", 1, 0, RR_NOWAIT, &id), 0);
+        CHECK_EQ(rr_request_hint(c), 1);
+        CHECK_EQ(rr_resp_hint(c, id), 0); /* queued: nothing to collect */
+        if (variant) {
+            REQUIRE_EQ(rr_int_recv(c, RR_NOWAIT, &v, &got), 0);
+        } else {
+            REQUIRE_EQ(rr_str_recv_begin(c, RR_NOWAIT), 1);
+            rr_str_recv_end(c, 1);
+            got = id;
+        }
+        CHECK_EQ(rr_request_hint(c), 0);
+        CHECK_EQ(rr_resp_hint(c, got), 0); /* taken, not answered */
+        REQUIRE_EQ(variant ? rr_int_reply(c, got, 8) : rr_str_reply(c, got, "y", 1, 0), 0);
+        CHECK_EQ(rr_resp_hint(c, id), 1);
+        CHECK_EQ(rr_resp_hint(c, id + ((uint64_t)1 << 32)), 1); /* another generation */
+        CHECK_EQ(rr_resp_hint(c, (uint64_t)99 << 32 | 999), 1); /* no such slot */
+        CHECK_EQ(rr_resp_release(c, id), 0);
+        CHECK_EQ(rr_resp_hint(c, id), 1); /* moved on */
+        rr_set_spin(c, 0);
+        CHECK_EQ(rr_spin_advised(c), 0);
+        rr_set_spin(c, 50);
+        cpu_set_t set;
+        REQUIRE_EQ(sched_getaffinity(0, sizeof set, &set), 0);
+        CHECK_EQ(rr_spin_advised(c), CPU_COUNT(&set) >= 2); /* never spins on one CPU */
         rr_close(c);
     }
 }
