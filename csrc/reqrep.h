@@ -15,6 +15,8 @@
  *               rr_wait_request's by rr_wake_receivers
  *   -EREMOTEIO  (rr_int_peek only) the reply is an error: view it to read it
  * This is the one error convention of the core: its internal headers follow it.
+ * Predicates that cannot fail (rr_id_live, rr_request_hint, rr_resp_hint,
+ * rr_spin_advised) return 1 or 0.
  *
  * Concurrency: unless its comment says otherwise, a call may run in any
  * thread, at the same time as any other call on the same handle, on other
@@ -45,7 +47,8 @@ enum rr_variant { RR_VARIANT_STR = 1, RR_VARIANT_INT = 2 };
 #define RR_NOWAIT  ((int64_t)0)
 #define RR_FOREVER INT64_MAX
 /* As RR_NOWAIT, and fail with -EBUSY rather than wait for the Str queue lock
- * (for callers holding a lock of their own, such as an interpreter's). */
+ * (for callers holding a lock of their own, such as an interpreter's); an
+ * Int receive's look with it is not counted in recv_empty (a spinner's). */
 #define RR_TRY     ((int64_t)-1)
 
 /* Limits on geometry (ValueError above them in the binding). */
@@ -130,7 +133,7 @@ uint32_t rr_get_spin(const rr_chan *c);
  * and its self-tuning not in a stretch of sleeping at once (spins that kept
  * ending in sleep). For a caller that spins on its own first (the hints
  * below). Changes nothing. */
-int rr_spin_advised(rr_chan *c);
+int rr_spin_advised(const rr_chan *c);
 
 const rr_geometry *rr_geometry_of(const rr_chan *c);
 uint64_t rr_map_size(const rr_chan *c);

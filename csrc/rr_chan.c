@@ -301,7 +301,7 @@ void rr_bell_poke(rr_chan *c) { rr_bells_poke(&c->bells); }
 void rr_interrupt(rr_chan *c) { rr_waiter_interrupt(&c->wait); }
 void rr_set_spin(rr_chan *c, uint32_t spin_us) { c->wait.spin_us = spin_us; }
 uint32_t rr_get_spin(const rr_chan *c) { return c->wait.spin_us; }
-int rr_spin_advised(rr_chan *c) { return rr_waiter_spins(&c->wait); }
+int rr_spin_advised(const rr_chan *c) { return rr_waiter_spins(&c->wait); }
 
 /* ---- management ---- */
 

@@ -275,7 +275,7 @@ int rr_intq_recv(rr_intq *q, int64_t deadline, int64_t *value, uint64_t *id)
         /* one look; say so when somebody is inside an operation at the head */
         rc = pop_attempt(&op);
         rc = rc == 1 ? 0 : rc == RR_AGAIN_SOON ? -EINPROGRESS : rc < 0 ? rc : -EAGAIN;
-        if (rc == -EAGAIN || rc == -EINPROGRESS)
+        if ((rc == -EAGAIN || rc == -EINPROGRESS) && deadline == RR_NOWAIT) /* RR_TRY: a spinner's */
             atomic_fetch_add_explicit(&q->ring.hdr->recv_empty, 1, memory_order_relaxed);
     } else {
         rc = rr_recv_wait(&q->ring, pop_attempt, pop_peek, &op, deadline);

@@ -111,10 +111,11 @@ static int online_cpus(void)
     return n;
 }
 
-bool rr_waiter_spins(rr_waiter *w)
+bool rr_waiter_spins(const rr_waiter *w)
 {
+    /* relaxed: a heuristic of this handle's, as in spin_wanted */
     return w->spin_us && online_cpus() >= 2
-        && atomic_load_explicit(&w->spin_skip, memory_order_relaxed) == 0;
+        && atomic_load_explicit(&((rr_waiter *)w)->spin_skip, memory_order_relaxed) == 0;
 }
 
 static bool spin_wanted(rr_waiter *w)

@@ -40,7 +40,7 @@ typedef struct rr_waiter {
 /* A new waiter (of a new handle): nothing interrupted, nobody asleep. */
 void rr_waiter_init(rr_waiter *w, uint32_t spin_us);
 /* Whether w's next wait would spin (rr_spin_advised); changes nothing. */
-bool rr_waiter_spins(rr_waiter *w);
+bool rr_waiter_spins(const rr_waiter *w);
 
 /* Sleeps while *word == expect, until `deadline`: 0 woken (or the value
  * changed), -EAGAIN at the deadline, -EINTR. A shared futex: the word may

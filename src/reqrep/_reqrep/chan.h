@@ -13,6 +13,7 @@
 #include "docstrings.h"
 #include "errors.h"
 #include "reqrep.h"
+#include "wait.h"
 
 /* A process-local eventfd slot. */
 typedef struct efd {
@@ -37,6 +38,7 @@ typedef struct Chan {
     int passthrough;          /* _passthrough(): payloads and error replies as they are */
     int undecodable;          /* the last take met a request its codec could not
                                * decode, and answered it with the error (server.c) */
+    gil_spin gil_spin;        /* its waits' spins with the GIL held (wait.h) */
     PyObject *weakreflist;
 } Chan;
 

@@ -410,6 +410,8 @@ static int resp_wait(rr_chan *ch, int64_t deadline, void *id)
     return rr_resp_wait(ch, *(const uint64_t *)id, deadline);
 }
 
+static int resp_hint(rr_chan *ch, void *id) { return rr_resp_hint(ch, *(const uint64_t *)id); }
+
 /* Waits for and collects the response to `id`; None on timeout or stale. */
 static PyObject *wait_collect(Client *self, uint64_t id, int64_t deadline, int copy)
 {
@@ -426,11 +428,16 @@ static PyObject *wait_collect(Client *self, uint64_t id, int64_t deadline, int c
         if (rc == -EAGAIN || deadline == RR_NOWAIT)
             Py_RETURN_NONE;
         /* A look after a wait that said "there" found nothing to collect
-         * (it moved on meanwhile): never loop past the deadline or a signal. */
+         * (it moved on meanwhile, or another reader copies it out): never
+         * loop past the deadline, a signal or a close() from another thread. */
+        if (waited && c->closing)
+            return raise_core(c->st, RC_CLOSED, NULL, NULL);
         if (waited && ((deadline != RR_FOREVER && rr_now_ns() >= deadline)
                        || PyErr_CheckSignals() < 0))
             return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
-        rc = wait_sliced(c->ch, &c->closing, deadline, resp_wait, &id);
+        rc = waited ? wait_sliced(c->ch, &c->closing, deadline, resp_wait, &id)
+                    : wait_spun(c->ch, &c->closing, &c->gil_spin, deadline, resp_hint, resp_wait,
+                                &id);
         waited = 1;
         if (rc == -EOWNERDEAD) {
             int died = worker_died(self, id);

@@ -40,6 +40,8 @@ static int wait_request(rr_chan *ch, int64_t deadline, void *unused)
     return rr_wait_request(ch, deadline);
 }
 
+static int request_hint(rr_chan *ch, void *unused) { return rr_request_hint(ch); }
+
 static int str_reply_error(Chan *self, uint64_t id, PyObject *exc);
 
 /* The pair (copy, id) taken from a codec channel, decoded: (object, id). A
@@ -159,13 +161,15 @@ static PyObject *str_take(Chan *self, uint32_t max, int64_t deadline, int as_lis
     int n;
     if (max == 0)
         return PyList_New(0);
-    for (;;) {
+    for (int waited = 0;; waited = 1) {
         n = wait_try_lock(ch, &self->closing, deadline, recv_begin, NULL, 0);
         if (n != -EAGAIN || deadline == RR_NOWAIT)
             break;
         /* Wait without the GIL and without the queue lock (never hold the lock
          * while taking the GIL back), then try again: another worker may win. */
-        n = wait_sliced(ch, &self->closing, deadline, wait_request, NULL);
+        n = waited ? wait_sliced(ch, &self->closing, deadline, wait_request, NULL)
+                   : wait_spun(ch, &self->closing, &self->gil_spin, deadline, request_hint,
+                               wait_request, NULL);
         if (n == -ECANCELED)
             continue; /* a _wake_request meant for a helper thread: look again */
         /* Timed out, or past the deadline while other workers won the
@@ -253,7 +257,8 @@ static PyObject *int_take_one(Chan *self, int64_t deadline, int copy)
     if (rc == -EINPROGRESS && deadline == RR_NOWAIT)
         deadline = rr_now_ns() + INT_SETTLE_NS;
     if ((rc == -EAGAIN || rc == -EINPROGRESS) && deadline != RR_NOWAIT)
-        rc = wait_sliced(self->ch, &self->closing, deadline, int_recv, &t);
+        rc = wait_spun(self->ch, &self->closing, &self->gil_spin, deadline, request_hint, int_recv,
+                       &t);
     if (rc == -EAGAIN)
         Py_RETURN_NONE;
     if (rc < 0)

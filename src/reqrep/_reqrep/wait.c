@@ -22,6 +22,37 @@ int wait_sliced(rr_chan *ch, const int *closing, int64_t deadline, wait_call cal
     }
 }
 
+int wait_spun(rr_chan *ch, const int *closing, gil_spin *gs, int64_t deadline, wait_hint hint,
+              wait_call call, void *arg)
+{
+    if (gs->skip) {
+        gs->skip--;
+    } else if (deadline != RR_NOWAIT && rr_spin_advised(ch)) {
+        /* within the spin budget and the deadline, as the core's spin */
+        int64_t now = rr_now_ns(), budget = (int64_t)rr_get_spin(ch) * 1000;
+        int64_t until = now + (budget < GIL_SPIN_NS ? budget : GIL_SPIN_NS);
+        if (until > deadline)
+            until = deadline;
+        for (unsigned i = 1;; i++) {
+            if (hint(ch, arg)) {
+                int rc = call(ch, RR_TRY, arg);
+                if (rc != -EAGAIN && rc != -EINPROGRESS && rc != -EINTR) {
+                    gs->backoff = 0;
+                    return rc == -ECANCELED && closing && *closing ? RC_CLOSED : rc;
+                }
+            }
+            rr_cpu_relax();
+            if ((i & 15) == 0 && rr_now_ns() >= until)
+                break;
+        }
+        gs->backoff = gs->backoff ? gs->backoff * 2 : 1;
+        if (gs->backoff > GIL_SPIN_MAX_SKIP)
+            gs->backoff = GIL_SPIN_MAX_SKIP;
+        gs->skip = gs->backoff;
+    }
+    return wait_sliced(ch, closing, deadline, call, arg);
+}
+
 static int lock_settle(rr_chan *ch, int64_t deadline, void *unused)
 {
     return rr_lock_settle(ch, deadline);

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "reqrep.h"
+#include "rr_barrier.h" /* rr_cpu_relax */
 
 #define WAIT_SLICE_NS 100000000
 
@@ -32,6 +33,33 @@ typedef int (*wait_call)(rr_chan *ch, int64_t deadline, void *arg);
  * one call, restarted if a signal interrupts it: the way to run a call
  * that does not wait (or has no deadline) without the GIL. */
 int wait_sliced(rr_chan *ch, const int *closing, int64_t deadline, wait_call call, void *arg);
+
+/* A lock-free look (the core's rr_*_hint) that says call(ch, RR_NOWAIT,
+ * arg) is worth making. */
+typedef int (*wait_hint)(rr_chan *ch, void *arg);
+
+/* An object's record of its spins with the GIL held (wait_spun), which
+ * only the GIL's holder touches: after one that found nothing, `skip` waits
+ * go straight to wait_sliced, twice as many each time in a row (a peer that
+ * is slow, or shares our CPU, is not waited for with the GIL held). */
+typedef struct gil_spin {
+    uint16_t skip, backoff;
+} gil_spin;
+#define GIL_SPIN_MAX_SKIP 256
+
+/* wait_sliced, after a first moment of spinning on hint(ch, arg) with the
+ * GIL held: what comes within GIL_SPIN_NS (a peer's answer to a ping-pong
+ * request) is taken without releasing and re-taking the GIL, two lock round
+ * trips on the path of every round trip. Only where the core would spin
+ * (rr_spin_advised), within its budget and `deadline`, as `gs` advises; the
+ * call is made with RR_TRY (one look, not counted as a receive that found
+ * nothing). For a call's first wait only: a caller that waits again after a
+ * wait that said "there" found nothing must release the GIL (wait_sliced),
+ * or a state that the hint and the call read differently (a reply being
+ * copied out by another reader) would hold the GIL for good. */
+#define GIL_SPIN_NS 3000
+int wait_spun(rr_chan *ch, const int *closing, gil_spin *gs, int64_t deadline, wait_hint hint,
+              wait_call call, void *arg);
 
 #define LOCK_GRACE_NS 20000000
 
