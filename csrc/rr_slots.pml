@@ -1,6 +1,6 @@
 /* Promela model of the response-slot protocol of csrc/rr_slots.c (since format 4:
- * states FREE, ACQUIRED, WRITING, READY, READING, CANCELLED; an owner word; a
- * worker record naming the taker or the writer of a request). Checked with
+ * states FREE, ACQUIRED, WRITING, READY, READING, CANCELLED, PINNED; an owner
+ * word; a worker record naming the taker or the writer of a request). Checked with
  * spin by csrc/tests/spin.sh. Step names ("S4 claim") follow the numbered
  * transitions of the protocol's description.
  *
@@ -34,8 +34,21 @@
  * claim (acquire) and of S14 (release): -DMUT_UNCLAIM_ORDER shows what others
  * could see with a relaxed one; the model is sequentially consistent), the
  * wrap of generations (they only grow here: a few rounds),
- * the record's generation modulo 2^23, and the PINNED state of a View
- * (rr_resp_pin: READY -> PINNED by the owner, then FREE or READY again).
+ * the record's generation modulo 2^23, two threads or handles of one
+ * process (a second look at a pinned id by the owner: cancel, check, view
+ * find it collected by a load that changes nothing), and a pin by another
+ * process (refused: -EPERM; with two clients the scope is 60M+ states).
+ *
+ * Pins (PINS=1; scope `pins`), S16 and S17: the client may collect its
+ * READY(g) reply by rr_slot_pin (load the owner word: not ours -> -EPERM;
+ * CAS READY(g) -> PINNED(g); other failures go back to the wait), read it,
+ * then rr_slot_unpin: free (free_id from PINNED(g): load owner, CAS to
+ * FREE(g+1), release the owner) or keep (back_to_ready: CAS PINNED(g) ->
+ * READY(g), then collect again, by pin, view or get; one give-back per
+ * request). A PINNED slot reads as collected (stale) to the waits and
+ * abandon_dead; cancel and clear leave it; the sweep judges it by its owner,
+ * which is the pinner (only the owner pins): owner dead -> freed, as READY.
+ * Death at every step, as elsewhere. (e) below is checked after every step.
  *
  * Where this model departs from the notes. As the notes have it, the owner
  * word loses slots (-DNOTES_OWNER, -DNOTES_SWEEP; the trails are in
@@ -84,6 +97,11 @@
  *      that returned False because the reply is there is followed by a get
  *      that collects it (or finds it cleared), never "not ready". A live
  *      client that did not cancel finds its request stale only after a clear.
+ *  (e) (PINS) while a live client holds its pin, ctl stays PINNED(g) and the
+ *      reply's bytes stay g's: no sweep, clear, cancel, writer or acquirer
+ *      touches it (PIN_INV, asserted after every DO step); a live owner's pin
+ *      is refused only for a slot its request left; a dead pinner's slot
+ *      comes back by the final sweep ((b)).
  *
  * Switches (spin -DNAME):
  *  OLD_PUBLISH  publish is an unconditional exchange ctl := READY(g)
@@ -106,8 +124,11 @@
  *               and locks every replier out
  *  STRICT_WAIT  no L1: a client without a deadline must end even then
  *               (fails: the trail of L1)
+ *  MUT_SWEEP_PINNED  the sweep frees a PINNED slot whose owner is alive
+ *  MUT_CLEAR_PINNED  clear frees a PINNED slot as it does a READY one
  *  MAXDEATH, ROUNDS1, ROUNDS2, NWORKER, C1FULL, C2FULL, SERVER_OPS, QCAP,
- *  MAXABORT: the scope (csrc/tests/spin.sh runs three).
+ *  MAXABORT, PINS (2: client 1 collects only by pin): the scope
+ *  (csrc/tests/spin.sh runs four).
  */
 
 #ifndef MAXDEATH
@@ -137,6 +158,17 @@
 #ifndef MAXABORT
 #define MAXABORT 1  /* replies given back (S14) per run */
 #endif
+#ifndef PINS
+#define PINS 0      /* 1: clients may pin their reply (S16, S17); 2: client 1
+                     * collects only so */
+#endif
+#if PINS == 2
+#define VIEWS me != C1 ->
+#define GETS && me != C1 ->
+#else
+#define VIEWS
+#define GETS ->
+#endif
 
 /* identities: 0 none (and the final pass), clients 1-2, workers 3-4, server 5 */
 #define C1 1
@@ -157,6 +189,7 @@
 #define READY 3
 #define READING 4
 #define CANCELLED 5
+#define PINNED 6
 
 /* ctl = gen * 8 + state, so that a CAS is one comparison */
 #define MK(g, s) ((g) * 8 + (s))
@@ -197,18 +230,35 @@ bit cancel_true[NG]; /* a cancel returned True */
 bit reply_true[NG];  /* a reply was published: reply() returned True */
 bit cleared[NG];     /* clear() moved this generation */
 bit pending_after_cancel_false; /* (d) set where it must never be */
+#if PINS
+/* ghosts: the live client holding a pin (0 none) and the generation pinned */
+byte pinner = 0;
+byte pgen = 0;
+/* (e) while a live client holds its pin, the slot stays PINNED at that
+ * generation and its bytes stay the reply's: nobody frees, reuses or writes
+ * it. Checked after every step on shared memory (DO). */
+#define PIN_INV (pinner == 0 || (ctl == MK(pgen, PINNED) && data == pgen))
+#define PIN_DIED if :: pinner == me -> pinner = 0; pgen = 0 :: else fi
+#else
+#define PIN_DIED skip
+#endif
 
 #define CANDIE (deaths < MAXDEATH && me != 0)
 #define DIE \
     atomic { CANDIE -> deaths++; dead[me] = 1; fin++; \
              if :: me == C1 || me == C2 -> cfin++ \
                 :: me == W1 || me == W2 -> wdead++ \
-                :: else fi }; \
+                :: else fi; \
+             PIN_DIED }; \
     goto died
 /* one step on shared memory, unless SIGKILL comes first. (The "true;":
  * an `else` in an `if` that opened an option would count DIE as one of its
  * alternatives.) */
+#if PINS
+#define DO(...) if :: DIE :: atomic { true; __VA_ARGS__; assert(PIN_INV) } fi
+#else
 #define DO(...) if :: DIE :: atomic { true; __VA_ARGS__ } fi
+#endif
 /* SIGKILL before a step that may block */
 #define MAYDIE if :: DIE :: true fi
 
@@ -301,7 +351,8 @@ inline sweep() {
 #else
         :: ST(sv) == FREE -> RELEASE_OWNER(so) /* died in acquire or release */
 #endif
-        :: ST(sv) == ACQUIRED || ST(sv) == READY || ST(sv) == READING ->
+        :: (ST(sv) == ACQUIRED || ST(sv) == READY || ST(sv) == READING
+            || ST(sv) == PINNED) -> /* PINNED: the owner is the pinner (only it pins) */
             DO(CAS(ctl, sv, MK(GN(sv) + 1, FREE), sok));
             if :: sok -> RELEASE_OWNER(so) :: else fi
         :: ST(sv) == WRITING || ST(sv) == CANCELLED ->
@@ -326,6 +377,12 @@ inline sweep() {
         DO(sv = ctl);
 #endif
         if
+#ifdef MUT_SWEEP_PINNED
+        :: ST(sv) == PINNED -> /* as if a pin outlived its owner's verdict */
+            DO(so = owner);
+            DO(CAS(ctl, sv, MK(GN(sv) + 1, FREE), sok));
+            if :: sok -> RELEASE_OWNER(so) :: else fi
+#endif
         :: ST(sv) == CANCELLED ->
             DO(srg = wg; srw = ww; srp = wp);
             DO(sdead = WRITER_DEAD(sv));
@@ -348,13 +405,18 @@ sweep_done:
 }
 
 
-/* S10 clear (server): ACQUIRED/READY -> FREE(g+1), WRITING -> CANCELLED(g) */
+/* S10 clear (server): ACQUIRED/READY -> FREE(g+1), WRITING -> CANCELLED(g);
+ * READING and PINNED lose nothing (a reader has them) */
 inline clear() {
     skip;
 clear_again:
     DO(sv = ctl);
     if
-    :: ST(sv) == ACQUIRED || ST(sv) == READY ->
+    :: (ST(sv) == ACQUIRED || ST(sv) == READY
+#ifdef MUT_CLEAR_PINNED
+        || ST(sv) == PINNED
+#endif
+       ) ->
         DO(so = owner);
         DO(if
            :: ctl == sv -> ctl = MK(GN(sv) + 1, FREE); sok = 1; cleared[GN(sv)] = 1
@@ -474,7 +536,8 @@ wait:
         MAYDIE;
         if
         :: atomic { (GN(ctl) != g || ST(ctl) == FREE || ST(ctl) == CANCELLED
-                     || ST(ctl) == READY || ST(ctl) == READING) -> v = ctl };
+                     || ST(ctl) == READY || ST(ctl) == READING
+                     || ST(ctl) == PINNED) -> v = ctl }; /* PINNED: collected */
             if
             :: GN(v) == g && (ST(v) == READY || ST(v) == READING) -> goto collect
             :: else -> goto stale
@@ -502,7 +565,7 @@ wait:
 abandon:
         DO(v = ctl); /* acquire */
         if
-        :: GN(v) != g || ST(v) == FREE || ST(v) == CANCELLED -> goto stale
+        :: GN(v) != g || ST(v) == FREE || ST(v) == CANCELLED || ST(v) == PINNED -> goto stale
         :: ST(v) == READY || ST(v) == READING -> goto collect /* busy: collect it */
         :: else
         fi;
@@ -563,14 +626,14 @@ get_after_cancel:
         DO(v = ctl);
         if
         :: GN(v) == g && (ST(v) == READY || ST(v) == READING) -> goto collect
-        :: GN(v) != g || ST(v) == FREE || ST(v) == CANCELLED -> goto next
+        :: GN(v) != g || ST(v) == FREE || ST(v) == CANCELLED || ST(v) == PINNED -> goto next
         :: else -> /* (d) "cancel returned False, then get": still pending */
             pending_after_cancel_false = 1; assert(!pending_after_cancel_false)
         fi;
 
 collect:
         if
-        :: /* S8 view: READY(g) -> READING(g), copy out, release or unview */
+        :: VIEWS /* S8 view: READY(g) -> READING(g), copy out, release or unview */
             DO(CAS(ctl, MK(g, READY), MK(g, READING), ok));
             if
             :: !ok -> goto wait /* not READY: the wait decides */
@@ -589,7 +652,7 @@ collect:
                assert(ok);
                goto wait
             fi
-        :: rich -> /* S8 Int get: load READY(g), read, CAS READY(g) -> FREE(g+1) */
+        :: rich GETS /* S8 Int get: load READY(g), read, CAS READY(g) -> FREE(g+1) */
             DO(v = ctl);
             if
             :: v != MK(g, READY) -> goto wait
@@ -601,6 +664,44 @@ collect:
             :: ok -> assert(d == g); goto next /* (a) */
             :: else -> goto wait /* what was read is discarded */
             fi
+#if PINS
+        :: /* S16 pin (rr_slot_pin): the owner word names us (only the
+            * owner pins, so that the sweep's verdict on the owner is one on
+            * the pinner), then CAS READY(g) -> PINNED(g) */
+            DO(o = owner;
+               /* a live owner is refused only for a slot its request left */
+               assert(OID(o) == me || GN(ctl) != g || ST(ctl) == FREE));
+            if
+            :: OID(o) != me -> goto wait /* -EPERM: (the binding views instead) */
+            :: else
+            fi;
+            DO(CAS(ctl, MK(g, READY), MK(g, PINNED), ok);
+               if :: ok -> pinner = me; pgen = g :: else fi);
+            if
+            :: !ok -> goto wait /* -EAGAIN, -ESTALE; the wait decides (-EBUSY is
+                                  * READING: another thread's view, not here) */
+            :: else
+            fi;
+            DO(d = data);
+            assert(d == g); /* (a) our own reply; (e) holds while we keep it */
+            if
+            :: /* S17 unpin, free: free_id(PINNED(g)), as a release */
+               v = MK(g, PINNED);
+               DO(o = owner);
+               DO(CAS(ctl, v, MK(g + 1, FREE), ok);
+                  if :: ok -> pinner = 0; pgen = 0 :: else fi);
+               assert(ok); /* nobody else moves a live owner's pin */
+               RELEASE_OWNER(o);
+               goto next
+            :: !unviewed -> /* S17 unpin, keep: back_to_ready, PINNED(g) -> READY(g),
+                             * then collect again (at most one give-back a request) */
+               unviewed = 1;
+               DO(CAS(ctl, MK(g, PINNED), MK(g, READY), ok);
+                  if :: ok -> pinner = 0; pgen = 0 :: else fi);
+               assert(ok);
+               goto wait
+            fi
+#endif
         fi;
 
 stale:
