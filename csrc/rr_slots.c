@@ -623,7 +623,8 @@ int rr_slot_pin(rr_slots *pool, uint64_t id, rr_resp *r)
         return in_flight(rr_ctl_state(v)) ? -EAGAIN : -ESTALE;
     }
     uint32_t len = s->len; /* read once: bounded, then used (LESSONS.md) */
-    r->len = len <= pool->resp_size ? len : pool->resp_size;
+    uint32_t max = pool->resp_size ? pool->resp_size : RR_SLOT_ERROR_MAX; /* as in view */
+    r->len = len <= max ? len : max;
     r->data = rr_slot_data_for(s, r->len);
     r->flags = s->flags;
     r->value = s->value;

@@ -797,6 +797,49 @@ TEST("unit", hints)
     }
 }
 
+/* A reply kept pinned (SPEC §9): collected to every other look until unpinned,
+ * then freed or back to READY; an Int error reply pinned shows its name. */
+TEST("unit", resp_pin)
+{
+    for (int variant = 0; variant < 2; variant++) {
+        rr_chan *c = variant ? tu_anon(INT, 4, 2, 0, 0) : tu_anon(STR, 4, 2, 64, 0);
+        REQUIRE(c);
+        uint64_t id, got;
+        int64_t v;
+        rr_resp r, r2;
+        if (variant) {
+            REQUIRE_EQ(rr_int_send(c, 7, RR_NOWAIT, &id), 0);
+            CHECK_EQ(rr_resp_pin(c, id, &r), -EAGAIN); /* queued */
+            REQUIRE_EQ(rr_int_recv(c, RR_NOWAIT, &v, &got), 0);
+            REQUIRE_EQ(rr_int_reply_error(c, got, "KeyError", 8), 0);
+        } else {
+            REQUIRE_EQ(rr_str_send(c, "x", 1, 0, RR_NOWAIT, &id), 0);
+            CHECK_EQ(rr_resp_pin(c, id, &r), -EAGAIN);
+            REQUIRE_EQ(rr_str_recv_begin(c, RR_NOWAIT), 1);
+            rr_str_recv_end(c, 1);
+            REQUIRE_EQ(rr_str_reply(c, id, "hello", 5, 0), 0);
+        }
+        const char *want = variant ? "KeyError" : "hello";
+        for (int round = 0; round < 2; round++) {
+            REQUIRE_EQ(rr_resp_pin(c, id, &r), 0);
+            CHECK_EQ(r.len, strlen(want));
+            CHECK(memcmp(r.data, want, r.len) == 0);
+            CHECK_EQ(!!(r.flags & RR_FLAG_ERROR), variant);
+            CHECK_EQ(rr_resp_pin(c, id, &r2), -ESTALE); /* collected, for every other look */
+            CHECK_EQ(rr_resp_view(c, id, &r2), -ESTALE);
+            CHECK_EQ(rr_resp_check(c, id), -ESTALE);
+            CHECK_EQ(rr_cancel(c, id), -ESTALE);
+            CHECK_EQ(rr_id_live(c, id), 0);
+            CHECK_EQ(stats_of(c).slots_free, 1);
+            CHECK_EQ(rr_resp_unpin(c, id, round), 0); /* kept, then freed */
+            CHECK_EQ(rr_resp_unpin(c, id, round), -ESTALE);
+        }
+        CHECK_EQ(rr_resp_check(c, id), -ESTALE);
+        CHECK_EQ(stats_of(c).slots_free, 2);
+        rr_close(c);
+    }
+}
+
 /* rr_int_peek + rr_resp_discard: the one-CAS collect the binding uses. */
 TEST("unit", int_peek_collect)
 {
