@@ -607,10 +607,13 @@ int rr_slot_pin(rr_slots *pool, uint64_t id, rr_resp *r)
         return -ESTALE;
     uint32_t gen = rr_id_gen(id);
     /* Only the owner pins: the sweep judges a PINNED slot by its owner, who
-     * must then be the one holding it. relaxed: stable while the slot is not
-     * FREE; a stale look only refuses the pin, or loses the CAS below. */
-    if ((atomic_load_explicit(&s->owner, memory_order_relaxed) & RR_PROC_MASK)
-        != rr_proc_bits(rr_self_ident()))
+     * must then be the one holding it. The whole word, generation tag
+     * included: our leftover word in a slot we freed, read just before
+     * another process acquired it, must not let us pin its request.
+     * relaxed: stable while the slot is not FREE; a stale look only refuses
+     * the pin, or loses the CAS below. */
+    if (atomic_load_explicit(&s->owner, memory_order_relaxed)
+        != rr_owner_word(gen, rr_self_ident()))
         return -EPERM;
     uint64_t v = rr_ctl(gen, RR_SLOT_READY);
     /* acquire ↔ the release CAS in rr_slot_publish: the reply is visible */

@@ -41,6 +41,8 @@
  *
  * Pins (PINS=1; scope `pins`), S16 and S17: the client may collect its
  * READY(g) reply by rr_slot_pin (load the owner word: not ours -> -EPERM;
+ * the model compares the process only, the C code the whole word with its
+ * generation tag, which refuses more and so stays within what is checked;
  * CAS READY(g) -> PINNED(g); other failures go back to the wait), read it,
  * then rr_slot_unpin: free (free_id from PINNED(g): load owner, CAS to
  * FREE(g+1), release the owner) or keep (back_to_ready: CAS PINNED(g) ->
