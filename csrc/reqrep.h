@@ -291,7 +291,7 @@ void rr_wake_receivers(rr_chan *c);
  * something it would give up to sleep, such as an interpreter lock): a
  * request may be queued; the reply to `id` may be there, or `id` has moved
  * on. Lock-free loads only, no write to shared memory: spin on the hint, and
- * make the real call (RR_NOWAIT) once it says yes (1). Any thread. */
+ * make the real call (RR_TRY: one look) once it says yes (1). Any thread. */
 int rr_request_hint(rr_chan *c);
 int rr_resp_hint(rr_chan *c, uint64_t id);
 

@@ -134,13 +134,9 @@ static int request_queued(void *arg)
     return c->ops->queued(&c->q);
 }
 
-static bool request_hint(void *arg)
-{
-    rr_chan *c = arg;
-    return c->ops->queued_hint(&c->q);
-}
-
 int rr_request_hint(rr_chan *c) { return c->ops->queued_hint(&c->q); }
+
+static bool request_hint(void *arg) { return rr_request_hint(arg); }
 
 int rr_wait_request(rr_chan *c, int64_t deadline)
 {

@@ -576,6 +576,20 @@ int rr_slot_abandon_dead(rr_slots *pool, uint64_t id)
     }
 }
 
+/* Shows the reply in slot s, which the caller has pinned (READING or
+ * PINNED): len read once and bounded (LESSONS.md) against what a hostile
+ * writer could put there: a Str reply fits resp_size, an Int reply's error
+ * name the slot's line. */
+static void show_reply(const rr_slots *pool, rr_slot *s, rr_resp *r)
+{
+    uint32_t len = s->len;
+    uint32_t max = pool->resp_size ? pool->resp_size : RR_SLOT_ERROR_MAX;
+    r->len = len <= max ? len : max;
+    r->data = rr_slot_data_for(s, r->len);
+    r->flags = s->flags;
+    r->value = s->value;
+}
+
 int rr_slot_view(rr_slots *pool, uint64_t id, rr_resp *r)
 {
     rr_slot *s = slot_of(pool, id);
@@ -589,14 +603,7 @@ int rr_slot_view(rr_slots *pool, uint64_t id, rr_resp *r)
                                                  memory_order_acquire, memory_order_acquire)
         && v != rr_ctl(gen, RR_SLOT_READING))
         return rr_ctl_gen(v) == gen && in_flight(rr_ctl_state(v)) ? -EAGAIN : -ESTALE;
-    /* Bound what a hostile writer could have put in len: a Str reply fits
-     * resp_size, an Int reply's error name the slot's line. */
-    uint32_t len = s->len, flags = s->flags;
-    uint32_t max = pool->resp_size ? pool->resp_size : RR_SLOT_ERROR_MAX;
-    r->len = len <= max ? len : max;
-    r->data = rr_slot_data_for(s, r->len);
-    r->flags = flags;
-    r->value = s->value;
+    show_reply(pool, s, r);
     return 0;
 }
 
@@ -625,12 +632,7 @@ int rr_slot_pin(rr_slots *pool, uint64_t id, rr_resp *r)
             return -EBUSY; /* somebody copies it out (or died doing so): copy it too */
         return in_flight(rr_ctl_state(v)) ? -EAGAIN : -ESTALE;
     }
-    uint32_t len = s->len; /* read once: bounded, then used (LESSONS.md) */
-    uint32_t max = pool->resp_size ? pool->resp_size : RR_SLOT_ERROR_MAX; /* as in view */
-    r->len = len <= max ? len : max;
-    r->data = rr_slot_data_for(s, r->len);
-    r->flags = s->flags;
-    r->value = s->value;
+    show_reply(pool, s, r);
     return 0;
 }
 

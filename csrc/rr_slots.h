@@ -61,10 +61,10 @@ void rr_slot_abandon(rr_slots *pool, uint64_t id);
 /* Whether the slot is still ACQUIRED at id's generation (not cleared): a
  * look just before the push, racing a clear() that then counts as later. */
 bool rr_slot_is_acquired(rr_slots *pool, uint64_t id);
-/* rr_resp_wait, rr_resp_hint, rr_resp_view, rr_resp_pin, rr_resp_unpin, rr_resp_release, rr_resp_unview,
- * rr_resp_discard, rr_int_peek, rr_cancel, rr_resp_check,
- * rr_resp_abandon_dead, rr_resp_worker, rr_id_live: their contracts are in
- * reqrep.h. */
+/* rr_resp_wait, rr_resp_hint, rr_resp_view, rr_resp_pin, rr_resp_unpin,
+ * rr_resp_release, rr_resp_unview, rr_resp_discard, rr_int_peek, rr_cancel,
+ * rr_resp_check, rr_resp_abandon_dead, rr_resp_worker, rr_id_live: their
+ * contracts are in reqrep.h. */
 int rr_slot_wait(rr_slots *pool, uint64_t id, int64_t deadline);
 bool rr_slot_hint(rr_slots *pool, uint64_t id);
 int rr_slot_view(rr_slots *pool, uint64_t id, rr_resp *r);

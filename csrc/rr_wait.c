@@ -111,16 +111,19 @@ static int online_cpus(void)
     return n;
 }
 
+/* A spin budget, and another CPU for the peer to run on. */
+static bool spin_allowed(const rr_waiter *w) { return w->spin_us && online_cpus() >= 2; }
+
 bool rr_waiter_spins(const rr_waiter *w)
 {
     /* relaxed: a heuristic of this handle's, as in spin_wanted */
-    return w->spin_us && online_cpus() >= 2
+    return spin_allowed(w)
         && atomic_load_explicit(&((rr_waiter *)w)->spin_skip, memory_order_relaxed) == 0;
 }
 
 static bool spin_wanted(rr_waiter *w)
 {
-    if (w->spin_us == 0 || online_cpus() < 2)
+    if (!spin_allowed(w))
         return false;
     uint32_t skip = atomic_load_explicit(&w->spin_skip, memory_order_relaxed);
     if (skip == 0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -430,9 +432,6 @@ print("after close:", "ended" if not waiter.is_alive() else "still waiting", rep
 
 
 def test_a_reply_being_read_elsewhere_is_waited_for_without_the_gil(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     res = subprocess.run(
         [sys.executable, "-c", _READING_CHILD, str(Path(__file__).parent),
          str(tmp_path / "reading.rr")],

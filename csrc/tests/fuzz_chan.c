@@ -564,15 +564,21 @@ static void reply_one(rr_chan *c, uint64_t id, const fz_op *op)
         FZ_CHECK(rr_resp_check(c, id) == 1, "a reply is there at once");
 }
 
+/* A reply the core shows (viewed or pinned) is within its bound and the mapping. */
+static void check_shown(rr_chan *c, const rr_resp *r, const char *what)
+{
+    uint32_t max = c->geom.variant == RR_VARIANT_STR ? c->geom.resp_size : RR_SLOT_ERROR_MAX;
+    FZ_CHECK(r->len <= max, "%s of %u bytes", what, r->len);
+    in_map(c, r->data, r->len, what);
+}
+
 static void view_one(rr_chan *c, uint64_t id)
 {
     rr_resp r;
     int rc = rr_resp_view(c, id, &r);
     FZ_CHECK(rc == 0 || rc == -EAGAIN || rc == -ESTALE, "view %d", rc);
     if (rc == 0) {
-        uint32_t max = c->geom.variant == RR_VARIANT_STR ? c->geom.resp_size : RR_SLOT_ERROR_MAX;
-        FZ_CHECK(r.len <= max, "reply of %u bytes", r.len);
-        in_map(c, r.data, r.len, "reply");
+        check_shown(c, &r, "reply");
         touch(r.data, r.len);
         fz_sink += (uint64_t)r.value;
     }
@@ -715,9 +721,7 @@ static void pin_reply(fz *f, int k, rr_chan *c, const fz_op *op)
              "resp_pin %d", rc);
     if (rc != 0)
         return;
-    uint32_t max = c->geom.variant == RR_VARIANT_STR ? c->geom.resp_size : RR_SLOT_ERROR_MAX;
-    FZ_CHECK(r.len <= max, "pinned reply of %u bytes", r.len);
-    in_map(c, r.data, r.len, "pinned reply");
+    check_shown(c, &r, "pinned reply");
     if (op->b & 1) { /* collected, for every other look */
         rr_resp again;
         FZ_CHECK(rr_resp_view(c, id, &again) == -ESTALE, "a pinned reply is viewed");

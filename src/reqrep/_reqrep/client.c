@@ -435,9 +435,8 @@ static PyObject *wait_collect(Client *self, uint64_t id, int64_t deadline, int c
         if (waited && ((deadline != RR_FOREVER && rr_now_ns() >= deadline)
                        || PyErr_CheckSignals() < 0))
             return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
-        rc = waited ? wait_sliced(c->ch, &c->closing, deadline, resp_wait, &id)
-                    : wait_spun(c->ch, &c->closing, &c->gil_spin, deadline, resp_hint, resp_wait,
-                                &id);
+        rc = wait_spun(c->ch, &c->closing, waited ? NULL : &c->gil_spin, deadline, resp_hint,
+                       resp_wait, &id);
         waited = 1;
         if (rc == -EOWNERDEAD) {
             int died = worker_died(self, id);

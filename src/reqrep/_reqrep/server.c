@@ -167,9 +167,8 @@ static PyObject *str_take(Chan *self, uint32_t max, int64_t deadline, int as_lis
             break;
         /* Wait without the GIL and without the queue lock (never hold the lock
          * while taking the GIL back), then try again: another worker may win. */
-        n = waited ? wait_sliced(ch, &self->closing, deadline, wait_request, NULL)
-                   : wait_spun(ch, &self->closing, &self->gil_spin, deadline, request_hint,
-                               wait_request, NULL);
+        n = wait_spun(ch, &self->closing, waited ? NULL : &self->gil_spin, deadline,
+                      request_hint, wait_request, NULL);
         if (n == -ECANCELED)
             continue; /* a _wake_request meant for a helper thread: look again */
         /* Timed out, or past the deadline while other workers won the

@@ -25,9 +25,9 @@ int wait_sliced(rr_chan *ch, const int *closing, int64_t deadline, wait_call cal
 int wait_spun(rr_chan *ch, const int *closing, gil_spin *gs, int64_t deadline, wait_hint hint,
               wait_call call, void *arg)
 {
-    if (gs->skip) {
+    if (gs && gs->skip) {
         gs->skip--;
-    } else if (deadline != RR_NOWAIT && rr_spin_advised(ch)) {
+    } else if (gs && deadline != RR_NOWAIT && rr_spin_advised(ch)) {
         /* within the spin budget and the deadline, as the core's spin */
         int64_t now = rr_now_ns(), budget = (int64_t)rr_get_spin(ch) * 1000;
         int64_t until = now + (budget < GIL_SPIN_NS ? budget : GIL_SPIN_NS);

@@ -34,8 +34,8 @@ typedef int (*wait_call)(rr_chan *ch, int64_t deadline, void *arg);
  * that does not wait (or has no deadline) without the GIL. */
 int wait_sliced(rr_chan *ch, const int *closing, int64_t deadline, wait_call call, void *arg);
 
-/* A lock-free look (the core's rr_*_hint) that says call(ch, RR_NOWAIT,
- * arg) is worth making. */
+/* A lock-free look (the core's rr_*_hint) that says call(ch, RR_TRY, arg)
+ * is worth making. */
 typedef int (*wait_hint)(rr_chan *ch, void *arg);
 
 /* An object's record of its spins with the GIL held (wait_spun), which
@@ -53,10 +53,11 @@ typedef struct gil_spin {
  * trips on the path of every round trip. Only where the core would spin
  * (rr_spin_advised), within its budget and `deadline`, as `gs` advises; the
  * call is made with RR_TRY (one look, not counted as a receive that found
- * nothing). For a call's first wait only: a caller that waits again after a
- * wait that said "there" found nothing must release the GIL (wait_sliced),
- * or a state that the hint and the call read differently (a reply being
- * copied out by another reader) would hold the GIL for good. */
+ * nothing). `gs` NULL: no spin, wait_sliced alone. For a call's first wait
+ * only: a caller that waits again after a wait that said "there" found
+ * nothing passes NULL, or a state that the hint and the call read
+ * differently (a reply being copied out by another reader) would hold the
+ * GIL for good. */
 #define GIL_SPIN_NS 3000
 int wait_spun(rr_chan *ch, const int *closing, gil_spin *gs, int64_t deadline, wait_hint hint,
               wait_call call, void *arg);
