@@ -10,6 +10,11 @@ int parse_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                const char *const *names, int nmin, int nmax, PyObject **out,
                const char *fname)
 {
+    if (!kwnames && nargs == nmin) { /* the hot calls: just the required ones, by position */
+        for (int i = 0; i < nmax; i++)
+            out[i] = i < nargs ? args[i] : NULL;
+        return 0;
+    }
     int npos = 0; /* names from the first marked "*" on are keyword-only */
     while (npos < nmax && names[npos][0] != '*')
         npos++;

@@ -14,7 +14,8 @@
 
 /* Positional-or-keyword parsing for METH_FASTCALL|METH_KEYWORDS methods:
  * out[i] is the argument named names[i], NULL where an optional one is absent.
- * Names from the first that begins with '*' on are keyword-only. */
+ * Names from the first that begins with '*' on are keyword-only; the first
+ * nmin (the required ones) never are. */
 int parse_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                const char *const *names, int nmin, int nmax, PyObject **out,
                const char *fname);

@@ -16,9 +16,10 @@
 typedef struct server_class {
     chan_class base;
     int client_slot; /* TYPE_x of server.client() */
-    /* (data, id) of the next request, waiting for it to `deadline`; None if
-     * there was none; NULL with an exception set. */
-    PyObject *(*take)(Chan *self, int64_t deadline, int copy);
+    /* The next request, waiting for it to `deadline`: 1 with its data (a new
+     * reference) and id, 0 if there was none, -1 with an exception set. No
+     * (data, id) tuple: serve() takes the two apart again at once. */
+    int (*take)(Chan *self, int64_t deadline, int copy, PyObject **data, uint64_t *id);
     /* Replies `data` to request `id`: 1 sent, 0 stale (the request was
      * cancelled or cleared), -1 with an exception set. */
     int (*reply)(Chan *self, uint64_t id, PyObject *data);
@@ -44,22 +45,17 @@ static int request_hint(rr_chan *ch, void *unused) { return rr_request_hint(ch);
 
 static int str_reply_error(Chan *self, uint64_t id, PyObject *exc);
 
-/* The pair (copy, id) taken from a codec channel, decoded: (object, id). A
- * request its codec cannot decode is answered with the error (its client
- * gets a RemoteError), and NULL returns with the error set and
- * self->undecodable. */
-static PyObject *decode_pair(Chan *self, PyObject *pair)
+/* A request's payload (`copy`, bytes or a View) taken from a codec channel,
+ * decoded (a new reference). A request its codec cannot decode is answered
+ * with the error (its client gets a RemoteError), and NULL returns with the
+ * error set and self->undecodable. */
+static PyObject *decode_one(Chan *self, PyObject *copy, uint64_t id)
 {
-    PyObject *copy = PyTuple_GET_ITEM(pair, 0), *id_obj = PyTuple_GET_ITEM(pair, 1);
     PyObject *obj = Py_IS_TYPE(copy, self->st->view_type) ? codec_decode_view(self->codec, copy)
                                                           : codec_decode(self->codec, copy);
-    if (obj) {
-        PyObject *out = PyTuple_Pack(2, obj, id_obj);
-        Py_DECREF(obj);
-        return out;
-    }
+    if (obj)
+        return obj;
     PyObject *exc = take_exception();
-    uint64_t id = PyLong_AsUnsignedLongLong(id_obj);
     if (str_reply_error(self, id, exc) < 0)
         PyErr_Clear(); /* the request is gone either way: report why it could not be read */
     PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
@@ -68,21 +64,20 @@ static PyObject *decode_pair(Chan *self, PyObject *pair)
     return NULL;
 }
 
-/* What str_take returned, decoded by the channel's codec (see decode_pair):
- * a list keeps the requests that decoded (an error only if none did), a
- * single pair is decoded or fails. Consumes `res`. */
-static PyObject *decode_taken(Chan *self, PyObject *res, int as_list)
+/* A list of pairs (copy, id) taken from a codec channel, decoded in place to
+ * (object, id): it keeps the requests that decoded (an error only if none
+ * did; see decode_one). Consumes `res`. */
+static PyObject *decode_list(Chan *self, PyObject *res)
 {
     self->undecodable = 0;
-    if (!as_list) {
-        PyObject *out = res == Py_None ? Py_NewRef(res) : decode_pair(self, res);
-        Py_DECREF(res);
-        return out;
-    }
     Py_ssize_t kept = 0, n = PyList_GET_SIZE(res);
     PyObject *first_error = NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *out = decode_pair(self, PyList_GET_ITEM(res, i));
+        PyObject *pair = PyList_GET_ITEM(res, i), *id_obj = PyTuple_GET_ITEM(pair, 1);
+        PyObject *obj = decode_one(self, PyTuple_GET_ITEM(pair, 0),
+                                   PyLong_AsUnsignedLongLong(id_obj)); /* ours: cannot fail */
+        PyObject *out = obj ? PyTuple_Pack(2, obj, id_obj) : NULL;
+        Py_XDECREF(obj);
         if (!out) {
             /* Ctrl-C in a codec's loads: the requests decoded so far are
              * returned, and the interrupt raised as soon as they are */
@@ -150,17 +145,13 @@ static PyObject *request_view(Chan *self, uint32_t i, const rr_entry *e, int *pi
     return view;
 }
 
-/* Pairs (data, id) taken from the Str queue, at most `max`; `deadline` bounds
- * the wait for the first. The payloads are built while the queue lock is
- * held (no Python code runs then: a codec's payload is copied, and decoded
- * after) and only what was built is consumed. !copy: each payload a View
- * (on a codec channel, decoded from it). */
-static PyObject *str_take(Chan *self, uint32_t max, int64_t deadline, int as_list, int copy)
+/* Waits to `deadline` for requests in the Str queue: how many there are, with
+ * the receive begun (the queue lock held), 0 if none came, -1 with an
+ * exception set. */
+static inline int str_wait(Chan *self, int64_t deadline)
 {
     rr_chan *ch = self->ch;
     int n;
-    if (max == 0)
-        return PyList_New(0);
     for (int waited = 0;; waited = 1) {
         n = wait_try_lock(ch, &self->closing, deadline, recv_begin, NULL, 0);
         if (n != -EAGAIN || deadline == RR_NOWAIT)
@@ -179,56 +170,106 @@ static PyObject *str_take(Chan *self, uint32_t max, int64_t deadline, int as_lis
             break;
     }
     if (n == -EAGAIN || n == -ETIMEDOUT) /* empty, or the lock stayed busy to the deadline */
-        return as_list ? PyList_New(0) : Py_NewRef(Py_None);
-    if (n < 0)
-        return raise_core(self->st, n, self->path, NULL);
-    /* Everything returned is built, the list included, before anything
-     * leaves the queue: what fails half-way stays queued (LESSONS.md). */
-    uint32_t want = (uint32_t)n < max ? (uint32_t)n : max, built = 0, used = 0;
-    PyObject *res = as_list ? PyList_New(want) : NULL;
-    if (as_list && !res) {
-        rr_str_recv_end(ch, 0);
-        return NULL;
+        return 0;
+    if (n < 0) {
+        raise_core(self->st, n, self->path, NULL);
+        return -1;
     }
+    return n;
+}
+
+/* Builds the requests of a receive of `n` (str_wait), at most `max`, and ends
+ * it: into `list` as pairs (data, id) or, without a list, the first as *one
+ * and *id. The payloads are built while the queue lock is held (no Python
+ * code runs then: a codec's payload is copied, and decoded after) and only
+ * what was built is consumed: what fails half-way stays queued (LESSONS.md).
+ * !copy: each payload a View. Returns how many were built, -1 with an
+ * exception set. */
+static inline int str_build(Chan *self, int n, uint32_t max, int copy, PyObject *list,
+                            PyObject **one, uint64_t *id)
+{
+    uint32_t want = (uint32_t)n < max ? (uint32_t)n : max, built = 0, used = 0;
     int bad = 0, pins = 1;
     for (; used < (uint32_t)n && built < want; used++) {
         rr_entry e;
-        if (rr_str_recv_peek(ch, used, &e) < 0) {
+        if (rr_str_recv_peek(self->ch, used, &e) < 0) {
             bad = 1; /* a corrupt cell: drop it rather than block the queue */
             continue;
         }
         PyObject *data = !copy         ? request_view(self, used, &e, &pins)
                          : self->codec ? codec_copy(e.data, e.len)
                                        : payload_object(e.data, e.len, e.flags);
-        PyObject *pair = make_pair(data, e.id);
-        if (!pair)
-            break; /* this one stays queued */
-        if (as_list)
-            PyList_SET_ITEM(res, built, pair);
-        else
-            res = pair;
+        if (list) {
+            PyObject *pair = make_pair(data, e.id);
+            if (!pair)
+                break; /* this one stays queued */
+            PyList_SET_ITEM(list, built, pair);
+        } else {
+            if (!data)
+                break;
+            *one = data;
+            *id = e.id;
+        }
         built++;
     }
-    rr_str_recv_end(ch, used);
+    rr_str_recv_end(self->ch, used);
     if (built > 0 && PyErr_Occurred())
         PyErr_Clear(); /* return what was taken; the rest waits for the next call */
-    if (PyErr_Occurred()) {
-        Py_XDECREF(res);
-        return NULL;
-    }
+    if (PyErr_Occurred())
+        return -1;
     if (bad && built == 0) {
-        Py_XDECREF(res);
-        return raise_core(self->st, -RR_EFORMAT, NULL,
-                          &(rr_error){"corrupt request entry dropped"});
+        raise_core(self->st, -RR_EFORMAT, NULL, &(rr_error){"corrupt request entry dropped"});
+        return -1;
     }
-    if (as_list)
-        Py_SET_SIZE(res, built); /* fewer than allocated: the list keeps its capacity */
-    return self->codec ? decode_taken(self, res, as_list) : res;
+    return (int)built;
 }
 
-static PyObject *str_take_one(Chan *self, int64_t deadline, int copy)
+/* A list of pairs (data, id) taken from the Str queue, at most `max`;
+ * `deadline` bounds the wait for the first. On a codec channel each data is
+ * decoded (see decode_list). */
+static PyObject *str_take_list(Chan *self, uint32_t max, int64_t deadline, int copy)
 {
-    return str_take(self, 1, deadline, 0, copy);
+    if (max == 0)
+        return PyList_New(0);
+    int n = str_wait(self, deadline);
+    if (n <= 0)
+        return n < 0 ? NULL : PyList_New(0);
+    /* built, the list included, before anything leaves the queue */
+    PyObject *res = PyList_New((uint32_t)n < max ? n : (Py_ssize_t)max);
+    if (!res) {
+        rr_str_recv_end(self->ch, 0);
+        return NULL;
+    }
+    int built = str_build(self, n, max, copy, res, NULL, NULL);
+    if (built < 0) {
+        Py_DECREF(res);
+        return NULL;
+    }
+    Py_SET_SIZE(res, built); /* fewer than allocated: the list keeps its capacity */
+    return self->codec ? decode_list(self, res) : res;
+}
+
+/* server_class.take of the Str queue; on a codec channel the data decoded
+ * (see decode_one). */
+static int str_take_one(Chan *self, int64_t deadline, int copy, PyObject **data, uint64_t *id)
+{
+    self->undecodable = 0;
+    int n = str_wait(self, deadline);
+    if (n <= 0)
+        return n;
+    PyObject *one;
+    int built = str_build(self, n, 1, copy, NULL, &one, id);
+    if (built <= 0)
+        return built;
+    if (self->codec) {
+        PyObject *obj = decode_one(self, one, *id);
+        Py_DECREF(one);
+        if (!obj)
+            return -1;
+        one = obj;
+    }
+    *data = one;
+    return 1;
 }
 
 /* ---- Int: taking requests ---- */
@@ -246,7 +287,7 @@ static int int_recv(rr_chan *ch, int64_t deadline, void *arg)
     return rr_int_recv(ch, deadline, &t->value, &t->id);
 }
 
-static PyObject *int_take_one(Chan *self, int64_t deadline, int copy)
+static int int_take_one(Chan *self, int64_t deadline, int copy, PyObject **data, uint64_t *id)
 {
     int_taken t;
     int rc = int_recv(self->ch, RR_NOWAIT, &t);
@@ -259,10 +300,15 @@ static PyObject *int_take_one(Chan *self, int64_t deadline, int copy)
         rc = wait_spun(self->ch, &self->closing, &self->gil_spin, deadline, request_hint, int_recv,
                        &t);
     if (rc == -EAGAIN)
-        Py_RETURN_NONE;
-    if (rc < 0)
-        return raise_core(self->st, rc, self->path, NULL);
-    return make_pair(PyLong_FromLongLong(t.value), t.id);
+        return 0;
+    if (rc < 0) {
+        raise_core(self->st, rc, self->path, NULL);
+        return -1;
+    }
+    if (!(*data = PyLong_FromLongLong(t.value)))
+        return -1;
+    *id = t.id;
+    return 1;
 }
 
 /* ---- replying ---- */
@@ -373,9 +419,11 @@ static PyObject *take_one(Chan *self, int64_t deadline, int copy)
 {
     if (chan_enter(self) < 0)
         return NULL;
-    PyObject *res = CLASS(self)->take(self, deadline, copy);
+    PyObject *data;
+    uint64_t id;
+    int rc = CLASS(self)->take(self, deadline, copy, &data, &id);
     chan_leave(self);
-    return res;
+    return rc < 0 ? NULL : rc == 0 ? Py_NewRef(Py_None) : make_pair(data, id);
 }
 
 static PyObject *server_recv(Chan *self, PyObject *const *args, Py_ssize_t nargs,
@@ -409,7 +457,7 @@ static PyObject *take_many(Chan *self, uint32_t max, int64_t deadline, int copy)
 {
     if (chan_enter(self) < 0)
         return NULL;
-    PyObject *res = str_take(self, max, deadline, 1, copy);
+    PyObject *res = str_take_list(self, max, deadline, copy);
     chan_leave(self);
     return res;
 }
@@ -563,13 +611,10 @@ fail:
  * id) answers instead (None: no reply), or without on_error the error itself
  * does (reply_error). Other exceptions (KeyboardInterrupt, SystemExit) stop
  * serve. 0 answered or skipped, -1 error set. */
-static int serve_one(Chan *self, PyObject *handler, PyObject *on_error, PyObject *pair)
+static int serve_one(Chan *self, PyObject *handler, PyObject *on_error, PyObject *data,
+                     uint64_t id)
 {
     int (*reply)(Chan *, uint64_t, PyObject *) = CLASS(self)->reply;
-    PyObject *data = PyTuple_GET_ITEM(pair, 0), *id_obj = PyTuple_GET_ITEM(pair, 1);
-    uint64_t id;
-    if (parse_id(id_obj, &id) < 0)
-        return -1;
     PyObject *out = PyObject_CallOneArg(handler, data);
     int rc = out ? reply(self, id, out) : -1;
     Py_XDECREF(out);
@@ -581,8 +626,10 @@ static int serve_one(Chan *self, PyObject *handler, PyObject *on_error, PyObject
     if (!on_error || on_error == Py_None) {
         rc = CLASS(self)->reply_error(self, id, exc);
     } else {
+        PyObject *id_obj = PyLong_FromUnsignedLongLong(id);
         PyObject *args[] = {exc, data, id_obj};
-        out = PyObject_Vectorcall(on_error, args, 3, NULL);
+        out = id_obj ? PyObject_Vectorcall(on_error, args, 3, NULL) : NULL;
+        Py_XDECREF(id_obj);
         rc = !out ? -1 : out == Py_None ? 0 : reply(self, id, out);
         Py_XDECREF(out);
     }
@@ -631,26 +678,25 @@ static PyObject *server_serve(Chan *self, PyObject *const *args, Py_ssize_t narg
     int failed = 0;
     while (served < max && !self->closing) {
         /* the idle timeout runs per request; close() ends the wait at once */
-        self->undecodable = 0;
-        PyObject *pair = CLASS(self)->take(self, deadline_in(idle_ns), 1);
-        if (!pair && closed_under(self))
-            pair = Py_NewRef(Py_None);
-        if (!pair && self->undecodable && PyErr_ExceptionMatches(PyExc_Exception)) {
+        PyObject *data;
+        uint64_t id;
+        int rc = CLASS(self)->take(self, deadline_in(idle_ns), 1, &data, &id);
+        if (rc < 0 && closed_under(self))
+            rc = 0;
+        if (rc < 0 && self->undecodable && PyErr_ExceptionMatches(PyExc_Exception)) {
             PyErr_Clear(); /* answered with the error it could not be decoded for */
             served++;
             continue;
         }
-        if (!pair) {
+        if (rc < 0) {
             failed = 1;
             break;
         }
-        if (pair == Py_None) { /* idle for `timeout`, or closed */
-            Py_DECREF(pair);
+        if (rc == 0) /* idle for `timeout`, or closed */
             break;
-        }
         served++;
-        int rc = serve_one(self, a[0], a[1], pair);
-        Py_DECREF(pair);
+        rc = serve_one(self, a[0], a[1], data, id);
+        Py_DECREF(data);
         if (rc < 0) {
             failed = 1;
             break;
