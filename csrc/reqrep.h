@@ -10,7 +10,8 @@
  *   -EOWNERDEAD the worker that took the request died before replying
  *   -EBUSY      (RR_TRY) the Str queue lock is held by someone else; (a reply)
  *               this process holds the request's reply claim (an open
- *               rr_str_reply_begin); (rr_resp_pin) somebody views the reply
+ *               rr_str_reply_begin); (rr_resp_pin, rr_int_peek) somebody
+ *               views the reply
  *   -ECANCELED  a wait ended by rr_interrupt (the call had no effect), or
  *               rr_wait_request's by rr_wake_receivers
  *   -EREMOTEIO  (rr_int_peek only) the reply is an error: view it to read it
@@ -249,7 +250,9 @@ int rr_resp_discard(rr_chan *c, uint64_t id);
 /* Int, without the READING pin: 0 with *value once replied (then
  * rr_resp_discard frees the slot, and if it fails, what was read is void),
  * -EAGAIN while the reply is not there, -ESTALE if it never will be,
- * -EREMOTEIO if the reply is an error (rr_resp_view shows it). */
+ * -EREMOTEIO if the reply is an error, -EBUSY if somebody views it (a
+ * reader that may have died or stopped doing so): then rr_resp_view shows
+ * it, a second look, and rr_resp_release frees it. */
 int rr_int_peek(rr_chan *c, uint64_t id, int64_t *value);
 /* 0 = cancelled: no reply will ever be delivered (a reply being written
  * loses: its writer frees the slot); -EBUSY = the complete reply is there

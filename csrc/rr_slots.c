@@ -644,9 +644,14 @@ int rr_slot_int_peek(rr_slots *pool, uint64_t id, int64_t *value)
     uint32_t gen = rr_id_gen(id);
     /* acquire ↔ the release CAS in rr_slot_publish: the value is visible */
     uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
-    if (v != rr_ctl(gen, RR_SLOT_READY)) { /* READING too: pinned by a view, not ours */
-        bool coming = in_flight(rr_ctl_state(v)) || rr_ctl_state(v) == RR_SLOT_READING;
-        return rr_ctl_gen(v) == gen && coming ? -EAGAIN : -ESTALE;
+    if (v != rr_ctl(gen, RR_SLOT_READY)) {
+        if (rr_ctl_gen(v) != gen)
+            return -ESTALE;
+        /* READING: somebody views it (or died or stopped doing so, which
+         * nothing else would end while we live): view it too */
+        if (rr_ctl_state(v) == RR_SLOT_READING)
+            return -EBUSY;
+        return in_flight(rr_ctl_state(v)) ? -EAGAIN : -ESTALE;
     }
     /* relaxed atomics: if clear() frees the slot now, a new replier may write
      * it; the caller's rr_resp_discard then fails and drops what we read */

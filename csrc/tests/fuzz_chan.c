@@ -894,8 +894,8 @@ static void run_op(fz *f, const fz_op *op)
         if (!str) {
             int64_t v;
             rc = rr_int_peek(c, pick_id(f, c, op), &v);
-            FZ_CHECK(rc == 0 || rc == -EAGAIN || rc == -ESTALE || rc == -EREMOTEIO, "int_peek %d",
-                     rc);
+            FZ_CHECK(rc == 0 || rc == -EAGAIN || rc == -ESTALE || rc == -EREMOTEIO || rc == -EBUSY,
+                     "int_peek %d", rc);
         }
         break;
     case OP_GET: /* what the binding's get does */

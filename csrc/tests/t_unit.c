@@ -856,8 +856,8 @@ TEST("unit", int_peek_collect)
     REQUIRE_EQ(rr_int_peek(c, a, &v), 0);
     CHECK_EQ(v, -42);
     rr_resp r;
-    REQUIRE_EQ(rr_resp_view(c, a, &r), 0); /* pinned by a view: not collectable */
-    CHECK_EQ(rr_int_peek(c, a, &v), -EAGAIN);
+    REQUIRE_EQ(rr_resp_view(c, a, &r), 0); /* pinned by a view: view it too */
+    CHECK_EQ(rr_int_peek(c, a, &v), -EBUSY);
     CHECK_EQ(rr_resp_unview(c, a), 0);
     CHECK_EQ(rr_resp_discard(c, a), 0);
     CHECK_EQ(rr_int_peek(c, a, &v), -ESTALE); /* collected */
@@ -871,6 +871,20 @@ TEST("unit", int_peek_collect)
     CHECK_EQ(rr_resp_discard(c, b), -ESTALE);
     CHECK_EQ(rr_int_peek(c, b, &v), -ESTALE);
     CHECK_EQ(rr_int_peek(c, (uint64_t)1 << 32 | 99, &v), -ESTALE); /* no such slot */
+    /* a reader that viewed a reply and never released it (died, or stopped):
+     * the collect views it too, a second look, and frees it */
+    REQUIRE_EQ(rr_int_send(c, 10, RR_NOWAIT, &b), 0);
+    REQUIRE_EQ(rr_int_recv(c, RR_NOWAIT, &v, &id), 0);
+    REQUIRE_EQ(rr_int_reply(c, b, 11), 0);
+    REQUIRE_EQ(rr_resp_view(c, b, &r), 0);
+    CHECK_EQ(rr_int_peek(c, b, &v), -EBUSY);
+    CHECK_EQ(rr_resp_check(c, b), 1);
+    CHECK_EQ(rr_cancel(c, b), -EBUSY); /* there: collect it */
+    REQUIRE_EQ(rr_resp_view(c, b, &r), 0);
+    CHECK_EQ(r.value, 11);
+    CHECK_EQ(rr_resp_release(c, b), 0);
+    CHECK_EQ(rr_resp_release(c, b), -ESTALE); /* one release wins */
+    CHECK_EQ(rr_int_peek(c, b, &v), -ESTALE);
     CHECK_EQ(stats_of(c).slots_free, 2);
     rr_close(c);
 }

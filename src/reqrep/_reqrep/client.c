@@ -346,7 +346,10 @@ static PyObject *str_collect(Client *self, uint64_t id, int copy, int *stale)
 }
 
 /* An Int reply that is an error: its name, read pinned, then the slot freed. */
-static PyObject *int_collect_error(Client *self, uint64_t id, int *stale)
+/* int_collect through a view (READING): an error reply (its name is read
+ * there), or one somebody else views (a second look, as a Str collect's: a
+ * reader that died or stopped half-way would otherwise keep it from us). */
+static PyObject *int_collect_viewed(Client *self, uint64_t id, int *stale)
 {
     rr_chan *ch = self->base.ch;
     rr_resp r;
@@ -355,15 +358,23 @@ static PyObject *int_collect_error(Client *self, uint64_t id, int *stale)
         *stale = rc == -ESTALE;
         return NULL;
     }
+    int error = (r.flags & RR_FLAG_ERROR) != 0;
     char name[RR_SLOT_ERROR_MAX];
     size_t len = r.len < sizeof name ? r.len : sizeof name;
-    memcpy(name, r.data, len);
+    PyObject *obj = NULL;
+    if (error) {
+        memcpy(name, r.data, len);
+    } else if (!(obj = PyLong_FromLongLong(r.value))) {
+        rr_resp_unview(ch, id); /* leave the reply for another try */
+        return NULL;
+    }
     if (rr_resp_release(ch, id) < 0) {
-        *stale = 1; /* cleared under us */
+        Py_XDECREF(obj);
+        *stale = 1; /* cleared under us, or the other reader's release won */
         return NULL;
     }
     pending_drop(self, id);
-    return raise_remote(name, len, self->base.passthrough ? NULL : "");
+    return error ? raise_remote(name, len, self->base.passthrough ? NULL : "") : obj;
 }
 
 static PyObject *int_collect(Client *self, uint64_t id, int copy, int *stale)
@@ -373,8 +384,8 @@ static PyObject *int_collect(Client *self, uint64_t id, int copy, int *stale)
     *stale = 0;
     /* one CAS (READY -> FREE) instead of view and release */
     int rc = rr_int_peek(ch, id, &value);
-    if (rc == -EREMOTEIO)
-        return int_collect_error(self, id, stale);
+    if (rc == -EREMOTEIO || rc == -EBUSY)
+        return int_collect_viewed(self, id, stale);
     if (rc < 0) {
         *stale = rc == -ESTALE;
         return NULL;
