@@ -13,7 +13,9 @@
  *
  * A slot in WRITING belongs to its writer and one in READING or PINNED to the
  * client reading the reply: nothing else writes it. READING may be looked at
- * twice (two threads of one handle collecting one id: one release wins);
+ * twice (two threads of one handle, or another process holding the id, which
+ * may die in READING: the client still collects it; one release wins; S18 and
+ * S19 in rr_slots.pml);
  * PINNED is a View's (SPEC §9), collected: every other look finds it stale.
  * Cancel and clear turn WRITING into CANCELLED, which the writer's publish
  * CAS then finds: its reply is refused and it frees the slot. Only a writer

@@ -7,10 +7,11 @@
  * Scope: one slot (every race is on one slot; acquire's scan of the others
  * repeats the same steps), one or two clients, one or two workers (two hand
  * ids to each other, so a request can have two repliers), one server process
- * that sweeps or clears, and a final recovery pass. The request queue is the Str
- * one: a taker records itself under the queue lock, then pops; the lock of a
- * dead holder is taken over. Each client sweeps once when it finds no free
- * slot (acquire_or_sweep).
+ * that sweeps or clears, a stranger reading client 1's reply (READER), and a
+ * final recovery pass. The request queue is the Str one: a taker records
+ * itself under the queue lock, then pops; the lock of a dead holder is taken
+ * over. Each client sweeps once when it finds no free slot
+ * (acquire_or_sweep).
  *
  * Replies written in place (rr_str_reply_begin/commit/abort in rr_chan.c;
  * rr_slot_claim_keeping, rr_slot_claimed, rr_slot_publish, rr_slot_unclaim
@@ -34,10 +35,25 @@
  * claim (acquire) and of S14 (release): -DMUT_UNCLAIM_ORDER shows what others
  * could see with a relaxed one; the model is sequentially consistent), the
  * wrap of generations (they only grow here: a few rounds),
- * the record's generation modulo 2^23, two threads or handles of one
- * process (a second look at a pinned id by the owner: cancel, check, view
- * find it collected by a load that changes nothing), and a pin by another
- * process (refused: -EPERM; with two clients the scope is 60M+ states).
+ * the record's generation modulo 2^23, a second look at a pinned id by the
+ * owner (cancel, check, view find it collected by a load that changes
+ * nothing), a pin by another process (refused: -EPERM; with two clients the
+ * scope is 60M+ states), and a second reader beside pins (READER and PINS
+ * are not combined).
+ *
+ * A second reader (READER=1; scope `reader`), S18 and S19: a stranger
+ * (another process, or another thread of client 1, that holds client 1's id)
+ * may view its reply at any moment: S8's CAS READY(g) -> READING(g), or S18
+ * a second look (rr_slot_view's CAS fails on READING(g): shown all the
+ * same); it reads, then releases (free_id from READING(g), else from
+ * READY(g)) or unviews (READING(g) -> READY(g)), or dies (or stops for good:
+ * the same to the others, who never judge it) before any step. The client's
+ * view takes READING(g) as S18 too, and its release is rr_slot_release: one
+ * that fails means the other reader's release won (stale; what was read is
+ * void). The Int get (GETS) is rr_int_peek: READY(g) -> read, then
+ * rr_resp_discard (CAS READY(g) -> FREE(g+1)); READING(g) (-EBUSY) -> the
+ * view, S18. (a) is asserted where a reader's release or discard wins (a
+ * second look's slot may be freed under it by the other's release).
  *
  * Pins (PINS=1; scope `pins`), S16 and S17: the client may collect its
  * READY(g) reply by rr_slot_pin (load the owner word: not ours -> -EPERM;
@@ -79,17 +95,26 @@
  *     ctl is still WRITING or CANCELLED of the id (CLAIMED, below): the
  *     record alone outlives the claim, and a second commit wrote a slot that
  *     had been published, freed, or taken by a newer request.
+ *  F5 (the binding's Int collect, int_collect in src/reqrep/_reqrep/client.c;
+ *     before it said stale, -DOLD_INT_DISCARD) a failed
+ *     rr_resp_discard after a peek of READY(g) looks again: another reader
+ *     may have viewed the reply between the peek and the discard, and then
+ *     die (READING(g)) or give it back (READY(g)); stale, the client drops a
+ *     reply nobody collects, and the slot stays out of the pool while the
+ *     client lives (scope `reader`: (d)'s stale assert, then (b)).
  *
  * Properties:
  *  (a) a client copies out only data written for its own generation (assert
- *      in collect), never the bytes of a reply given back (VOID); a writer
+ *      in collect; READER: the stranger too, for client 1's), never the
+ *      bytes of a reply given back (VOID); a writer
  *      never writes a slot that is at another generation or not claimed
  *      (assert in S5 write and before S14), a stray commit (S15) included;
  *  (b) once every process is done or dead, one recovery pass leaves the slot
  *      FREE and acquirable (assert in init);
  *  (c) every waiting client ends: reply, worker-died error or stale; spin's
  *      invalid-end-state check finds anybody blocked for good (a request
- *      given back, S14, is claimed again and answered). A client whose
+ *      given back, S14, is claimed again and answered; READER: a reply the
+ *      stranger left READING, dead, is collected by S18). A client whose
  *      request only dead workers could take would wait for a new worker; in
  *      the model its deadline then ends the wait. So does one whose request
  *      was given back by a process that then died (L1, at the client's
@@ -98,7 +123,9 @@
  *      generation; at most one reply is published per generation; a cancel
  *      that returned False because the reply is there is followed by a get
  *      that collects it (or finds it cleared), never "not ready". A live
- *      client that did not cancel finds its request stale only after a clear.
+ *      client that did not cancel finds its request stale only after a clear
+ *      (READER: or while or after the stranger's view, released or not: if
+ *      it is never released, (b) finds the slot).
  *  (e) (PINS) while a live client holds its pin, ctl stays PINNED(g) and the
  *      reply's bytes stay g's: no sweep, clear, cancel, writer or acquirer
  *      touches it (PIN_INV, asserted after every DO step); a live owner's pin
@@ -128,9 +155,15 @@
  *               (fails: the trail of L1)
  *  MUT_SWEEP_PINNED  the sweep frees a PINNED slot whose owner is alive
  *  MUT_CLEAR_PINNED  clear frees a PINNED slot as it does a READY one
+ *  OLD_INT_READING  no S18 on the Int get: rr_int_peek says -EAGAIN for
+ *               READING(g), as before cb3c5ac ("not there yet"): get after a
+ *               cancel that said "there" returns None ((d)), and the wait,
+ *               finding it there, loops on it until ctl moves or its
+ *               deadline (blocked for good once the stranger is dead)
+ *  OLD_INT_DISCARD  no F5: a failed discard after a peek is stale
  *  MAXDEATH, ROUNDS1, ROUNDS2, NWORKER, C1FULL, C2FULL, SERVER_OPS, QCAP,
- *  MAXABORT, PINS (2: client 1 collects only by pin): the scope
- *  (csrc/tests/spin.sh runs four).
+ *  MAXABORT, PINS (2: client 1 collects only by pin), READER: the scope
+ *  (csrc/tests/spin.sh runs five).
  */
 
 #ifndef MAXDEATH
@@ -164,6 +197,9 @@
 #define PINS 0      /* 1: clients may pin their reply (S16, S17); 2: client 1
                      * collects only so */
 #endif
+#ifndef READER
+#define READER 0    /* 1: a stranger reads client 1's replies (S18, S19) */
+#endif
 #if PINS == 2
 #define VIEWS me != C1 ->
 #define GETS && me != C1 ->
@@ -172,18 +208,20 @@
 #define GETS ->
 #endif
 
-/* identities: 0 none (and the final pass), clients 1-2, workers 3-4, server 5 */
+/* identities: 0 none (and the final pass), clients 1-2, workers 3-4, server 5,
+ * the stranger 6 */
 #define C1 1
 #define C2 2
 #define W1 3
 #define W2 4
 #define SRV 5
+#define RDR 6
 #if ROUNDS2 > 0
 #define NCLIENT 2
 #else
 #define NCLIENT 1
 #endif
-#define NPROC (NCLIENT + NWORKER + 1)
+#define NPROC (NCLIENT + NWORKER + 1 + READER)
 
 #define FREE 0
 #define ACQUIRED 1
@@ -221,7 +259,7 @@ byte handto = 0;
 byte aborts = 0; /* S14 so far */
 byte gave_g = 0, gave_p = 0; /* ghosts: the last S14 (gen, process) not claimed again since */
 
-bit dead[SRV + 1];
+bit dead[RDR + 1];
 byte deaths = 0;
 byte fin = 0;   /* processes done or dead */
 byte cfin = 0;  /* clients done or dead */
@@ -232,6 +270,20 @@ bit cancel_true[NG]; /* a cancel returned True */
 bit reply_true[NG];  /* a reply was published: reply() returned True */
 bit cleared[NG];     /* clear() moved this generation */
 bit pending_after_cancel_false; /* (d) set where it must never be */
+#if READER
+/* ghosts: client 1's id as the stranger may hold it (its current generation,
+ * 0 none); the stranger holds a view of it (READING, not yet released or
+ * given back; stays set if it dies or stops there); its release won */
+byte cur_g = 0;
+bit sviewing = 0;
+bit taken[NG];
+#define HAND_ID(okv, g) if :: okv && me == C1 -> cur_g = (g) :: else fi
+/* a client's stale: cleared, or another reader has it or had it */
+#define STALE_OK(g) (cleared[g] || taken[g] || (sviewing && cur_g == (g)))
+#else
+#define HAND_ID(okv, g) skip
+#define STALE_OK(g) cleared[g]
+#endif
 #if PINS
 /* ghosts: the live client holding a pin (0 none) and the generation pinned */
 byte pinner = 0;
@@ -443,6 +495,17 @@ clear_again:
 
 /* ------------------------------------------------------------------ client */
 
+/* (a) on a read: a reader's own view holds the slot, so its bytes are its
+ * generation's. READER: another reader's release may free the slot under a
+ * second look, and a new request's writer write it: what was read is then
+ * void (the reader's release fails), and (a) is asserted where the release
+ * (or discard) wins. */
+#if READER
+#define SEEN(d, g) skip
+#else
+#define SEEN(d, g) assert((d) == (g))
+#endif
+
 proctype Client(byte me; byte rounds; bit rich)
 {
     byte r = 0;
@@ -451,6 +514,9 @@ proctype Client(byte me; byte rounds; bit rich)
     bit srw, sok, sdead, ok, swept;
     bit deadline; /* this request's wait has a deadline */
     bit unviewed; /* at most one unview per request */
+#ifdef OLD_INT_READING
+    bit nowait; /* this collect is get's after a cancel that said "there" */
+#endif
     byte rg, rp;
     bit rw;
 
@@ -474,7 +540,7 @@ acquire:
                     if
                     :: ST(v) != FREE -> DO(owner = 0)
                     :: else ->
-                        DO(CAS(ctl, v, MK(GN(v) + 1, ACQUIRED), ok));
+                        DO(CAS(ctl, v, MK(GN(v) + 1, ACQUIRED), ok); HAND_ID(ok, GN(v) + 1));
                         if
                         :: ok -> g = GN(v) + 1
                         :: else -> RELEASE_OWNER(me)
@@ -482,7 +548,7 @@ acquire:
                     fi
 #else
                     /* F1: on the generation the owner word names, no re-load */
-                    DO(CAS(ctl, v, MK(GN(v) + 1, ACQUIRED), ok));
+                    DO(CAS(ctl, v, MK(GN(v) + 1, ACQUIRED), ok); HAND_ID(ok, GN(v) + 1));
                     if
                     :: ok -> g = GN(v) + 1
                     :: else -> RELEASE_OWNER(OWN(me, GN(v) + 1))
@@ -535,6 +601,9 @@ acquire:
 
         /* S9 wait: woken by a change of ctl (and the periodic worker check) */
 wait:
+#ifdef OLD_INT_READING
+        nowait = 0;
+#endif
         MAYDIE;
         if
         :: atomic { (GN(ctl) != g || ST(ctl) == FREE || ST(ctl) == CANCELLED
@@ -625,6 +694,9 @@ timedout:
 
 get_after_cancel:
         /* get, no wait: the reply is there, or the slot was cleared */
+#ifdef OLD_INT_READING
+        nowait = 1;
+#endif
         DO(v = ctl);
         if
         :: GN(v) == g && (ST(v) == READY || ST(v) == READING) -> goto collect
@@ -635,36 +707,42 @@ get_after_cancel:
 
 collect:
         if
-        :: VIEWS /* S8 view: READY(g) -> READING(g), copy out, release or unview */
-            DO(CAS(ctl, MK(g, READY), MK(g, READING), ok));
-            if
-            :: !ok -> goto wait /* not READY: the wait decides */
-            :: else
-            fi;
-            DO(d = data);
-            assert(d == g); /* (a) our own reply */
-            if
-            :: v = MK(g, READING);
-               free_from(v, o, ok); /* release */
-               assert(ok);
-               goto next
-            :: rich && !unviewed ->
-               unviewed = 1;
-               DO(CAS(ctl, MK(g, READING), MK(g, READY), ok));
-               assert(ok);
-               goto wait
-            fi
-        :: rich GETS /* S8 Int get: load READY(g), read, CAS READY(g) -> FREE(g+1) */
+        :: VIEWS goto view
+        :: rich GETS /* S8 Int get: rr_int_peek loads ctl; READY(g): read, then
+                      * rr_resp_discard, CAS READY(g) -> FREE(g+1), which failing
+                      * looks again (F5); READING(g) (-EBUSY): the view, S18 */
             DO(v = ctl);
             if
-            :: v != MK(g, READY) -> goto wait
-            :: else
+            :: v == MK(g, READING) ->
+#ifdef OLD_INT_READING
+                /* -EAGAIN, as before S18: "not there yet". A get (no wait)
+                 * returns None; the wait finds it there and loops on a
+                 * look that says "not yet" until ctl moves or its deadline */
+                if
+                :: nowait -> pending_after_cancel_false = 1;
+                             assert(!pending_after_cancel_false) /* (d) */
+                :: else
+                fi;
+                if
+                :: ctl != MK(g, READING) -> goto wait
+                :: deadline -> goto timedout
+                fi
+#else
+                goto view
+#endif
+            :: v != MK(g, READY) && v != MK(g, READING) -> goto wait
+            :: v == MK(g, READY)
             fi;
             DO(d = data);
+            SEEN(d, g);
             free_from(v, o, ok);
             if
             :: ok -> assert(d == g); goto next /* (a) */
-            :: else -> goto wait /* what was read is discarded */
+#ifdef OLD_INT_DISCARD
+            :: else -> goto stale /* "cleared under us": what was read is void */
+#else
+            :: else -> goto wait /* F5: what was read is void; look again */
+#endif
             fi
 #if PINS
         :: /* S16 pin (rr_slot_pin): the owner word names us (only the
@@ -706,8 +784,45 @@ collect:
 #endif
         fi;
 
+        /* S8 view (rr_slot_view): CAS READY(g) -> READING(g), or S18 a second
+         * look at READING(g); copy out, then release or unview */
+view:
+        DO(if
+           :: ctl == MK(g, READY) -> ctl = MK(g, READING); ok = 1
+           :: else -> ok = (ctl == MK(g, READING)) /* S18 */
+           fi);
+        if
+        :: !ok -> goto wait /* -EAGAIN, -ESTALE: the wait decides */
+        :: else
+        fi;
+        DO(d = data);
+        SEEN(d, g);
+        if
+        :: /* release (rr_slot_release): free_id from READING(g), else
+            * from READY(g) (another reader gave it back) */
+           v = MK(g, READING);
+           free_from(v, o, ok);
+           if
+           :: !ok -> v = MK(g, READY); free_from(v, o, ok)
+           :: else
+           fi;
+           if
+           :: ok -> assert(d == g); goto next /* (a) our own reply */
+           :: else -> goto stale /* the other reader's release won; what
+                                   * was read is void */
+           fi
+        :: rich && !unviewed ->
+           unviewed = 1;
+           DO(CAS(ctl, MK(g, READING), MK(g, READY), ok));
+           assert(ok || READER); /* READER: the other reader's release or
+                                  * unview came first */
+           goto wait
+        fi;
+
 stale:
-        assert(cleared[g]); /* (d) stale without a cancel: only after a clear */
+        /* (d) stale without a cancel: only after a clear (READER: or while
+         * or after another reader has it) */
+        assert(STALE_OK(g));
 next:
         skip;
         /* forget this round (fewer distinct states) */
@@ -917,6 +1032,68 @@ end:
     skip
 }
 
+#if READER
+/* -------------------------------------------------------------- stranger */
+
+/* S19 (scope reader): another process, or another thread of client 1,
+ * holding client 1's id (once it has one: cur_g): one look at any moment (a
+ * wait for the reply is that look, later): rr_slot_view, i.e. S8's CAS
+ * READY(g) -> READING(g) or S18 a second look at READING(g); the data read;
+ * then rr_slot_release (free_id from READING(g), else from READY(g)) or
+ * rr_slot_unview (READING(g) -> READY(g)). Death (or a stop for good: the
+ * same to the others, who never judge it) before every step: a reply it
+ * leaves READING must be collected by client 1 by S18, or by the sweep once
+ * client 1 is dead too. */
+proctype Stranger(byte me)
+{
+    byte g, d, v, o;
+    bit ok;
+
+    if
+    :: atomic { cur_g != 0 -> g = cur_g }
+    :: cfin == NCLIENT -> goto done /* client 1 sent nothing, or has ended */
+    fi;
+    DO(if
+       :: ctl == MK(g, READY) -> ctl = MK(g, READING); ok = 1; sviewing = 1
+       :: ctl == MK(g, READING) -> ok = 1; sviewing = 1 /* S18 */
+       :: else -> ok = 0 /* -EAGAIN, -ESTALE */
+       fi);
+    if
+    :: !ok -> goto done
+    :: else
+    fi;
+    DO(d = data); /* void unless its release wins */
+    if
+    :: /* release */
+        v = MK(g, READING);
+        DO(o = owner);
+        DO(CAS(ctl, v, MK(g + 1, FREE), ok);
+           if :: ok -> taken[g] = 1; sviewing = 0 :: else fi);
+        if
+        :: !ok ->
+            v = MK(g, READY);
+            DO(o = owner);
+            DO(CAS(ctl, v, MK(g + 1, FREE), ok);
+               if :: ok -> taken[g] = 1 :: else fi; sviewing = 0)
+        :: else
+        fi;
+        if
+        :: ok -> assert(d == g); RELEASE_OWNER(o) /* (a) */
+        :: else /* the client's release won */
+        fi
+    :: /* unview */
+        DO(CAS(ctl, MK(g, READING), MK(g, READY), ok); sviewing = 0)
+    fi;
+done:
+    atomic { fin++ };
+    goto end;
+died:
+    skip;
+end:
+    skip
+}
+#endif
+
 init {
     byte me = 0; /* the final recovery pass: never dies */
     byte sv, so, srg, srp;
@@ -933,7 +1110,10 @@ init {
 #else
         run Worker(W1, 0);
 #endif
-        run Server(SRV)
+        run Server(SRV);
+#if READER
+        run Stranger(RDR);
+#endif
     };
     fin == NPROC;
     /* (b) everybody done or dead: one recovery pass gives the slot back */

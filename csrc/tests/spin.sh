@@ -113,10 +113,16 @@ check() {
 #           or giving it back and collecting again), 1 worker, 2 server
 #           operations (sweep, clear) against the pin, a queue of one entry,
 #           3 deaths (two clients would be 60M+ states: too big)
+#   reader  1 client, and a stranger holding its id that views its reply
+#           (or looks a second time at one in READING), then releases or
+#           unviews it, or dies at any step; the client's view and Int get
+#           take READING as a second look; 1 worker, 2 server operations, a
+#           queue of one entry, 3 deaths
 reply=(-DROUNDS2=0 -DMAXDEATH=3)
 owners=(-DNWORKER=1 -DC1FULL=0 -DC2FULL=0 -DQCAP=1 -DMAXDEATH=2)
 rounds=(-DROUNDS2=0 -DROUNDS1=2 -DNWORKER=1 -DSERVER_OPS=2 -DQCAP=1 -DMAXDEATH=2)
 pins=(-DPINS=1 -DROUNDS2=0 -DNWORKER=1 -DSERVER_OPS=2 -DQCAP=1 -DMAXDEATH=3)
+reader=(-DREADER=1 -DROUNDS2=0 -DNWORKER=1 -DSERVER_OPS=2 -DQCAP=1 -DMAXDEATH=3)
 # reply with a client that only waits (no deadline) and views: smaller, for
 # the mutations that need two writers
 waits=(-DROUNDS2=0 -DMAXDEATH=3 -DC1FULL=0)
@@ -124,6 +130,7 @@ check slots/reply pass rr_slots.pml "${reply[@]}"
 check slots/owners pass rr_slots.pml "${owners[@]}"
 check slots/rounds pass rr_slots.pml "${rounds[@]}"
 check slots/pins pass rr_slots.pml "${pins[@]}"
+check slots/reader pass rr_slots.pml "${reader[@]}"
 
 # Int queue (rr_intq.pml): 2 producers (2 + 1 requests), 2 consumers, a final
 # drain; a ring of 2 cells with 3 deaths, and of 1 cell with 2.
@@ -143,6 +150,8 @@ check slots/waits-OLD_WRITER_CHECK fail rr_slots.pml "${waits[@]}" -DOLD_WRITER_
 check slots/waits-STRICT_WAIT fail rr_slots.pml "${waits[@]}" -DSTRICT_WAIT
 check slots/pins-MUT_SWEEP_PINNED fail rr_slots.pml "${pins[@]}" -DMUT_SWEEP_PINNED
 check slots/pins-MUT_CLEAR_PINNED fail rr_slots.pml "${pins[@]}" -DMUT_CLEAR_PINNED
+check slots/reader-OLD_INT_READING fail rr_slots.pml "${reader[@]}" -DOLD_INT_READING
+check slots/reader-OLD_INT_DISCARD fail rr_slots.pml "${reader[@]}" -DOLD_INT_DISCARD
 check intq/ring2-C_REPAIR fail rr_intq.pml -DNCELL=2 -DMAXDEATH=3 -DC_REPAIR
 check intq/ring2-MUT_TAKE_STORE fail rr_intq.pml -DNCELL=2 -DMAXDEATH=3 -DMUT_TAKE_STORE
 check intq/ring2-MUT_RECORD_LATE fail rr_intq.pml -DNCELL=2 -DMAXDEATH=3 -DMUT_RECORD_LATE

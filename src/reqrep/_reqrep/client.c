@@ -377,27 +377,35 @@ static PyObject *int_collect_viewed(Client *self, uint64_t id, int *stale)
     return error ? raise_remote(name, len, self->base.passthrough ? NULL : "") : obj;
 }
 
+#define INT_COLLECT_TRIES 4 /* peeks of one collect, then "not now" */
+
 static PyObject *int_collect(Client *self, uint64_t id, int copy, int *stale)
 {
     rr_chan *ch = self->base.ch;
-    int64_t value;
     *stale = 0;
-    /* one CAS (READY -> FREE) instead of view and release */
-    int rc = rr_int_peek(ch, id, &value);
-    if (rc == -EREMOTEIO || rc == -EBUSY)
-        return int_collect_viewed(self, id, stale);
-    if (rc < 0) {
-        *stale = rc == -ESTALE;
-        return NULL;
+    for (int tries = 0; tries < INT_COLLECT_TRIES; tries++) {
+        int64_t value;
+        /* one CAS (READY -> FREE) instead of view and release */
+        int rc = rr_int_peek(ch, id, &value);
+        if (rc == -EREMOTEIO || rc == -EBUSY)
+            return int_collect_viewed(self, id, stale);
+        if (rc < 0) {
+            *stale = rc == -ESTALE;
+            return NULL;
+        }
+        PyObject *obj = PyLong_FromLongLong(value);
+        if (!obj)
+            return NULL;
+        if (rr_resp_discard(ch, id) == 0) {
+            pending_drop(self, id);
+            return obj;
+        }
+        /* Moved since the peek: what was read is void. Cleared (stale), or
+         * another reader views it now (a second look) or gave it back: look
+         * again (F5 in rr_slots.pml; stale here lost the reply for good). */
+        Py_DECREF(obj);
     }
-    PyObject *obj = PyLong_FromLongLong(value);
-    if (obj && rr_resp_discard(ch, id) < 0) {
-        Py_CLEAR(obj); /* cleared under us */
-        *stale = 1;
-    }
-    if (obj)
-        pending_drop(self, id);
-    return obj;
+    return NULL; /* another reader keeps moving it: not now */
 }
 
 /* After -EOWNERDEAD: frees the slot of `id` and raises WorkerDiedError (-1),
