@@ -396,7 +396,8 @@ def test_fork_while_a_thread_is_blocked(closer: Closer) -> None:
 # An Int reply that another reader is copying out (READING: a process stopped or
 # killed between its view and its release, which nothing else ends while the
 # client lives) is collected by its client as a second look at the same reply, as
-# a Str client does: at once, the slot freed; before, the client's wait found it
+# a Str client does: at once, the slot freed (and by close(), which freed only a
+# READY one); before, the client's wait found it
 # "there" and not to collect, and looped on it (with the GIL held, for good, in
 # one version). cancel() then says "there", and get() must drain it (SPEC §4). In a
 # child process, whose run time bounds the test even if the GIL is never given back.
@@ -436,6 +437,9 @@ try:
     cli.get(rid)
 except reqrep.RemoteError as e:
     print("error:", e.type_name, cli.pending(), srv.stats()["slots_free"])
+replied_and_held(8)
+cli.close()  # gives the slot back, from READING too
+print("close:", srv.stats()["slots_free"])
 """
 
 
@@ -452,4 +456,5 @@ def test_a_reply_another_reader_left_half_read_is_collected_by_its_client(
         "get_wait: [6] 0 2",
         "cancel, get: False 7 0 2",
         "error: KeyError 0 2",
+        "close: 2",
     ], res.stdout

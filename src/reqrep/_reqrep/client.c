@@ -82,9 +82,13 @@ static void release_pending(Chan *base)
         uint64_t id = self->pending[i];
         if (!id--)
             continue;
-        /* cancel a waiting request, or collect a reply nobody will read */
-        if (rr_cancel(base->ch, id) == -EBUSY)
-            rr_resp_discard(base->ch, id);
+        /* Cancel a waiting request, or free a reply nobody will read: from
+         * READY, or from READING (another reader that may have died there;
+         * discard, from READY only, left it out of the pool). A few times: the
+         * other reader may move it between cancel and release. */
+        for (int tries = 0; tries < 4; tries++)
+            if (rr_cancel(base->ch, id) != -EBUSY || rr_resp_release(base->ch, id) == 0)
+                break;
     }
     PyMem_Free(self->pending);
     self->pending = NULL;
