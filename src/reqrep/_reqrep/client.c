@@ -71,6 +71,10 @@ static void pending_drop(Client *self, uint64_t id)
         self->pending[idx] = 0;
 }
 
+/* Looks at a reply another reader may move between two of ours (READY,
+ * READING and back): this many, then "not now". */
+#define RESP_MOVE_TRIES 4
+
 /* chan_class.release: cancels what this object still has pending. */
 static void release_pending(Chan *base)
 {
@@ -86,7 +90,7 @@ static void release_pending(Chan *base)
          * READY, or from READING (another reader that may have died there;
          * discard, from READY only, left it out of the pool). A few times: the
          * other reader may move it between cancel and release. */
-        for (int tries = 0; tries < 4; tries++)
+        for (int tries = 0; tries < RESP_MOVE_TRIES; tries++)
             if (rr_cancel(base->ch, id) != -EBUSY || rr_resp_release(base->ch, id) == 0)
                 break;
     }
@@ -349,7 +353,6 @@ static PyObject *str_collect(Client *self, uint64_t id, int copy, int *stale)
     return obj;
 }
 
-/* An Int reply that is an error: its name, read pinned, then the slot freed. */
 /* int_collect through a view (READING): an error reply (its name is read
  * there), or one somebody else views (a second look, as a Str collect's: a
  * reader that died or stopped half-way would otherwise keep it from us). */
@@ -381,13 +384,11 @@ static PyObject *int_collect_viewed(Client *self, uint64_t id, int *stale)
     return error ? raise_remote(name, len, self->base.passthrough ? NULL : "") : obj;
 }
 
-#define INT_COLLECT_TRIES 4 /* peeks of one collect, then "not now" */
-
 static PyObject *int_collect(Client *self, uint64_t id, int copy, int *stale)
 {
     rr_chan *ch = self->base.ch;
     *stale = 0;
-    for (int tries = 0; tries < INT_COLLECT_TRIES; tries++) {
+    for (int tries = 0; tries < RESP_MOVE_TRIES; tries++) {
         int64_t value;
         /* one CAS (READY -> FREE) instead of view and release */
         int rc = rr_int_peek(ch, id, &value);
