@@ -810,3 +810,31 @@ def test_repr_never_crashes(str_server: Any) -> None:
         assert isinstance(repr(c), str)
     except ValueError:
         pass
+
+
+@pytest.mark.parametrize("copy", [True, False])
+def test_a_receive_that_runs_out_of_memory_leaves_its_request_queued(copy: bool) -> None:
+    # Everything recv() returns, the (data, id) pair included, is built before the
+    # request leaves the queue (LESSONS.md): a MemoryError at any allocation of the
+    # call leaves the request there for the next receive.
+    testcapi = pytest.importorskip("_testcapi")
+    with reqrep.Server(None, req_cap=8, resp_slots=4, resp_size=256) as s, s.client() as c:
+        for start in range(40):
+            rid = c.send(b"hello")
+            assert rid is not None
+            testcapi.set_nomemory(start, start + 1)
+            try:
+                got = s.recv(copy=copy)
+            except MemoryError:
+                got = None
+            finally:
+                testcapi.remove_mem_hooks()
+            if got is None:
+                assert s.size() == 1, f"request lost at allocation {start}"
+                got = s.recv(copy=copy)
+                assert got is not None
+            data, taken = got
+            assert taken == rid and bytes(data) == b"hello"
+            del data
+            assert s.reply(taken, b"ok")
+            assert c.get_wait(rid, timeout=10) == b"ok"

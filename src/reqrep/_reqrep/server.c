@@ -17,9 +17,11 @@ typedef struct server_class {
     chan_class base;
     int client_slot; /* TYPE_x of server.client() */
     /* The next request, waiting for it to `deadline`: 1 with its data (a new
-     * reference) and id, 0 if there was none, -1 with an exception set. No
-     * (data, id) tuple: serve() takes the two apart again at once. */
-    int (*take)(Chan *self, int64_t deadline, int copy, PyObject **data, uint64_t *id);
+     * reference; with `as_pair`, the tuple (data, id), built before the
+     * request leaves the queue) and id, 0 if there was none, -1 with an
+     * exception set. serve() asks for no tuple: it takes the two apart. */
+    int (*take)(Chan *self, int64_t deadline, int copy, int as_pair, PyObject **data,
+                uint64_t *id);
     /* Replies `data` to request `id`: 1 sent, 0 stale (the request was
      * cancelled or cleared), -1 with an exception set. */
     int (*reply)(Chan *self, uint64_t id, PyObject *data);
@@ -180,13 +182,13 @@ static inline int str_wait(Chan *self, int64_t deadline)
 
 /* Builds the requests of a receive of `n` (str_wait), at most `max`, and ends
  * it: into `list` as pairs (data, id) or, without a list, the first as *one
- * and *id. The payloads are built while the queue lock is held (no Python
+ * (a pair if `as_pair`) and *id. The payloads are built while the queue lock is held (no Python
  * code runs then: a codec's payload is copied, and decoded after) and only
  * what was built is consumed: what fails half-way stays queued (LESSONS.md).
  * !copy: each payload a View. Returns how many were built, -1 with an
  * exception set. */
 static inline int str_build(Chan *self, int n, uint32_t max, int copy, PyObject *list,
-                            PyObject **one, uint64_t *id)
+                            int as_pair, PyObject **one, uint64_t *id)
 {
     uint32_t want = (uint32_t)n < max ? (uint32_t)n : max, built = 0, used = 0;
     int bad = 0, pins = 1;
@@ -199,14 +201,13 @@ static inline int str_build(Chan *self, int n, uint32_t max, int copy, PyObject 
         PyObject *data = !copy         ? request_view(self, used, &e, &pins)
                          : self->codec ? codec_copy(e.data, e.len)
                                        : payload_object(e.data, e.len, e.flags);
+        if (list || as_pair)
+            data = make_pair(data, e.id);
+        if (!data)
+            break; /* this one stays queued */
         if (list) {
-            PyObject *pair = make_pair(data, e.id);
-            if (!pair)
-                break; /* this one stays queued */
-            PyList_SET_ITEM(list, built, pair);
+            PyList_SET_ITEM(list, built, data);
         } else {
-            if (!data)
-                break;
             *one = data;
             *id = e.id;
         }
@@ -240,7 +241,7 @@ static PyObject *str_take_list(Chan *self, uint32_t max, int64_t deadline, int c
         rr_str_recv_end(self->ch, 0);
         return NULL;
     }
-    int built = str_build(self, n, max, copy, res, NULL, NULL);
+    int built = str_build(self, n, max, copy, res, 0, NULL, NULL);
     if (built < 0) {
         Py_DECREF(res);
         return NULL;
@@ -250,23 +251,32 @@ static PyObject *str_take_list(Chan *self, uint32_t max, int64_t deadline, int c
 }
 
 /* server_class.take of the Str queue; on a codec channel the data decoded
- * (see decode_one). */
-static int str_take_one(Chan *self, int64_t deadline, int copy, PyObject **data, uint64_t *id)
+ * (see decode_one; in a pair, in place: the pair is ours alone). */
+static int str_take_one(Chan *self, int64_t deadline, int copy, int as_pair, PyObject **data,
+                        uint64_t *id)
 {
     self->undecodable = 0;
     int n = str_wait(self, deadline);
     if (n <= 0)
         return n;
     PyObject *one;
-    int built = str_build(self, n, 1, copy, NULL, &one, id);
+    int built = str_build(self, n, 1, copy, NULL, as_pair, &one, id);
     if (built <= 0)
         return built;
     if (self->codec) {
-        PyObject *obj = decode_one(self, one, *id);
-        Py_DECREF(one);
-        if (!obj)
+        PyObject *obj = decode_one(self, as_pair ? PyTuple_GET_ITEM(one, 0) : one, *id);
+        if (!obj) {
+            Py_DECREF(one);
             return -1;
-        one = obj;
+        }
+        if (as_pair) {
+            PyObject *copied = PyTuple_GET_ITEM(one, 0);
+            PyTuple_SET_ITEM(one, 0, obj);
+            Py_DECREF(copied);
+        } else {
+            Py_DECREF(one);
+            one = obj;
+        }
     }
     *data = one;
     return 1;
@@ -287,7 +297,8 @@ static int int_recv(rr_chan *ch, int64_t deadline, void *arg)
     return rr_int_recv(ch, deadline, &t->value, &t->id);
 }
 
-static int int_take_one(Chan *self, int64_t deadline, int copy, PyObject **data, uint64_t *id)
+static int int_take_one(Chan *self, int64_t deadline, int copy, int as_pair, PyObject **data,
+                        uint64_t *id)
 {
     int_taken t;
     int rc = int_recv(self->ch, RR_NOWAIT, &t);
@@ -305,7 +316,10 @@ static int int_take_one(Chan *self, int64_t deadline, int copy, PyObject **data,
         raise_core(self->st, rc, self->path, NULL);
         return -1;
     }
-    if (!(*data = PyLong_FromLongLong(t.value)))
+    /* built after the take: a failure here loses the request (an Int
+     * receive has no peek to build under) */
+    PyObject *value = PyLong_FromLongLong(t.value);
+    if (!(*data = as_pair ? make_pair(value, t.id) : value))
         return -1;
     *id = t.id;
     return 1;
@@ -421,9 +435,9 @@ static PyObject *take_one(Chan *self, int64_t deadline, int copy)
         return NULL;
     PyObject *data;
     uint64_t id;
-    int rc = CLASS(self)->take(self, deadline, copy, &data, &id);
+    int rc = CLASS(self)->take(self, deadline, copy, 1, &data, &id);
     chan_leave(self);
-    return rc < 0 ? NULL : rc == 0 ? Py_NewRef(Py_None) : make_pair(data, id);
+    return rc < 0 ? NULL : rc == 0 ? Py_NewRef(Py_None) : data;
 }
 
 static PyObject *server_recv(Chan *self, PyObject *const *args, Py_ssize_t nargs,
@@ -680,7 +694,7 @@ static PyObject *server_serve(Chan *self, PyObject *const *args, Py_ssize_t narg
         /* the idle timeout runs per request; close() ends the wait at once */
         PyObject *data;
         uint64_t id;
-        int rc = CLASS(self)->take(self, deadline_in(idle_ns), 1, &data, &id);
+        int rc = CLASS(self)->take(self, deadline_in(idle_ns), 1, 0, &data, &id);
         if (rc < 0 && closed_under(self))
             rc = 0;
         if (rc < 0 && self->undecodable && PyErr_ExceptionMatches(PyExc_Exception)) {
