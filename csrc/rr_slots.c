@@ -673,9 +673,21 @@ static int free_id(rr_slots *pool, uint64_t id, uint32_t from)
 
 int rr_slot_release(rr_slots *pool, uint64_t id)
 {
-    /* viewed by rr_slot_view, or (a caller that read nothing) still READY;
-     * never PINNED: that is a View's, which rr_slot_unpin ends */
-    return free_id(pool, id, RR_SLOT_READING) == 0 ? 0 : free_id(pool, id, RR_SLOT_READY);
+    rr_slot *s = slot_of(pool, id);
+    if (!s)
+        return -ESTALE;
+    uint32_t gen = rr_id_gen(id);
+    /* Viewed by rr_slot_view, or (a caller that read nothing, or another
+     * reader gave it back) READY; never PINNED: that is a View's, which
+     * rr_slot_unpin ends. One loop, not a try from each: another reader may
+     * move it between READING and READY in between, and both tries would
+     * fail on a reply still there (F6 in rr_slots.pml). acquire, as in
+     * free_to. */
+    uint64_t v = atomic_load_explicit(&s->ctl, memory_order_acquire);
+    while (v == rr_ctl(gen, RR_SLOT_READING) || v == rr_ctl(gen, RR_SLOT_READY))
+        if (free_from(pool, s, &v))
+            return 0;
+    return -ESTALE;
 }
 
 /* Gives a reply its reader could not use back (from READING or PINNED to

@@ -102,6 +102,13 @@
  *     die (READING(g)) or give it back (READY(g)); stale, the client drops a
  *     reply nobody collects, and the slot stays out of the pool while the
  *     client lives (scope `reader`: (d)'s stale assert, then (b)).
+ *  F6 (rr_slot_release, found by review, then here: -DOLD_RELEASE) a
+ *     release frees from READING(g) or READY(g), whichever ctl holds, in one
+ *     loop that decides again when the slot moved; two tries, from READING
+ *     then from READY, both failed when another reader gave the reply back
+ *     (unview) before the first and looked again (view) before the second:
+ *     stale, with the reply still there (scope `reader`, the stranger
+ *     looking twice: (b)).
  *
  * Properties:
  *  (a) a client copies out only data written for its own generation (assert
@@ -161,6 +168,7 @@
  *               finding it there, loops on it until ctl moves or its
  *               deadline (blocked for good once the stranger is dead)
  *  OLD_INT_DISCARD  no F5: a failed discard after a peek is stale
+ *  OLD_RELEASE  no F6: a release tries READING(g), then READY(g), once each
  *  MAXDEATH, ROUNDS1, ROUNDS2, NWORKER, C1FULL, C2FULL, SERVER_OPS, QCAP,
  *  MAXABORT, PINS (2: client 1 collects only by pin), READER: the scope
  *  (csrc/tests/spin.sh runs five).
@@ -340,6 +348,33 @@ byte pgen = 0;
 
 /* Frees the slot from the exact value v the caller has loaded: load owner,
  * CAS ctl v -> FREE(gen+1), release the owner word; ok: the CAS won. */
+/* rr_slot_release: free from READING(g) or READY(g), whichever ctl holds,
+ * deciding again when another reader moved it between the two (F6);
+ * OLD_RELEASE: free_id from READING(g), then from READY(g), one try each */
+inline release(g, v, o, ok) {
+#ifdef OLD_RELEASE
+    v = MK(g, READING);
+    free_from(v, o, ok);
+    if
+    :: !ok -> v = MK(g, READY); free_from(v, o, ok)
+    :: else
+    fi
+#else
+    do
+    :: DO(v = ctl);
+       if
+       :: v == MK(g, READING) || v == MK(g, READY) ->
+          free_from(v, o, ok);
+          if
+          :: ok -> break
+          :: else
+          fi
+       :: else -> ok = 0; break
+       fi
+    od
+#endif
+}
+
 inline free_from(v, o, ok) {
     DO(o = owner);
     DO(CAS(ctl, v, MK(GN(v) + 1, FREE), ok));
@@ -798,14 +833,9 @@ view:
         DO(d = data);
         SEEN(d, g);
         if
-        :: /* release (rr_slot_release): free_id from READING(g), else
-            * from READY(g) (another reader gave it back) */
-           v = MK(g, READING);
-           free_from(v, o, ok);
-           if
-           :: !ok -> v = MK(g, READY); free_from(v, o, ok)
-           :: else
-           fi;
+        :: /* release (rr_slot_release, F6): from READING(g) or READY(g)
+            * (another reader gave it back) */
+           release(g, v, o, ok);
            if
            :: ok -> assert(d == g); goto next /* (a) our own reply */
            :: else -> goto stale /* the other reader's release won; what
@@ -1036,23 +1066,24 @@ end:
 /* -------------------------------------------------------------- stranger */
 
 /* S19 (scope reader): another process, or another thread of client 1,
- * holding client 1's id (once it has one: cur_g): one look at any moment (a
+ * holding client 1's id (once it has one: cur_g): a look at any moment (a
  * wait for the reply is that look, later): rr_slot_view, i.e. S8's CAS
  * READY(g) -> READING(g) or S18 a second look at READING(g); the data read;
- * then rr_slot_release (free_id from READING(g), else from READY(g)) or
- * rr_slot_unview (READING(g) -> READY(g)). Death (or a stop for good: the
+ * then rr_slot_release (F6: from READING(g) or READY(g), deciding again) or
+ * rr_slot_unview (READING(g) -> READY(g)), after which it may look once more. Death (or a stop for good: the
  * same to the others, who never judge it) before every step: a reply it
  * leaves READING must be collected by client 1 by S18, or by the sweep once
  * client 1 is dead too. */
 proctype Stranger(byte me)
 {
     byte g, d, v, o;
-    bit ok;
+    bit ok, looks;
 
     if
     :: atomic { cur_g != 0 -> g = cur_g }
     :: cfin == NCLIENT -> goto done /* client 1 sent nothing, or has ended */
     fi;
+look:
     DO(if
        :: ctl == MK(g, READY) -> ctl = MK(g, READING); ok = 1; sviewing = 1
        :: ctl == MK(g, READING) -> ok = 1; sviewing = 1 /* S18 */
@@ -1064,25 +1095,19 @@ proctype Stranger(byte me)
     fi;
     DO(d = data); /* void unless its release wins */
     if
-    :: /* release */
-        v = MK(g, READING);
-        DO(o = owner);
-        DO(CAS(ctl, v, MK(g + 1, FREE), ok);
-           if :: ok -> taken[g] = 1; sviewing = 0 :: else fi);
+    :: /* release (rr_slot_release, F6) */
+        release(g, v, o, ok);
+        atomic { if :: ok -> taken[g] = 1 :: else fi; sviewing = 0 };
         if
-        :: !ok ->
-            v = MK(g, READY);
-            DO(o = owner);
-            DO(CAS(ctl, v, MK(g + 1, FREE), ok);
-               if :: ok -> taken[g] = 1 :: else fi; sviewing = 0)
-        :: else
-        fi;
-        if
-        :: ok -> assert(d == g); RELEASE_OWNER(o) /* (a) */
+        :: ok -> assert(d == g) /* (a) */
         :: else /* the client's release won */
         fi
-    :: /* unview */
-        DO(CAS(ctl, MK(g, READING), MK(g, READY), ok); sviewing = 0)
+    :: /* unview, then perhaps look again (S19: twice at most) */
+        DO(CAS(ctl, MK(g, READING), MK(g, READY), ok); sviewing = 0);
+        if
+        :: looks == 0 -> looks = 1; goto look
+        :: true
+        fi
     fi;
 done:
     atomic { fin++ };

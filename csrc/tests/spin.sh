@@ -152,6 +152,7 @@ check slots/pins-MUT_SWEEP_PINNED fail rr_slots.pml "${pins[@]}" -DMUT_SWEEP_PIN
 check slots/pins-MUT_CLEAR_PINNED fail rr_slots.pml "${pins[@]}" -DMUT_CLEAR_PINNED
 check slots/reader-OLD_INT_READING fail rr_slots.pml "${reader[@]}" -DOLD_INT_READING
 check slots/reader-OLD_INT_DISCARD fail rr_slots.pml "${reader[@]}" -DOLD_INT_DISCARD
+check slots/reader-OLD_RELEASE fail rr_slots.pml "${reader[@]}" -DOLD_RELEASE
 check intq/ring2-C_REPAIR fail rr_intq.pml -DNCELL=2 -DMAXDEATH=3 -DC_REPAIR
 check intq/ring2-MUT_TAKE_STORE fail rr_intq.pml -DNCELL=2 -DMAXDEATH=3 -DMUT_TAKE_STORE
 check intq/ring2-MUT_RECORD_LATE fail rr_intq.pml -DNCELL=2 -DMAXDEATH=3 -DMUT_RECORD_LATE
